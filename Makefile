@@ -1,0 +1,26 @@
+# The two commands of the README. Each installs what is missing first (scripts/setup.sh).
+VENV ?= .venv
+export MUJOCO_GL ?= egl
+ARGS ?=
+
+.PHONY: train test setup bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+## Train the embedded default: DrQ-v2 on dmc/cartpole-swingup (CPU: the cpu-fast preset, ~15 min; GPU: the paper preset).
+train: setup
+	$(VENV)/bin/pixelrl train $(ARGS)
+
+## Run the test suite.
+test: setup
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+## Run the CPU benchmarks (each prints its measurement and writes benchmarks/results/).
+bench: setup
+	$(VENV)/bin/python benchmarks/replay_memory.py
+	$(VENV)/bin/python benchmarks/env_throughput.py
+	$(VENV)/bin/python benchmarks/update_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,250 @@
+"""``pixelrl`` command line: train | resume | eval | plot. Parsing only; the work is in pixelrl.train."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import tyro
+
+from pixelrl.errors import PixelRLError
+
+USAGE = """usage: pixelrl {train,resume,eval,plot} [options]
+
+  train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
+  resume  continue a run exactly: pixelrl resume runs/<run>/
+  eval    evaluate a run:         pixelrl eval runs/<run>/ --episodes 10 --video
+  plot    learning curves:        pixelrl plot runs/a runs/b --out curves.png
+
+`pixelrl <command> --help` lists every option with its documentation."""
+
+
+def _pop_option(argv: list[str], *names: str) -> Optional[str]:
+    """Remove ``--name value`` / ``--name=value`` from argv and return the value (last one wins)."""
+    value = None
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        for n in names:
+            if a == n and i + 1 < len(argv):
+                value = argv[i + 1]
+                del argv[i : i + 2]
+                break
+            if a.startswith(n + "="):
+                value = a.split("=", 1)[1]
+                del argv[i]
+                break
+        else:
+            i += 1
+    return value
+
+
+def _peek_option(argv: Sequence[str], *names: str) -> Optional[str]:
+    return _pop_option(list(argv), *names)
+
+
+def cmd_train(argv: list[str]) -> int:
+    import tyro
+
+    from pixelrl.train.config import TrainConfig
+    from pixelrl.train.loop import Trainer
+    from pixelrl.train.setup import agent_config_class, build_config, default_run_dir
+
+    argv = list(argv)
+    agent_name = _pop_option(argv, "--agent", "--agent-name", "--agent_name") or TrainConfig.agent_name
+    env = _peek_option(argv, "--env") or TrainConfig.env
+    preset = _pop_option(argv, "--preset") or TrainConfig.preset
+    device = _peek_option(argv, "--device") or TrainConfig.device
+    defaults = build_config(env, agent_name, preset, device, fill_run_dir=False)
+    cfg_cls = agent_config_class(agent_name)
+    args_cls = dataclasses.make_dataclass(
+        "TrainArgs", [("agent", cfg_cls, dataclasses.field(default_factory=cfg_cls))], bases=(TrainConfig,),
+        frozen=True)
+    args_cls.__doc__ = TrainConfig.__doc__
+    default = args_cls(**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
+    parsed = tyro.cli(args_cls, default=default, args=argv, prog="pixelrl train")
+    cfg = TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
+    if cfg.run_dir is None:
+        cfg = dataclasses.replace(cfg, run_dir=default_run_dir(cfg.env, cfg.agent_name, cfg.seed))
+    _announce(cfg)
+    summary = Trainer(cfg).run()
+    _print_summary(summary)
+    return 0
+
+
+def _announce(cfg) -> None:
+    from rich.console import Console
+
+    c = Console()
+    a = cfg.agent
+    c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} seed={cfg.seed} "
+            f"frames={cfg.frames:,} device={cfg.device}")
+    if cfg.preset == "cpu-fast":
+        c.print("  CPU preset [bold]cpu-fast[/bold]: a lean DrQ-v2 that learns on a 2-core CPU "
+                f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
+                f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}). "
+                "Pass --preset paper for the published DrQ-v2 configuration (meant for a GPU).")
+    c.print(f"  run folder: {cfg.run_dir}")
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+
+    c = Console()
+    fin, rnd = summary.get("final_eval_return"), summary.get("random_return")
+    c.print(f"[bold green]done[/bold green] {summary['frames']:,} frames in {summary['wall_s'] / 60:.1f} min")
+    if fin is not None:
+        ratio = f" ({fin / rnd:.1f}x the random policy's {rnd:.1f})" if rnd else ""
+        c.print(f"  final eval return: {fin:.1f}{ratio}")
+    c.print(f"  run folder: {summary['run_dir']}")
+    c.print(f"  curve:      {summary['curve']}")
+    if summary.get("video"):
+        c.print(f"  video:      {summary['video']}")
+
+
+def cmd_resume(argv: list[str]) -> int:
+    from pixelrl.train.loop import Trainer
+    from pixelrl.train.setup import config_from_run
+
+    args = _parse(_Resume, argv, "pixelrl resume")
+    run = Path(args.run_dir)
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        raise PixelRLError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made")
+    cfg = config_from_run(json.loads(cfg_path.read_text()))
+    cfg = dataclasses.replace(cfg, run_dir=str(run))
+    if args.frames is not None:
+        cfg = dataclasses.replace(cfg, frames=args.frames)
+    summary = Trainer(cfg, resume=True).run()
+    _print_summary(summary)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    import numpy as np
+    import torch
+
+    from pixelrl.agents import make_agent
+    from pixelrl.envs import make
+    from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.train.evaluate import EVAL_STREAM, run_episodes
+    from pixelrl.train.loop import resolve_device
+    from pixelrl.train.setup import config_from_run
+    from pixelrl.train.video import write_video
+
+    args = _parse(_Eval, argv, "pixelrl eval")
+    run = Path(args.run_dir)
+    if not (run / "config.json").exists():
+        raise PixelRLError(f"{run} is not a run folder (no config.json)")
+    cfg = config_from_run(json.loads((run / "config.json").read_text()))
+    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        raise PixelRLError(f"{run} has no checkpoint yet")
+    device = resolve_device(args.device)
+    env = make(cfg.env, seed=args.seed, **cfg.env_kwargs())
+    agent = make_agent(cfg.agent_name, env.observation_space, env.action_space, cfg.agent, device)
+    state = load_checkpoint(ckpt)
+    agent.load_state_dict(state["agent"])
+    step = int(state["trainer"]["agent_steps"])
+
+    def policy(obs):
+        with torch.no_grad():
+            return agent.act(obs, step=step, eval_mode=True)
+
+    res = run_episodes(env, policy, args.episodes, seed=args.seed, stream=EVAL_STREAM + 100, index=0,
+                       record=args.video)
+    out = {"run_dir": str(run), "checkpoint": str(ckpt), "episodes": args.episodes,
+           "mean_return": float(np.mean(res["returns"])), "std_return": float(np.std(res["returns"])),
+           "returns": res["returns"]}
+    if args.video:
+        out["video"] = str(write_video(run / "videos" / f"eval_cli_{ckpt.name}.mp4", res["frames"]))
+    print(f"{cfg.env} {cfg.agent_name} @ {ckpt.name}: return {out['mean_return']:.1f} ± {out['std_return']:.1f} "
+          f"over {args.episodes} episodes")
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    from pixelrl.train.plot import plot_runs
+
+    args = _parse(_Plot, argv, "pixelrl plot")
+    if not args.run_dirs:
+        raise PixelRLError("pixelrl plot needs at least one run folder")
+    out = plot_runs(args.run_dirs, args.out, metric=args.metric, title=args.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _parse(cls, argv, prog):
+    import tyro
+
+    return tyro.cli(cls, args=argv, prog=prog)
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """Continue a run from its last checkpoint, exactly as if it had never stopped (same machine, CPU)."""
+
+    run_dir: tyro.conf.Positional[str]
+    """The run folder made by `pixelrl train`."""
+    frames: Optional[int] = None
+    """New total training budget in env frames (default: the run's own)."""
+
+
+@dataclass(frozen=True)
+class _Eval:
+    """Evaluate the policy of a run's latest (or a given) checkpoint."""
+
+    run_dir: tyro.conf.Positional[str]
+    """The run folder made by `pixelrl train`."""
+    episodes: int = 10
+    """Number of evaluation episodes."""
+    video: bool = False
+    """Write an mp4 of the first episode under <run>/videos/ (--video)."""
+    checkpoint: Optional[str] = None
+    """A checkpoint folder to evaluate instead of the latest one."""
+    seed: int = 12345
+    """Seed of the evaluation episodes."""
+    device: str = "auto"
+    """Device to run the policy on."""
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """Plot learning curves; runs of the same env/agent/preset are aggregated over seeds (IQM, 95% CI)."""
+
+    run_dirs: tyro.conf.Positional[tuple[str, ...]]
+    """Run folders."""
+    out: str = "curves.png"
+    """Output PNG path."""
+    metric: str = "eval_return"
+    """Column of the eval rows to plot."""
+    title: Optional[str] = None
+    """Plot title."""
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"pixelrl: unknown command '{cmd}'\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[cmd](rest)
+    except PixelRLError as e:
+        print(f"pixelrl {cmd}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Policy evaluation: deterministic episodes on a separate env, optional video of the first one."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from pixelrl.train.video import frame_from_obs
+from pixelrl.utils.seeding import derive_seed
+
+EVAL_STREAM = 2  # seed stream id of evaluation episodes (training episodes use 1)
+RANDOM_STREAM = 3
+
+
+def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int, index: int,
+                 record: bool = False) -> dict:
+    """Run ``episodes`` episodes of ``policy(obs) -> action``; episode ``e`` of call ``index`` is reset with a
+    seed derived from (seed, stream, index, e), so evaluation never touches the training RNGs.
+
+    Returns ``{"returns": [...], "lengths": [...], "frames": [...video frames of episode 0...]}``.
+    """
+    returns, lengths, frames = [], [], []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=derive_seed(seed, stream, index, e))
+        if record and e == 0:
+            frames.append(frame_from_obs(obs))
+        total, length, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+            if record and e == 0:
+                frames.append(frame_from_obs(obs))
+        returns.append(total)
+        lengths.append(length)
+    return {"returns": returns, "lengths": lengths, "frames": frames}
+
+
+def random_policy(action_space, seed: int) -> Callable:
+    rng = np.random.default_rng(seed)
+
+    def act(_obs):
+        if hasattr(action_space, "n"):
+            return int(rng.integers(action_space.n))
+        return rng.uniform(action_space.low, action_space.high).astype(np.float32)
+
+    return act

@@ -1,0 +1,310 @@
+"""The online training loop: random warm-up, action repeat, update cadence, evaluation, logs, checkpoints,
+and exact resume.
+
+Order of one agent step (as in DrQ-v2): act on ``obs_t`` -> send the action to the env -> gradient update(s) on
+the replay as it stands -> receive ``obs_{t+1}`` -> store the transition. With ``async_env`` the env steps in a
+subprocess while the update runs, so rendering overlaps learning; the math and the results are the same.
+
+Exactness: every training episode ``i`` is reset with a seed derived from ``(seed, i)``, evaluation episodes
+from ``(seed, eval index, episode)``, warm-up actions come from a NumPy generator, exploration noise and
+augmentation from torch's RNG. Checkpoints are written at episode boundaries and hold all of those RNG states,
+the agent (networks, optimizers, schedules), the counters, the replay and the byte size of ``metrics.jsonl``.
+A run killed at any moment and resumed from its last checkpoint therefore writes the same metric rows
+(timing columns aside) as a run never interrupted, on the same machine with the same thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelrl.agents import make_agent
+from pixelrl.data.replay import ReplayBuffer
+from pixelrl.envs import make, make_vector
+from pixelrl.errors import ConfigError, CorruptFileError
+from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pixelrl.train.config import TrainConfig
+from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
+from pixelrl.train.logger import Logger
+from pixelrl.train.progress import TrainProgress
+from pixelrl.train.video import write_video
+from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.utils.dataclass_io import to_dict
+from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+
+TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM = 1, 4, 5
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+class _EnvRunner:
+    """One training env, in-process or in a subprocess (a 1-env async vector env), with a split step."""
+
+    def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any]) -> None:
+        self.vector = asynchronous
+        if asynchronous:
+            self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
+        else:
+            self.env = make(env_id, seed=seed, **env_kwargs)
+        self._pending = None
+
+    @staticmethod
+    def _unbatch(x):
+        if isinstance(x, dict):
+            return {k: v[0] for k, v in x.items()}
+        return x[0]
+
+    def reset(self, seed: int):
+        if self.vector:
+            obs, _ = self.env.reset(seed=[seed])
+            return self._unbatch(obs)
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step_async(self, action) -> None:
+        if self.vector:
+            self.env.step_async(np.asarray(action)[None])
+        else:
+            self._pending = action
+
+    def step_wait(self):
+        if self.vector:
+            obs, r, term, trunc, info = self.env.step_wait()
+            frames = info.get("frames")
+            return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
+                int(frames[0]) if frames is not None else None)
+        obs, r, term, trunc, info = self.env.step(self._pending)
+        return obs, float(r), bool(term), bool(trunc), info.get("frames")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class Trainer:
+    """Builds env, agent and replay from a resolved :class:`TrainConfig` and runs (or resumes) training."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+        if cfg.run_dir is None:
+            raise ConfigError("TrainConfig.run_dir must be set (the CLI fills it in)")
+        if cfg.agent is None:
+            raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        env_kwargs = cfg.env_kwargs()
+        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
+        self.obs_space = self.eval_env.observation_space
+        self.action_space = self.eval_env.action_space
+        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
+        self.train_env = _EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
+                                    env_kwargs=env_kwargs)
+        a = cfg.agent
+        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
+                                   nstep=a.nstep, discount=a.discount, device=self.device,
+                                   seed=derive_seed(cfg.seed, REPLAY_STREAM))
+        self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))
+        self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
+                         "next_checkpoint": 0, "last_eval_frames": -1,
+                         "last_checkpoint_frames": -1, "wall_s": 0.0}
+        jsonl_offset = None
+        if resume:
+            jsonl_offset = self._restore()
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if (self.run_dir / "metrics.jsonl").exists():
+                raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
+                                  "continue it or choose another --run-dir")
+            write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
+            jsonl_offset = None
+        self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard, jsonl_offset=jsonl_offset,
+                             purge_step=self.counters["frames"] if resume else None)
+        self._wall_start = time.perf_counter() - self.counters["wall_s"]
+
+    # ---- checkpoint / resume -------------------------------------------------------------------------------
+    def _checkpoint(self) -> Path:
+        self.counters["wall_s"] = time.perf_counter() - self._wall_start
+        self.logger.flush()
+        self.replay.save(self.run_dir / "replay")
+        manifest = (self.run_dir / "replay" / "manifest.json").read_text()
+        state = {
+            "trainer": dict(self.counters),
+            "jsonl_offset": self.logger.offset(),
+            "agent": self.agent.state_dict(),
+            "rng": capture_rng_state({"warmup": self.warmup_rng}),
+            "replay_manifest": manifest,
+        }
+        name = f"frames_{self.counters['frames']:012d}"
+        return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
+
+    def _restore(self) -> int:
+        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing)")
+        state = load_checkpoint(ckpt)
+        # The replay folder may be ahead of this checkpoint (killed between the replay save and the checkpoint):
+        # put back the replay manifest recorded with the checkpoint, whose chunks are immutable once written.
+        write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(state["replay_manifest"]))
+        self.replay.load(self.run_dir / "replay")
+        self.agent.load_state_dict(state["agent"])
+        restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
+        self.counters.update(state["trainer"])
+        return int(state["jsonl_offset"])
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+    def _evaluate(self, progress: TrainProgress) -> dict[str, Any]:
+        cfg, c = self.cfg, self.counters
+        t0 = time.perf_counter()
+
+        def policy(obs):
+            with torch.no_grad():
+                return self.agent.act(obs, step=c["agent_steps"], eval_mode=True)
+
+        res = run_episodes(self.eval_env, policy, cfg.eval_episodes, seed=cfg.seed, stream=EVAL_STREAM,
+                           index=c["evals"], record=cfg.video)
+        row: dict[str, Any] = {
+            "frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
+            "eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
+            "eval_length": float(np.mean(res["lengths"])),
+        }
+        extra = ""
+        if c["evals"] == 0 and cfg.eval_random:
+            rnd = run_episodes(self.eval_env, random_policy(self.action_space, derive_seed(cfg.seed, RANDOM_STREAM)),
+                               cfg.eval_episodes, seed=cfg.seed, stream=RANDOM_STREAM, index=0)
+            row["random_return"] = float(np.mean(rnd["returns"]))
+            extra = f" (random policy: {row['random_return']:.1f})"
+        if cfg.video and res["frames"]:
+            write_video(self.run_dir / "videos" / f"eval_frames_{c['frames']:09d}.mp4", res["frames"])
+        row["eval_s"] = time.perf_counter() - t0
+        row["wall_s"] = time.perf_counter() - self._wall_start
+        self.logger.log("eval", row)
+        c["evals"] += 1
+        progress.eval_done(c["frames"], row["eval_return"], row["eval_return_std"], extra)
+        return row
+
+    # ---- training --------------------------------------------------------------------------------------------
+    def _train_episode(self, progress: TrainProgress) -> None:
+        cfg, c, a = self.cfg, self.counters, self.cfg.agent
+        seed_steps = int(getattr(a, "num_seed_steps", 0))
+        update_every = int(getattr(a, "update_every_steps", 1))
+        updates_per_step = int(getattr(a, "updates_per_step", 1))
+        batch_size = int(a.batch_size)
+        obs = self.train_env.reset(seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]))
+        self.replay.add_first(obs)
+        ep_return, ep_len, ep_frames = 0.0, 0, 0
+        metrics: dict[str, list[float]] = defaultdict(list)
+        env_s = act_s = update_s = 0.0
+        t_ep = time.perf_counter()
+        done = False
+        while not done:
+            t0 = time.perf_counter()
+            if c["agent_steps"] < seed_steps:
+                if hasattr(self.action_space, "n"):
+                    action = np.int64(self.warmup_rng.integers(self.action_space.n))
+                else:
+                    action = self.warmup_rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    action = self.agent.act(obs, step=c["agent_steps"], eval_mode=False)
+            t1 = time.perf_counter()
+            self.train_env.step_async(action)
+            if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
+                for _ in range(updates_per_step):
+                    m = self.agent.update(self.replay.sample(batch_size), step=c["agent_steps"])
+                    for k, v in m.items():
+                        metrics[k].append(float(v))
+            t2 = time.perf_counter()
+            obs, reward, terminated, truncated, frames = self.train_env.step_wait()
+            t3 = time.perf_counter()
+            self.replay.add(action, reward, obs, terminated, truncated)
+            frames = self.action_repeat if frames is None else frames
+            ep_return += reward
+            ep_len += 1
+            ep_frames += frames
+            c["agent_steps"] += 1
+            c["frames"] += frames
+            done = terminated or truncated
+            act_s += t1 - t0
+            update_s += t2 - t1
+            env_s += t3 - t2
+            if ep_len % 25 == 0 or done:
+                progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
+        c["episodes"] += 1
+        dt = time.perf_counter() - t_ep
+        row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"],
+               "episode_return": ep_return, "episode_length": ep_len,
+               **{k: float(np.mean(v)) for k, v in sorted(metrics.items())},
+               "fps": ep_frames / max(dt, 1e-9), "env_s": env_s, "act_s": act_s, "update_s": update_s,
+               "wall_s": time.perf_counter() - self._wall_start}
+        self.logger.log("train", row)
+
+    def run(self) -> dict[str, Any]:
+        """Train until ``cfg.frames``; returns a summary with the paths of the run folder, plot and video."""
+        cfg, c = self.cfg, self.counters
+        progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
+                                 title=f"{cfg.env} {cfg.agent_name} s{cfg.seed}")
+        ckpt_every = cfg.checkpoint_every_frames or cfg.eval_every_frames
+        try:
+            while True:  # one iteration per episode boundary
+                evaluated = False
+                if c["frames"] >= c["next_eval"] or c["frames"] >= cfg.frames:
+                    while c["next_eval"] <= c["frames"]:
+                        c["next_eval"] += cfg.eval_every_frames
+                    if c["last_eval_frames"] != c["frames"]:
+                        c["last_eval_frames"] = c["frames"]
+                        self._evaluate(progress)
+                        evaluated = True
+                if c["frames"] >= cfg.frames:
+                    if evaluated or c["last_checkpoint_frames"] != c["frames"]:
+                        c["last_checkpoint_frames"] = c["frames"]
+                        self._checkpoint()
+                    break
+                if c["frames"] >= c["next_checkpoint"] and (evaluated or cfg.checkpoint_every_frames):
+                    while c["next_checkpoint"] <= c["frames"]:
+                        c["next_checkpoint"] += ckpt_every
+                    c["last_checkpoint_frames"] = c["frames"]
+                    self._checkpoint()
+                self._train_episode(progress)
+        finally:
+            progress.close()
+            self.logger.close()
+            self.train_env.close()
+            self.eval_env.close()
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
+        from pixelrl.train.plot import plot_runs
+
+        curve = plot_runs([self.run_dir], self.run_dir / "curve.png",
+                          title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
+        videos = sorted((self.run_dir / "videos").glob("*.mp4")) if self.cfg.video else []
+        evals = self.logger.rows["eval"]
+        summary = {
+            "run_dir": str(self.run_dir), "curve": str(curve), "video": str(videos[-1]) if videos else None,
+            "frames": self.counters["frames"], "agent_steps": self.counters["agent_steps"],
+            "final_eval_return": evals[-1]["eval_return"] if evals else None,
+            "random_return": next((r["random_return"] for r in evals if "random_return" in r), None),
+            "wall_s": time.perf_counter() - self._wall_start,
+            "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
+        }
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
