@@ -1,1 +1,32 @@
+"""Environments: ``make(env_id, ...)`` for ``dmc/``, ``gym/`` and ``ale/`` ids, wrappers, vector envs.
 
+Importing this package needs none of the optional simulators; they are imported when an env is made.
+On Linux ``MUJOCO_GL`` defaults to ``egl`` if unset (see :mod:`pixelrl.envs._gl` and ``docs/envs.md``).
+"""
+
+from pixelrl.envs._gl import ensure_mujoco_gl as _ensure_mujoco_gl
+from pixelrl.envs.factory import list_envs, make, make_vector
+from pixelrl.envs.wrappers import (
+    ActionRepeat,
+    ActionScale,
+    ChannelFirst,
+    EnvInfo,
+    FrameStack,
+    PixelObservation,
+    StateFloat32,
+)
+
+_ensure_mujoco_gl()
+
+__all__ = [
+    "ActionRepeat",
+    "ActionScale",
+    "ChannelFirst",
+    "EnvInfo",
+    "FrameStack",
+    "PixelObservation",
+    "StateFloat32",
+    "list_envs",
+    "make",
+    "make_vector",
+]

@@ -1,0 +1,31 @@
+"""OpenGL backend selection for MuJoCo rendering.
+
+MuJoCo (and dm_control) read ``MUJOCO_GL`` once, when they are first imported. pixelrl sets it to ``egl``
+(headless, GPU-accelerated where a GPU driver is present, Mesa software rendering otherwise) when the user
+has not chosen one, on Linux only. Set ``MUJOCO_GL=osmesa`` (pure software) or ``MUJOCO_GL=glfw`` (needs a
+display) *before* importing pixelrl/mujoco to override. The DrQ-v2 reference hard-codes ``egl``; we do not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_GL_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "MUJOCO_EGL_DEVICE_ID", "EGL_DEVICE_ID")
+
+
+def ensure_mujoco_gl() -> str | None:
+    """Default ``MUJOCO_GL`` to ``egl`` on Linux if unset; return the value in effect."""
+    if "MUJOCO_GL" not in os.environ and sys.platform.startswith("linux"):
+        os.environ["MUJOCO_GL"] = "egl"
+    gl = os.environ.get("MUJOCO_GL")
+    # PyOpenGL must agree with MuJoCo on the platform, else the first render fails obscurely.
+    if gl in ("egl", "osmesa") and "PYOPENGL_PLATFORM" not in os.environ:
+        os.environ["PYOPENGL_PLATFORM"] = gl
+    return gl
+
+
+def gl_environment() -> dict[str, str]:
+    """The rendering-related environment variables to replay in a worker process."""
+    ensure_mujoco_gl()
+    return {k: os.environ[k] for k in _GL_VARS if k in os.environ}
