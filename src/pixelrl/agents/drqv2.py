@@ -1,0 +1,440 @@
+"""DrQ-v2: data-regularised actor-critic from pixels (Yarats et al., 2021).
+
+The update reads top to bottom in :meth:`DrQv2Agent._update`:
+
+1. pixels (uint8) -> float, random shift (pad 4) of ``obs`` and ``next_obs`` independently, channels_last;
+2. encoder on ``obs`` (with grad) and ``next_obs`` (no grad, same encoder: DrQ-v2 has no target encoder);
+3. target ``y = reward + discount * min_i Qbar_i(s', a')`` with ``a' = clip(mu(s') + clip(N(0, sigma), +-c), -1, 1)``
+   (``batch.discount`` already holds ``gamma^n`` and the termination mask);
+4. critic + encoder step on ``sum_i MSE(Q_i(s, a), y)`` (+ auxiliary losses);
+5. actor step on ``-min_i Q_i(s, a~pi)`` with detached features (the critic gets no gradient from it);
+6. target critic EMA with ``tau`` (every update).
+
+Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant to be patched):
+
+* ``stddev(step) -> float`` -- the exploration / target-smoothing std. Override in a subclass or compose on an
+  instance: ``agent.stddev = lambda step, base=agent.stddev: max(base(step), extra(step))`` (DrM, MENTOR).
+* ``critic_target(batch, next_feat, std) -> Tensor[B, 1]`` -- the TD target, called under ``no_grad``; override to
+  blend in a value net (DrM's expectile V) or transform the target.
+* ``add_aux_loss(fn, module=None, name=None)`` -- ``fn(AuxInputs) -> loss`` or ``(loss, {name: tensor})`` is added
+  to the critic/encoder loss; ``module``'s parameters join the critic optimizer and its state the checkpoint
+  (TACO/CURL). The encoder gets one optimizer step per update whatever the number of losses.
+* ``critic_head=`` constructor argument -- a :class:`pixelrl.nets.QHead` (``out_dim``, ``value``, ``loss``) that
+  replaces the scalar MSE head (HL-Gauss).
+* ``update_hooks`` -- callables ``fn(agent, step) -> dict | None`` run after each update, outside the hot path
+  (dormant-ratio measurement and perturbation; they may use :meth:`reset_optimizer_state`).
+* ``actor``, ``critic``, ``target_critic``, ``encoder``, ``actor_opt``, ``critic_opt`` are public attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pixelrl.agents.schedules import parse_schedule
+from pixelrl.data.batch import Batch
+from pixelrl.errors import ConfigError
+from pixelrl.nets.actor import Actor, sample_action
+from pixelrl.nets.augment import random_shift, random_shift_index
+from pixelrl.nets.critic import Critic, QHead
+from pixelrl.nets.encoders import ObsEncoder
+
+__all__ = ["DrQv2Config", "DrQv2Agent", "AuxInputs"]
+
+
+@dataclass(frozen=True)
+class DrQv2Config:
+    """DrQ-v2 hyper-parameters. Defaults are the published DrQ-v2 values (medium-difficulty DMC tasks)."""
+
+    lr: float = 1e-4
+    """Adam learning rate of the encoder, critic and actor (paper: 1e-4; 8e-5 for humanoid)."""
+    batch_size: int = 256
+    """Transitions per update (paper: 256; 512 for walker tasks). Read by the trainer's replay sampler."""
+    feature_dim: int = 50
+    """Width of the Linear->LayerNorm->tanh bottleneck of the actor and critic trunks (paper: 50; 100 humanoid)."""
+    hidden_dim: int = 1024
+    """Hidden units of the actor and Q MLPs (two hidden layers each)."""
+    critic_target_tau: float = 0.01
+    """EMA rate of the target critic, applied after every update."""
+    nstep: int = 3
+    """n of the n-step return built by the replay (paper: 3; 1 for walker tasks)."""
+    discount: float = 0.99
+    """Per-step discount gamma; the replay folds gamma^n and termination into ``batch.discount``."""
+    update_every_steps: int = 2
+    """Agent steps between update points."""
+    updates_per_step: int = 1
+    """Gradient updates done at each update point (update-to-data ratio)."""
+    num_seed_steps: int = 2000
+    """Agent steps of uniform random actions at the start (paper: 4000 frames at action repeat 2)."""
+    stddev_schedule: str = "linear(1.0,0.1,500000)"
+    """Exploration std in agent steps: a number or 'linear(init,final,duration)' / 'step_linear(...)'."""
+    stddev_clip: float = 0.3
+    """Clip of the target-policy smoothing noise and of the actor-update noise."""
+    encoder_channels: tuple[int, ...] = (32, 32, 32, 32)
+    """Output channels of the 3x3 conv layers."""
+    encoder_strides: tuple[int, ...] = (2, 1, 1, 1)
+    """Strides of the 3x3 conv layers (84x84 -> 35x35 with the default)."""
+    augment_pad: int = 4
+    """Random-shift padding in pixels (0 disables augmentation)."""
+    augment_impl: str = "index"
+    """'index': exact integer shift by gathering uint8 pixels (fast); 'grid_sample': the reference's bilinear
+    grid_sample on a sampling grid at pixel centres. Both give the same images up to float rounding."""
+    replay_capacity: int = 1_000_000
+    """Replay size in transitions (paper: 1M; 100k for quadruped_run). Read by the trainer."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16' (autocast of the forward passes; parameters and optimizer state stay fp32)."""
+    channels_last: bool = True
+    """Run the conv encoder in channels_last memory format (faster on CPU and GPU; same math)."""
+    compile: bool = False
+    """torch.compile the loss computations of the update (slower start; off by default)."""
+    num_q: int = 2
+    """Number of Q heads; the target and the actor loss take the min over all of them (paper: 2)."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if len(self.encoder_channels) != len(self.encoder_strides) or not self.encoder_channels:
+            raise ConfigError(
+                f"encoder_channels {self.encoder_channels} and encoder_strides {self.encoder_strides} must be "
+                "non-empty and of equal length"
+            )
+        for name in ("lr", "critic_target_tau", "stddev_clip"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.critic_target_tau <= 1.0:
+            raise ConfigError(f"critic_target_tau must be in (0, 1], got {self.critic_target_tau}")
+        for name in ("batch_size", "feature_dim", "hidden_dim", "nstep", "update_every_steps", "updates_per_step"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_q < 1:
+            raise ConfigError(f"num_q must be >= 1, got {self.num_q}")
+        if self.augment_impl not in ("index", "grid_sample"):
+            raise ConfigError(f"augment_impl must be 'index' or 'grid_sample', got {self.augment_impl!r}")
+        if self.augment_pad < 0 or self.num_seed_steps < 0:
+            raise ConfigError("augment_pad and num_seed_steps must be >= 0")
+        parse_schedule(self.stddev_schedule)  # raises ConfigError with the accepted forms
+
+
+@dataclass
+class AuxInputs:
+    """What an auxiliary loss sees. ``feat`` carries gradient to the encoder; ``next_feat`` does not."""
+
+    agent: "DrQv2Agent"
+    batch: Batch
+    obs: Any
+    next_obs: Any
+    feat: torch.Tensor
+    next_feat: torch.Tensor
+    step: int
+
+
+AuxLoss = Callable[[AuxInputs], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+@dataclass
+class _AuxEntry:
+    name: str
+    fn: AuxLoss
+    module: torch.nn.Module | None = field(default=None)
+
+
+def _obs_kind(space: gym.Space) -> tuple[str, tuple[int, int, int] | None, int]:
+    if isinstance(space, gym.spaces.Dict):
+        keys = set(space.spaces)
+        if "pixels" not in keys or not keys <= {"pixels", "state"}:
+            raise ConfigError(
+                f"DrQ-v2 takes a dict observation with 'pixels' and optional 'state'; got keys {sorted(keys)}"
+            )
+        px = space.spaces["pixels"]
+        if len(px.shape) != 3:
+            raise ConfigError(f"'pixels' must be [C, H, W], got shape {px.shape}")
+        state_dim = int(np.prod(space.spaces["state"].shape)) if "state" in keys else 0
+        return "dict", tuple(px.shape), state_dim
+    if isinstance(space, gym.spaces.Box):
+        if len(space.shape) == 3:
+            return "pixels", tuple(space.shape), 0
+        if len(space.shape) == 1:
+            return "state", None, int(space.shape[0])
+    raise ConfigError(
+        f"unsupported observation space {space}; DrQ-v2 takes uint8 [C, H, W] pixels, a float [d] state, or a "
+        "Dict with 'pixels' (+ 'state')"
+    )
+
+
+class DrQv2Agent:
+    """The DrQ-v2 agent: ``act`` for acting, ``update`` for one gradient update, ``state_dict`` for checkpoints."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        cfg: DrQv2Config | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        critic_head: QHead | None = None,
+    ) -> None:
+        cfg = cfg if cfg is not None else DrQv2Config()
+        if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+            raise ConfigError(f"DrQ-v2 needs a continuous Box action space of shape [A]; got {action_space}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.action_dim = int(action_space.shape[0])
+        self.obs_kind, pixel_shape, state_dim = _obs_kind(observation_space)
+        self._stddev_fn = parse_schedule(cfg.stddev_schedule)
+        self._channels_last = cfg.channels_last and self.obs_kind != "state"
+        self._augment_pad = cfg.augment_pad if self.obs_kind != "state" else 0
+
+        self.encoder = ObsEncoder(
+            self.obs_kind,
+            pixel_shape=pixel_shape,
+            state_dim=state_dim,
+            channels=cfg.encoder_channels,
+            strides=cfg.encoder_strides,
+        ).to(self.device)
+        repr_dim = self.encoder.repr_dim
+        self.actor = Actor(repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim).to(self.device)
+        self.critic = Critic(repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, critic_head).to(
+            self.device
+        )
+        self.target_critic = Critic(
+            repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, self.critic.head
+        ).to(self.device)
+        self.target_critic.load_state_dict(self.critic.state_dict())
+        self.target_critic.requires_grad_(False)
+        if self._channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+
+        self.critic_opt = self._make_adam(
+            [{"params": list(self.encoder.parameters())}, {"params": list(self.critic.parameters())}]
+        )
+        self.actor_opt = self._make_adam([{"params": list(self.actor.parameters())}])
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.target_critic.parameters())
+
+        self.aux_losses: list[_AuxEntry] = []
+        self.update_hooks: list[Callable[[DrQv2Agent, int], dict[str, float] | None]] = []
+        self.num_updates = 0
+        self._aug_buf: torch.Tensor | None = None  # reused float pixel buffer (the update's largest input)
+
+        self._critic_loss_fn = self._critic_loss
+        self._actor_loss_fn = self._actor_loss
+        if cfg.compile:
+            self._critic_loss_fn = torch.compile(self._critic_loss, dynamic=False)
+            self._actor_loss_fn = torch.compile(self._actor_loss, dynamic=False)
+
+    # ------------------------------------------------------------------ hooks
+    def stddev(self, step: int) -> float:
+        """Exploration / target-smoothing std at ``step`` (agent steps). Mechanisms override or compose this."""
+        return self._stddev_fn(step)
+
+    def critic_target(self, batch: Batch, next_feat: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """TD target ``[B, 1]`` (called under no_grad): ``r + discount * min_i Qbar_i(s', a')``."""
+        mu = self.actor(next_feat)
+        next_action = sample_action(mu, std, clip=self.cfg.stddev_clip)
+        target_v = self.target_critic.values(next_feat, next_action).min(dim=0).values
+        return batch.reward + batch.discount * target_v
+
+    def add_aux_loss(self, fn: AuxLoss, module: torch.nn.Module | None = None, name: str | None = None) -> None:
+        """Add ``fn`` to the critic/encoder loss; ``module``'s parameters are trained by the critic optimizer."""
+        name = name or f"aux{len(self.aux_losses)}"
+        if any(e.name == name for e in self.aux_losses):
+            raise ConfigError(f"an auxiliary loss named {name!r} is already registered")
+        if module is not None:
+            module.to(self.device)
+            self.critic_opt.add_param_group({"params": list(module.parameters())})
+        self.aux_losses.append(_AuxEntry(name, fn, module))
+
+    def reset_optimizer_state(self, which: str = "all") -> None:
+        """Drop Adam moments of ``'actor'``, ``'critic'`` (includes encoder and aux modules) or ``'all'``."""
+        opts = {"actor": [self.actor_opt], "critic": [self.critic_opt], "all": [self.actor_opt, self.critic_opt]}
+        if which not in opts:
+            raise ConfigError(f"which must be one of {sorted(opts)}, got {which!r}")
+        for opt in opts[which]:
+            opt.state.clear()
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs, *, step: int, eval_mode: bool) -> np.ndarray:
+        """Action for one unbatched observation: float32 ``[A]`` in [-1, 1].
+
+        Eval mode returns the mean action. Otherwise, during the first ``num_seed_steps`` agent steps the action is
+        uniform in [-1, 1] (as DrQ-v2's ``act``); after that it is ``mu + N(0, stddev(step))`` with *unclipped*
+        noise, clamped to [-1, 1] (the reference samples with ``clip=None`` when acting).
+        """
+        if not eval_mode and step < self.cfg.num_seed_steps:
+            return torch.empty(self.action_dim).uniform_(-1.0, 1.0).numpy().astype(np.float32)
+        x = self._obs_to_tensor(obs)
+        with self._autocast():
+            mu = self.actor(self.encoder(x))
+            if not eval_mode:
+                mu = sample_action(mu, self.stddev(step), clip=None)
+        return mu[0].float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+
+    def _obs_to_tensor(self, obs):
+        def one(x, pixels: bool):
+            t = torch.as_tensor(np.asarray(x), device=self.device).unsqueeze(0)
+            if pixels:
+                return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
+            return t.float()
+
+        if self.obs_kind == "dict":
+            return {k: one(v, k == "pixels") for k, v in obs.items() if k in ("pixels", "state")}
+        return one(obs, self.obs_kind == "pixels")
+
+    # ------------------------------------------------------------------ update
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _augment(self, obs, next_obs):
+        """uint8 pixels of obs and next_obs -> float, independently shifted, channels_last (one kernel for both)."""
+        if self.obs_kind == "state":
+            return obs.float(), next_obs.float()
+        px, npx = (obs["pixels"], next_obs["pixels"]) if self.obs_kind == "dict" else (obs, next_obs)
+        both = torch.cat([px, npx], dim=0)
+        if self.cfg.augment_impl == "index":
+            n, c, h, w = both.shape
+            buf = self._aug_buf
+            if buf is None or buf.shape != (n, h, w, c) or buf.device != both.device:
+                buf = self._aug_buf = torch.empty((n, h, w, c), device=both.device)
+            both = random_shift_index(both, self._augment_pad, channels_last=self._channels_last, out=buf)
+        else:
+            both = random_shift(both.float(), self._augment_pad)
+            if self._channels_last:
+                both = both.contiguous(memory_format=torch.channels_last)
+        a, b = both.chunk(2, dim=0)
+        if self.obs_kind == "dict":
+            return {**obs, "pixels": a}, {**next_obs, "pixels": b}
+        return a, b
+
+    def _critic_loss(self, batch: Batch, std: torch.Tensor, step: int):
+        obs, next_obs = self._augment(batch.obs, batch.next_obs)
+        with self._autocast():
+            feat = self.encoder(obs)
+            with torch.no_grad():
+                next_feat = self.encoder(next_obs)
+                target = self.critic_target(batch, next_feat, std).float()
+            raw = self.critic(feat, batch.action)
+            q = self.critic.head.value(raw).float()
+            loss = self.critic.head.loss(raw.float(), target)
+        metrics = {
+            "critic_target_q": target.mean(),
+            "critic_q1": q[0].mean(),
+            "critic_q2": q[-1].mean(),
+            "critic_loss": loss.detach(),
+            "batch_reward": batch.reward.mean(),
+        }
+        if self.aux_losses:
+            inputs = AuxInputs(self, batch, obs, next_obs, feat, next_feat, step)
+            for entry in self.aux_losses:
+                with self._autocast():
+                    out = entry.fn(inputs)
+                aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
+                loss = loss + aux_loss.float()
+                metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
+                metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+        return loss, feat.detach(), metrics
+
+    def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor):
+        with self._autocast():
+            mu = self.actor(feat)
+            action = sample_action(mu, std, clip=self.cfg.stddev_clip)
+            q = self.critic.values(feat, action).min(dim=0).values.float()
+            loss = -q.mean()
+        return loss, {"actor_loss": loss.detach()}
+
+    def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        std = torch.tensor(self.stddev(step), device=self.device)
+        critic_loss, feat, metrics = self._critic_loss_fn(batch, std, step)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        actor_loss, actor_metrics = self._actor_loss_fn(feat, std)
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)  # no gradient computed for critic weights
+        self.actor_opt.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.critic_target_tau)
+        metrics.update(actor_metrics)
+        metrics["actor_std"] = std
+        return metrics
+
+    def update(self, batch: Batch, *, step: int) -> dict[str, float]:
+        """One gradient update of critic+encoder, actor and target critic. Returns float metrics."""
+        self.encoder.train()
+        metrics = self._update(batch, step)
+        self.num_updates += 1
+        names = list(metrics)
+        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist()  # one sync
+        out = dict(zip(names, values))
+        for hook in self.update_hooks:
+            extra = hook(self, step)
+            if extra:
+                out.update(extra)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Nets' and optimizers' state dicts plus JSON-able counters; tensors are contiguous copies (a snapshot
+        that later updates do not change)."""
+
+        def contig(x):
+            if isinstance(x, torch.Tensor):
+                return x.detach().clone(memory_format=torch.contiguous_format)
+            if isinstance(x, dict):
+                return {k: contig(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [contig(v) for v in x]
+            return x
+
+        state = {
+            "encoder": self.encoder.state_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "counters": {"num_updates": self.num_updates},
+        }
+        if self.aux_losses:
+            state["aux"] = {e.name: e.module.state_dict() for e in self.aux_losses if e.module is not None}
+        return contig(state)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (register the same aux losses first)."""
+        missing = [k for k in ("encoder", "actor", "critic", "target_critic", "actor_opt", "critic_opt") if k not in state]
+        if missing:
+            raise ConfigError(f"DrQ-v2 state is missing {missing}; is it a DrQ-v2 checkpoint?")
+        self.encoder.load_state_dict(state["encoder"])
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        for e in self.aux_losses:
+            if e.module is not None:
+                e.module.load_state_dict(state.get("aux", {})[e.name])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        for opt in (self.actor_opt, self.critic_opt):  # moments in the parameters' memory format (channels_last)
+            for p, s in opt.state.items():
+                for k, v in list(s.items()):
+                    if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                        s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+        self.num_updates = int(state.get("counters", {}).get("num_updates", 0))
+
+    def _make_adam(self, groups: list[dict]) -> torch.optim.Optimizer:
+        groups = [g for g in groups if g["params"]]
+        if not groups:  # keeps the optimizer API uniform for parameter-free parts
+            groups = [{"params": [torch.nn.Parameter(torch.zeros(()), requires_grad=False)]}]
+        return torch.optim.Adam(groups, lr=self.cfg.lr, fused=self.device.type in ("cpu", "cuda"))

@@ -1,0 +1,92 @@
+"""DrQ-v2 presets: per-task overrides from the paper's task lists, and ``cpu_fast`` for quick CPU runs.
+
+Keys are :class:`~pixelrl.agents.drqv2.DrQv2Config` fields, plus ``frames`` (trainer: total env frames) and
+env options (``size``, ``action_repeat``); the trainer splits them.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["EASY", "MEDIUM", "HARD_PREFIXES", "DIFFICULTY", "task_difficulty", "task_preset", "cpu_fast"]
+
+EASY = frozenset(
+    {
+        "cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "cup_catch", "finger_spin",
+        "hopper_stand", "pendulum_swingup", "walker_stand", "walker_walk", "reacher_easy",
+    }
+)
+"""DrQ-v2's easy tasks: sigma decays over 100k agent steps, 1.1M frames."""
+
+MEDIUM = frozenset(
+    {
+        "acrobot_swingup", "cartpole_swingup_sparse", "cheetah_run", "finger_turn_easy", "finger_turn_hard",
+        "hopper_hop", "quadruped_run", "quadruped_walk", "reach_duplo", "reacher_hard", "walker_run",
+    }
+)
+"""DrQ-v2's medium tasks: sigma decays over 500k agent steps, 3.1M frames."""
+
+HARD_PREFIXES = ("humanoid_",)
+"""DrQ-v2's hard tasks (humanoid_*): sigma over 2M agent steps, lr 8e-5, feature_dim 100, 30.1M frames."""
+
+DIFFICULTY = {
+    "easy": {"stddev_schedule": "linear(1.0,0.1,100000)", "frames": 1_100_000},
+    "medium": {"stddev_schedule": "linear(1.0,0.1,500000)", "frames": 3_100_000},
+    "hard": {"stddev_schedule": "linear(1.0,0.1,2000000)", "frames": 30_100_000, "lr": 8e-5, "feature_dim": 100},
+}
+
+
+def _task_name(env_id: str) -> str:
+    """'dmc/walker-walk', 'walker_walk', 'dmc:Walker-Walk' -> 'walker_walk'."""
+    name = re.split(r"[/:]", env_id)[-1]
+    return name.strip().lower().replace("-", "_")
+
+
+def task_difficulty(env_id: str) -> str | None:
+    """'easy' / 'medium' / 'hard' for a DrQ-v2 DMC task, None for a task outside the paper's lists."""
+    name = _task_name(env_id)
+    if name in EASY:
+        return "easy"
+    if name in MEDIUM:
+        return "medium"
+    if name.startswith(HARD_PREFIXES):
+        return "hard"
+    return None
+
+
+def task_preset(env_id: str) -> dict:
+    """DrQ-v2's per-task overrides for ``env_id`` (``{}`` for a task outside the paper's lists).
+
+    Difficulty sets ``stddev_schedule`` and ``frames`` (and lr / feature_dim for hard tasks); walker tasks use
+    ``nstep=1`` and ``batch_size=512``; quadruped_run uses ``replay_capacity=100_000``.
+    """
+    difficulty = task_difficulty(env_id)
+    if difficulty is None:
+        return {}
+    out = dict(DIFFICULTY[difficulty])
+    name = _task_name(env_id)
+    if name.startswith("walker_"):
+        out.update(nstep=1, batch_size=512)
+    if name == "quadruped_run":
+        out.update(replay_capacity=100_000)
+    return out
+
+
+cpu_fast: dict = {
+    "size": 64,
+    "action_repeat": 8,
+    "encoder_channels": (32, 32, 32, 32),
+    "encoder_strides": (2, 2, 1, 1),
+    "update_every_steps": 1,
+    "batch_size": 128,
+    "hidden_dim": 256,
+    "lr": 3e-4,
+    "feature_dim": 50,
+    "stddev_schedule": "linear(1.0,0.1,20000)",
+    "num_seed_steps": 1000,
+    "precision": "fp32",
+}
+"""CPU default for ``make train``: 64x64 frames, action repeat 8, strides (2, 2, 1, 1) (64 -> 11x11x32 = 3,872
+features), an update every agent step, batch 128, hidden 256, lr 3e-4. sigma decays over 20k agent steps
+(160k frames at action repeat 8) and 1000 seed steps (8k frames), scaled down with the short CPU budget.
+Kept fp32 (bf16 was not checked for learning quality)."""

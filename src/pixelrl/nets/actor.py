@@ -1,0 +1,51 @@
+"""DrQ-v2 actor: a deterministic tanh policy with externally scheduled Gaussian exploration noise."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pixelrl.nets.layers import mlp, weight_init
+
+__all__ = ["Actor", "sample_action", "clamp_straight_through"]
+
+_EPS = 1e-6
+
+
+def clamp_straight_through(x: torch.Tensor, low: float = -1.0, high: float = 1.0, eps: float = _EPS) -> torch.Tensor:
+    """Clamp to ``[low + eps, high - eps]`` in the forward pass, identity gradient in the backward pass.
+
+    This is DrQ-v2's ``TruncatedNormal._clamp``: the actor still gets gradient through saturated actions.
+    """
+    clamped = torch.clamp(x, low + eps, high - eps)
+    return x + (clamped - x).detach()
+
+
+def sample_action(
+    mu: torch.Tensor, std: float | torch.Tensor, clip: float | None = None, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """DrQ-v2's truncated-normal sample: ``clamp(mu + clip(N(0, std), +-clip), -1, 1)`` (straight-through clamp).
+
+    ``clip=None`` leaves the noise unclipped (the reference's exploration sample in ``act``); the update uses
+    ``clip = stddev_clip``. ``noise`` overrides the standard-normal draw (tests).
+    """
+    eps = torch.randn_like(mu) if noise is None else noise
+    eps = eps * std
+    if clip is not None:
+        eps = torch.clamp(eps, -clip, clip)
+    return clamp_straight_through(mu + eps)
+
+
+class Actor(nn.Module):
+    """``Linear(repr_dim -> feature_dim) -> LayerNorm -> tanh`` trunk, then an MLP (``hidden_dim`` x2, ReLU) whose
+    tanh output is the mean action. The exploration std comes from the agent's schedule, not the network."""
+
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int = 50, hidden_dim: int = 1024) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.policy = mlp(feature_dim, hidden_dim, action_dim, depth=2)
+        self.apply(weight_init)
+
+    def forward(self, obs_feat: torch.Tensor) -> torch.Tensor:
+        """Mean action in (-1, 1), ``[B, action_dim]``."""
+        return torch.tanh(self.policy(self.trunk(obs_feat)))
