@@ -53,5 +53,8 @@ def test_presets_are_valid_configs():
         DrQv2Config(**{k: v for k, v in p.items() if k in fields})
         assert set(p) - fields <= {"frames"}
     DrQv2Config(**{k: v for k, v in cpu_fast.items() if k in fields})
-    assert set(cpu_fast) - fields == {"size", "action_repeat"}
+    from pixelrl.train.config import TrainConfig
+
+    trainer_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(cpu_fast) - fields == {"size", "action_repeat", "fast_render", "frames"} <= trainer_fields
     assert cpu_fast["encoder_strides"] == (2, 2, 1, 1) and cpu_fast["update_every_steps"] == 1

@@ -38,6 +38,7 @@ from pixelrl.train.progress import TrainProgress
 from pixelrl.train.video import write_video
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
+from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
 TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM = 1, 4, 5
@@ -108,6 +109,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        if cfg.tune_malloc and self.device.type == "cpu":
+            tune_glibc_malloc()
         seed_everything(cfg.seed)
         env_kwargs = cfg.env_kwargs()
         self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
