@@ -27,24 +27,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="extra `pixelrl train` arguments")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the seeds at the same time (wall times are then not the single-run times)")
+    ap.add_argument("--runs", nargs="+", default=None,
+                    help="summarise finished run folders instead of training (wall time from their summary.json)")
     ap.add_argument("--out", default="benchmarks/results/cpu_default_learning.json")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pixelrl-cpu-default-"))
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
     runs = []
-    for seed in args.seeds:
+    procs = {}
+    if args.runs:
+        for d in args.runs:
+            d = Path(d)
+            seed = json.loads((d / "config.json").read_text())["seed"]
+            procs[seed] = (d, 0.0, None, json.loads((d / "summary.json").read_text())["wall_s"])
+        args.seeds = list(procs)
+    for seed in ([] if args.runs else args.seeds):
         run_dir = root / f"s{seed}"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pixelrl.cli.main", "train", "--seed", str(seed), "--run-dir",
-                        str(run_dir), "--no-progress", *args.extra], env=env, check=True)
-        wall = time.perf_counter() - t0
+        cmd = [sys.executable, "-m", "pixelrl.cli.main", "train", "--seed", str(seed), "--run-dir", str(run_dir),
+               "--no-progress", *args.extra]
+        procs[seed] = (run_dir, time.perf_counter(), subprocess.Popen(cmd, env=env))
+        if not args.parallel:
+            procs[seed][2].wait()
+            procs[seed] = (run_dir, procs[seed][1], procs[seed][2], time.perf_counter() - procs[seed][1])
+    for seed in args.seeds:
+        run_dir, t0, proc, *wall = procs[seed]
+        if proc is not None and proc.wait() != 0:
+            raise SystemExit(f"seed {seed} failed (exit {proc.returncode})")
+        wall = wall[0] if wall else time.perf_counter() - t0
         summary = json.loads((run_dir / "summary.json").read_text())
         config = json.loads((run_dir / "config.json").read_text())
         evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                  if '"kind": "eval"' in line]
         runs.append({"seed": seed, "final_eval_return": summary["final_eval_return"],
-                     "random_return": summary["random_return"], "wall_s": wall,
+                     "random_return": summary["random_return"], "wall_s": wall, "run_dir": str(run_dir),
                      "curve": [(r["frames"], r["eval_return"]) for r in evals]})
         print(f"seed {seed}: final eval {summary['final_eval_return']:.1f} vs random {summary['random_return']:.1f} "
               f"in {wall / 60:.1f} min", flush=True)
@@ -55,9 +73,13 @@ def main() -> None:
         "action_repeat": config["action_repeat"], "seeds": args.seeds,
         "final_eval_return_median": float(np.median(finals)), "random_return_median": float(np.median(randoms)),
         "ratio_vs_random": float(np.median(finals) / max(np.median(randoms), 1e-9)),
-        "wall_min_median": float(np.median([r["wall_s"] for r in runs]) / 60), "runs": runs,
+        "wall_min_median": float(np.median([r["wall_s"] for r in runs]) / 60), "parallel": args.parallel,
+        "precision": config["agent"]["precision"], "eval_episodes": config["eval_episodes"], "runs": runs,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
-        "reproduce": "python benchmarks/cpu_default_learning.py --seeds " + " ".join(map(str, args.seeds)),
+        "reproduce": ("summarised from finished runs (their config.json has the full configuration): "
+                      + " ".join(args.runs)) if args.runs else
+        "python benchmarks/cpu_default_learning.py --seeds " + " ".join(map(str, args.seeds))
+        + (" --parallel" if args.parallel else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -86,7 +86,7 @@ def _announce(cfg) -> None:
     if cfg.preset == "cpu-fast":
         c.print("  CPU preset [bold]cpu-fast[/bold]: a lean DrQ-v2 that learns on a 2-core CPU "
                 f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
-                f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}). "
+                f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}, {a.precision}). "
                 "Pass --preset paper for the published DrQ-v2 configuration (meant for a GPU).")
     c.print(f"  run folder: {cfg.run_dir}")
 
