@@ -66,6 +66,12 @@ def test_train_produces_artefacts_then_eval_and_plot(tmp_path):
     assert pl.returncode == 0, pl.stderr[-3000:]
     assert (tmp_path / "c.png").stat().st_size > 1000
 
+    # a finished run can be extended: resume with a larger budget continues from the final checkpoint
+    ext = _pixelrl("resume", str(run), "--frames", "4000")
+    assert ext.returncode == 0, ext.stderr[-3000:]
+    assert [r["frames"] for r in read_rows(run, "eval")] == [0, 1000, 2000, 3000, 4000]
+    assert json.loads((run / "config.json").read_text())["frames"] == 4000
+
 
 @pytest.mark.slow
 def test_resume_after_kill_gives_identical_rows(tmp_path):

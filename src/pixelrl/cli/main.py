@@ -117,8 +117,12 @@ def cmd_resume(argv: list[str]) -> int:
         raise PixelRLError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made")
     cfg = config_from_run(json.loads(cfg_path.read_text()))
     cfg = dataclasses.replace(cfg, run_dir=str(run))
-    if args.frames is not None:
+    if args.frames is not None and args.frames != cfg.frames:
+        from pixelrl.utils.atomic import write_json_atomic
+        from pixelrl.utils.dataclass_io import to_dict
+
         cfg = dataclasses.replace(cfg, frames=args.frames)
+        write_json_atomic(cfg_path, to_dict(cfg))  # later resumes keep the new budget
     summary = Trainer(cfg, resume=True).run()
     _print_summary(summary)
     return 0
