@@ -106,6 +106,9 @@ class Trainer:
             raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
+        if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
+            raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
+                              "continue it or choose another --run-dir")
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -134,11 +137,7 @@ class Trainer:
             jsonl_offset = self._restore()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if (self.run_dir / "metrics.jsonl").exists():
-                raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
-                                  "continue it or choose another --run-dir")
             write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
-            jsonl_offset = None
         self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard, jsonl_offset=jsonl_offset,
                              purge_step=self.counters["frames"] if resume else None)
         self._wall_start = time.perf_counter() - self.counters["wall_s"]
