@@ -44,14 +44,14 @@ def test_config_errors():
         DrQv2Config(encoder_channels=(32, 32), encoder_strides=(2,))
     with pytest.raises(ConfigError):
         DrQv2Agent(pixel_space(), gym.spaces.Discrete(3), tiny_cfg())
-    with pytest.raises(ConfigError, match="unknown drqv2 config keys"):
+    with pytest.raises(ConfigError, match="unknown field"):
         make_agent("drqv2", pixel_space(), action_space(), {"lrr": 1})
     with pytest.raises(ConfigError, match="unknown agent"):
         make_agent("drqv3", pixel_space(), action_space())
 
 
 def test_registry():
-    assert AGENTS["drqv2"] == (DrQv2Config, DrQv2Agent)
+    assert AGENTS["drqv2"][:2] == (DrQv2Config, DrQv2Agent)
     agent = make_agent("drqv2", pixel_space(), action_space(), tiny_cfg())
     assert isinstance(agent, DrQv2Agent)
 

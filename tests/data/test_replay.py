@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 from pixelrl.data.batch import Batch
-from pixelrl.data.replay import ReplayBuffer
+from pixelrl.data.replay import EXTRAS, ReplayBuffer
 from pixelrl.errors import ConfigError, CorruptFileError
 
 C, H, W = 3, 4, 4
@@ -611,3 +611,65 @@ def test_previous_manifest_stays_loadable_after_eviction(tmp_path):
     again = _fresh_like(env, capacity=20)
     again.load(d)
     _same_batches(restored, again)
+
+
+# ---------------------------------------------------------------------------- action sequences (extras)
+def _seq_buffer(capacity, nstep, episodes, discrete=False, seed=0):
+    """State obs ``[ep, t]``; the action of step t of episode ep identifies it: ``[ep + t/10, -(ep + t/10)]``
+    (discrete: ``10*ep + t``). Returns the buffer and {(ep, t): action}."""
+    obs_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    act_space = spaces.Discrete(100) if discrete else spaces.Box(-100, 100, (2,), np.float32)
+    buf = ReplayBuffer(obs_space, act_space, capacity, frame_stack=1, nstep=nstep, discount=0.9, seed=seed)
+    actions = {}
+    for ep, (length, end) in enumerate(episodes):
+        buf.add_first(np.array([ep, 0], np.float32))
+        for t in range(length):
+            a = np.int64(10 * ep + t) if discrete else np.array([ep + t / 10, -(ep + t / 10)], np.float32)
+            actions[(ep, t)] = a
+            last = t == length - 1
+            buf.add(a, 1.0, np.array([ep, t + 1], np.float32), last and end == "term", last and end == "trunc")
+    return buf, actions
+
+
+@pytest.mark.parametrize("capacity", [100, 9])  # 9: the ring wraps and evicts
+@pytest.mark.parametrize("discrete", [False, True])
+def test_action_seq_equals_stored_actions_zero_padded_at_episode_end(capacity, discrete):
+    n = 3
+    episodes = [(5, "term"), (4, "trunc"), (2, "term"), (6, None)]
+    buf, actions = _seq_buffer(capacity, n, episodes, discrete)
+    lengths = [length for length, _ in episodes]
+    b = buf.sample(2000, action_seq=True)
+    seq, mask = b.extras["action_seq"], b.extras["seq_mask"]
+    a_shape = () if discrete else (2,)
+    assert seq.shape == (2000, n, *a_shape) and mask.shape == (2000, n)
+    assert seq.dtype == (torch.int64 if discrete else torch.float32) and mask.dtype == torch.float32
+    torch.testing.assert_close(seq[:, 0], b.action)  # a_t is the batch's action
+    seen = set()
+    for i in range(2000):
+        ep, t = int(b.obs[i, 0]), int(b.obs[i, 1])
+        seen.add((ep, t))
+        m = min(n, lengths[ep] - t)  # steps of the window inside the episode
+        assert mask[i].tolist() == [1.0] * m + [0.0] * (n - m)
+        for k in range(n):
+            want = actions[(ep, t + k)] if k < m else np.zeros(a_shape, np.float32)
+            np.testing.assert_array_equal(seq[i, k].numpy(), want)
+    # windows cut by an episode end were sampled (so the padding was exercised) when the buffer holds them
+    assert any(lengths[ep] - t < n for ep, t in seen)
+
+
+def test_action_seq_does_not_change_the_draw():
+    buf1, _ = _seq_buffer(50, 3, [(7, "term"), (5, None)], seed=4)
+    buf2, _ = _seq_buffer(50, 3, [(7, "term"), (5, None)], seed=4)
+    for _ in range(3):
+        b1, b2 = buf1.sample(16), buf2.sample(16, action_seq=True)
+        assert b1.extras == {} and set(b2.extras) == {"action_seq", "seq_mask"}
+        for x, y in [(b1.obs, b2.obs), (b1.action, b2.action), (b1.reward, b2.reward),
+                     (b1.discount, b2.discount), (b1.next_obs, b2.next_obs)]:
+            torch.testing.assert_close(x, y)
+
+
+def test_extras_names_are_sample_keywords():
+    """Every name in EXTRAS is a keyword of sample (the trainer passes agent.batch_extras that way)."""
+    buf, _ = _seq_buffer(50, 3, [(5, "term")])
+    for name in EXTRAS:
+        assert name in buf.sample(4, **{name: True}).extras

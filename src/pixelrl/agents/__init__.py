@@ -1,32 +1,108 @@
-"""Agents: one readable file per algorithm, plus presets and a registry."""
+"""Agents: one readable file per algorithm, plus presets and a registry.
+
+``drm``, ``taco`` and ``mentor`` are not separate agents: each is the DrQ-v2 core with a few mechanisms switched
+on (see their files), so any of them can be combined with the others' mechanisms from the command line, e.g.
+``--agent drm --agent.critic hl-gauss --agent.aux taco``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
 
+from pixelrl.agents import drm, mentor, sac, taco
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.agents.sac import SACAgent, SACConfig
 from pixelrl.errors import ConfigError
 
-AGENTS: dict[str, tuple[type, type]] = {"drqv2": (DrQv2Config, DrQv2Agent)}
-"""Registry: agent name -> (config dataclass, agent class)."""
+
+def _no_preset(env_id: str, obs: str = "pixels") -> dict:
+    return {}
+
+
+def _only_env(preset: Callable[[str], dict]) -> Callable[[str, str], dict]:
+    def wrapped(env_id: str, obs: str = "pixels") -> dict:
+        return preset(env_id)
+
+    wrapped.__doc__ = preset.__doc__
+    return wrapped
+
+
+def _sac_preset(env_id: str, obs: str = "pixels") -> dict:
+    """DrQ's pixel-SAC values, or state-based SAC's (``sac.STATE_OVERRIDES``) when ``obs='state'``."""
+    return {**sac.preset(env_id), **(sac.STATE_OVERRIDES if obs == "state" else {})}
+
+
+class AgentSpec(NamedTuple):
+    """A registered agent: its config dataclass, its class, and the overrides that make it what it is."""
+
+    config_cls: type
+    agent_cls: type
+    preset: Callable[[str, str], dict] = _no_preset
+    """``preset(env_id, obs) -> {field: value}`` (dotted keys such as ``'drm.alpha_max'`` reach nested configs);
+    applied after DrQ-v2's per-task preset and before the user's flags."""
+    summary: str = ""
+
+
+AGENTS: dict[str, AgentSpec] = {
+    "drqv2": AgentSpec(DrQv2Config, DrQv2Agent, _no_preset, "DrQ-v2 (Yarats et al. 2021)"),
+    "drm": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(drm.preset), drm.SUMMARY),
+    "taco": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(taco.preset), taco.SUMMARY),
+    "mentor": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(mentor.preset), mentor.SUMMARY),
+    "sac": AgentSpec(SACConfig, SACAgent, _sac_preset, sac.SUMMARY),
+}
+"""Registry: agent name -> :class:`AgentSpec`."""
+
+
+def nest_overrides(flat: dict) -> dict:
+    """``{'a.b': 1, 'c': 2}`` -> ``{'a': {'b': 1}, 'c': 2}`` (dotted keys address nested config fields)."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} goes inside {p!r}, which is also set to a plain value")
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = merge_overrides(node[leaf], value)
+        else:
+            node[leaf] = value
+    return out
+
+
+def merge_overrides(base: dict, top: dict) -> dict:
+    """Deep merge of nested override dicts; ``top`` wins."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def agent_preset(name: str, env_id: str, obs: str = "pixels") -> dict:
+    """The nested overrides that agent ``name`` applies for ``env_id`` and observation type ``obs``."""
+    return nest_overrides(get_spec(name).preset(env_id, obs))
+
+
+def get_spec(name: str) -> AgentSpec:
+    if name not in AGENTS:
+        raise ConfigError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
+    return AGENTS[name]
 
 
 def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu"):
-    """Build agent ``name`` for the given spaces. ``cfg`` is the agent's config, a dict of overrides, or None."""
-    if name not in AGENTS:
-        raise ConfigError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
-    cfg_cls, agent_cls = AGENTS[name]
-    if cfg is None:
-        cfg = cfg_cls()
-    elif isinstance(cfg, dict):
-        known = {f.name for f in dataclasses.fields(cfg_cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"unknown {name} config keys {unknown}; known keys: {sorted(known)}")
-        cfg = cfg_cls(**cfg)
-    elif not isinstance(cfg, cfg_cls):
-        raise ConfigError(f"agent {name!r} needs a {cfg_cls.__name__}, got {type(cfg).__name__}")
-    return agent_cls(observation_space, action_space, cfg, device)
+    """Build agent ``name`` for the given spaces. ``cfg`` is the agent's config, a dict of overrides (applied on
+    top of the agent's own preset, without a task), or None."""
+    from pixelrl.utils.dataclass_io import from_dict
+
+    spec = get_spec(name)
+    if cfg is None or isinstance(cfg, dict):
+        over = merge_overrides(agent_preset(name, ""), nest_overrides(cfg or {}))
+        cfg = from_dict(spec.config_cls, over, where=f"agent {name!r}")
+    elif not isinstance(cfg, spec.config_cls):
+        raise ConfigError(f"agent {name!r} needs a {spec.config_cls.__name__}, got {type(cfg).__name__}")
+    return spec.agent_cls(observation_space, action_space, cfg, device)
 
 
-__all__ = ["AGENTS", "DrQv2Agent", "DrQv2Config", "make_agent"]
+__all__ = ["AGENTS", "AgentSpec", "DrQv2Agent", "DrQv2Config", "SACAgent", "SACConfig", "agent_preset",
+           "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

@@ -10,7 +10,9 @@ The update reads top to bottom in :meth:`DrQv2Agent._update`:
 5. actor step on ``-min_i Q_i(s, a~pi)`` with detached features (the critic gets no gradient from it);
 6. target critic EMA with ``tau`` (every update).
 
-Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant to be patched):
+Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant to be patched). The mechanisms
+of ``pixelrl.mechanisms`` are switched on by the config's selectors (``critic``, ``aux``, ``exploration``,
+``perturb``, ``value_blend``, ``moe``) and wire themselves in through these hooks in ``_install_mechanisms``:
 
 * ``stddev(step) -> float`` -- the exploration / target-smoothing std. Override in a subclass or compose on an
   instance: ``agent.stddev = lambda step, base=agent.stddev: max(base(step), extra(step))`` (DrM, MENTOR).
@@ -19,10 +21,20 @@ Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant
 * ``add_aux_loss(fn, module=None, name=None)`` -- ``fn(AuxInputs) -> loss`` or ``(loss, {name: tensor})`` is added
   to the critic/encoder loss; ``module``'s parameters join the critic optimizer and its state the checkpoint
   (TACO/CURL). The encoder gets one optimizer step per update whatever the number of losses.
-* ``critic_head=`` constructor argument -- a :class:`pixelrl.nets.QHead` (``out_dim``, ``value``, ``loss``) that
-  replaces the scalar MSE head (HL-Gauss).
+* ``add_actor_aux_loss(fn, name=None)`` -- ``fn(ActorAuxInputs) -> loss | (loss, metrics)`` added to the actor loss
+  (MENTOR's MoE load-balancing loss).
+* ``critic_head=`` constructor argument (or ``critic='hl-gauss'``) -- a :class:`pixelrl.nets.QHead` (``out_dim``,
+  ``value``, ``loss``) that replaces the scalar MSE head (HL-Gauss).
+* ``action_encoder`` -- every action the critic sees goes through it (TACO's latent action; Identity by default).
 * ``update_hooks`` -- callables ``fn(agent, step) -> dict | None`` run after each update, outside the hot path
-  (dormant-ratio measurement and perturbation; they may use :meth:`reset_optimizer_state`).
+  (dormant-ratio measurement and perturbation; they may use :meth:`reset_optimizer_state`); ``last_feat`` holds
+  the detached encoder features of the last update's batch.
+* ``episode_hooks`` -- ``fn(agent, episode_return, step) -> dict | None`` run by the trainer after each training
+  episode (MENTOR's snapshot store).
+* ``register_state(name, state_fn, load_fn)`` -- a mechanism's own state (schedules, snapshots, extra optimizers)
+  saved in checkpoints, so resumed runs continue exactly.
+* ``batch_extras`` -- extra replay fields a mechanism needs (TACO's ``action_seq``).
+* ``_build_actor(repr_dim)`` -- the policy network factory (SAC overrides it).
 * ``actor``, ``critic``, ``target_critic``, ``encoder``, ``actor_opt``, ``critic_opt`` are public attributes.
 """
 
@@ -40,12 +52,26 @@ import torch
 from pixelrl.agents.schedules import parse_schedule
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
+from pixelrl.mechanisms.drm import DrMConfig
+from pixelrl.mechanisms.hl_gauss import HLGaussConfig
+from pixelrl.mechanisms.mentor import MentorConfig
+from pixelrl.mechanisms.taco import TACOConfig
 from pixelrl.nets.actor import Actor, sample_action
 from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.nets.critic import Critic, QHead
 from pixelrl.nets.encoders import ObsEncoder
 
-__all__ = ["DrQv2Config", "DrQv2Agent", "AuxInputs"]
+__all__ = ["DrQv2Config", "DrQv2Agent", "AuxInputs", "ActorAuxInputs", "MECHANISM_CHOICES"]
+
+MECHANISM_CHOICES: dict[str, tuple[str, ...]] = {
+    "critic": ("mse", "hl-gauss"),
+    "aux": ("taco",),
+    "exploration": ("schedule", "awakened", "dormant"),
+    "perturb": ("none", "dormant", "task"),
+    "value_blend": ("none", "expectile"),
+    "moe": ("none", "actor", "actor+critic"),
+}
+"""Accepted values of the mechanism selectors of :class:`DrQv2Config`."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,38 @@ class DrQv2Config:
     num_q: int = 2
     """Number of Q heads; the target and the actor loss take the min over all of them (paper: 2)."""
 
+    # ---- mechanisms (issue 3): selectors, then one nested config per mechanism module. Presets (drm, taco,
+    # mentor) are nothing but values of these fields, so they combine freely: --agent drm --agent.critic hl-gauss.
+    critic: str = "mse"
+    """Value head: 'mse' (DrQ-v2's scalar Q regressed with MSE) or 'hl-gauss' (Q as a histogram trained with
+    cross-entropy to a Gaussian-smoothed target; knobs under ``hl_gauss``)."""
+    aux: tuple[str, ...] = ()
+    """Auxiliary representation losses added to the critic/encoder loss: any of ('taco',) (knobs under ``taco``)."""
+    exploration: str = "schedule"
+    """Exploration std: 'schedule' (``stddev_schedule``), 'awakened' (DrM: sigmoid of the dormant ratio, then a
+    restarted linear decay) or 'dormant' (MENTOR: 0.8 * sigmoid of the dormant ratio, no schedule)."""
+    perturb: str = "none"
+    """Periodic weight perturbation: 'none', 'dormant' (DrM's dormant-ratio-guided shrink-and-perturb) or 'task'
+    (MENTOR's perturbation towards a Gaussian fitted to the best snapshots by episode return)."""
+    value_blend: str = "none"
+    """TD-target value blend: 'none' or 'expectile' (DrM: an expectile V net blended into the target with a
+    dormant-ratio-dependent weight)."""
+    moe: str = "none"
+    """Mixture-of-experts layer (MENTOR) in place of the middle hidden layer: 'none', 'actor' or 'actor+critic'."""
+    actor_grad_clip: float = 0.0
+    """Max global grad-norm of the actor update; 0 turns clipping off (DrQ-v2: off; MENTOR clips)."""
+    log_dormant: bool = False
+    """Measure the actor's dormant ratio after every update and log it as ``dormant_ratio`` (on whenever a
+    mechanism needs it)."""
+    drm: DrMConfig = field(default_factory=DrMConfig)
+    """DrM's knobs (dormant ratio, perturbation, awakened exploration, expectile value blend)."""
+    taco: TACOConfig = field(default_factory=TACOConfig)
+    """TACO's knobs (action encoders, contrastive, CURL and reward-prediction terms)."""
+    mentor: MentorConfig = field(default_factory=MentorConfig)
+    """MENTOR's knobs (MoE sizes, dormant exploration scale, task-oriented perturbation)."""
+    hl_gauss: HLGaussConfig = field(default_factory=HLGaussConfig)
+    """HL-Gauss head's knobs (bins, value range or symlog, sigma / bin width)."""
+
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
@@ -119,6 +177,16 @@ class DrQv2Config:
         if self.augment_pad < 0 or self.num_seed_steps < 0:
             raise ConfigError("augment_pad and num_seed_steps must be >= 0")
         parse_schedule(self.stddev_schedule)  # raises ConfigError with the accepted forms
+        for name, choices in MECHANISM_CHOICES.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in values if v not in choices]
+            if bad:
+                raise ConfigError(f"{name}={value!r}: {bad[0]!r} is not one of {list(choices)}")
+        if len(set(self.aux)) != len(self.aux):
+            raise ConfigError(f"aux lists a loss twice: {self.aux}")
+        if self.actor_grad_clip < 0:
+            raise ConfigError(f"actor_grad_clip must be >= 0 (0 = off), got {self.actor_grad_clip}")
 
 
 @dataclass
@@ -132,6 +200,17 @@ class AuxInputs:
     feat: torch.Tensor
     next_feat: torch.Tensor
     step: int
+    critic_raw: torch.Tensor | None = None
+    """The critic's raw outputs ``[num_q, B, out_dim]`` for ``batch.action`` (with grad)."""
+
+
+@dataclass
+class ActorAuxInputs:
+    """What an actor auxiliary loss sees: the detached encoder features of the batch."""
+
+    agent: "DrQv2Agent"
+    feat: torch.Tensor
+    step: int
 
 
 AuxLoss = Callable[[AuxInputs], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -142,6 +221,17 @@ class _AuxEntry:
     name: str
     fn: AuxLoss
     module: torch.nn.Module | None = field(default=None)
+
+
+class _IdentityActionEncoder(torch.nn.Module):
+    """The default action encoder: the critic sees the raw action."""
+
+    def __init__(self, action_dim: int) -> None:
+        super().__init__()
+        self.out_dim = action_dim
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return action
 
 
 def _obs_kind(space: gym.Space) -> tuple[str, tuple[int, int, int] | None, int]:
@@ -200,20 +290,32 @@ class DrQv2Agent:
             strides=cfg.encoder_strides,
         ).to(self.device)
         repr_dim = self.encoder.repr_dim
-        self.actor = Actor(repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim).to(self.device)
-        self.critic = Critic(repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, critic_head).to(
-            self.device
-        )
-        self.target_critic = Critic(
-            repr_dim, self.action_dim, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, self.critic.head
-        ).to(self.device)
+        # Every action the critic sees goes through action_encoder (TACO's latent action; Identity otherwise).
+        self.action_encoder: torch.nn.Module = _IdentityActionEncoder(self.action_dim)
+        if "taco" in cfg.aux:
+            from pixelrl.mechanisms import taco
+
+            self.action_encoder = taco.make_action_encoder(self.action_dim, cfg.taco)
+        self.action_encoder.to(self.device)
+        if critic_head is None and cfg.critic == "hl-gauss":
+            from pixelrl.mechanisms import hl_gauss
+
+            critic_head = hl_gauss.make_head(cfg.hl_gauss)
+        critic_moe = {"moe": cfg.mentor.moe} if cfg.moe == "actor+critic" else {}
+        critic_in = int(self.action_encoder.out_dim)
+        self.actor = self._build_actor(repr_dim).to(self.device)
+        self.critic = Critic(repr_dim, critic_in, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, critic_head,
+                             **critic_moe).to(self.device)
+        self.target_critic = Critic(repr_dim, critic_in, cfg.feature_dim, cfg.hidden_dim, cfg.num_q,
+                                    self.critic.head, **critic_moe).to(self.device)
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
         if self._channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
         self.critic_opt = self._make_adam(
-            [{"params": list(self.encoder.parameters())}, {"params": list(self.critic.parameters())}]
+            [{"params": list(self.encoder.parameters())}, {"params": list(self.critic.parameters())},
+             {"params": list(self.action_encoder.parameters())}]
         )
         self.actor_opt = self._make_adam([{"params": list(self.actor.parameters())}])
         self._actor_params = list(self.actor.parameters())
@@ -221,7 +323,12 @@ class DrQv2Agent:
         self._target_params = list(self.target_critic.parameters())
 
         self.aux_losses: list[_AuxEntry] = []
+        self.actor_aux_losses: list[_AuxEntry] = []
         self.update_hooks: list[Callable[[DrQv2Agent, int], dict[str, float] | None]] = []
+        self.episode_hooks: list[Callable[[DrQv2Agent, float, int], dict[str, float] | None]] = []
+        self.batch_extras: set[str] = set()
+        self.last_feat: torch.Tensor | None = None
+        self._states: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
         self.num_updates = 0
         self._aug_buf: torch.Tensor | None = None  # reused float pixel buffer (the update's largest input)
 
@@ -230,6 +337,28 @@ class DrQv2Agent:
         if cfg.compile:
             self._critic_loss_fn = torch.compile(self._critic_loss, dynamic=False)
             self._actor_loss_fn = torch.compile(self._actor_loss, dynamic=False)
+        self._install_mechanisms()
+
+    def _build_actor(self, repr_dim: int) -> torch.nn.Module:
+        """The policy network (overridden by SAC). MENTOR's MoE replaces the middle layer when ``moe`` asks."""
+        moe = {"moe": self.cfg.mentor.moe} if self.cfg.moe != "none" else {}
+        return Actor(repr_dim, self.action_dim, self.cfg.feature_dim, self.cfg.hidden_dim, **moe)
+
+    def _install_mechanisms(self) -> None:
+        """Wire the mechanisms the config selects; each ``install`` uses only the hooks documented above."""
+        cfg = self.cfg
+        if cfg.log_dormant or cfg.exploration == "awakened" or cfg.perturb == "dormant" or cfg.value_blend != "none":
+            from pixelrl.mechanisms import drm
+
+            drm.install(self)
+        if "taco" in cfg.aux:
+            from pixelrl.mechanisms import taco
+
+            taco.install(self)
+        if cfg.exploration == "dormant" or cfg.perturb == "task" or cfg.moe != "none":
+            from pixelrl.mechanisms import mentor
+
+            mentor.install(self)
 
     # ------------------------------------------------------------------ hooks
     def stddev(self, step: int) -> float:
@@ -240,7 +369,7 @@ class DrQv2Agent:
         """TD target ``[B, 1]`` (called under no_grad): ``r + discount * min_i Qbar_i(s', a')``."""
         mu = self.actor(next_feat)
         next_action = sample_action(mu, std, clip=self.cfg.stddev_clip)
-        target_v = self.target_critic.values(next_feat, next_action).min(dim=0).values
+        target_v = self.target_critic.values(next_feat, self.action_encoder(next_action)).min(dim=0).values
         return batch.reward + batch.discount * target_v
 
     def add_aux_loss(self, fn: AuxLoss, module: torch.nn.Module | None = None, name: str | None = None) -> None:
@@ -252,6 +381,29 @@ class DrQv2Agent:
             module.to(self.device)
             self.critic_opt.add_param_group({"params": list(module.parameters())})
         self.aux_losses.append(_AuxEntry(name, fn, module))
+
+    def add_actor_aux_loss(self, fn: Callable[[ActorAuxInputs], Any], name: str | None = None) -> None:
+        """Add ``fn(ActorAuxInputs) -> loss | (loss, metrics)`` to the actor loss (MENTOR's MoE balance loss)."""
+        name = name or f"actor_aux{len(self.actor_aux_losses)}"
+        if any(e.name == name for e in self.actor_aux_losses):
+            raise ConfigError(f"an actor auxiliary loss named {name!r} is already registered")
+        self.actor_aux_losses.append(_AuxEntry(name, fn, None))
+
+    def register_state(self, name: str, state_fn: Callable[[], Any], load_fn: Callable[[Any], None]) -> None:
+        """Include a mechanism's state in checkpoints: ``state_fn()`` returns tensors / JSON-able values (nested
+        dicts and lists), ``load_fn(state)`` restores them. Saved under ``state_dict()["mech"][name]``."""
+        if name in self._states:
+            raise ConfigError(f"a mechanism state named {name!r} is already registered")
+        self._states[name] = (state_fn, load_fn)
+
+    def observe_episode(self, episode_return: float, step: int) -> dict[str, float]:
+        """Called by the trainer after every training episode; runs ``episode_hooks`` and returns their metrics."""
+        out: dict[str, float] = {}
+        for hook in self.episode_hooks:
+            extra = hook(self, float(episode_return), int(step))
+            if extra:
+                out.update(extra)
+        return out
 
     def reset_optimizer_state(self, which: str = "all") -> None:
         """Drop Adam moments of ``'actor'``, ``'critic'`` (includes encoder and aux modules) or ``'all'``."""
@@ -273,10 +425,12 @@ class DrQv2Agent:
         if not eval_mode and step < self.cfg.num_seed_steps:
             return torch.empty(self.action_dim).uniform_(-1.0, 1.0).numpy().astype(np.float32)
         x = self._obs_to_tensor(obs)
+        self.actor.eval()  # the reference acts under eval_mode (matters for dropout, e.g. MENTOR's MoE gate)
         with self._autocast():
             mu = self.actor(self.encoder(x))
             if not eval_mode:
                 mu = sample_action(mu, self.stddev(step), clip=None)
+        self.actor.train()
         return mu[0].float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
 
     def _obs_to_tensor(self, obs):
@@ -324,7 +478,7 @@ class DrQv2Agent:
             with torch.no_grad():
                 next_feat = self.encoder(next_obs)
                 target = self.critic_target(batch, next_feat, std).float()
-            raw = self.critic(feat, batch.action)
+            raw = self.critic(feat, self.action_encoder(batch.action))
             q = self.critic.head.value(raw).float()
             loss = self.critic.head.loss(raw.float(), target)
         metrics = {
@@ -335,7 +489,7 @@ class DrQv2Agent:
             "batch_reward": batch.reward.mean(),
         }
         if self.aux_losses:
-            inputs = AuxInputs(self, batch, obs, next_obs, feat, next_feat, step)
+            inputs = AuxInputs(self, batch, obs, next_obs, feat, next_feat, step, raw)
             for entry in self.aux_losses:
                 with self._autocast():
                     out = entry.fn(inputs)
@@ -345,13 +499,27 @@ class DrQv2Agent:
                 metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
         return loss, feat.detach(), metrics
 
-    def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor):
+    def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
         with self._autocast():
             mu = self.actor(feat)
             action = sample_action(mu, std, clip=self.cfg.stddev_clip)
-            q = self.critic.values(feat, action).min(dim=0).values.float()
+            q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
             loss = -q.mean()
-        return loss, {"actor_loss": loss.detach()}
+        metrics = {"actor_loss": loss.detach()}
+        return self._add_actor_aux(loss, metrics, feat, step)
+
+    def _add_actor_aux(self, loss: torch.Tensor, metrics: dict, feat: torch.Tensor, step: int):
+        """Add the registered actor auxiliary losses (after the actor's forward pass, which they may read)."""
+        if self.actor_aux_losses:
+            inputs = ActorAuxInputs(self, feat, step)
+            for entry in self.actor_aux_losses:
+                with self._autocast():
+                    out = entry.fn(inputs)
+                aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
+                loss = loss + aux_loss.float()
+                metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
+                metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+        return loss, metrics
 
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         std = torch.tensor(self.stddev(step), device=self.device)
@@ -360,9 +528,13 @@ class DrQv2Agent:
         critic_loss.backward()
         self.critic_opt.step()
 
-        actor_loss, actor_metrics = self._actor_loss_fn(feat, std)
+        self.last_feat = feat
+        actor_loss, actor_metrics = self._actor_loss_fn(feat, std, step)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)  # no gradient computed for critic weights
+        if self.cfg.actor_grad_clip > 0:
+            actor_metrics["actor_grad_norm"] = torch.nn.utils.clip_grad_norm_(self._actor_params,
+                                                                              self.cfg.actor_grad_clip)
         self.actor_opt.step()
 
         with torch.no_grad():
@@ -374,6 +546,7 @@ class DrQv2Agent:
     def update(self, batch: Batch, *, step: int) -> dict[str, float]:
         """One gradient update of critic+encoder, actor and target critic. Returns float metrics."""
         self.encoder.train()
+        self.actor.train()
         metrics = self._update(batch, step)
         self.num_updates += 1
         names = list(metrics)
@@ -410,6 +583,10 @@ class DrQv2Agent:
         }
         if self.aux_losses:
             state["aux"] = {e.name: e.module.state_dict() for e in self.aux_losses if e.module is not None}
+        if any(True for _ in self.action_encoder.parameters()):
+            state["action_encoder"] = self.action_encoder.state_dict()
+        if self._states:
+            state["mech"] = {name: fns[0]() for name, fns in self._states.items()}
         return contig(state)
 
     def load_state_dict(self, state: dict) -> None:
@@ -423,7 +600,19 @@ class DrQv2Agent:
         self.target_critic.load_state_dict(state["target_critic"])
         for e in self.aux_losses:
             if e.module is not None:
-                e.module.load_state_dict(state.get("aux", {})[e.name])
+                if e.name not in state.get("aux", {}):
+                    raise ConfigError(f"checkpoint has no state for auxiliary loss {e.name!r}; was it saved by an "
+                                      "agent with the same mechanisms (config)?")
+                e.module.load_state_dict(state["aux"][e.name])
+        if "action_encoder" in state:
+            self.action_encoder.load_state_dict(state["action_encoder"])
+        mech = state.get("mech", {})
+        missing_mech = sorted(set(self._states) - set(mech))
+        if missing_mech:
+            raise ConfigError(f"checkpoint has no state for mechanism(s) {missing_mech}; was it saved by an agent "
+                              "with the same mechanisms (config)?")
+        for name, (_, load_fn) in self._states.items():
+            load_fn(mech[name])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         for opt in (self.actor_opt, self.critic_opt):  # moments in the parameters' memory format (channels_last)

@@ -52,14 +52,15 @@ def cmd_train(argv: list[str]) -> int:
 
     from pixelrl.train.config import TrainConfig
     from pixelrl.train.loop import Trainer
-    from pixelrl.train.setup import agent_config_class, build_config, default_run_dir
+    from pixelrl.train.setup import agent_config_class, build_config, default_run_dir, reconcile_cli_agent
 
     argv = list(argv)
     agent_name = _pop_option(argv, "--agent", "--agent-name", "--agent_name") or TrainConfig.agent_name
     env = _peek_option(argv, "--env") or TrainConfig.env
     preset = _pop_option(argv, "--preset") or TrainConfig.preset
     device = _peek_option(argv, "--device") or TrainConfig.device
-    defaults = build_config(env, agent_name, preset, device, fill_run_dir=False)
+    obs = _peek_option(argv, "--obs") or TrainConfig.obs
+    defaults = build_config(env, agent_name, preset, device, fill_run_dir=False, obs=obs)
     cfg_cls = agent_config_class(agent_name)
     args_cls = dataclasses.make_dataclass(
         "TrainArgs", [("agent", cfg_cls, dataclasses.field(default_factory=cfg_cls))], bases=(TrainConfig,),
@@ -68,6 +69,7 @@ def cmd_train(argv: list[str]) -> int:
     default = args_cls(**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
     parsed = tyro.cli(args_cls, default=default, args=argv, prog="pixelrl train")
     cfg = TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg = reconcile_cli_agent(cfg, argv)
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=default_run_dir(cfg.env, cfg.agent_name, cfg.seed))
     _announce(cfg)

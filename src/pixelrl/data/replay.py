@@ -29,6 +29,9 @@ Transition ``t`` is *sampleable* when
 ``m`` steps (truncation bootstraps), ``next_obs = obs_{t+m}``. Indices are drawn uniformly (with replacement)
 over sampleable transitions with the buffer's own ``numpy.random.Generator(PCG64(seed))``.
 
+On request (``sample(..., action_seq=True)``) a batch also carries the window's actions
+``a_t .. a_{t+n-1}`` (zero-padded after the ``m`` steps, with a mask), read from the stored step records.
+
 Persistence
 -----------
 ``save(dir)`` writes only the slots added since the last save to ``dir`` as append-only chunk files
@@ -58,7 +61,7 @@ from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError, CorruptFileError
 from pixelrl.utils.atomic import fsync_dir, sha256_file, write_json_atomic
 
-__all__ = ["ReplayBuffer"]
+__all__ = ["ReplayBuffer", "EXTRAS"]
 
 FORMAT_NAME = "pixelrl.replay"
 FORMAT_VERSION = 1
@@ -69,6 +72,8 @@ MAX_CHUNK_SLOTS = 4096
 #: Below this fraction of sampleable slots in the live window, sampling enumerates the valid slots instead of
 #: rejecting draws.
 _DENSE_FRACTION = 0.25
+#: Optional per-sample fields ``sample(..., <name>=True)`` can add to ``batch.extras``.
+EXTRAS = ("action_seq",)
 
 
 @dataclass(frozen=True)
@@ -464,12 +469,25 @@ class ReplayBuffer:
             return out
         return flat.index_select(0, index.to(flat.device))
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, *, action_seq: bool = False) -> Batch:
         """Draw ``batch_size`` transitions uniformly (with replacement) over sampleable ones.
 
         Returns a :class:`~pixelrl.data.batch.Batch` on ``device``: pixel obs uint8 ``[B, S*C, H, W]`` (not
         augmented, not scaled), other obs as stored, action int64 ``[B]`` or float32 ``[B, *shape]``, reward and
         discount float32 ``[B, 1]``.
+
+        Optional per-sample fields go to ``batch.extras`` when their keyword is true (names in :data:`EXTRAS`;
+        a trainer passes ``**{name: True for name in agent.batch_extras}``):
+
+        * ``action_seq=True``: ``extras["action_seq"]``, the actions ``a_t .. a_{t+n-1}`` of each sampled n-step
+          window, ``[B, n, *shape]`` in the action dtype (float32 for ``Box``), and ``extras["seq_mask"]`` float32
+          ``[B, n]``: 1 for the ``m`` steps inside the episode, 0 after it. A window cut by the episode's end
+          (``m < n``: terminated, truncated or a new episode started) is zero-padded, so ``action_seq[:, k]`` is 0
+          wherever ``seq_mask[:, k]`` is 0. Built from the stored step records (no extra storage);
+          ``action_seq[:, 0]`` equals ``batch.action``.
+
+        Drawing the indices does not depend on the extras: the same seed gives the same transitions with or
+        without them.
         """
         batch_size = int(batch_size)
         if batch_size < 1:
@@ -507,13 +525,31 @@ class ReplayBuffer:
         disc = torch.from_numpy(discount.astype(np.float32)[:, None])
         if not self._is_dict:
             obs, next_obs = obs[None], next_obs[None]
+        out_extras = {}
+        if action_seq:
+            seq, mask = self._action_seq(g, m)
+            out_extras["action_seq"] = torch.from_numpy(seq).to(dev, non_blocking=True)
+            out_extras["seq_mask"] = torch.from_numpy(mask).to(dev, non_blocking=True)
         return Batch(
             obs=obs,
             action=action.to(dev, non_blocking=True),
             reward=reward.to(dev, non_blocking=True),
             discount=disc.to(dev, non_blocking=True),
             next_obs=next_obs,
+            extras=out_extras,
         )
+
+    def _action_seq(self, g: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actions of the n-step windows of transitions ``g`` (``m`` steps inside the episode), zero-padded.
+
+        The action of step ``t + k`` lives in slot ``t + k + 1``; slots past the window's ``m`` steps may belong to
+        another episode (or not be written yet), so they are masked to zero rather than read as data.
+        """
+        k = np.arange(self.nstep, dtype=np.int64)
+        mask = k[None, :] < m[:, None]  # [B, n]
+        seq = self._state["action"][(g[:, None] + 1 + k[None, :]) % self._slots]  # [B, n, *shape]
+        seq[~mask] = 0
+        return seq, mask.astype(np.float32)
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("action", "reward", "terminated", "truncated", "first", "ep_start")

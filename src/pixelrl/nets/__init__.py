@@ -5,12 +5,15 @@ from pixelrl.nets.augment import RandomShift, random_shift, random_shift_index
 from pixelrl.nets.critic import Critic, QHead, ScalarQHead
 from pixelrl.nets.encoders import ConvEncoder, ObsEncoder, conv_output_size
 from pixelrl.nets.layers import EnsembleLinear, mlp, weight_init
+from pixelrl.nets.moe import MoE, MoEConfig
 
 __all__ = [
     "Actor",
     "ConvEncoder",
     "Critic",
     "EnsembleLinear",
+    "MoE",
+    "MoEConfig",
     "ObsEncoder",
     "QHead",
     "RandomShift",

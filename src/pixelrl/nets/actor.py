@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pixelrl.nets.layers import mlp, weight_init
+from pixelrl.nets.moe import MoE, MoEConfig
 
 __all__ = ["Actor", "sample_action", "clamp_straight_through"]
 
@@ -38,12 +39,26 @@ def sample_action(
 
 class Actor(nn.Module):
     """``Linear(repr_dim -> feature_dim) -> LayerNorm -> tanh`` trunk, then an MLP (``hidden_dim`` x2, ReLU) whose
-    tanh output is the mean action. The exploration std comes from the agent's schedule, not the network."""
+    tanh output is the mean action. The exploration std comes from the agent's schedule, not the network.
 
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int = 50, hidden_dim: int = 1024) -> None:
+    ``moe`` (MENTOR): the MLP's middle ``hidden_dim x hidden_dim`` layer (``policy[2]``) becomes a
+    :class:`~pixelrl.nets.moe.MoE` layer ``hidden_dim -> hidden_dim``; everything else is unchanged. With
+    ``moe=None`` the module (names, init, outputs) is exactly DrQ-v2's actor.
+    """
+
+    def __init__(
+        self,
+        repr_dim: int,
+        action_dim: int,
+        feature_dim: int = 50,
+        hidden_dim: int = 1024,
+        moe: MoEConfig | None = None,
+    ) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         self.policy = mlp(feature_dim, hidden_dim, action_dim, depth=2)
+        if moe is not None:
+            self.policy[2] = MoE(hidden_dim, hidden_dim, moe)
         self.apply(weight_init)
 
     def forward(self, obs_feat: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelrl.nets.layers import EnsembleLinear, weight_init
+from pixelrl.nets.moe import MoE, MoEConfig
 
 __all__ = ["QHead", "ScalarQHead", "Critic"]
 
@@ -50,7 +51,11 @@ class ScalarQHead:
 
 
 class Critic(nn.Module):
-    """Observation trunk + ``num_q`` Q MLPs on ``[trunk(obs_feat), action]``; returns raw head outputs."""
+    """Observation trunk + ``num_q`` Q MLPs on ``[trunk(obs_feat), action]``; returns raw head outputs.
+
+    ``moe`` (MENTOR option): the Q MLPs' middle ``hidden_dim x hidden_dim`` layer (``q[2]``) becomes an ensemble
+    :class:`~pixelrl.nets.moe.MoE` with one gate and one set of experts per Q head. ``moe=None`` is DrQ-v2's critic.
+    """
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class Critic(nn.Module):
         hidden_dim: int = 1024,
         num_q: int = 2,
         head: QHead | None = None,
+        moe: MoEConfig | None = None,
     ) -> None:
         super().__init__()
         self.head = head if head is not None else ScalarQHead()
@@ -72,6 +78,8 @@ class Critic(nn.Module):
             nn.ReLU(inplace=True),
             EnsembleLinear(num_q, hidden_dim, self.head.out_dim),
         )
+        if moe is not None:
+            self.q[2] = MoE(hidden_dim, hidden_dim, moe, num_members=num_q)
         self.apply(weight_init)
 
     def forward(self, obs_feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

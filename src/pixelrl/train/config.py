@@ -13,7 +13,10 @@ class TrainConfig:
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
     agent_name: str = "drqv2"
-    """Agent to train (``--agent NAME`` on the command line). Available: drqv2."""
+    """Agent to train (``--agent NAME`` on the command line): drqv2, drm, taco, mentor, sac (``pixelrl.agents.AGENTS``).
+    drm / taco / mentor are DrQ-v2 with their mechanisms switched on; any mechanism can be added to any of them with
+    ``--agent.critic``, ``--agent.aux``, ``--agent.exploration``, ``--agent.perturb``, ``--agent.value-blend``,
+    ``--agent.moe``."""
     preset: str = "auto"
     """Hyper-parameter preset applied under your flags: ``paper`` (the published DrQ-v2 configuration for the
     task: easy/medium/hard schedules, walker n=1 and batch 512, ...), ``cpu-fast`` (a lean DrQ-v2 that learns on a

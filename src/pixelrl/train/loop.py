@@ -35,6 +35,7 @@ from pixelrl.train.config import TrainConfig
 from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
 from pixelrl.train.logger import Logger
 from pixelrl.train.progress import TrainProgress
+from pixelrl.train.setup import resolve_agent_for_env
 from pixelrl.train.video import write_video
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
@@ -110,6 +111,8 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest conv kernels
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         if cfg.tune_malloc and self.device.type == "cpu":
@@ -123,8 +126,10 @@ class Trainer:
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
         self.train_env = _EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
                                     env_kwargs=env_kwargs)
+        cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
         a = cfg.agent
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        self._sample_kwargs = {name: True for name in sorted(getattr(self.agent, "batch_extras", ()))}
         self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
                                    nstep=a.nstep, discount=a.discount, device=self.device,
                                    seed=derive_seed(cfg.seed, REPLAY_STREAM))
@@ -231,7 +236,8 @@ class Trainer:
             self.train_env.step_async(action)
             if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
                 for _ in range(updates_per_step):
-                    m = self.agent.update(self.replay.sample(batch_size), step=c["agent_steps"])
+                    batch = self.replay.sample(batch_size, **self._sample_kwargs)
+                    m = self.agent.update(batch, step=c["agent_steps"])
                     for k, v in m.items():
                         metrics[k].append(float(v))
             t2 = time.perf_counter()
@@ -251,10 +257,13 @@ class Trainer:
             if ep_len % 25 == 0 or done:
                 progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
         c["episodes"] += 1
+        episode_metrics = {}
+        if hasattr(self.agent, "observe_episode"):
+            episode_metrics = self.agent.observe_episode(ep_return, c["agent_steps"])
         dt = time.perf_counter() - t_ep
         row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"],
                "episode_return": ep_return, "episode_length": ep_len,
-               **{k: float(np.mean(v)) for k, v in sorted(metrics.items())},
+               **{k: float(np.mean(v)) for k, v in sorted(metrics.items())}, **episode_metrics,
                "fps": ep_frames / max(dt, 1e-9), "env_s": env_s, "act_s": act_s, "update_s": update_s,
                "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)

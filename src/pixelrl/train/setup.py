@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from pixelrl.agents import AGENTS
+from pixelrl.agents import agent_preset, get_spec, merge_overrides, nest_overrides
 from pixelrl.agents.presets import cpu_fast, task_preset
 from pixelrl.errors import ConfigError
+from pixelrl.mechanisms.taco import TACOConfig
 from pixelrl.train.config import TrainConfig
 from pixelrl.utils.dataclass_io import from_dict
 
@@ -18,9 +19,7 @@ PRESETS = ("auto", "paper", "cpu-fast", "none")
 
 
 def agent_config_class(agent_name: str) -> type:
-    if agent_name not in AGENTS:
-        raise ConfigError(f"unknown agent '{agent_name}'; available: {', '.join(sorted(AGENTS))}")
-    return AGENTS[agent_name][0]
+    return get_spec(agent_name).config_cls
 
 
 def resolve_preset_name(preset: str, device: str) -> str:
@@ -32,39 +31,44 @@ def resolve_preset_name(preset: str, device: str) -> str:
     return "paper" if on_cuda else "cpu-fast"
 
 
-def preset_overrides(env: str, preset: str) -> dict[str, Any]:
-    """The flat override dict of a (resolved) preset for ``env``."""
-    if preset == "none":
-        return {}
-    over = dict(task_preset(env))
-    if preset == "cpu-fast":
-        over.update(cpu_fast)
-    return over
-
-
 def default_run_dir(env: str, agent_name: str, seed: int) -> str:
     return f"runs/{env.replace('/', '_')}-{agent_name}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent_name, preset: str = "auto",
                  device: str = "auto", fill_run_dir: bool = True, **overrides: Any) -> TrainConfig:
-    """Resolved config: defaults < preset < ``overrides`` (TrainConfig fields, or ``agent`` as a dict of agent
-    config fields)."""
+    """Resolved config. Agent fields: config defaults < DrQ-v2's per-task preset < the agent's own preset (drm,
+    taco, ...) < the ``cpu-fast`` preset < ``overrides['agent']`` (a dict; dotted keys reach nested configs).
+    TrainConfig fields: defaults < preset < ``overrides``."""
     resolved = resolve_preset_name(preset, device)
     cfg_cls = agent_config_class(agent_name)
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_fields = {f.name for f in dataclasses.fields(cfg_cls)}
     train_over: dict[str, Any] = {}
     agent_over: dict[str, Any] = {}
-    for k, v in preset_overrides(env, resolved).items():
-        if k in train_fields:
-            train_over[k] = v
-        elif k in agent_fields:
-            agent_over[k] = v
-        else:
-            raise ConfigError(f"preset '{resolved}' sets unknown field '{k}'")
-    agent_user = overrides.pop("agent", None) or {}
-    agent_over.update(agent_user)
+
+    def split(over: dict[str, Any], source: str) -> None:
+        nonlocal agent_over
+        agent_part = {}
+        for k, v in over.items():
+            if k in train_fields:
+                train_over[k] = v
+            elif k.split(".")[0] in agent_fields:
+                agent_part[k] = v
+            else:
+                raise ConfigError(f"{source} sets unknown field '{k}'")
+        agent_over = merge_overrides(agent_over, nest_overrides(agent_part))
+
+    if resolved != "none":
+        split(task_preset(env), f"preset '{resolved}'")
+    agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, overrides.get("obs", TrainConfig.obs)))
+    if resolved == "cpu-fast":
+        split(cpu_fast, "preset 'cpu-fast'")
+    agent_user = nest_overrides(overrides.pop("agent", None) or {})
+    agent_over = merge_overrides(agent_over, agent_user)
+    if "taco" in agent_over.get("aux", ()) and "nstep" not in agent_user:
+        # TACO's K-step contrast uses the n-step window: K = n unless the user set n (then install() checks it)
+        agent_over["nstep"] = agent_over.get("taco", {}).get("multistep", TACOConfig.multistep)
     train_over.update(overrides)
     agent_cfg = from_dict(cfg_cls, agent_over, where=f"agent '{agent_name}'")
     cfg = TrainConfig(env=env, agent_name=agent_name, preset=resolved, device=device, agent=agent_cfg,
@@ -74,9 +78,46 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
     return cfg
 
 
+def reconcile_cli_agent(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
+    """After the command line is parsed: give TACO its n-step window (n = K) unless ``--agent.nstep`` was given
+    (a task preset such as walker's n = 1 would otherwise clash with ``--agent.aux taco``)."""
+    a = cfg.agent
+    explicit = any(x == "--agent.nstep" or x.startswith("--agent.nstep=") for x in argv)
+    if "taco" in getattr(a, "aux", ()) and not explicit and a.nstep != a.taco.multistep:
+        cfg = dataclasses.replace(cfg, agent=dataclasses.replace(a, nstep=a.taco.multistep))
+    return cfg
+
+
 def config_from_run(run_cfg: dict[str, Any]) -> TrainConfig:
     """Rebuild the TrainConfig saved in a run's config.json."""
     d = dict(run_cfg)
     cfg_cls = agent_config_class(d.get("agent_name", "drqv2"))
     d["agent"] = from_dict(cfg_cls, d.get("agent") or {}, where="config.json agent")
     return from_dict(TrainConfig, d, where="config.json")
+
+
+def resolve_agent_for_env(cfg: TrainConfig, action_repeat: int) -> TrainConfig:
+    """Fill agent settings that depend on the environment, once it is known (the result is what config.json
+    records, so a resumed run sees the same values).
+
+    * HL-Gauss value range left unset (``hl_gauss.v_min``/``v_max`` = None, no symlog): for DeepMind Control tasks,
+      whose per-frame reward lies in [0, 1], the support is derived from the largest reward per agent step
+      (= action repeat) and the discount (``pixelrl.mechanisms.hl_gauss.auto_range``: [-10, 210] at action repeat
+      2, the range suggested for DMC). Other environments need the range (or ``symlog``) set explicitly.
+    """
+    a = cfg.agent
+    if getattr(a, "critic", "mse") != "hl-gauss":
+        return cfg
+    h = a.hl_gauss
+    if h.symlog or (h.v_min is not None and h.v_max is not None):
+        return cfg
+    if not cfg.env.startswith("dmc/"):
+        raise ConfigError(
+            f"critic='hl-gauss' needs a value range for {cfg.env}: pass --agent.hl-gauss.v-min and "
+            "--agent.hl-gauss.v-max (the range of discounted returns), or --agent.hl-gauss.symlog True "
+            "(only DeepMind Control's [0, 1] per-frame reward lets pixelrl derive the range itself)")
+    from pixelrl.mechanisms.hl_gauss import auto_range
+
+    lo, hi = auto_range(float(action_repeat), a.discount)
+    h = dataclasses.replace(h, v_min=lo if h.v_min is None else h.v_min, v_max=hi if h.v_max is None else h.v_max)
+    return dataclasses.replace(cfg, agent=dataclasses.replace(a, hl_gauss=h))

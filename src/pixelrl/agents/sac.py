@@ -1,0 +1,251 @@
+"""SAC: soft actor-critic with a learned temperature (Haarnoja et al. 2018), on pixels as in DrQ (Kostrikov et al.
+2020) or on states.
+
+SAC is the DrQ-v2 core with a stochastic policy and an entropy bonus. Everything that is not the policy is shared
+with :class:`~pixelrl.agents.drqv2.DrQv2Agent`: the encoder and its random-shift augmentation, the twin-Q critic and
+its value head (so ``critic='hl-gauss'`` works), the auxiliary losses (``aux=('taco',)``), the target-value hook
+(DrM's ``value_blend`` wraps :meth:`SACAgent.critic_target`), the replay, the trainer and the checkpoint format.
+The overrides, top to bottom:
+
+* policy ``pi(a|s)``: :class:`~pixelrl.nets.gaussian_actor.GaussianActor`, ``a = tanh(u)``, ``u ~ N(m(s), std(s))``
+  with a log std squashed into ``[log_std_min, log_std_max]``; acting samples from it (uniform actions for the first
+  ``num_seed_steps``), evaluation takes ``tanh(m(s))``;
+* TD target (under no_grad): ``y = r + discount * (min_i Qbar_i(s', a') - alpha * log pi(a'|s'))``, ``a' ~ pi(s')``
+  (``batch.discount`` holds ``gamma^n`` and the termination mask);
+* critic + encoder: the core's loss on ``y`` (MSE, or the configured head's loss), every update;
+* actor, every ``actor_update_every`` updates, on detached features: ``E[alpha * log pi(a|s) - min_i Q_i(s, a)]``,
+  ``a ~ pi(s)`` reparameterised;
+* temperature, right after each actor step: ``J(alpha) = E[alpha * (-log pi(a|s) - target_entropy)]`` (Haarnoja et al.
+  2018b, eq. 18) on the actor step's samples, one Adam step on ``log alpha`` (so alpha stays positive); when the
+  policy's entropy is below ``target_entropy`` the gradient is negative and alpha grows;
+* target critic EMA with ``critic_target_tau`` every ``target_update_every`` updates.
+
+The exploration std schedule of DrQ-v2 (``stddev_schedule``, ``stddev`` hook) is not used by SAC: its exploration
+is the policy's own, learned std. Mechanisms that only change that std (``exploration='awakened' | 'dormant'``)
+are therefore refused by :class:`SACConfig`; MENTOR's MoE layer (``moe``) goes into the Gaussian actor as into
+DrQ-v2's.
+
+Defaults are DrQ's published pixel configuration (its ``config.yaml``); :data:`STATE_OVERRIDES` holds the state-based
+SAC configuration of Haarnoja et al. 2018b for ``--obs state`` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.data.batch import Batch
+from pixelrl.errors import ConfigError
+from pixelrl.nets.critic import QHead
+from pixelrl.nets.gaussian_actor import GaussianActor
+
+__all__ = ["SACConfig", "SACAgent", "STATE_OVERRIDES", "SUMMARY", "preset"]
+
+SUMMARY = "SAC with a learned temperature, on pixels (DrQ defaults) or states"
+
+
+@dataclass(frozen=True)
+class SACConfig(DrQv2Config):
+    """SAC hyper-parameters. Defaults are DrQ's (Kostrikov et al. 2020, pixel SAC on DMC, authors' config.yaml);
+    fields not redefined here keep DrQ-v2's values, which DrQ shares (encoder, 50-d trunk, 1024-unit MLPs,
+    discount 0.99, pad-4 random shift)."""
+
+    lr: float = 1e-3
+    """Adam learning rate of the encoder, critic and actor (DrQ: 1e-3; state SAC: 3e-4)."""
+    batch_size: int = 512
+    """Transitions per update (DrQ paper: 512; its config.yaml ships 128 and says 512 reproduces the paper)."""
+    nstep: int = 1
+    """n of the n-step return (DrQ: 1). With n > 1 the entropy bonus of the n - 1 intermediate steps is left out of
+    the target (the replay sums rewards only), so n = 1 is the exact soft Bellman target."""
+    update_every_steps: int = 1
+    """Agent steps between update points (DrQ and SAC: one update per agent step)."""
+    num_seed_steps: int = 1000
+    """Agent steps of uniform random actions at the start (DrQ: 1000)."""
+    replay_capacity: int = 100_000
+    """Replay size in transitions (DrQ: 100k)."""
+    stddev_schedule: str = "0.0"
+    """Unused by SAC (its exploration is the policy's learned std); kept so mechanisms and logs see a valid value."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha (DrQ: 0.1; CleanRL's state SAC starts at 1.0)."""
+    temperature_lr: float = 1e-3
+    """Adam learning rate of log alpha (DrQ: 1e-3, the same as its other learning rates)."""
+    target_entropy: float | None = None
+    """Entropy target of the temperature loss, in nats; None = -|A| (SAC's heuristic, used by DrQ)."""
+    log_std_min: float = -10.0
+    """Lower bound of the policy's log std (DrQ: -10)."""
+    log_std_max: float = 2.0
+    """Upper bound of the policy's log std (DrQ: 2)."""
+    actor_update_every: int = 2
+    """Updates between actor + temperature steps (DrQ: 2; state SAC: 1). The critic steps every update."""
+    target_update_every: int = 2
+    """Updates between target-critic EMA steps with ``critic_target_tau`` (DrQ: 2; state SAC: 1)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.init_temperature > 0 and math.isfinite(self.init_temperature)):
+            raise ConfigError(f"init_temperature must be > 0, got {self.init_temperature}")
+        if not self.temperature_lr > 0:
+            raise ConfigError(f"temperature_lr must be > 0, got {self.temperature_lr}")
+        if not self.log_std_min < self.log_std_max:
+            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
+        for name in ("actor_update_every", "target_update_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.target_entropy is not None and not math.isfinite(self.target_entropy):
+            raise ConfigError(f"target_entropy must be a finite number of nats or None (= -|A|), got "
+                              f"{self.target_entropy}")
+        if self.exploration != "schedule":
+            raise ConfigError(
+                f"exploration={self.exploration!r} sets DrQ-v2's exploration std, which SAC does not use (its policy "
+                "learns its own std, tuned by the temperature); drop --agent.exploration with --agent sac"
+            )
+
+
+STATE_OVERRIDES: dict = {
+    "lr": 3e-4,
+    "temperature_lr": 3e-4,
+    "batch_size": 256,
+    "hidden_dim": 256,
+    "critic_target_tau": 0.005,
+    "actor_update_every": 1,
+    "target_update_every": 1,
+    "replay_capacity": 1_000_000,
+    "num_seed_steps": 5000,
+    "init_temperature": 1.0,
+}
+"""State-based SAC (Haarnoja et al. 2018b, "Soft Actor-Critic Algorithms and Applications", hyperparameter table): Adam lr 3e-4
+for every net and alpha, batch 256, 256-unit MLPs, tau 0.005, target and actor updated every gradient step, replay
+1M, one update per env step, n = 1, target entropy -|A|. The paper does not list the random-action warm-up or the
+initial alpha: 5000 steps and alpha 1.0 (log alpha initialised to 0) as CleanRL's sac_continuous_action.
+Kept from the core: the 50-d Linear-LayerNorm-tanh trunk in front of both MLPs (the paper feeds the state straight
+into the MLPs)."""
+
+
+def preset(env_id: str) -> dict:
+    """SAC's overrides for ``env_id``: re-assert DrQ's values on the fields that DrQ-v2's per-task preset changes
+    (lr / feature_dim for humanoid, n-step / batch for walker, replay for quadruped_run), since DrQ uses one
+    configuration for every task."""
+    return {"lr": 1e-3, "feature_dim": 50, "nstep": 1, "batch_size": 512, "replay_capacity": 100_000}
+
+
+class SACAgent(DrQv2Agent):
+    """SAC on the DrQ-v2 core: same ``act`` / ``update`` / ``state_dict`` API, a tanh-Gaussian actor and a learned
+    temperature (``log_alpha``, its own Adam optimizer, saved in checkpoints under ``mech/sac``)."""
+
+    cfg: SACConfig
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        cfg: SACConfig | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        critic_head: QHead | None = None,
+    ) -> None:
+        cfg = cfg if cfg is not None else SACConfig()
+        if not isinstance(cfg, SACConfig):
+            raise ConfigError(f"SACAgent needs a SACConfig, got {type(cfg).__name__}")
+        super().__init__(observation_space, action_space, cfg, device, critic_head=critic_head)
+        self.target_entropy = float(cfg.target_entropy) if cfg.target_entropy is not None else -float(self.action_dim)
+        self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(cfg.init_temperature), device=self.device))
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr)
+        self.register_state("sac", self._temperature_state, self._load_temperature_state)
+
+    # ------------------------------------------------------------------ networks and hooks
+    def _build_actor(self, repr_dim: int) -> torch.nn.Module:
+        """The tanh-Gaussian policy (trunk Linear-LayerNorm-tanh, then an MLP to mean and log std; with ``moe`` set,
+        MENTOR's mixture-of-experts layer in the middle of the MLP)."""
+        moe = self.cfg.mentor.moe if self.cfg.moe != "none" else None  # MENTOR's MoE layer, as DrQ-v2's actor
+        return GaussianActor(repr_dim, self.action_dim, self.cfg.feature_dim, self.cfg.hidden_dim,
+                             self.cfg.log_std_min, self.cfg.log_std_max, moe=moe)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The temperature ``exp(log_alpha)``, detached (a 0-d tensor on the agent's device)."""
+        return self.log_alpha.detach().exp()
+
+    def critic_target(self, batch: Batch, next_feat: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """Soft TD target ``[B, 1]``: ``r + discount * (min_i Qbar_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``.
+
+        ``std`` (DrQ-v2's smoothing noise) is unused. Called under no_grad.
+        """
+        next_action, log_prob = self.actor.sample(next_feat)
+        target_q = self.target_critic.values(next_feat, self.action_encoder(next_action)).min(dim=0).values
+        return batch.reward + batch.discount * (target_q.float() - self.alpha * log_prob)
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs, *, step: int, eval_mode: bool) -> np.ndarray:
+        """Action for one unbatched observation: float32 ``[A]`` in [-1, 1].
+
+        Training: uniform in [-1, 1] for the first ``num_seed_steps`` agent steps, then a sample of ``pi(.|s)``.
+        Evaluation: the deterministic ``tanh(mean)``.
+        """
+        if not eval_mode and step < self.cfg.num_seed_steps:
+            return torch.empty(self.action_dim).uniform_(-1.0, 1.0).numpy().astype(np.float32)
+        x = self._obs_to_tensor(obs)
+        with self._autocast():
+            feat = self.encoder(x)
+            action = self.actor(feat) if eval_mode else self.actor.sample(feat)[0]
+        return action[0].float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ update
+    def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
+        """``E[alpha log pi(a|s) - min_i Q_i(s, a)]`` on detached features; ``std`` is unused."""
+        with self._autocast():
+            action, log_prob = self.actor.sample(feat)
+            q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
+            loss = (self.alpha * log_prob - q).mean()
+        metrics = {"actor_loss": loss.detach(), "actor_entropy": -log_prob.detach().mean()}
+        return self._add_actor_aux(loss, metrics, feat, step)
+
+    def _temperature_loss(self, entropy: torch.Tensor) -> torch.Tensor:
+        """``alpha * (H(pi) - target_entropy)`` with the batch entropy estimate ``-mean log pi`` (detached): its
+        gradient raises alpha when the policy's entropy is below the target and lowers it above."""
+        return self.log_alpha.exp() * (entropy.detach() - self.target_entropy)
+
+    def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        std = torch.tensor(self.stddev(step), device=self.device)  # unused by SAC's losses; passed for the hooks
+        critic_loss, feat, metrics = self._critic_loss_fn(batch, std, step)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        self.last_feat = feat
+
+        if self.num_updates % cfg.actor_update_every == 0:
+            actor_loss, actor_metrics = self._actor_loss_fn(feat, std, step)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward(inputs=self._actor_params)  # no gradient computed for critic weights
+            if cfg.actor_grad_clip > 0:
+                actor_metrics["actor_grad_norm"] = torch.nn.utils.clip_grad_norm_(self._actor_params,
+                                                                                  cfg.actor_grad_clip)
+            self.actor_opt.step()
+
+            alpha_loss = self._temperature_loss(actor_metrics["actor_entropy"])
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+            metrics.update(actor_metrics)
+            metrics["alpha_loss"] = alpha_loss.detach()
+
+        if self.num_updates % cfg.target_update_every == 0:
+            with torch.no_grad():
+                torch._foreach_lerp_(self._target_params, self._critic_params, cfg.critic_target_tau)
+        metrics["alpha"] = self.alpha
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoint state
+    def _temperature_state(self) -> dict:
+        return {"log_alpha": self.log_alpha.detach().clone(), "alpha_opt": self.alpha_opt.state_dict()}
+
+    def _load_temperature_state(self, state: dict) -> None:
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"].to(self.device))
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
