@@ -99,3 +99,14 @@ def test_combined_mechanisms_train_and_resume_exactly(tmp_path):
     for kind in ("train", "eval"):
         a, b = strip(read_rows(straight.run_dir, kind)), strip(read_rows(first.run_dir, kind))
         assert a == b, f"{kind} rows differ after resume"
+
+
+def test_cli_gives_taco_its_nstep_unless_the_user_set_it(tmp_path):
+    from pixelrl.train.setup import reconcile_cli_agent
+
+    cfg = build_config("dmc/walker-walk", "drqv2", preset="paper", run_dir=str(tmp_path / "w"))
+    assert cfg.agent.nstep == 1  # walker's task preset
+    with_taco = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, aux=("taco",)))
+    assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco"]).agent.nstep == 3
+    assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco", "--agent.nstep", "1"]).agent.nstep == 1
+    assert reconcile_cli_agent(cfg, []).agent.nstep == 1  # no TACO: untouched

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pixelrl.agents import drm, mentor, sac, taco
+from pixelrl.agents import bc, drm, iql, mentor, sac, taco, td3bc
+from pixelrl.agents.bc import BCAgent, BCConfig
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.agents.iql import IQLAgent, IQLConfig
 from pixelrl.agents.sac import SACAgent, SACConfig
+from pixelrl.agents.td3bc import TD3BCAgent, TD3BCConfig
 from pixelrl.errors import ConfigError
 
 
@@ -42,6 +45,9 @@ class AgentSpec(NamedTuple):
     """``preset(env_id, obs) -> {field: value}`` (dotted keys such as ``'drm.alpha_max'`` reach nested configs);
     applied after DrQ-v2's per-task preset and before the user's flags."""
     summary: str = ""
+    cpu_fast: bool = True
+    """Whether the ``cpu-fast`` preset's agent settings (small nets, bf16, sigma schedule, ...) apply to this agent
+    on a CPU. Off for the offline agents, whose published state-based settings are already CPU-sized."""
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -50,6 +56,9 @@ AGENTS: dict[str, AgentSpec] = {
     "taco": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(taco.preset), taco.SUMMARY),
     "mentor": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(mentor.preset), mentor.SUMMARY),
     "sac": AgentSpec(SACConfig, SACAgent, _sac_preset, sac.SUMMARY),
+    "iql": AgentSpec(IQLConfig, IQLAgent, iql.preset, iql.SUMMARY, cpu_fast=False),
+    "td3bc": AgentSpec(TD3BCConfig, TD3BCAgent, td3bc.preset, td3bc.SUMMARY, cpu_fast=False),
+    "bc": AgentSpec(BCConfig, BCAgent, bc.preset, bc.SUMMARY, cpu_fast=False),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
 
@@ -104,5 +113,5 @@ def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu
     return spec.agent_cls(observation_space, action_space, cfg, device)
 
 
-__all__ = ["AGENTS", "AgentSpec", "DrQv2Agent", "DrQv2Config", "SACAgent", "SACConfig", "agent_preset",
+__all__ = ["AGENTS", "AgentSpec", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
            "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

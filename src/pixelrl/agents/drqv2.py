@@ -490,13 +490,7 @@ class DrQv2Agent:
         }
         if self.aux_losses:
             inputs = AuxInputs(self, batch, obs, next_obs, feat, next_feat, step, raw)
-            for entry in self.aux_losses:
-                with self._autocast():
-                    out = entry.fn(inputs)
-                aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
-                loss = loss + aux_loss.float()
-                metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
-                metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+            loss = self._add_aux(self.aux_losses, inputs, loss, metrics)
         return loss, feat.detach(), metrics
 
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
@@ -511,24 +505,39 @@ class DrQv2Agent:
     def _add_actor_aux(self, loss: torch.Tensor, metrics: dict, feat: torch.Tensor, step: int):
         """Add the registered actor auxiliary losses (after the actor's forward pass, which they may read)."""
         if self.actor_aux_losses:
-            inputs = ActorAuxInputs(self, feat, step)
-            for entry in self.actor_aux_losses:
-                with self._autocast():
-                    out = entry.fn(inputs)
-                aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
-                loss = loss + aux_loss.float()
-                metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
-                metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+            loss = self._add_aux(self.actor_aux_losses, ActorAuxInputs(self, feat, step), loss, metrics)
         return loss, metrics
+
+    def _add_aux(self, entries: list[_AuxEntry], inputs, loss: torch.Tensor, metrics: dict) -> torch.Tensor:
+        """``loss`` plus every entry's auxiliary loss; their metrics go into ``metrics`` (prefixed by the name)."""
+        for entry in entries:
+            with self._autocast():
+                out = entry.fn(inputs)
+            aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
+            loss = loss + aux_loss.float()
+            metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
+            metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+        return loss
 
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         std = torch.tensor(self.stddev(step), device=self.device)
+        feat, metrics = self._critic_step(batch, std, step)
+        metrics.update(self._actor_step(feat, std, step))
+        self._target_step()
+        metrics["actor_std"] = std
+        return metrics
+
+    def _critic_step(self, batch: Batch, std: torch.Tensor, step: int):
+        """Critic + encoder (+ auxiliary modules) step; returns the detached features and the metrics."""
         critic_loss, feat, metrics = self._critic_loss_fn(batch, std, step)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-
         self.last_feat = feat
+        return feat, metrics
+
+    def _actor_step(self, feat: torch.Tensor, std: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Actor step on detached features (the critic gets no gradient); returns the actor's metrics."""
         actor_loss, actor_metrics = self._actor_loss_fn(feat, std, step)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)  # no gradient computed for critic weights
@@ -536,12 +545,12 @@ class DrQv2Agent:
             actor_metrics["actor_grad_norm"] = torch.nn.utils.clip_grad_norm_(self._actor_params,
                                                                               self.cfg.actor_grad_clip)
         self.actor_opt.step()
+        return actor_metrics
 
+    def _target_step(self) -> None:
+        """Target critic EMA: ``theta_bar <- theta_bar + tau (theta - theta_bar)``."""
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.critic_target_tau)
-        metrics.update(actor_metrics)
-        metrics["actor_std"] = std
-        return metrics
 
     def update(self, batch: Batch, *, step: int) -> dict[str, float]:
         """One gradient update of critic+encoder, actor and target critic. Returns float metrics."""

@@ -211,33 +211,21 @@ class SACAgent(DrQv2Agent):
         return self.log_alpha.exp() * (entropy.detach() - self.target_entropy)
 
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """The core's critic / actor / target steps, with DrQ's actor and target intervals and a temperature step
+        after each actor step."""
         cfg = self.cfg
         std = torch.tensor(self.stddev(step), device=self.device)  # unused by SAC's losses; passed for the hooks
-        critic_loss, feat, metrics = self._critic_loss_fn(batch, std, step)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        self.last_feat = feat
-
+        feat, metrics = self._critic_step(batch, std, step)
         if self.num_updates % cfg.actor_update_every == 0:
-            actor_loss, actor_metrics = self._actor_loss_fn(feat, std, step)
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)  # no gradient computed for critic weights
-            if cfg.actor_grad_clip > 0:
-                actor_metrics["actor_grad_norm"] = torch.nn.utils.clip_grad_norm_(self._actor_params,
-                                                                                  cfg.actor_grad_clip)
-            self.actor_opt.step()
-
+            actor_metrics = self._actor_step(feat, std, step)
             alpha_loss = self._temperature_loss(actor_metrics["actor_entropy"])
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
             metrics.update(actor_metrics)
             metrics["alpha_loss"] = alpha_loss.detach()
-
         if self.num_updates % cfg.target_update_every == 0:
-            with torch.no_grad():
-                torch._foreach_lerp_(self._target_params, self._critic_params, cfg.critic_target_tau)
+            self._target_step()
         metrics["alpha"] = self.alpha
         return metrics
 

@@ -13,12 +13,14 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot} [options]
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset} [options]
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
   eval    evaluate a run:         pixelrl eval runs/<run>/ --episodes 10 --video
   plot    learning curves:        pixelrl plot runs/a runs/b --out curves.png
+  collect record a dataset:       pixelrl collect --env dmc/walker-walk --policy runs/<run>/ --episodes 100 --out PATH
+  dataset inspect / convert:      pixelrl dataset stats PATH   |   pixelrl dataset convert MINARI_ID --out PATH
 
 `pixelrl <command> --help` lists every option with its documentation."""
 
@@ -47,20 +49,59 @@ def _peek_option(argv: Sequence[str], *names: str) -> Optional[str]:
     return _pop_option(list(argv), *names)
 
 
+def _pop_offline_args(argv: list[str]) -> list[str]:
+    """Remove the :class:`OfflineConfig` flags (``--dataset PATH``, ``--offline-steps N``, ...) from argv and return
+    them (they are parsed on their own: TrainConfig.offline is not a tyro field)."""
+    from pixelrl.train.config import OfflineConfig
+
+    names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(OfflineConfig)}
+    names |= {"--" + f.name for f in dataclasses.fields(OfflineConfig)}
+    flags = {"--allow-env-mismatch", "--no-allow-env-mismatch"}
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        key = a.split("=", 1)[0]
+        if key in flags:
+            out.append(argv.pop(i))
+        elif key in names:
+            out.append(argv.pop(i))
+            if "=" not in a and i < len(argv):
+                out.append(argv.pop(i))
+        else:
+            i += 1
+    return out
+
+
 def cmd_train(argv: list[str]) -> int:
     import tyro
 
-    from pixelrl.train.config import TrainConfig
+    from pixelrl.train.config import OfflineConfig, TrainConfig
     from pixelrl.train.loop import Trainer
     from pixelrl.train.setup import agent_config_class, build_config, default_run_dir, reconcile_cli_agent
 
     argv = list(argv)
+    offline_args = _pop_offline_args(argv)
+    offline = None
+    if offline_args:
+        offline = tyro.cli(OfflineConfig, args=[a.replace("_", "-") if a.startswith("--") else a
+                                                for a in offline_args], prog="pixelrl train (offline options)")
     agent_name = _pop_option(argv, "--agent", "--agent-name", "--agent_name") or TrainConfig.agent_name
-    env = _peek_option(argv, "--env") or TrainConfig.env
     preset = _pop_option(argv, "--preset") or TrainConfig.preset
     device = _peek_option(argv, "--device") or TrainConfig.device
-    obs = _peek_option(argv, "--obs") or TrainConfig.obs
-    defaults = build_config(env, agent_name, preset, device, fill_run_dir=False, obs=obs)
+    overrides: dict = {}
+    if offline is not None and offline.dataset is not None:
+        # the env and env settings the data was collected with, under the user's explicit flags
+        from pixelrl.train.offline import dataset_train_defaults
+
+        for key, value in dataset_train_defaults(offline.dataset).items():
+            flag = "--" + key.replace("_", "-")
+            if not any(a == flag or a.startswith(flag + "=") for a in argv):
+                overrides[key] = value
+    env = _peek_option(argv, "--env") or overrides.pop("env", None) or TrainConfig.env
+    overrides.pop("env", None)
+    obs = _peek_option(argv, "--obs") or overrides.get("obs") or TrainConfig.obs
+    overrides["obs"] = obs
+    defaults = build_config(env, agent_name, preset, device, fill_run_dir=False, **overrides)
     cfg_cls = agent_config_class(agent_name)
     args_cls = dataclasses.make_dataclass(
         "TrainArgs", [("agent", cfg_cls, dataclasses.field(default_factory=cfg_cls))], bases=(TrainConfig,),
@@ -69,11 +110,16 @@ def cmd_train(argv: list[str]) -> int:
     default = args_cls(**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
     parsed = tyro.cli(args_cls, default=default, args=argv, prog="pixelrl train")
     cfg = TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
-    cfg = reconcile_cli_agent(cfg, argv)
+    cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline)
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=default_run_dir(cfg.env, cfg.agent_name, cfg.seed))
     _announce(cfg)
-    summary = Trainer(cfg).run()
+    if cfg.offline is not None and cfg.offline.active:
+        from pixelrl.train.offline import OfflineTrainer
+
+        summary = OfflineTrainer(cfg).run()
+    else:
+        summary = Trainer(cfg).run()
     _print_summary(summary)
     return 0
 
@@ -85,7 +131,13 @@ def _announce(cfg) -> None:
     a = cfg.agent
     c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} seed={cfg.seed} "
             f"frames={cfg.frames:,} device={cfg.device}")
-    if cfg.preset == "cpu-fast":
+    from pixelrl.agents import get_spec
+
+    if cfg.offline is not None and cfg.offline.active:
+        o = cfg.offline
+        c.print(f"  offline: dataset={o.dataset} offline_steps={o.offline_steps:,} online_frames={o.online_frames} "
+                f"offline_ratio={o.offline_ratio} demos={o.demos} demo_ratio={o.demo_ratio}")
+    if cfg.preset == "cpu-fast" and get_spec(cfg.agent_name).cpu_fast:
         c.print("  CPU preset [bold]cpu-fast[/bold]: a lean DrQ-v2 that learns on a 2-core CPU "
                 f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
                 f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}, {a.precision}). "
@@ -119,13 +171,22 @@ def cmd_resume(argv: list[str]) -> int:
         raise PixelRLError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made")
     cfg = config_from_run(json.loads(cfg_path.read_text()))
     cfg = dataclasses.replace(cfg, run_dir=str(run))
+    offline = cfg.offline is not None and cfg.offline.active
+    if offline and args.frames is not None:
+        raise PixelRLError("--frames extends online runs; an offline run's budget is its offline steps and online "
+                           "frames (recorded in config.json under 'offline')")
     if args.frames is not None and args.frames != cfg.frames:
         from pixelrl.utils.atomic import write_json_atomic
         from pixelrl.utils.dataclass_io import to_dict
 
         cfg = dataclasses.replace(cfg, frames=args.frames)
         write_json_atomic(cfg_path, to_dict(cfg))  # later resumes keep the new budget
-    summary = Trainer(cfg, resume=True).run()
+    if offline:
+        from pixelrl.train.offline import OfflineTrainer
+
+        summary = OfflineTrainer(cfg, resume=True).run()
+    else:
+        summary = Trainer(cfg, resume=True).run()
     _print_summary(summary)
     return 0
 
@@ -233,7 +294,20 @@ class _Plot:
     """Plot title."""
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot}
+def cmd_collect(argv: list[str]) -> int:
+    from pixelrl.cli.dataset import cmd_collect as run
+
+    return run(argv)
+
+
+def cmd_dataset(argv: list[str]) -> int:
+    from pixelrl.cli.dataset import cmd_dataset as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
+            "dataset": cmd_dataset}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

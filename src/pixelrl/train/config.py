@@ -2,8 +2,97 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
+
+import tyro
+
+from pixelrl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """Offline training from a dataset, offline->online fine-tuning and demo mixing (see docs/offline.md)."""
+
+    dataset: Optional[str] = None
+    """Offline dataset (``pixelrl collect`` / ``pixelrl dataset convert`` output) to train on. Its observation and
+    action spaces must equal the env's (same ``--obs``, ``--size``, ``--frame-stack``; collect and train with the
+    same ``--action-repeat``)."""
+    offline_steps: int = 1_000_000
+    """Gradient updates of the offline phase (IQL's D4RL protocol: 1M, matching the IQL agent's ``lr_decay_steps``;
+    D5RL pretrains for 500k: pass 500000 with ``--agent.lr-decay-steps 500000``). Ignored without ``dataset``."""
+    online_frames: Optional[int] = None
+    """Env frames of the online phase after the offline one (D5RL: 500k env steps = 500k x action repeat frames).
+    None: 0 with a ``dataset`` (offline only), ``TrainConfig.frames`` without one (an online run with demos)."""
+    offline_ratio: Optional[float] = None
+    """Online phase: fraction of every batch drawn from the offline data. None (D5RL, IQL fine-tuning): new
+    episodes are added to the buffer holding the offline data and batches are uniform over both. A number in
+    [0, 1] (RLPD: 0.5): a separate online buffer, mixed exactly in every batch."""
+    demos: Optional[str] = None
+    """Demo dataset mixed into every batch (RLPD / SERL). Without ``dataset``: an online run with demos."""
+    demo_ratio: float = 0.5
+    """Fraction of every batch drawn from ``demos``, in both phases (RLPD / SERL: 0.5)."""
+    eval_every_steps: int = 5_000
+    """Offline phase: evaluate every this many gradient updates (IQL: 5000, 10 episodes). The online phase uses
+    ``TrainConfig.eval_every_frames``."""
+    log_every_steps: int = 1_000
+    """Offline phase: write a train row (metrics averaged over the updates since the last row) every this many
+    updates (IQL: 1000), and at every evaluation and checkpoint."""
+    checkpoint_every_steps: int = 0
+    """Offline phase: checkpoint every this many updates; 0 = after every evaluation. The online phase uses
+    ``TrainConfig.checkpoint_every_frames``."""
+    online_seed_steps: Optional[int] = None
+    """Online phase: agent steps of uniform random actions before the policy acts and updates start. None: 0 after
+    an offline phase (the pretrained policy acts from the first step, as in IQL's and D5RL's fine-tuning), the
+    agent's ``num_seed_steps`` otherwise (as the online trainer)."""
+    replay_capacity: Optional[int] = None
+    """Transitions kept of the online data. None: the agent's ``replay_capacity`` (agents without one keep every
+    online transition). The offline data and demos are always kept whole; with ``offline_ratio=None`` the shared
+    buffer holds the dataset plus this many online transitions (D5RL drops nothing)."""
+    allow_env_mismatch: bool = False
+    """Train even if the dataset records another env id than ``--env`` (e.g. a converted dataset with a foreign
+    id). The observation and action spaces must match regardless."""
+
+    def __post_init__(self) -> None:
+        def whole(name: str, lo: int, value: Any = None) -> None:
+            v = getattr(self, name) if value is None else value
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        whole("offline_steps", 0)
+        whole("eval_every_steps", 1)
+        whole("log_every_steps", 1)
+        whole("checkpoint_every_steps", 0)
+        for name in ("online_frames", "online_seed_steps"):
+            if getattr(self, name) is not None:
+                whole(name, 0)
+        if self.replay_capacity is not None:
+            whole("replay_capacity", 1)
+        for name in ("offline_ratio", "demo_ratio"):
+            v = getattr(self, name)
+            if v is None and name == "offline_ratio":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
+                raise ConfigError(f"{name} must be a fraction in [0, 1], got {v!r}")
+        if self.dataset is None and self.offline_ratio is not None:
+            raise ConfigError("offline_ratio mixes the offline dataset into online batches, but no dataset is given; "
+                              "use --dataset PATH, or --demos PATH --demo-ratio R for demos")
+        if self.demos is not None and self.demo_ratio + (self.offline_ratio or 0.0) > 1 + 1e-9:
+            raise ConfigError(f"demo_ratio ({self.demo_ratio}) + offline_ratio ({self.offline_ratio}) exceed 1: "
+                              "together they are the share of every batch taken from the files")
+
+    @property
+    def active(self) -> bool:
+        """Whether this configures anything (a dataset or demos); a default OfflineConfig is a plain online run."""
+        return self.dataset is not None or self.demos is not None
+
+    def phase_budgets(self, train_frames: int) -> tuple[int, int]:
+        """``(offline gradient updates, online env frames)`` of a run whose ``TrainConfig.frames`` is given."""
+        offline = self.offline_steps if self.dataset is not None else 0
+        online = self.online_frames if self.online_frames is not None else (
+            0 if self.dataset is not None else int(train_frames))
+        return offline, online
 
 
 @dataclass(frozen=True)
@@ -13,8 +102,8 @@ class TrainConfig:
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
     agent_name: str = "drqv2"
-    """Agent to train (``--agent NAME`` on the command line): drqv2, drm, taco, mentor, sac (``pixelrl.agents.AGENTS``).
-    drm / taco / mentor are DrQ-v2 with their mechanisms switched on; any mechanism can be added to any of them with
+    """Agent to train (``--agent NAME`` on the command line): drqv2, drm, taco, mentor, sac, and the offline agents
+    iql, td3bc, bc (``pixelrl.agents.AGENTS``). drm / taco / mentor are DrQ-v2 with their mechanisms switched on; any mechanism can be added to any of them with
     ``--agent.critic``, ``--agent.aux``, ``--agent.exploration``, ``--agent.perturb``, ``--agent.value-blend``,
     ``--agent.moe``."""
     preset: str = "auto"
@@ -56,7 +145,7 @@ class TrainConfig:
     obs: str = "pixels"
     """Observation type: ``pixels``, ``state`` or ``pixels+state``."""
     video: bool = True
-    """Write an mp4 of the first episode of each evaluation under ``videos/``."""
+    """Write an mp4 of the first episode of each evaluation under ``videos/`` (pixel observations only)."""
     tensorboard: bool = True
     """Write TensorBoard events under ``tb/``."""
     progress: bool = True
@@ -68,6 +157,9 @@ class TrainConfig:
     ~25% faster updates, at the cost of resident memory not shrinking after a peak (see pixelrl.utils.malloc)."""
     agent: Any = None
     """Agent hyper-parameters (``--agent.<field>``); filled with the chosen agent's config and preset."""
+    offline: Annotated[Optional[OfflineConfig], tyro.conf.Suppress] = None
+    """Offline / offline->online / demo settings (``--dataset``, ``--offline-steps``, ``--online-frames``,
+    ``--offline-ratio``, ``--demos``, ``--demo-ratio``, ...; see :class:`OfflineConfig`). None: a plain online run."""
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"size": self.size, "fast_render": self.fast_render, "obs": self.obs}

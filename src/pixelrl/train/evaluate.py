@@ -23,6 +23,8 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
     returns, lengths, frames = [], [], []
     for e in range(episodes):
         obs, _ = env.reset(seed=derive_seed(seed, stream, index, e))
+        if e == 0:
+            record = record and has_pixels(obs)  # state observations: no video
         if record and e == 0:
             frames.append(frame_from_obs(obs))
         total, length, done = 0.0, 0, False
@@ -36,6 +38,12 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
         returns.append(total)
         lengths.append(length)
     return {"returns": returns, "lengths": lengths, "frames": frames}
+
+
+def has_pixels(obs) -> bool:
+    """Whether an observation carries uint8 [C, H, W] pixels (alone or under the 'pixels' key)."""
+    x = obs.get("pixels") if isinstance(obs, dict) else obs
+    return x is not None and np.asarray(x).ndim == 3 and np.asarray(x).dtype == np.uint8
 
 
 def random_policy(action_space, seed: int) -> Callable:

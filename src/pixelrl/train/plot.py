@@ -76,7 +76,10 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, met
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = curves(run_dirs, metric)
+    # offline runs log every row at frames = 0; their x axis is the step (offline updates, then online steps)
+    offline = any(any("phase" in r for r in read_rows(Path(d), "eval")[:1]) for d in run_dirs)
+    x = "step" if offline else "frames"
+    data = curves(run_dirs, metric, x=x)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for label, (xs, vals) in data.items():
         mid, lo, hi = [], [], []
@@ -90,7 +93,7 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, met
         ax.plot(xs, mid, label=f"{label} (IQM, {n} seed{'s' if n > 1 else ''})", lw=2)
         if n > 1:
             ax.fill_between(xs, lo, hi, alpha=0.2)
-    ax.set_xlabel("env frames")
+    ax.set_xlabel("steps (offline updates, then online agent steps)" if offline else "env frames")
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
