@@ -268,3 +268,19 @@ def test_critic_target_override(agent_factory):
     agent = ZeroTarget(pixel_space(), action_space(), tiny_cfg())
     m = agent.update(make_batch(agent.observation_space), step=0)
     assert m["critic_target_q"] == 0.0
+
+
+def test_target_min_over_a_random_subset_of_q_heads():
+    """RLPD's ensemble target: min over a random subset of heads, drawn anew each call; 0 = all heads."""
+    obs = gym.spaces.Box(-1, 1, (3,), np.float32)
+    act = gym.spaces.Box(-1, 1, (1,), np.float32)
+    q = torch.arange(10, dtype=torch.float32).reshape(10, 1, 1).expand(10, 4, 1)  # head i predicts i
+    full = DrQv2Agent(obs, act, DrQv2Config(num_q=10, hidden_dim=8, feature_dim=4))
+    assert torch.equal(full._target_min(q), torch.zeros(4, 1))
+    sub = DrQv2Agent(obs, act, DrQv2Config(num_q=10, target_q_subset=2, hidden_dim=8, feature_dim=4))
+    torch.manual_seed(0)
+    mins = [float(sub._target_min(q)[0, 0]) for _ in range(300)]
+    # the min of 2 of 10 distinct heads: P(min = j) = (9 - j) / 45, so 0 appears ~20% of the time, 9 never
+    assert 0.1 < mins.count(0.0) / 300 < 0.3 and 9.0 not in mins and len(set(mins)) >= 6
+    with pytest.raises(ConfigError, match="target_q_subset"):
+        DrQv2Config(num_q=2, target_q_subset=3)

@@ -110,3 +110,40 @@ def test_cli_gives_taco_its_nstep_unless_the_user_set_it(tmp_path):
     assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco"]).agent.nstep == 3
     assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco", "--agent.nstep", "1"]).agent.nstep == 1
     assert reconcile_cli_agent(cfg, []).agent.nstep == 1  # no TACO: untouched
+
+
+@pytest.mark.slow
+def test_snapshot_bank_resets_training_episodes_and_resumes_exactly(tmp_path):
+    """--snapshot-bank: training episodes start from teacher snapshots and are truncated after the horizon while
+    the reset phase lasts; the wrapper's state is checkpointed, so a resumed run logs the same rows."""
+    import numpy as np
+
+    from pixelrl.envs import make
+    from pixelrl.envs.snapshot import collect_snapshots
+
+    env = make("dmc/cartpole-swingup", seed=0, size=32, action_repeat=8, fast_render=True)
+    rng = np.random.default_rng(0)
+    bank = collect_snapshots(env, lambda obs: rng.uniform(-1, 1, 1).astype(np.float32),
+                             lambda obs, a: float(rng.normal()), episodes=3, every=10, keep_episodes=3, k=2)
+    env.close()
+    bank.save(tmp_path / "bank")
+    over = dict(snapshot_bank=str(tmp_path / "bank"), snapshot_horizon=20, snapshot_active_agent_steps=60)
+
+    def cfg(name, frames):
+        return build_config("dmc/cartpole-swingup", "drqv2", preset="none", run_dir=str(tmp_path / name),
+                            frames=frames, seed=3, agent=AGENT, **{**TRAIN, **over})
+
+    straight = cfg("straight", 2000)
+    Trainer(straight).run()
+    lengths = [r["episode_length"] for r in read_rows(straight.run_dir, "train")]
+    assert lengths[:3] == [20, 20, 20]  # snapshot starts, truncated at the horizon while < 60 agent steps
+    assert lengths[-1] == 125  # plain resets afterwards: the full 1000-frame episode at action repeat 8
+
+    first = cfg("resumed", 1000)
+    Trainer(first).run()
+    Trainer(dataclasses.replace(first, frames=2000), resume=True).run()
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+
+    assert strip(read_rows(straight.run_dir, "train")) == strip(read_rows(first.run_dir, "train"))

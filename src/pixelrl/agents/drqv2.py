@@ -120,7 +120,11 @@ class DrQv2Config:
     compile: bool = False
     """torch.compile the loss computations of the update (slower start; off by default)."""
     num_q: int = 2
-    """Number of Q heads; the target and the actor loss take the min over all of them (paper: 2)."""
+    """Number of Q heads; the actor loss takes the min over all of them (paper: 2; RLPD: 10)."""
+    target_q_subset: int = 0
+    """Q heads the TD target takes its min over: 0 = all (DrQ-v2); k = a random subset of k heads drawn anew at
+    every update (RLPD / REDQ: 10 heads with a subset of 2 on states, 1 on pixels). Must be <= num_q. RLPD's
+    LayerNorm inside the Q MLPs is not added: our critic keeps DrQ-v2's Linear-LayerNorm-tanh trunk only."""
 
     # ---- mechanisms (issue 3): selectors, then one nested config per mechanism module. Presets (drm, taco,
     # mentor) are nothing but values of these fields, so they combine freely: --agent drm --agent.critic hl-gauss.
@@ -172,6 +176,9 @@ class DrQv2Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_q < 1:
             raise ConfigError(f"num_q must be >= 1, got {self.num_q}")
+        if not 0 <= self.target_q_subset <= self.num_q:
+            raise ConfigError(f"target_q_subset must be in [0, num_q={self.num_q}] (0 = all heads), got "
+                              f"{self.target_q_subset}")
         if self.augment_impl not in ("index", "grid_sample"):
             raise ConfigError(f"augment_impl must be 'index' or 'grid_sample', got {self.augment_impl!r}")
         if self.augment_pad < 0 or self.num_seed_steps < 0:
@@ -369,8 +376,15 @@ class DrQv2Agent:
         """TD target ``[B, 1]`` (called under no_grad): ``r + discount * min_i Qbar_i(s', a')``."""
         mu = self.actor(next_feat)
         next_action = sample_action(mu, std, clip=self.cfg.stddev_clip)
-        target_v = self.target_critic.values(next_feat, self.action_encoder(next_action)).min(dim=0).values
-        return batch.reward + batch.discount * target_v
+        target_q = self.target_critic.values(next_feat, self.action_encoder(next_action))
+        return batch.reward + batch.discount * self._target_min(target_q)
+
+    def _target_min(self, q: torch.Tensor) -> torch.Tensor:
+        """Min over the Q heads ``[num_q, B, 1]`` used by the TD target: all heads, or a random subset (RLPD)."""
+        k = self.cfg.target_q_subset
+        if k and k < q.shape[0]:
+            q = q[torch.randperm(q.shape[0], device=q.device)[:k]]
+        return q.min(dim=0).values
 
     def add_aux_loss(self, fn: AuxLoss, module: torch.nn.Module | None = None, name: str | None = None) -> None:
         """Add ``fn`` to the critic/encoder loss; ``module``'s parameters are trained by the critic optimizer."""

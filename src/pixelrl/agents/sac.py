@@ -176,7 +176,7 @@ class SACAgent(DrQv2Agent):
         ``std`` (DrQ-v2's smoothing noise) is unused. Called under no_grad.
         """
         next_action, log_prob = self.actor.sample(next_feat)
-        target_q = self.target_critic.values(next_feat, self.action_encoder(next_action)).min(dim=0).values
+        target_q = self._target_min(self.target_critic.values(next_feat, self.action_encoder(next_action)))
         return batch.reward + batch.discount * (target_q.float() - self.alpha * log_prob)
 
     # ------------------------------------------------------------------ acting

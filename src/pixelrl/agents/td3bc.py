@@ -157,7 +157,7 @@ class TD3BCAgent(CoreObsNormMixin, DrQv2Agent):
         Called under no_grad."""
         actor = self.target_actor if self.cfg.target_actor else self.actor
         next_action = sample_action(actor(next_feat), std, clip=self.cfg.stddev_clip)
-        target_q = self.target_critic.values(next_feat, self.action_encoder(next_action)).min(dim=0).values
+        target_q = self._target_min(self.target_critic.values(next_feat, self.action_encoder(next_action)))
         return batch.reward + batch.discount * target_q.float()
 
     # ------------------------------------------------------------------ acting

@@ -6,6 +6,7 @@ On Linux ``MUJOCO_GL`` defaults to ``egl`` if unset (see :mod:`pixelrl.envs._gl`
 
 from pixelrl.envs._gl import ensure_mujoco_gl as _ensure_mujoco_gl
 from pixelrl.envs.factory import list_envs, make, make_vector
+from pixelrl.envs.snapshot import SnapshotBank, SnapshotResetWrapper, collect_snapshots  # noqa: F401
 from pixelrl.envs.wrappers import (
     ActionRepeat,
     ActionScale,
@@ -25,7 +26,10 @@ __all__ = [
     "EnvInfo",
     "FrameStack",
     "PixelObservation",
+    "SnapshotBank",
+    "SnapshotResetWrapper",
     "StateFloat32",
+    "collect_snapshots",
     "list_envs",
     "make",
     "make_vector",

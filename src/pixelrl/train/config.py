@@ -97,7 +97,13 @@ class OfflineConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Train an agent online from pixels (or states)."""
+    """Train an agent online from pixels (or states), or offline from a dataset.
+
+    Offline / offline->online / demos (docs/offline.md): --dataset PATH (train from a dataset written by `pixelrl
+    collect`; env settings default to the dataset's), --offline-steps N (gradient updates, default 1M),
+    --online-frames N (then fine-tune online), --offline-ratio F (share of offline rows per online batch; default:
+    one shared buffer as in D5RL), --demos PATH --demo-ratio F (mix demos into every batch of an online run, RLPD),
+    --eval-every-steps, --log-every-steps, --checkpoint-every-steps, --online-seed-steps, --allow-env-mismatch."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
@@ -155,6 +161,15 @@ class TrainConfig:
     tune_malloc: bool = True
     """On CPU (Linux/glibc), keep freed memory in the process instead of unmapping it after every update:
     ~25% faster updates, at the cost of resident memory not shrinking after a peak (see pixelrl.utils.malloc)."""
+    snapshot_bank: Optional[str] = None
+    """Snapshot RL (S3RL, docs/snapshot_rl.md): a bank folder written by ``SnapshotBank.save``; training episodes
+    then start from teacher snapshots (a cluster uniformly, then a snapshot) for the first
+    ``snapshot_active_agent_steps``, each truncated ``snapshot_horizon`` agent steps later. The training env runs
+    in-process (``async_env`` is ignored) so the wrapper's state can be checkpointed. Evaluation is unaffected."""
+    snapshot_horizon: int = 100
+    """S3RL: agent steps before an episode started from a snapshot is truncated (paper: 100)."""
+    snapshot_active_agent_steps: int = 100_000
+    """S3RL: agent steps during which resets use snapshots (paper: the first 100k steps)."""
     agent: Any = None
     """Agent hyper-parameters (``--agent.<field>``); filled with the chosen agent's config and preset."""
     offline: Annotated[Optional[OfflineConfig], tyro.conf.Suppress] = None

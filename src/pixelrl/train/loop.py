@@ -42,7 +42,7 @@ from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
-TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM = 1, 4, 5
+TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM, SNAPSHOT_STREAM = 1, 4, 5, 6
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,12 +57,15 @@ def resolve_device(device: str) -> torch.device:
 class _EnvRunner:
     """One training env, in-process or in a subprocess (a 1-env async vector env), with a split step."""
 
-    def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any]) -> None:
-        self.vector = asynchronous
-        if asynchronous:
+    def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any],
+                 wrap: Any = None) -> None:
+        self.vector = asynchronous and wrap is None
+        if self.vector:
             self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
         else:
             self.env = make(env_id, seed=seed, **env_kwargs)
+            if wrap is not None:
+                self.env = wrap(self.env)
         self._pending = None
 
     @staticmethod
@@ -124,8 +127,21 @@ class Trainer:
         self.action_space = self.eval_env.action_space
         self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
+        self.snapshot_wrapper = None
+        wrap = None
+        if cfg.snapshot_bank is not None:
+            from pixelrl.envs.snapshot import SnapshotBank, SnapshotResetWrapper
+
+            bank = SnapshotBank.load(cfg.snapshot_bank)
+
+            def wrap(env):
+                self.snapshot_wrapper = SnapshotResetWrapper(
+                    env, bank, horizon=cfg.snapshot_horizon, active_agent_steps=cfg.snapshot_active_agent_steps,
+                    seed=derive_seed(cfg.seed, SNAPSHOT_STREAM))
+                return self.snapshot_wrapper
+
         self.train_env = _EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
-                                    env_kwargs=env_kwargs)
+                                    env_kwargs=env_kwargs, wrap=wrap)
         cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
         a = cfg.agent
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
@@ -160,6 +176,8 @@ class Trainer:
             "rng": capture_rng_state({"warmup": self.warmup_rng}),
             "replay_manifest": manifest,
         }
+        if self.snapshot_wrapper is not None:
+            state["snapshot_wrapper"] = self.snapshot_wrapper.state_dict()
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
@@ -174,6 +192,11 @@ class Trainer:
         self.replay.load(self.run_dir / "replay")
         self.agent.load_state_dict(state["agent"])
         restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
+        if self.snapshot_wrapper is not None:
+            if "snapshot_wrapper" not in state:
+                raise ConfigError("the checkpoint has no snapshot-reset state; it was saved by a run without "
+                                  "--snapshot-bank")
+            self.snapshot_wrapper.load_state_dict(state["snapshot_wrapper"])
         self.counters.update(state["trainer"])
         return int(state["jsonl_offset"])
 
