@@ -14,7 +14,7 @@ import pixelrl.agents.bc as bc_mod
 from pixelrl.agents.bc import BCAgent, BCConfig, GaussianPolicy, ObsNormalizer, gaussian_log_prob
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
-from pixelrl.train.checkpoint import flatten_state, unflatten_state
+from pixelrl.utils.checkpoint import flatten_state, unflatten_state
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 

@@ -15,7 +15,7 @@ from pixelrl.agents.bc import BCAgent, BCConfig
 from pixelrl.agents.residual import ResidualAgent, ResidualConfig, load_base_policy, preset
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError, CorruptFileError
-from pixelrl.train.checkpoint import load_checkpoint, save_checkpoint
+from pixelrl.utils.checkpoint import load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
 from pixelrl.utils.dataclass_io import to_dict
 

@@ -12,7 +12,7 @@ from pixelrl.agents.sac import STATE_OVERRIDES, SACAgent, SACConfig
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.hl_gauss import HLGaussConfig, HLGaussHead
 from pixelrl.nets.gaussian_actor import GaussianActor, tanh_gaussian_log_prob
-from pixelrl.train.checkpoint import flatten_state, unflatten_state
+from pixelrl.utils.checkpoint import flatten_state, unflatten_state
 
 from .conftest import ACTION_DIM, make_batch, pixel_space
 

@@ -24,7 +24,7 @@ from pixelrl.mechanisms.mentor import (
     task_perturb_,
 )
 from pixelrl.nets import Actor, Critic, MoE, MoEConfig
-from pixelrl.train.checkpoint import flatten_state, unflatten_state
+from pixelrl.utils.checkpoint import flatten_state, unflatten_state
 
 OBS_DIM, ACT_DIM, B = 6, 2, 16
 TINY_MOE = MoEConfig(num_experts=4, top_k=2, expert_hidden=8, gate_hidden=8)

@@ -56,7 +56,7 @@ def _fake_run(tmp_path):
     """A run folder as `pixelrl train` leaves it: config.json and one checkpoint of a tiny DrQ-v2."""
     from pixelrl.agents import make_agent
     from pixelrl.envs import make
-    from pixelrl.train.checkpoint import save_checkpoint
+    from pixelrl.utils.checkpoint import save_checkpoint
     from pixelrl.train.setup import build_config
     from pixelrl.utils.dataclass_io import to_dict
 

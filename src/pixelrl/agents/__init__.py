@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pixelrl.agents import bc, drm, iql, mentor, sac, taco, td3bc
+from pixelrl.agents import bc, drm, iql, mentor, residual, sac, taco, td3bc
 from pixelrl.agents.bc import BCAgent, BCConfig
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
 from pixelrl.agents.iql import IQLAgent, IQLConfig
+from pixelrl.agents.residual import ResidualAgent, ResidualConfig
 from pixelrl.agents.sac import SACAgent, SACConfig
 from pixelrl.agents.td3bc import TD3BCAgent, TD3BCConfig
 from pixelrl.errors import ConfigError
@@ -59,6 +60,7 @@ AGENTS: dict[str, AgentSpec] = {
     "iql": AgentSpec(IQLConfig, IQLAgent, iql.preset, iql.SUMMARY, cpu_fast=False),
     "td3bc": AgentSpec(TD3BCConfig, TD3BCAgent, td3bc.preset, td3bc.SUMMARY, cpu_fast=False),
     "bc": AgentSpec(BCConfig, BCAgent, bc.preset, bc.SUMMARY, cpu_fast=False),
+    "residual": AgentSpec(ResidualConfig, ResidualAgent, residual.preset, residual.SUMMARY),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
 
@@ -113,5 +115,5 @@ def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu
     return spec.agent_cls(observation_space, action_space, cfg, device)
 
 
-__all__ = ["AGENTS", "AgentSpec", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
+__all__ = ["AGENTS", "AgentSpec", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
            "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

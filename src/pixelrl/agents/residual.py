@@ -159,8 +159,7 @@ def load_base_policy(run_dir: str | Path, observation_space: gym.Space, action_s
     if name != "bc":
         raise ConfigError(f"base_run {run} is a run of agent {name!r}, not a BC policy ('bc'); {hint}")
     bc_cfg = from_dict(BCConfig, doc.get("agent") or {}, where=f"{cfg_path} agent")
-    # Reading a checkpoint is file IO that lives in train/ (see the docs: a layering exception the lead may move).
-    from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
 
     ckpt_dir = run / "checkpoints"
     ckpt = (ckpt_dir / checkpoint) if checkpoint else latest_checkpoint(ckpt_dir)

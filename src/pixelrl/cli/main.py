@@ -197,7 +197,7 @@ def cmd_eval(argv: list[str]) -> int:
 
     from pixelrl.agents import make_agent
     from pixelrl.envs import make
-    from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
     from pixelrl.train.evaluate import EVAL_STREAM, run_episodes
     from pixelrl.train.loop import resolve_device
     from pixelrl.train.setup import config_from_run

@@ -126,7 +126,7 @@ def _make_policy(env: Any, run_cfg: Any, policy: str, checkpoint: str | Path | N
     if run_cfg is None:
         return (lambda _obs: random_action()), "random", {"policy": "random"}
     from pixelrl.agents import make_agent
-    from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
     from pixelrl.train.loop import resolve_device
 
     run = Path(policy)

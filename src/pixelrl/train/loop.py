@@ -30,7 +30,7 @@ from pixelrl.agents import make_agent
 from pixelrl.data.replay import ReplayBuffer
 from pixelrl.envs import make, make_vector
 from pixelrl.errors import ConfigError, CorruptFileError
-from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
 from pixelrl.train.logger import Logger

@@ -54,7 +54,7 @@ from pixelrl.data.replay import ReplayBuffer
 from pixelrl.envs import make
 from pixelrl.errors import ConfigError
 from pixelrl.train.config import OfflineConfig
-from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
 from pixelrl.train.logger import Logger
 from pixelrl.train.video import write_video

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pixelrl.errors import CorruptFileError
-from pixelrl.train.checkpoint import flatten_state, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_state
+from pixelrl.utils.checkpoint import flatten_state, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_state
 
 
 def _state():
