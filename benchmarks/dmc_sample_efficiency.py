@@ -8,6 +8,8 @@ can be stopped and started again. At the end it writes, beside the runs:
   next to the published DrQ-v2 / TD-MPC2 / MR.Q numbers at the same frames (``published_dmc_pixels.json``),
 * ``iqm.png`` - IQM of returns over all (task, seed) runs per agent with a 95% bootstrap interval, published
   methods as reference marks where they report every task,
+* ``curves.png`` - eval return against env frames, one panel per task, the mean over seeds per agent (thin lines:
+  seeds), the random policy's return as a dotted line,
 * ``summary.json`` - everything above plus the command, machine and wall time.
 
 The last printed line is JSON: ``{"frames": ..., "iqm": {agent: ...}, "task_means": {agent: {task: ...}}, ...}``.
@@ -203,6 +205,7 @@ def summarize(jobs: list[tuple[str, str, int]], args, wall_s: float) -> dict:
     (out_dir / "table.md").write_text(table)
     print(table)
     _plot(out_dir / "iqm.png", iqms, cis, pub_means, args)
+    _plot_curves(out_dir / "curves.png", jobs, args)
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -241,6 +244,49 @@ def _plot(path: Path, iqms: dict, cis: dict, pub_means: dict, args) -> None:
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(path: Path, jobs: list[tuple[str, str, int]], args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(args.out_dir)
+    tasks = list(dict.fromkeys(t for _, t, _ in jobs))
+    specs = list(dict.fromkeys(s for s, _, _ in jobs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        randoms = []
+        for i, spec in enumerate(specs):
+            color = f"C{i}"
+            series = []
+            for s, t, seed in jobs:
+                if s != spec or t != task:
+                    continue
+                rows = eval_rows(run_folder(out_dir, s, t, seed))
+                if not rows:
+                    continue
+                xs = np.array([float(r["frames"]) for r in rows])
+                ys = np.array([float(r["eval_return"]) for r in rows])
+                randoms += [float(r["random_return"]) for r in rows if r.get("random_return") not in (None, "")]
+                series.append((xs, ys))
+                ax.plot(xs, ys, color=color, lw=0.8, alpha=0.35)
+            if series:
+                n = min(len(x) for x, _ in series)
+                ax.plot(series[0][0][:n], np.mean([y[:n] for _, y in series], axis=0), color=color, lw=2,
+                        label=f"{agent_label(spec)} ({len(series)} seed{'s' if len(series) > 1 else ''})")
+        if randoms:
+            ax.axhline(float(np.mean(randoms)), color="gray", ls=":", lw=1, label="random policy")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("env frames")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("eval return")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"preset {args.preset}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

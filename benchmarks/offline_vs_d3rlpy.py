@@ -147,7 +147,7 @@ def collect_dataset(args, run_dir: Path, work: Path) -> Path:
 
 def load_reference_policy(run_dir: Path, env):
     """The data-collecting policy of a ``pixelrl train`` run folder (latest checkpoint, deterministic)."""
-    from pixelrl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
     from pixelrl.train.setup import config_from_run
 
     cfg = config_from_run(json.loads((run_dir / "config.json").read_text()))
@@ -289,14 +289,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--policy", default=None, help="a `pixelrl train` run folder to collect with (skips step 1)")
     ap.add_argument("--dataset", default=None, help="a dataset folder to train on (skips steps 1 and 2)")
     ap.add_argument("--work-dir", default="runs/offline_vs_d3rlpy", help="where the SAC run and dataset go")
-    ap.add_argument("--sac-frames", type=int, default=60_000, help="SAC env steps for the medium policy")
+    ap.add_argument("--sac-frames", type=int, default=50_000, help="SAC env steps for the medium policy")
     ap.add_argument("--sac-seed", type=int, default=1)
     ap.add_argument("--sac-seed-steps", type=int, default=None,
                     help="SAC's uniform warm-up steps (default: STATE_OVERRIDES' 5000)")
     ap.add_argument("--episodes", type=int, default=50, help="dataset episodes (1000 steps each on HalfCheetah)")
     ap.add_argument("--noise-std", type=float, default=0.2, help="Gaussian action noise of the collection")
     ap.add_argument("--collect-seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=20_000, help="gradient updates per side and seed")
+    ap.add_argument("--steps", type=int, default=15_000, help="gradient updates per side and seed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--window", type=int, default=250, help="updates per timed window (sides alternate)")
     ap.add_argument("--eval-episodes", type=int, default=10)
