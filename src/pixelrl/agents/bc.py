@@ -48,6 +48,7 @@ from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.nets.critic import Critic
 from pixelrl.nets.encoders import ObsEncoder
 from pixelrl.nets.layers import weight_init
+from pixelrl.utils.torch_state import align_moments, finish_update, snapshot
 
 __all__ = ["BCConfig", "BCAgent", "GaussianPolicy", "ObsNormalizer", "ObsNormMixin", "CoreObsNormMixin",
            "OBS_NORM_EPS", "SUMMARY", "check_offline_mechanisms", "gaussian_log_prob", "plain", "preset",
@@ -464,29 +465,13 @@ class BCAgent(ObsNormMixin):
         self.actor.train()
         metrics = self._update(batch, step)
         self.num_updates += 1
-        names = list(metrics)
-        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist()  # one sync
-        out = dict(zip(names, values))
-        for hook in self.update_hooks:
-            extra = hook(self, step)
-            if extra:
-                out.update(extra)
-        return out
+        return finish_update(self, metrics, step, self.update_hooks)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Encoder, policy, optimizer, state normaliser and the update counter (tensors are copies)."""
 
-        def copy(x):
-            if isinstance(x, torch.Tensor):
-                return x.detach().clone(memory_format=torch.contiguous_format)
-            if isinstance(x, dict):
-                return {k: copy(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [copy(v) for v in x]
-            return x
-
-        return copy({
+        return snapshot({
             "encoder": self.encoder.state_dict(),
             "actor": self.actor.state_dict(),
             "opt": self.opt.state_dict(),
@@ -503,8 +488,5 @@ class BCAgent(ObsNormMixin):
         self.actor.load_state_dict(state["actor"])
         self._load_obs_norm_state(state.get("obs_norm", {}))
         self.opt.load_state_dict(state["opt"])
-        for p, s in self.opt.state.items():  # moments in the parameters' memory format (channels_last)
-            for k, v in list(s.items()):
-                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
-                    s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+        align_moments((self.opt,))
         self.num_updates = int(state.get("counters", {}).get("num_updates", 0))

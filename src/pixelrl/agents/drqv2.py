@@ -60,6 +60,7 @@ from pixelrl.nets.actor import Actor, sample_action
 from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.nets.critic import Critic, QHead
 from pixelrl.nets.encoders import ObsEncoder
+from pixelrl.utils.torch_state import align_moments, finish_update, snapshot
 
 __all__ = ["DrQv2Config", "DrQv2Agent", "AuxInputs", "ActorAuxInputs", "MECHANISM_CHOICES"]
 
@@ -572,28 +573,12 @@ class DrQv2Agent:
         self.actor.train()
         metrics = self._update(batch, step)
         self.num_updates += 1
-        names = list(metrics)
-        values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist()  # one sync
-        out = dict(zip(names, values))
-        for hook in self.update_hooks:
-            extra = hook(self, step)
-            if extra:
-                out.update(extra)
-        return out
+        return finish_update(self, metrics, step, self.update_hooks)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Nets' and optimizers' state dicts plus JSON-able counters; tensors are contiguous copies (a snapshot
         that later updates do not change)."""
-
-        def contig(x):
-            if isinstance(x, torch.Tensor):
-                return x.detach().clone(memory_format=torch.contiguous_format)
-            if isinstance(x, dict):
-                return {k: contig(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [contig(v) for v in x]
-            return x
 
         state = {
             "encoder": self.encoder.state_dict(),
@@ -610,7 +595,7 @@ class DrQv2Agent:
             state["action_encoder"] = self.action_encoder.state_dict()
         if self._states:
             state["mech"] = {name: fns[0]() for name, fns in self._states.items()}
-        return contig(state)
+        return snapshot(state)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned (register the same aux losses first)."""
@@ -638,11 +623,7 @@ class DrQv2Agent:
             load_fn(mech[name])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
-        for opt in (self.actor_opt, self.critic_opt):  # moments in the parameters' memory format (channels_last)
-            for p, s in opt.state.items():
-                for k, v in list(s.items()):
-                    if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
-                        s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+        align_moments((self.actor_opt, self.critic_opt))
         self.num_updates = int(state.get("counters", {}).get("num_updates", 0))
 
     def _make_adam(self, groups: list[dict]) -> torch.optim.Optimizer:

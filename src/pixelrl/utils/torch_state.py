@@ -1,0 +1,44 @@
+"""Small helpers shared by the agents' ``update`` and checkpoint code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+__all__ = ["snapshot", "align_moments", "finish_update"]
+
+
+def snapshot(tree: Any) -> Any:
+    """Detached, contiguous copies of every tensor in a nested dict/list (a state later updates do not change)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone(memory_format=torch.contiguous_format)
+    if isinstance(tree, dict):
+        return {k: snapshot(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [snapshot(v) for v in tree]
+    return tree
+
+
+def align_moments(optimizers: Iterable[torch.optim.Optimizer]) -> None:
+    """After ``load_state_dict``: put optimizer moments in their parameters' memory format (e.g. channels_last
+    conv weights), so the fused optimizer step sees matching strides."""
+    for opt in optimizers:
+        for p, s in opt.state.items():
+            for k, v in list(s.items()):
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
+def finish_update(agent: Any, metrics: dict[str, torch.Tensor], step: int,
+                  hooks: Iterable[Callable[[Any, int], dict | None]]) -> dict[str, float]:
+    """Metrics tensors -> floats with one device sync, then the update hooks (whose metrics are merged in)."""
+    names = list(metrics)
+    values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist() if names else []
+    out = dict(zip(names, values))
+    for hook in hooks:
+        extra = hook(agent, step)
+        if extra:
+            out.update(extra)
+    return out
