@@ -262,6 +262,14 @@ class ReplayBuffer:
         """Number of transitions ``sample`` can currently return."""
         return int(self._state["num_valid"])
 
+    def rng_state(self) -> dict:
+        """The sampler's random state, JSON-able (for callers that refill a buffer from a file on resume)."""
+        return _jsonable_rng_state(self._rng)
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore a state returned by :meth:`rng_state`; the next ``sample`` draws what it would have drawn."""
+        self._rng.bit_generator.state = _rng_state_from_json(state)
+
     def __repr__(self) -> str:
         return (
             f"ReplayBuffer(len={len(self)}, sampleable={self.num_sampleable()}, capacity={self.capacity}, "

@@ -657,13 +657,12 @@ def dataset_train_defaults(path: str) -> dict[str, Any]:
 
 
 def _sampler_state(buf: ReplayBuffer) -> dict:
-    """The sampler RNG state of a buffer that is refilled from its file on resume (JSON-able; PCG64 uses ints)."""
-    # ReplayBuffer keeps its generator private; only its bit-generator state is read and written here.
-    return json.loads(json.dumps(buf._rng.bit_generator.state))
+    """The sampler RNG state of a buffer that is refilled from its file on resume (JSON-able)."""
+    return buf.rng_state()
 
 
 def _set_sampler_state(buf: ReplayBuffer, state: dict) -> None:
-    buf._rng.bit_generator.state = state
+    buf.set_rng_state(state)
 
 
 class _Progress:
