@@ -33,7 +33,10 @@ target). Differences that are not hyper-parameters and are kept as each library 
 parameter clipped to [-5, 2], initial 0; d3rlpy: ``-5 + 7 * sigmoid(p)``, initial -1.5), and one Adam over Q and V
 in d3rlpy vs one per net in ours (identical updates: Adam is per parameter and the two losses share no parameter).
 
-Default (what ``benchmarks/results/offline_vs_d3rlpy_cpu.json`` was made with, ~25 min on 2 CPU cores)::
+Default (what ``benchmarks/results/offline_vs_d3rlpy_cpu.json`` was made with): SAC 50k env steps, 50 episodes
+(50k transitions) with noise std 0.2, 15k updates per side and seed, seeds 1 2 3, 10 eval episodes, 2 torch
+threads. About 11 min (SAC) + 15-19 min (IQL) on a quiet 2-core machine; the committed run took 35 min because
+another process shared the cores for part of the SAC step::
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/offline_vs_d3rlpy.py
 
