@@ -30,7 +30,6 @@ std + 1e-3.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelrl.agents.drqv2 import DrQv2Config, _obs_kind
+from pixelrl.agents.drqv2 import DrQv2Config, ObsTensorMixin, _obs_kind
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.nets.actor import Actor
@@ -339,7 +338,7 @@ def preset(env_id: str, obs: str = "pixels") -> dict:
             "stddev_schedule": "0.0"}
 
 
-class BCAgent(ObsNormMixin):
+class BCAgent(ObsNormMixin, ObsTensorMixin):
     """Behaviour cloning with the agent API (``act``, ``update``, ``state_dict``) of the DrQ-v2 core.
 
     Attributes: ``encoder`` (:class:`~pixelrl.nets.ObsEncoder`), ``actor`` (:class:`~pixelrl.nets.Actor` or
@@ -409,23 +408,7 @@ class BCAgent(ObsNormMixin):
         """Called by the trainer after each training episode; BC keeps nothing per episode."""
         return {}
 
-    def _obs_to_tensor(self, obs):
-        def one(x, pixels: bool):
-            t = torch.as_tensor(np.asarray(x), device=self.device).unsqueeze(0)
-            if pixels:
-                return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
-            return t.float()
-
-        if self.obs_kind == "dict":
-            return {k: one(v, k == "pixels") for k, v in obs.items() if k in ("pixels", "state")}
-        return one(obs, self.obs_kind == "pixels")
-
     # ------------------------------------------------------------------ update
-    def _autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _prepare(self, obs):
         """uint8 pixels -> float, randomly shifted (pad ``augment_pad``); states -> float, normalised."""
         if self.obs_kind == "state":

@@ -265,7 +265,29 @@ def _obs_kind(space: gym.Space) -> tuple[str, tuple[int, int, int] | None, int]:
     )
 
 
-class DrQv2Agent:
+class ObsTensorMixin:
+    """One env observation -> a batched tensor on the agent's device, and the precision's autocast context; shared
+    by the agents on the DrQ-v2 core and BC. Needs ``device``, ``obs_kind``, ``_channels_last`` and
+    ``cfg.precision``."""
+
+    def _obs_to_tensor(self, obs):
+        def one(x, pixels: bool):
+            t = torch.as_tensor(np.asarray(x), device=self.device).unsqueeze(0)
+            if pixels:
+                return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
+            return t.float()
+
+        if self.obs_kind == "dict":
+            return {k: one(v, k == "pixels") for k, v in obs.items() if k in ("pixels", "state")}
+        return one(obs, self.obs_kind == "pixels")
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+class DrQv2Agent(ObsTensorMixin):
     """The DrQ-v2 agent: ``act`` for acting, ``update`` for one gradient update, ``state_dict`` for checkpoints."""
 
     def __init__(
@@ -448,23 +470,7 @@ class DrQv2Agent:
         self.actor.train()
         return mu[0].float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
 
-    def _obs_to_tensor(self, obs):
-        def one(x, pixels: bool):
-            t = torch.as_tensor(np.asarray(x), device=self.device).unsqueeze(0)
-            if pixels:
-                return t.contiguous(memory_format=torch.channels_last) if self._channels_last else t
-            return t.float()
-
-        if self.obs_kind == "dict":
-            return {k: one(v, k == "pixels") for k, v in obs.items() if k in ("pixels", "state")}
-        return one(obs, self.obs_kind == "pixels")
-
     # ------------------------------------------------------------------ update
-    def _autocast(self):
-        if self.cfg.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _augment(self, obs, next_obs):
         """uint8 pixels of obs and next_obs -> float, independently shifted, channels_last (one kernel for both)."""
         if self.obs_kind == "state":
