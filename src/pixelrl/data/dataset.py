@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from gymnasium import spaces
 
+from pixelrl.data.replay import parse_obs_space
 from pixelrl.errors import ConfigError, CorruptFileError, MissingExtraError
 from pixelrl.utils.atomic import fsync_dir, sha256_file, write_json_atomic
 
@@ -167,32 +168,10 @@ class _ObsKey:
                 "frame_shape": list(self.frame_shape), "dtype": np.dtype(self.dtype).str}
 
 
-def _is_pixel_space(space: spaces.Space) -> bool:
-    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-
-
 def _parse_obs_space(space: spaces.Space, frame_stack: int) -> list[_ObsKey]:
-    if isinstance(space, spaces.Dict):
-        items = [(str(k), s) for k, s in space.spaces.items()]
-        if not items:
-            raise ConfigError("the observation Dict space has no keys")
-    else:
-        items = [(None, space)]
-    keys = []
-    for name, sub in items:
-        where = f"observation key {name!r}" if name is not None else "the observation space"
-        if not isinstance(sub, spaces.Box):
-            raise ConfigError(f"{where} is {type(sub).__name__}; datasets store Box observations (uint8 [S*C, H, W] "
-                              "pixels or vectors) or a flat Dict of them")
-        shape = tuple(int(d) for d in sub.shape)
-        if _is_pixel_space(sub):
-            if shape[0] % frame_stack:
-                raise ConfigError(f"{where} has {shape[0]} channels, not a multiple of frame_stack={frame_stack}; "
-                                  "pass the frame_stack the environment was built with")
-            keys.append(_ObsKey(name, True, shape, (shape[0] // frame_stack, *shape[1:]), np.dtype(np.uint8)))
-        else:
-            keys.append(_ObsKey(name, False, shape, shape, np.dtype(sub.dtype)))
-    return keys
+    """The replay buffer's storage rule (:func:`pixelrl.data.replay.parse_obs_space`), as dataset keys."""
+    return [_ObsKey(k.name, k.pixel, k.env_shape, k.slot_shape, k.dtype)
+            for k in parse_obs_space(space, frame_stack, store="datasets store")]
 
 
 def _action_layout(space: spaces.Space) -> tuple[tuple[int, ...], np.dtype]:

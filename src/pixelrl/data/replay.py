@@ -100,6 +100,33 @@ def _is_pixel_space(space: spaces.Space) -> bool:
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
+def parse_obs_space(space: spaces.Space, frame_stack: int, *, store: str) -> list[_ObsKey]:
+    """How each entry of an observation space is stored: pixel keys (uint8 ``[S*C, H, W]``) one frame per step,
+    other Box keys as they are. Shared by the replay buffer and the on-disk datasets; ``store`` names the storer in
+    the error ("the replay buffer stores", "datasets store")."""
+    if isinstance(space, spaces.Dict):
+        items = [(str(k), s) for k, s in space.spaces.items()]
+        if not items:
+            raise ConfigError("the observation Dict space has no keys")
+    else:
+        items = [(None, space)]
+    keys = []
+    for name, sub in items:
+        where = f"observation key {name!r}" if name is not None else "the observation space"
+        if not isinstance(sub, spaces.Box):
+            raise ConfigError(f"{where} is {type(sub).__name__}; {store} Box observations (uint8 [S*C, H, W] pixels "
+                              "or vectors) or a flat Dict of them")
+        shape = tuple(int(d) for d in sub.shape)
+        if _is_pixel_space(sub):
+            if shape[0] % frame_stack:
+                raise ConfigError(f"{where} has {shape[0]} channels, not a multiple of frame_stack={frame_stack}; "
+                                  "pass the frame_stack the environment was built with")
+            keys.append(_ObsKey(name, True, shape, (shape[0] // frame_stack, *shape[1:]), np.dtype(np.uint8)))
+        else:
+            keys.append(_ObsKey(name, False, shape, shape, np.dtype(sub.dtype)))
+    return keys
+
+
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
@@ -155,7 +182,7 @@ class ReplayBuffer:
         self.observation_space = observation_space
         self.action_space = action_space
         self._slots = self.capacity + 1  # N
-        self._keys = self._parse_obs_space(observation_space)
+        self._keys = parse_obs_space(observation_space, self.frame_stack, store="the replay buffer stores")
         self._is_dict = isinstance(observation_space, spaces.Dict)
         self._action_shape, self._action_dtype, self._discrete = self._parse_action_space(action_space)
         self._gamma_pows = self.discount ** np.arange(self.nstep + 1, dtype=np.float64)
@@ -165,34 +192,6 @@ class ReplayBuffer:
         self._persist: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ spaces
-    def _parse_obs_space(self, space: spaces.Space) -> list[_ObsKey]:
-        if isinstance(space, spaces.Dict):
-            items = [(str(k), s) for k, s in space.spaces.items()]
-            if not items:
-                raise ConfigError("the observation Dict space has no keys")
-        else:
-            items = [(None, space)]
-        keys = []
-        for name, sub in items:
-            where = f"observation key {name!r}" if name is not None else "observation space"
-            if not isinstance(sub, spaces.Box):
-                raise ConfigError(
-                    f"{where} is {type(sub).__name__}; the replay buffer stores Box observations "
-                    "(uint8 [S*C, H, W] pixels or float vectors) or a flat Dict of them"
-                )
-            shape = tuple(int(d) for d in sub.shape)
-            if _is_pixel_space(sub):
-                if shape[0] % self.frame_stack:
-                    raise ConfigError(
-                        f"{where} has {shape[0]} channels, not a multiple of frame_stack={self.frame_stack}; "
-                        "pass the frame_stack the environment was built with"
-                    )
-                slot = (shape[0] // self.frame_stack, shape[1], shape[2])
-                keys.append(_ObsKey(name, True, shape, slot, np.dtype(np.uint8)))
-            else:
-                keys.append(_ObsKey(name, False, shape, shape, np.dtype(sub.dtype)))
-        return keys
-
     @staticmethod
     def _parse_action_space(space: spaces.Space) -> tuple[tuple[int, ...], np.dtype, bool]:
         if isinstance(space, spaces.Discrete):
