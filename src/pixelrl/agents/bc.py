@@ -93,14 +93,16 @@ def use_state_trunk(agent) -> bool:
 
 def rebuild_plain_critic(agent) -> None:
     """Give a DrQ-v2-core agent the papers' plain twin-Q MLP on states: rebuild ``critic`` and ``target_critic``
-    without the trunk (same value head, ``num_q``, hidden size), and the critic optimizer and parameter lists that
-    refer to them. Call before the mechanisms are installed (they may add parameter groups to the optimizer)."""
+    without the trunk (same value head, ``num_q``, hidden size, ``critic_layernorm``), and the critic optimizer and
+    parameter lists that refer to them. Call before the mechanisms are installed (they may add parameter groups to
+    the optimizer)."""
     cfg = agent.cfg
     repr_dim = agent.encoder.repr_dim
     action_in = int(agent.action_encoder.out_dim)
 
     def make() -> Critic:
-        critic = Critic(repr_dim, action_in, repr_dim, cfg.hidden_dim, cfg.num_q, agent.critic.head)
+        critic = Critic(repr_dim, action_in, repr_dim, cfg.hidden_dim, cfg.num_q, agent.critic.head,
+                        layernorm=cfg.critic_layernorm)
         return plain(critic).to(agent.device)
 
     agent.critic = make()
@@ -328,6 +330,8 @@ class BCConfig(DrQv2Config):
         check_offline_mechanisms(self, "BC", allowed=())
         if self.log_dormant:
             raise ConfigError("BC does not support log_dormant (a mechanism of the DrQ-v2 core); drop it")
+        if self.critic_layernorm:
+            raise ConfigError("BC has no critic, so critic_layernorm does nothing there; drop --agent.critic-layernorm")
 
 
 def preset(env_id: str, obs: str = "pixels") -> dict:

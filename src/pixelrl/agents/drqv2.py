@@ -125,7 +125,13 @@ class DrQv2Config:
     target_q_subset: int = 0
     """Q heads the TD target takes its min over: 0 = all (DrQ-v2); k = a random subset of k heads drawn anew at
     every update (RLPD / REDQ: 10 heads with a subset of 2 on states, 1 on pixels). Must be <= num_q. RLPD's
-    LayerNorm inside the Q MLPs is not added: our critic keeps DrQ-v2's Linear-LayerNorm-tanh trunk only."""
+    LayerNorm inside the Q MLPs is ``critic_layernorm``."""
+    critic_layernorm: bool = False
+    """RLPD (Ball et al. 2023): a LayerNorm after each hidden Linear of the Q MLPs, before the ReLU, with its own
+    gamma / beta per Q head (so the ensemble members stay independent). False (default) = DrQ-v2's critic, whose
+    only LayerNorm is in the Linear-LayerNorm-tanh trunk. With ``moe='actor+critic'`` the middle layer is the MoE
+    and only the first hidden layer is normalised. Reaches every agent with a Q critic (DrQ-v2, DrM, TACO, MENTOR,
+    SAC, IQL, TD3+BC, residual); BC has no critic and refuses it."""
 
     # ---- mechanisms (issue 3): selectors, then one nested config per mechanism module. Presets (drm, taco,
     # mentor) are nothing but values of these fields, so they combine freely: --agent drm --agent.critic hl-gauss.
@@ -335,9 +341,9 @@ class DrQv2Agent(ObsTensorMixin):
         critic_in = int(self.action_encoder.out_dim)
         self.actor = self._build_actor(repr_dim).to(self.device)
         self.critic = Critic(repr_dim, critic_in, cfg.feature_dim, cfg.hidden_dim, cfg.num_q, critic_head,
-                             **critic_moe).to(self.device)
+                             layernorm=cfg.critic_layernorm, **critic_moe).to(self.device)
         self.target_critic = Critic(repr_dim, critic_in, cfg.feature_dim, cfg.hidden_dim, cfg.num_q,
-                                    self.critic.head, **critic_moe).to(self.device)
+                                    self.critic.head, layernorm=cfg.critic_layernorm, **critic_moe).to(self.device)
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
         if self._channels_last:

@@ -13,7 +13,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset} [options]
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots} [options]
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -21,6 +21,8 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset} [options]
   plot    learning curves:        pixelrl plot runs/a runs/b --out curves.png
   collect record a dataset:       pixelrl collect --env dmc/walker-walk --policy runs/<run>/ --episodes 100 --out PATH
   dataset inspect / convert:      pixelrl dataset stats PATH   |   pixelrl dataset convert MINARI_ID --out PATH
+  snapshots S3RL snapshot banks:  pixelrl snapshots collect --env dmc/walker-walk --policy runs/<run>/ --out PATH
+                                  pixelrl snapshots info PATH
 
 `pixelrl <command> --help` lists every option with its documentation."""
 
@@ -306,8 +308,14 @@ def cmd_dataset(argv: list[str]) -> int:
     return run(argv)
 
 
+def cmd_snapshots(argv: list[str]) -> int:
+    from pixelrl.cli.snapshots import cmd_snapshots as run
+
+    return run(argv)
+
+
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
-            "dataset": cmd_dataset}
+            "dataset": cmd_dataset, "snapshots": cmd_snapshots}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,7 +3,8 @@
 The method only changes the environment, so it works with any agent (see ``docs/snapshot_rl.md``):
 
 1. :func:`collect_snapshots` runs a teacher ``episodes`` times and saves the full simulator state every
-   ``every`` agent steps, tagged with the teacher's Q value of the action it took there.
+   ``every`` agent steps, tagged with the teacher's Q value of the action it took there (or, for a teacher
+   without a critic, the discounted Monte-Carlo return-to-go from that step).
 2. The bank keeps the ``keep_episodes`` episodes with the highest return and clusters the snapshots by value
    with k-means (:func:`kmeans`, k = 6): the clusters are "status classes" (early / middle / late progress).
 3. :class:`SnapshotResetWrapper` resets to a snapshot (a cluster uniformly, then a snapshot uniformly in it) and
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,15 +40,18 @@ from pixelrl.envs.wrappers import FrameStack
 from pixelrl.errors import ConfigError, CorruptFileError
 
 __all__ = [
+    "MissingBankError",
     "SimState",
     "SnapshotBank",
     "SnapshotResetWrapper",
     "agent_policy",
     "agent_value_fn",
     "capture_state",
+    "check_restorable",
     "collect_snapshots",
     "kmeans",
     "restore_state",
+    "return_to_go",
 ]
 
 FORMAT = "pixelrl.snapshot_bank"
@@ -58,6 +63,10 @@ MODEL_FIELDS = (
     "body_pos", "body_quat", "geom_pos", "geom_quat", "geom_size", "geom_rgba",
     "site_pos", "site_quat", "site_size", "mat_rgba",
 )
+
+
+class MissingBankError(ConfigError, FileNotFoundError):
+    """No snapshot bank folder at the given path (a :class:`ConfigError` and a :class:`FileNotFoundError`)."""
 
 
 # ------------------------------------------------------------------------------------ simulator state
@@ -204,6 +213,12 @@ def _rebuild_observation(env: gym.Env, base_obs: Any) -> Any:
                 "reset. Wrap the env from pixelrl.envs.make with SnapshotResetWrapper before adding other wrappers"
             )
     return obs
+
+
+def check_restorable(env: gym.Env) -> None:
+    """Raise :class:`ConfigError` unless ``env``'s simulator state can be captured and restored (a MuJoCo env from
+    :func:`pixelrl.envs.make`: ``dmc/`` or Gymnasium MuJoCo ``gym/``)."""
+    _Sim(env)
 
 
 def capture_state(env: gym.Env) -> SimState:
@@ -404,13 +419,55 @@ class SnapshotBank:
                 f"{_env_id(env)!r} ({spec['physics_size']}/{spec['model_size']}); collect a bank on the same task"
             )
 
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description: ``snapshots``, ``env_id``, ``value`` (what the values are), ``values``
+        (min / max / mean), ``clusters`` (one entry per cluster: ``centroid``, ``size``, value ``min`` / ``max``),
+        ``episodes`` (teacher episodes run and kept, their returns and the kept ones' mean return), ``every``,
+        ``elapsed`` (the env step counters of the snapshots: min / max) and ``teacher`` (as recorded at collection)."""
+        m = self.meta
+        clusters = []
+        for c in range(self.num_clusters):
+            v = self.values[self._members[c]]
+            clusters.append({"cluster": c, "centroid": float(self.centroids[c]), "size": int(len(v)),
+                             "min": float(v.min()), "max": float(v.max())})
+        kept = sorted({int(e) for e in self.episode})
+        kept_returns = [float(self.episode_return[self.episode == e][0]) for e in kept]
+        return {
+            "snapshots": len(self), "env_id": m.get("env_id"), "value": m.get("value", "q"),
+            "values": {"min": float(self.values.min()), "max": float(self.values.max()),
+                       "mean": float(self.values.mean())},
+            "k": self.num_clusters, "k_requested": m.get("k_requested"), "clusters": clusters,
+            "episodes": {"run": m.get("episodes"), "kept": kept, "kept_mean_return": float(np.mean(kept_returns)),
+                         "returns": m.get("episode_returns")},
+            "every": m.get("every"), "elapsed": {"min": int(self.elapsed.min()), "max": int(self.elapsed.max())},
+            "teacher": m.get("teacher"),
+        }
+
     # ---------------------------------------------------------------- files
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, new: bool = False) -> Path:
         """Write ``<path>/snapshots.npz`` and ``<path>/snapshots.json`` (a folder; created if needed).
 
         Each file is written to a temporary name and renamed; the JSON (written last) holds the NPZ's SHA-256,
         shapes and metadata, so a damaged, truncated or mismatched pair is detected by :meth:`load`.
+
+        ``new=True``: ``path`` must not exist (:class:`ConfigError` otherwise); the bank is written into a hidden
+        sibling folder that is renamed to ``path`` once complete, so ``path`` appears whole or not at all.
         """
+        if new:
+            final = Path(path)
+            if final.exists():
+                raise ConfigError(f"{final} already exists; delete it or choose another path for the snapshot bank")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            try:
+                self.save(tmp)
+                os.replace(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return final
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         npz, meta_path = root / "snapshots.npz", root / "snapshots.json"
@@ -437,7 +494,8 @@ class SnapshotBank:
         root = Path(path)
         npz, meta_path = root / "snapshots.npz", root / "snapshots.json"
         if not root.is_dir():
-            raise FileNotFoundError(f"no snapshot bank folder at {root} (write one with SnapshotBank.save)")
+            raise MissingBankError(f"no snapshot bank at {root}: the folder does not exist (write one with "
+                                   "`pixelrl snapshots collect` or SnapshotBank.save)")
         for p in (npz, meta_path):
             if not p.is_file():
                 raise CorruptFileError(p, "missing (a snapshot bank folder holds snapshots.npz and snapshots.json)")
@@ -484,10 +542,21 @@ def _sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------- collect
 
 
+def return_to_go(rewards: np.ndarray, discount: float) -> np.ndarray:
+    """``G_t = sum_{j >= t} discount^(j - t) r_j`` for every step ``t`` of one episode (float64)."""
+    r = np.asarray(rewards, np.float64)
+    out = np.empty_like(r)
+    g = 0.0
+    for t in range(len(r) - 1, -1, -1):
+        g = r[t] + float(discount) * g
+        out[t] = g
+    return out
+
+
 def collect_snapshots(
     env: gym.Env,
     policy: Callable[[Any], np.ndarray],
-    value_fn: Callable[[Any, np.ndarray], float],
+    value_fn: Callable[[Any, np.ndarray], float] | None,
     *,
     episodes: int = 10,
     every: int = 10,
@@ -495,6 +564,9 @@ def collect_snapshots(
     k: int = 6,
     seed: int = 0,
     max_steps: int | None = None,
+    discount: float = 0.99,
+    on_episode: Callable[[int, float], None] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> SnapshotBank:
     """Run the teacher and build a :class:`SnapshotBank` (S3RL defaults).
 
@@ -503,38 +575,56 @@ def collect_snapshots(
     Q of the action ``a_t = policy(obs_t)`` it then takes. The ``keep_episodes`` episodes with the highest
     return are kept and their snapshots clustered by value (k-means, ``k``, seeded by ``seed``).
 
+    ``value_fn=None`` (a teacher without a critic, e.g. a random or scripted policy): the value of the snapshot at
+    step ``t`` is the discounted Monte-Carlo return-to-go ``sum_{j >= t} discount^(j - t) r_j`` of that episode
+    (:func:`return_to_go`; an estimate of the teacher's Q. It is cut at the episode's end, so states within about
+    ``1 / (1 - discount)`` steps of a time limit get lower values than a critic would give them).
+
     Args:
         env: an env from :func:`pixelrl.envs.make` with a MuJoCo simulator (``dmc/``, Gymnasium MuJoCo ``gym/``).
         policy: ``obs -> action`` (e.g. :func:`agent_policy`).
-        value_fn: ``(obs, action) -> float`` (e.g. :func:`agent_value_fn`).
+        value_fn: ``(obs, action) -> float`` (e.g. :func:`agent_value_fn`), or None for the return-to-go.
         episodes: teacher episodes (paper: 10).
         every: agent steps between snapshots (paper: 10 env steps on Gymnasium MuJoCo, action repeat 1).
         keep_episodes: best episodes kept by return (paper: 10).
         k: clusters of values (paper: 6).
         seed: reset seeds and k-means seed.
         max_steps: stop an episode after this many agent steps (None = the env's own time limit).
+        discount: per-agent-step discount of the return-to-go (``value_fn=None`` only; DrQ-v2's 0.99).
+        on_episode: called as ``on_episode(episodes_done, episode_return)`` after each teacher episode (progress).
+        meta: extra JSON-able entries for ``bank.meta`` (e.g. what the teacher was).
+
+    ``bank.meta["value"]`` records ``"q"`` or ``"return_to_go"`` (with ``"discount"``).
     """
     if int(episodes) < 1 or int(every) < 1 or int(keep_episodes) < 1:
         raise ConfigError(f"episodes, every and keep_episodes must be >= 1; got {episodes}, {every}, {keep_episodes}")
     if int(keep_episodes) > int(episodes):
         raise ConfigError(f"keep_episodes={keep_episodes} exceeds episodes={episodes}; keep at most as many as run")
+    if value_fn is None and not 0.0 <= float(discount) <= 1.0:
+        raise ConfigError(f"discount must be in [0, 1], got {discount}")
     sim = _Sim(env)
     per_episode: list[dict[str, Any]] = []
     for ep in range(int(episodes)):
         obs, _ = env.reset(seed=int(seed) + ep)
-        states, vals, steps = [], [], []
+        states, vals, steps, rewards = [], [], [], []
         ret, t, done = 0.0, 0, False
         while not done:
             action = np.asarray(policy(obs))
             if t % int(every) == 0:
                 states.append(sim.capture())
-                vals.append(float(value_fn(obs, action)))
+                if value_fn is not None:
+                    vals.append(float(value_fn(obs, action)))
                 steps.append(t)
             obs, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(float(reward))
             ret += float(reward)
             t += 1
             done = terminated or truncated or (max_steps is not None and t >= int(max_steps))
+        if value_fn is None:
+            vals = [float(v) for v in return_to_go(np.array(rewards), discount)[steps]]
         per_episode.append({"states": states, "values": vals, "steps": steps, "return": ret, "length": t})
+        if on_episode is not None:
+            on_episode(ep + 1, ret)
     order = sorted(range(len(per_episode)), key=lambda i: -per_episode[i]["return"])  # stable: ties keep order
     kept = sorted(order[: int(keep_episodes)])
     states, values, episode, step, rets = [], [], [], [], []
@@ -545,7 +635,9 @@ def collect_snapshots(
         episode += [i] * len(e["states"])
         step += e["steps"]
         rets += [e["return"]] * len(e["states"])
+    value_meta = {"value": "q"} if value_fn is not None else {"value": "return_to_go", "discount": float(discount)}
     meta = {
+        **dict(meta or {}), **value_meta,
         "env_id": _env_id(env), "sim_spec": sim.spec(), "episodes": int(episodes), "every": int(every),
         "keep_episodes": int(keep_episodes), "seed": int(seed),
         "episode_returns": [float(e["return"]) for e in per_episode],

@@ -1,7 +1,9 @@
 """Twin-Q critic with a pluggable value head.
 
 The critic is ``Linear(repr_dim -> feature_dim) -> LayerNorm -> tanh`` on the observation features, concatenated
-with the action, then ``num_q`` independent MLPs (``hidden_dim`` x2, ReLU) evaluated as one batched ensemble.
+with the action, then ``num_q`` independent MLPs (``hidden_dim`` x2, ReLU) evaluated as one batched ensemble. With
+``layernorm=True`` (RLPD, Ball et al. 2023) each hidden Linear of those MLPs is followed by a LayerNorm (one
+gamma / beta per Q head) before its ReLU.
 The last layer's output size and meaning belong to a :class:`QHead`:
 
 * :class:`ScalarQHead` (DrQ-v2): one output per Q, the value itself, MSE loss.
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelrl.nets.layers import EnsembleLinear, weight_init
+from pixelrl.nets.layers import EnsembleLayerNorm, EnsembleLinear, weight_init
 from pixelrl.nets.moe import MoE, MoEConfig
 
 __all__ = ["QHead", "ScalarQHead", "Critic"]
@@ -55,6 +57,13 @@ class Critic(nn.Module):
 
     ``moe`` (MENTOR option): the Q MLPs' middle ``hidden_dim x hidden_dim`` layer (``q[2]``) becomes an ensemble
     :class:`~pixelrl.nets.moe.MoE` with one gate and one set of experts per Q head. ``moe=None`` is DrQ-v2's critic.
+
+    ``layernorm`` (RLPD option): an :class:`~pixelrl.nets.layers.EnsembleLayerNorm` (per-member gamma / beta)
+    after each hidden ``EnsembleLinear`` of the Q MLPs, before the ReLU. With ``moe`` the middle layer is the MoE
+    (built of Linear layers of its own) and gets none, so only the first hidden layer is normalised. The layer list
+    ``q`` is then ``[Linear, LN, ReLU, Linear|MoE, (LN), ReLU, Linear]``: the middle layer sits at
+    :attr:`middle_index`, the output layer is always ``q[-1]``. ``layernorm=False`` is DrQ-v2's critic (indices as
+    documented above).
     """
 
     def __init__(
@@ -66,20 +75,27 @@ class Critic(nn.Module):
         num_q: int = 2,
         head: QHead | None = None,
         moe: MoEConfig | None = None,
+        layernorm: bool = False,
     ) -> None:
         super().__init__()
         self.head = head if head is not None else ScalarQHead()
         self.num_q = num_q
+        self.layernorm = bool(layernorm)
         self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
-        self.q = nn.Sequential(
-            EnsembleLinear(num_q, feature_dim + action_dim, hidden_dim),
-            nn.ReLU(inplace=True),
-            EnsembleLinear(num_q, hidden_dim, hidden_dim),
-            nn.ReLU(inplace=True),
-            EnsembleLinear(num_q, hidden_dim, self.head.out_dim),
-        )
+
+        def norm() -> list[nn.Module]:
+            return [EnsembleLayerNorm(num_q, hidden_dim)] if self.layernorm else []
+
+        # Layers are built in this order (the MoE last) whatever the options, so that a given seed draws the same
+        # initial weights as the critic always did.
+        first = [EnsembleLinear(num_q, feature_dim + action_dim, hidden_dim), *norm(), nn.ReLU(inplace=True)]
+        middle: list[nn.Module] = [EnsembleLinear(num_q, hidden_dim, hidden_dim), *norm()]
+        last = EnsembleLinear(num_q, hidden_dim, self.head.out_dim)
         if moe is not None:
-            self.q[2] = MoE(hidden_dim, hidden_dim, moe, num_members=num_q)
+            middle = [MoE(hidden_dim, hidden_dim, moe, num_members=num_q)]
+        self.middle_index = len(first)
+        """Index in ``q`` of the middle hidden layer (the MoE with ``moe``): 2, or 3 with ``layernorm``."""
+        self.q = nn.Sequential(*first, *middle, nn.ReLU(inplace=True), last)
         self.apply(weight_init)
 
     def forward(self, obs_feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,14 @@
-"""Small building blocks shared by encoders and heads: DrQ-v2 weight init and an ensemble linear layer."""
+"""Small building blocks shared by encoders and heads: DrQ-v2 weight init, an ensemble linear layer and an
+ensemble LayerNorm."""
 
 from __future__ import annotations
 
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["weight_init", "EnsembleLinear", "mlp"]
+__all__ = ["weight_init", "EnsembleLinear", "EnsembleLayerNorm", "mlp"]
 
 
 def weight_init(m: nn.Module) -> None:
@@ -59,6 +61,39 @@ class EnsembleLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ensemble_size={self.ensemble_size}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class EnsembleLayerNorm(nn.LayerNorm):
+    """LayerNorm over the last dim of ``[E, B, D]`` ensemble activations with a separate affine per member.
+
+    Each member ``e`` computes ``LayerNorm(x[e]) * weight[e] + bias[e]`` (``weight`` / ``bias``: ``[E, 1, D]``,
+    initialised to 1 / 0), exactly what ``E`` separate ``nn.LayerNorm(D)`` would; a single ``nn.LayerNorm(D)`` on
+    the stacked tensor would share one gamma / beta across the members, coupling them. It subclasses
+    ``nn.LayerNorm`` so that code treating LayerNorms specially (the dormant-ratio probes, which look through a
+    LayerNorm to the activation after it) treats it alike.
+    """
+
+    def __init__(self, ensemble_size: int, normalized_shape: int, eps: float = 1e-5) -> None:
+        super().__init__(normalized_shape, eps=eps, elementwise_affine=False)
+        self.ensemble_size = int(ensemble_size)
+        self.elementwise_affine = True  # per-member affine, held below (not nn.LayerNorm's shared parameters)
+        self.weight = nn.Parameter(torch.ones(self.ensemble_size, 1, int(normalized_shape)))
+        self.bias = nn.Parameter(torch.zeros(self.ensemble_size, 1, int(normalized_shape)))
+
+    def reset_parameters(self) -> None:
+        if isinstance(getattr(self, "weight", None), nn.Parameter):  # nn.LayerNorm.__init__ calls this first
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[E, B, D]`` -> ``[E, B, D]``."""
+        if x.dim() != 3 or x.shape[0] != self.ensemble_size:
+            raise ValueError(f"EnsembleLayerNorm({self.ensemble_size}, ...) takes [E={self.ensemble_size}, B, D] "
+                             f"inputs, got shape {tuple(x.shape)}")
+        return F.layer_norm(x, self.normalized_shape, None, None, self.eps) * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"ensemble_size={self.ensemble_size}, normalized_shape={tuple(self.normalized_shape)}, eps={self.eps}"
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, depth: int = 2) -> nn.Sequential:

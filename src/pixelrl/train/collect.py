@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,14 +25,20 @@ from pixelrl.data.dataset import DatasetWriter
 from pixelrl.errors import ConfigError
 from pixelrl.utils.seeding import derive_seed, seed_everything
 
-__all__ = ["collect", "COLLECT_STREAM"]
+__all__ = ["Behaviour", "COLLECT_STREAM", "behaviour_policy", "collect", "policy_env_settings"]
 
 #: Seed streams of collection (episode resets, random/epsilon actions, Gaussian noise).
 COLLECT_STREAM, ACTION_STREAM, NOISE_STREAM = 10, 11, 12
 
 
-def _env_settings(policy: str, env_id: str | None, given: dict[str, Any]) -> tuple[str, dict, Any]:
-    """``(env_id, make() kwargs, run config or None)`` for a random policy or a run folder."""
+def policy_env_settings(policy: str, env_id: str | None, given: dict[str, Any]) -> tuple[str, dict, Any]:
+    """``(env_id, make() kwargs, run config or None)`` for ``policy`` = ``"random"`` or a run folder.
+
+    ``given`` holds the env options the user set (``size``, ``obs``, ...): with ``"random"`` they override the
+    defaults (84 px, pixels, full rendering); with a run folder the run's own options are returned and ``given`` is
+    checked against them later by :func:`behaviour_policy`. Raises :class:`ConfigError` for a missing / non-run
+    folder, or an ``env_id`` other than the run's.
+    """
     if policy == "random":
         if env_id is None:
             raise ConfigError("--env is required with --policy random (e.g. --env dmc/cartpole-swingup)")
@@ -109,7 +116,7 @@ def collect(
         raise ConfigError(f"{out} already exists; delete it or choose another --out")
     given = {k: v for k, v in {"size": size, "action_repeat": action_repeat, "frame_stack": frame_stack, "obs": obs,
                                "fast_render": fast_render}.items() if v is not None}
-    env_id, env_kwargs, run_cfg = _env_settings(policy, env_id, given)
+    env_id, env_kwargs, run_cfg = policy_env_settings(policy, env_id, given)
     seed_everything(seed)
     env = make(env_id, seed=derive_seed(seed, COLLECT_STREAM), **env_kwargs)
     try:
@@ -120,46 +127,81 @@ def collect(
         env.close()
 
 
-def _make_policy(env: Any, run_cfg: Any, policy: str, checkpoint: str | Path | None, device: str,
-                 random_action: Callable[[], Any]) -> tuple[Callable[[Any], Any], str, dict[str, Any]]:
-    """``(obs -> action, algorithm name, metadata)`` of the random policy or of a run's checkpoint (eval mode)."""
-    if run_cfg is None:
-        return (lambda _obs: random_action()), "random", {"policy": "random"}
+def _resolve_checkpoint(run: Path, checkpoint: str | Path | None) -> Path:
+    """The checkpoint folder to load: ``checkpoint`` as a path, else as the name of one of ``run``'s checkpoints
+    (``frames_000000010000``), else the run's latest."""
+    if checkpoint is None:
+        from pixelrl.utils.checkpoint import latest_checkpoint
+
+        ckpt = latest_checkpoint(run / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(f"{run} has no checkpoint yet (checkpoints/latest.json is missing); train it first")
+        return ckpt
+    for cand in (Path(checkpoint), run / "checkpoints" / str(checkpoint)):
+        if cand.is_dir():
+            return cand
+    names = sorted(p.name for p in (run / "checkpoints").glob("*") if p.is_dir() and not p.name.startswith("."))
+    raise ConfigError(f"checkpoint {checkpoint!r} is neither a folder nor a checkpoint of {run} (its checkpoints: "
+                      f"{', '.join(names) or 'none'}); leave --checkpoint out to use the latest")
+
+
+def _load_run_agent(env: Any, run_cfg: Any, run: Path, checkpoint: str | Path | None,
+                    device: str) -> tuple[Any, int, dict[str, Any]]:
+    """``(agent, agent steps, metadata)``: the agent of a run's checkpoint, built for ``env``'s spaces."""
     from pixelrl.agents import make_agent
-    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import load_checkpoint
     from pixelrl.train.loop import resolve_device
 
-    run = Path(policy)
-    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run / "checkpoints")
-    if ckpt is None:
-        raise ConfigError(f"{run} has no checkpoint yet (checkpoints/latest.json is missing); train it first")
+    ckpt = _resolve_checkpoint(run, checkpoint)
     agent = make_agent(run_cfg.agent_name, env.observation_space, env.action_space, run_cfg.agent,
                        resolve_device(device))
     state = load_checkpoint(ckpt)
     agent.load_state_dict(state["agent"])
     step = int(state["trainer"]["agent_steps"])
-
-    def act(o: Any) -> Any:
-        with torch.no_grad():
-            return agent.act(o, step=step, eval_mode=True)
-
     meta = {"policy": "run", "run_dir": str(run), "checkpoint": ckpt.name, "agent": run_cfg.agent_name,
             "agent_steps": step, "frames": int(state["trainer"].get("frames", 0))}
-    return act, run_cfg.agent_name, meta
+    return agent, step, meta
 
 
-def _run(env: Any, env_kwargs: dict, run_cfg: Any, given: dict, *, policy: str, episodes: int, out: str | Path,
-         seed: int, noise_std: float, epsilon: float, checkpoint: str | Path | None, device: str,
-         dataset_id: str | None, progress: bool) -> dict[str, Any]:
-    resolved_kwargs = {**env_kwargs, "action_repeat": int(env.get_wrapper_attr("action_repeat")),
-                       "frame_stack": int(env.get_wrapper_attr("frame_stack"))}
-    canonical = str(env.get_wrapper_attr("env_id"))
+@dataclass
+class Behaviour:
+    """A behaviour policy built by :func:`behaviour_policy`."""
+
+    act: Callable[[Any], Any]
+    """``obs -> action``: the base policy's action with the noise / epsilon-random actions applied."""
+    label: str
+    """``"random"``, the run's agent name, plus ``" (noise_std=..., epsilon=...)"`` when either is set."""
+    meta: dict[str, Any]
+    """What was loaded: ``policy`` (``"random"`` / ``"run"``), and for a run ``run_dir``, ``checkpoint``, ``agent``,
+    ``agent_steps``, ``frames``."""
+    agent: Any = None
+    """The run's agent (None for the random policy), e.g. for its value estimate."""
+    agent_steps: int = 0
+    """The checkpoint's agent step count (0 for the random policy)."""
+
+
+def behaviour_policy(env: Any, run_cfg: Any, policy: str, *, seed: int = 0, noise_std: float = 0.0,
+                     epsilon: float = 0.0, checkpoint: str | Path | None = None, device: str = "cpu",
+                     given: dict[str, Any] | None = None) -> Behaviour:
+    """The policy ``pixelrl collect`` runs in ``env``: uniform random actions (``run_cfg`` None) or a run's
+    checkpoint acting in eval mode, plus Gaussian action noise (``noise_std``, clipped to the bounds) and
+    epsilon-random actions. Random actions, epsilon draws and noise come from generators seeded from ``seed``.
+
+    Args:
+        env: the env from :func:`pixelrl.envs.make` with the settings of :func:`policy_env_settings`.
+        run_cfg: the run's config (from :func:`policy_env_settings`), or None for the random policy.
+        policy: ``"random"`` or the run folder.
+        checkpoint: a checkpoint folder, or the name of one of the run's checkpoints; None = the latest.
+        given: env options the user set explicitly; with a run, each must equal the run's (else ConfigError).
+    """
     if run_cfg is not None:
-        _check_run_settings(policy, resolved_kwargs, given)
+        resolved = {**run_cfg.env_kwargs(), "action_repeat": int(env.get_wrapper_attr("action_repeat")),
+                    "frame_stack": int(env.get_wrapper_attr("frame_stack"))}
+        _check_run_settings(policy, resolved, dict(given or {}))
     action_space = env.action_space
     if noise_std > 0 and not isinstance(action_space, spaces.Box):
-        raise ConfigError(f"--noise-std applies to continuous (Box) actions; {canonical} has {action_space}: use "
-                          "--epsilon for random actions instead")
+        raise ConfigError(f"--noise-std applies to continuous (Box) actions; {env.get_wrapper_attr('env_id')} has "
+                          f"{action_space}: use --epsilon for random actions instead")
     if not isinstance(action_space, (spaces.Box, spaces.Discrete)):
         raise ConfigError(f"collect supports Box and Discrete action spaces, not {action_space}")
     act_rng = np.random.default_rng(derive_seed(seed, ACTION_STREAM))
@@ -170,7 +212,16 @@ def _run(env: Any, env_kwargs: dict, run_cfg: Any, given: dict, *, policy: str, 
             return int(action_space.start + act_rng.integers(action_space.n))
         return act_rng.uniform(action_space.low, action_space.high).astype(action_space.dtype)
 
-    base, algorithm, meta_policy = _make_policy(env, run_cfg, policy, checkpoint, device, random_action)
+    agent, step = None, 0
+    if run_cfg is None:
+        base, algorithm, meta = (lambda _obs: random_action()), "random", {"policy": "random"}
+    else:
+        agent, step, meta = _load_run_agent(env, run_cfg, Path(policy), checkpoint, device)
+        algorithm = run_cfg.agent_name
+
+        def base(o: Any) -> Any:
+            with torch.no_grad():
+                return agent.act(o, step=step, eval_mode=True)
 
     def act(o: Any) -> Any:
         a = base(o)
@@ -182,6 +233,19 @@ def _run(env: Any, env_kwargs: dict, run_cfg: Any, given: dict, *, policy: str, 
         return a
 
     label = algorithm if not (noise_std or epsilon) else f"{algorithm} (noise_std={noise_std}, epsilon={epsilon})"
+    return Behaviour(act, label, meta, agent, step)
+
+
+def _run(env: Any, env_kwargs: dict, run_cfg: Any, given: dict, *, policy: str, episodes: int, out: str | Path,
+         seed: int, noise_std: float, epsilon: float, checkpoint: str | Path | None, device: str,
+         dataset_id: str | None, progress: bool) -> dict[str, Any]:
+    resolved_kwargs = {**env_kwargs, "action_repeat": int(env.get_wrapper_attr("action_repeat")),
+                       "frame_stack": int(env.get_wrapper_attr("frame_stack"))}
+    canonical = str(env.get_wrapper_attr("env_id"))
+    action_space = env.action_space
+    behaviour = behaviour_policy(env, run_cfg, policy, seed=seed, noise_std=noise_std, epsilon=epsilon,
+                                 checkpoint=checkpoint, device=device, given=given)
+    act, label, meta_policy = behaviour.act, behaviour.label, behaviour.meta
     metadata = {
         "algorithm_name": label,
         "description": f"pixelrl collect: {episodes} episodes of {canonical} with the {label} policy",
