@@ -51,7 +51,7 @@ class CollectArgs:
     fast_render: Optional[bool] = None
     """Render without shadows/reflections/anti-aliasing (random policy default False; the run's value otherwise)."""
     checkpoint: Optional[str] = None
-    """A checkpoint folder of the run to use instead of its latest one."""
+    """A checkpoint of the run to use instead of its latest: a folder path or a name under ``<run>/checkpoints/``."""
     device: str = "auto"
     """Device of the policy network."""
     dataset_id: Optional[str] = None
