@@ -1,11 +1,8 @@
-"""BC tests. The first section also holds the helpers the other offline-agent tests import (test_iql, test_td3bc):
-spaces, random batches, a 1-step bandit dataset, the config docstring check and the checkpoint round trip."""
+"""BC tests. The helpers shared with the other offline-agent tests (spaces, random batches, a 1-step bandit dataset,
+the config docstring check, the checkpoint round trip) are in ``tests/helpers.py``."""
 
-import ast
-import inspect
 import math
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,94 +11,24 @@ import pixelrl.agents.bc as bc_mod
 from pixelrl.agents.bc import BCAgent, BCConfig, GaussianPolicy, ObsNormalizer, gaussian_log_prob
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
-from pixelrl.utils.checkpoint import flatten_state, unflatten_state
+
+from helpers import (
+    dict_space,
+    fields_documented,
+    params,
+    pixel_space,
+    random_batch,
+    same,
+    state_space,
+    through_checkpoint,
+    tiny_agent,
+)
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 
-STATE_DIM = 3
-PIX = (6, 16, 16)
-TINY = dict(batch_size=8, feature_dim=8, hidden_dim=32, encoder_channels=(8, 8), encoder_strides=(2, 1), lr=1e-3)
-BEST_ACTION = 0.5
-
-
-def state_space(dim: int = STATE_DIM):
-    return gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
-
-
-def pixel_space():
-    return gym.spaces.Box(0, 255, PIX, np.uint8)
-
-
-def dict_space():
-    return gym.spaces.Dict({"pixels": pixel_space(), "state": state_space()})
-
-
-def act_space(dim: int = 2):
-    return gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
-
-
-def random_batch(space, n: int = 8, action_dim: int = 2, seed: int = 0, discount: float = 0.99) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-
-    def obs():
-        if isinstance(space, gym.spaces.Dict):
-            return {"pixels": torch.randint(0, 256, (n, *PIX), dtype=torch.uint8, generator=g),
-                    "state": torch.randn(n, *space["state"].shape, generator=g)}
-        if len(space.shape) == 3:
-            return torch.randint(0, 256, (n, *space.shape), dtype=torch.uint8, generator=g)
-        return torch.randn(n, *space.shape, generator=g)
-
-    return Batch(obs=obs(), action=torch.rand(n, action_dim, generator=g) * 2 - 1, reward=torch.rand(n, 1, generator=g),
-                 discount=torch.full((n, 1), discount), next_obs=obs())
-
-
-class Bandit:
-    """A 1-step bandit: random states (irrelevant to the reward), one action dim, reward ``1 - 4 (a - 0.5)^2``
-    peaked at a = 0.5, every transition terminal (discount 0). The dataset's actions are N(0, 0.5) clipped: mean 0."""
-
-    def __init__(self, n: int = 2000, seed: int = 0) -> None:
-        self.g = torch.Generator().manual_seed(seed)
-        self.obs = torch.randn(n, STATE_DIM, generator=self.g)
-        self.action = (torch.randn(n, 1, generator=self.g) * 0.5).clamp(-1, 1)
-        self.reward = 1 - 4 * (self.action - BEST_ACTION) ** 2
-
-    def sample(self, b: int = 128) -> Batch:
-        i = torch.randint(0, self.obs.shape[0], (b,), generator=self.g)
-        return Batch(self.obs[i], self.action[i], self.reward[i], torch.zeros(b, 1), self.obs[i])
-
-    def policy_action(self, agent, n: int = 32) -> float:
-        """Mean evaluation action of ``agent`` over fresh states."""
-        states = torch.randn(n, STATE_DIM, generator=self.g)
-        return float(np.mean([agent.act(s.numpy(), step=0, eval_mode=True)[0] for s in states]))
-
-
-def fields_documented(module, class_name: str) -> None:
-    """Every field a config class declares has its own docstring right under it."""
-    tree = ast.parse(inspect.getsource(module))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
-    own = {a.target.id for a, b in zip(cls.body, cls.body[1:])
-           if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
-    declared = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
-    assert declared and own == declared, declared - own
-
-
-def through_checkpoint(state: dict) -> dict:
-    """The agent state after the checkpoint format's tensor / JSON split (no pickle)."""
-    tensors, tree = flatten_state(state)
-    return unflatten_state(tree, tensors)
-
-
-def params(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in module.parameters()]
-
-
-def same(a: list[torch.Tensor], module: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, module.parameters()))
-
 
 def make(space=None, seed=0, action_dim=2, **kw) -> BCAgent:
-    torch.manual_seed(seed)
-    return BCAgent(space if space is not None else state_space(), act_space(action_dim), BCConfig(**{**TINY, **kw}))
+    return tiny_agent(BCAgent, BCConfig, space, seed, action_dim, **kw)
 
 
 class LinearExpert:

@@ -18,8 +18,7 @@ from pixelrl.agents.presets import task_preset
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.hl_gauss import HLGaussConfig
 
-from .test_bc import (
-    TINY,
+from helpers import (
     Bandit,
     act_space,
     dict_space,
@@ -30,12 +29,12 @@ from .test_bc import (
     same,
     state_space,
     through_checkpoint,
+    tiny_agent,
 )
 
 
 def make(space=None, seed=0, action_dim=2, **kw) -> IQLAgent:
-    torch.manual_seed(seed)
-    return IQLAgent(space if space is not None else state_space(), act_space(action_dim), IQLConfig(**{**TINY, **kw}))
+    return tiny_agent(IQLAgent, IQLConfig, space, seed, action_dim, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------- config

@@ -7,8 +7,7 @@ from pixelrl.agents.presets import task_preset
 from pixelrl.agents.td3bc import TD3BCAgent, TD3BCConfig, preset, td3bc_actor_loss
 from pixelrl.errors import ConfigError
 
-from .test_bc import (
-    TINY,
+from helpers import (
     Bandit,
     act_space,
     dict_space,
@@ -19,12 +18,12 @@ from .test_bc import (
     same,
     state_space,
     through_checkpoint,
+    tiny_agent,
 )
 
 
 def make(space=None, seed=0, **kw) -> TD3BCAgent:
-    torch.manual_seed(seed)
-    return TD3BCAgent(space if space is not None else state_space(), act_space(), TD3BCConfig(**{**TINY, **kw}))
+    return tiny_agent(TD3BCAgent, TD3BCConfig, space, seed, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------- config

@@ -24,22 +24,9 @@ from pixelrl.mechanisms.drm import (
     expectile_loss,
 )
 
-OBS_DIM, ACT_DIM, B = 6, 2, 16
+from helpers import ACT_DIM, B, OBS_DIM, drqv2_state_agent, drqv2_state_batch
 
-
-def make_agent(**kw) -> DrQv2Agent:
-    base = dict(batch_size=B, feature_dim=8, hidden_dim=16, num_seed_steps=0, stddev_schedule="0.2", lr=1e-3)
-    base.update(kw)
-    torch.manual_seed(0)
-    return DrQv2Agent(gym.spaces.Box(-1, 1, (OBS_DIM,), np.float32), gym.spaces.Box(-1, 1, (ACT_DIM,), np.float32),
-                      DrQv2Config(**base))
-
-
-def make_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(obs=torch.randn(B, OBS_DIM, generator=g), action=torch.rand(B, ACT_DIM, generator=g) * 2 - 1,
-                 reward=torch.rand(B, 1, generator=g), discount=torch.full((B, 1), 0.99),
-                 next_obs=torch.randn(B, OBS_DIM, generator=g))
+make_agent, make_batch = drqv2_state_agent, drqv2_state_batch
 
 
 def tracker_of(agent):

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
-from pixelrl.data.batch import Batch
+from pixelrl.agents.drqv2 import DrQv2Agent
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.dormant import dormant_masks
 from pixelrl.mechanisms.mentor import (
@@ -26,25 +25,15 @@ from pixelrl.mechanisms.mentor import (
 from pixelrl.nets import Actor, Critic, MoE, MoEConfig
 from pixelrl.utils.checkpoint import flatten_state, unflatten_state
 
-OBS_DIM, ACT_DIM, B = 6, 2, 16
+from helpers import ACT_DIM, B, OBS_DIM, drqv2_state_agent, drqv2_state_batch
+
 TINY_MOE = MoEConfig(num_experts=4, top_k=2, expert_hidden=8, gate_hidden=8)
+make_batch = drqv2_state_batch
 
 
 def make_agent(mentor: MentorConfig | None = None, **kw) -> DrQv2Agent:
-    base = dict(batch_size=B, feature_dim=8, hidden_dim=16, num_seed_steps=0, stddev_schedule="0.2", lr=1e-3,
-                moe="actor", exploration="dormant", perturb="task",
-                mentor=mentor or MentorConfig(moe=TINY_MOE, snapshots=2, perturb_interval=2))
-    base.update(kw)
-    torch.manual_seed(0)
-    return DrQv2Agent(gym.spaces.Box(-1, 1, (OBS_DIM,), np.float32), gym.spaces.Box(-1, 1, (ACT_DIM,), np.float32),
-                      DrQv2Config(**base))
-
-
-def make_batch(seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(obs=torch.randn(B, OBS_DIM, generator=g), action=torch.rand(B, ACT_DIM, generator=g) * 2 - 1,
-                 reward=torch.rand(B, 1, generator=g), discount=torch.full((B, 1), 0.99),
-                 next_obs=torch.randn(B, OBS_DIM, generator=g))
+    return drqv2_state_agent(**{"moe": "actor", "exploration": "dormant", "perturb": "task",
+                                "mentor": mentor or MentorConfig(moe=TINY_MOE, snapshots=2, perturb_interval=2), **kw})
 
 
 # ---------------------------------------------------------------- formulas and parts

@@ -3,7 +3,9 @@ and exact resume.
 
 Order of one agent step (as in DrQ-v2): act on ``obs_t`` -> send the action to the env -> gradient update(s) on
 the replay as it stands -> receive ``obs_{t+1}`` -> store the transition. With ``async_env`` the env steps in a
-subprocess while the update runs, so rendering overlaps learning; the math and the results are the same.
+subprocess while the update runs, so rendering overlaps learning; the math and the results are the same. The
+episode and the evaluation / checkpoint cadence are :mod:`pixelrl.train.episode`'s, shared with the online phase of
+the offline trainer.
 
 Exactness: every training episode ``i`` is reset with a seed derived from ``(seed, i)``, evaluation episodes
 from ``(seed, eval index, episode)``, warm-up actions come from a NumPy generator, exploration noise and
@@ -18,8 +20,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ import torch
 
 from pixelrl.agents import make_agent
 from pixelrl.data.replay import ReplayBuffer
-from pixelrl.envs import make, make_vector
-from pixelrl.errors import ConfigError, CorruptFileError
+from pixelrl.envs import make
+from pixelrl.errors import ConfigError
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
+from pixelrl.train.episode import EnvRunner, train_episode, train_until
 from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
 from pixelrl.train.logger import Logger
 from pixelrl.train.progress import TrainProgress
@@ -52,52 +53,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu")
     return dev
-
-
-class _EnvRunner:
-    """One training env, in-process or in a subprocess (a 1-env async vector env), with a split step."""
-
-    def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any],
-                 wrap: Any = None) -> None:
-        self.vector = asynchronous and wrap is None
-        if self.vector:
-            self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
-        else:
-            self.env = make(env_id, seed=seed, **env_kwargs)
-            if wrap is not None:
-                self.env = wrap(self.env)
-        self._pending = None
-
-    @staticmethod
-    def _unbatch(x):
-        if isinstance(x, dict):
-            return {k: v[0] for k, v in x.items()}
-        return x[0]
-
-    def reset(self, seed: int):
-        if self.vector:
-            obs, _ = self.env.reset(seed=[seed])
-            return self._unbatch(obs)
-        obs, _ = self.env.reset(seed=seed)
-        return obs
-
-    def step_async(self, action) -> None:
-        if self.vector:
-            self.env.step_async(np.asarray(action)[None])
-        else:
-            self._pending = action
-
-    def step_wait(self):
-        if self.vector:
-            obs, r, term, trunc, info = self.env.step_wait()
-            frames = info.get("frames")
-            return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
-                int(frames[0]) if frames is not None else None)
-        obs, r, term, trunc, info = self.env.step(self._pending)
-        return obs, float(r), bool(term), bool(trunc), info.get("frames")
-
-    def close(self) -> None:
-        self.env.close()
 
 
 class Trainer:
@@ -140,7 +95,7 @@ class Trainer:
                     seed=derive_seed(cfg.seed, SNAPSHOT_STREAM))
                 return self.snapshot_wrapper
 
-        self.train_env = _EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
+        self.train_env = EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
                                     env_kwargs=env_kwargs, wrap=wrap)
         cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
         a = cfg.agent
@@ -234,61 +189,15 @@ class Trainer:
     # ---- training --------------------------------------------------------------------------------------------
     def _train_episode(self, progress: TrainProgress) -> None:
         cfg, c, a = self.cfg, self.counters, self.cfg.agent
-        seed_steps = int(getattr(a, "num_seed_steps", 0))
-        update_every = int(getattr(a, "update_every_steps", 1))
-        updates_per_step = int(getattr(a, "updates_per_step", 1))
         batch_size = int(a.batch_size)
-        obs = self.train_env.reset(seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]))
-        self.replay.add_first(obs)
-        ep_return, ep_len, ep_frames = 0.0, 0, 0
-        metrics: dict[str, list[float]] = defaultdict(list)
-        env_s = act_s = update_s = 0.0
-        t_ep = time.perf_counter()
-        done = False
-        while not done:
-            t0 = time.perf_counter()
-            if c["agent_steps"] < seed_steps:
-                if hasattr(self.action_space, "n"):
-                    action = np.int64(self.warmup_rng.integers(self.action_space.n))
-                else:
-                    action = self.warmup_rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    action = self.agent.act(obs, step=c["agent_steps"], eval_mode=False)
-            t1 = time.perf_counter()
-            self.train_env.step_async(action)
-            if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
-                for _ in range(updates_per_step):
-                    batch = self.replay.sample(batch_size, **self._sample_kwargs)
-                    m = self.agent.update(batch, step=c["agent_steps"])
-                    for k, v in m.items():
-                        metrics[k].append(float(v))
-            t2 = time.perf_counter()
-            obs, reward, terminated, truncated, frames = self.train_env.step_wait()
-            t3 = time.perf_counter()
-            self.replay.add(action, reward, obs, terminated, truncated)
-            frames = self.action_repeat if frames is None else frames
-            ep_return += reward
-            ep_len += 1
-            ep_frames += frames
-            c["agent_steps"] += 1
-            c["frames"] += frames
-            done = terminated or truncated
-            act_s += t1 - t0
-            update_s += t2 - t1
-            env_s += t3 - t2
-            if ep_len % 25 == 0 or done:
-                progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
-        c["episodes"] += 1
-        episode_metrics = {}
-        if hasattr(self.agent, "observe_episode"):
-            episode_metrics = self.agent.observe_episode(ep_return, c["agent_steps"])
-        dt = time.perf_counter() - t_ep
-        row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"],
-               "episode_return": ep_return, "episode_length": ep_len,
-               **{k: float(np.mean(v)) for k, v in sorted(metrics.items())}, **episode_metrics,
-               "fps": ep_frames / max(dt, 1e-9), "env_s": env_s, "act_s": act_s, "update_s": update_s,
-               "wall_s": time.perf_counter() - self._wall_start}
+        ep = train_episode(
+            self.train_env, self.agent, self.replay, lambda: self.replay.sample(batch_size, **self._sample_kwargs),
+            counters=c, reset_seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]),
+            seed_steps=int(getattr(a, "num_seed_steps", 0)), update_every=int(getattr(a, "update_every_steps", 1)),
+            updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
+            action_space=self.action_space, action_repeat=self.action_repeat, progress=progress)
+        row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
+               **ep.timing(), "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)
 
     def run(self) -> dict[str, Any]:
@@ -296,28 +205,10 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
                                  title=f"{cfg.env} {cfg.agent_name} s{cfg.seed}")
-        ckpt_every = cfg.checkpoint_every_frames or cfg.eval_every_frames
         try:
-            while True:  # one iteration per episode boundary
-                evaluated = False
-                if c["frames"] >= c["next_eval"] or c["frames"] >= cfg.frames:
-                    while c["next_eval"] <= c["frames"]:
-                        c["next_eval"] += cfg.eval_every_frames
-                    if c["last_eval_frames"] != c["frames"]:
-                        c["last_eval_frames"] = c["frames"]
-                        self._evaluate(progress)
-                        evaluated = True
-                if c["frames"] >= cfg.frames:
-                    if evaluated or c["last_checkpoint_frames"] != c["frames"]:
-                        c["last_checkpoint_frames"] = c["frames"]
-                        self._checkpoint()
-                    break
-                if c["frames"] >= c["next_checkpoint"] and (evaluated or cfg.checkpoint_every_frames):
-                    while c["next_checkpoint"] <= c["frames"]:
-                        c["next_checkpoint"] += ckpt_every
-                    c["last_checkpoint_frames"] = c["frames"]
-                    self._checkpoint()
-                self._train_episode(progress)
+            train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
+                        evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
+                        episode=lambda: self._train_episode(progress))
         finally:
             progress.close()
             self.logger.close()

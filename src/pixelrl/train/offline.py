@@ -7,8 +7,8 @@ One trainer, up to two phases:
    batches drawn from the dataset (and from the demos, ``demo_ratio`` of every batch, if given), with an
    evaluation in the environment every ``eval_every_steps`` updates. No environment step is taken for training.
 2. **Online phase** (when the online budget is positive): the agent acts in the environment exactly as in the
-   online trainer (:mod:`pixelrl.train.loop`: act -> env step -> update(s) -> store, whole episodes, evaluation
-   every ``eval_every_frames`` env frames) and every batch mixes the sources:
+   online trainer (the same :mod:`pixelrl.train.episode` code: act -> env step -> update(s) -> store, whole
+   episodes, evaluation every ``eval_every_frames`` env frames) and every batch mixes the sources:
 
    * ``offline_ratio=None`` -- D5RL / IQL fine-tuning: new episodes are appended to the buffer that holds the
      offline data and batches are drawn uniformly from it (source ``"offline+online"``);
@@ -43,7 +43,7 @@ import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ from pixelrl.data.replay import ReplayBuffer
 from pixelrl.envs import make
 from pixelrl.errors import ConfigError
 from pixelrl.train.config import OfflineConfig
+from pixelrl.train.episode import EnvRunner, train_episode, train_until
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
 from pixelrl.train.logger import Logger
@@ -476,98 +477,37 @@ class OfflineTrainer:
         return 0 if self.offline_steps > 0 else int(getattr(self.cfg.agent, "num_seed_steps", 0))
 
     def _online_phase(self) -> None:
-        from pixelrl.train.loop import _EnvRunner
-
         cfg, c = self.cfg, self.counters
         # Creating env processes must not move the global RNGs (a resumed run creates them at another point).
         rng = capture_rng_state()
-        self.train_env = _EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
-                                    env_kwargs=self.env_kwargs)
+        self.train_env = EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
+                                   env_kwargs=self.env_kwargs)
         restore_rng_state(rng)
         sampler = self._sampler("online")
-        ckpt_every = cfg.checkpoint_every_frames or cfg.eval_every_frames
         progress = _Progress(self.online_frames, c["frames"], "frames", enabled=cfg.progress,
                              title=f"{cfg.env} {cfg.agent_name} online s{cfg.seed}")
-        try:
-            while True:  # one iteration per episode boundary (as the online trainer)
-                evaluated = False
-                if c["frames"] >= c["next_eval"] or c["frames"] >= self.online_frames:
-                    while c["next_eval"] <= c["frames"]:
-                        c["next_eval"] += cfg.eval_every_frames
-                    if c["last_eval"] != c["frames"]:
-                        c["last_eval"] = c["frames"]
-                        self._evaluate(progress)
-                        evaluated = True
-                if c["frames"] >= self.online_frames:
-                    if evaluated or c["last_checkpoint"] != c["frames"]:
-                        c["last_checkpoint"] = c["frames"]
-                        self._checkpoint()
-                    break
-                if c["frames"] >= c["next_checkpoint"] and (evaluated or cfg.checkpoint_every_frames):
-                    while c["next_checkpoint"] <= c["frames"]:
-                        c["next_checkpoint"] += ckpt_every
-                    c["last_checkpoint"] = c["frames"]
-                    self._checkpoint()
-                self._online_episode(sampler, progress)
+        try:  # the online trainer's cadence, with this trainer's counter names
+            train_until(c, self.online_frames, eval_every=cfg.eval_every_frames,
+                        checkpoint_every=cfg.checkpoint_every_frames, evaluate=lambda: self._evaluate(progress),
+                        checkpoint=self._checkpoint, episode=lambda: self._online_episode(sampler, progress),
+                        last_eval_key="last_eval", last_checkpoint_key="last_checkpoint")
         finally:
             progress.close()
 
     def _online_episode(self, sampler: MixedSampler, progress: "_Progress") -> None:
         cfg, c, a = self.cfg, self.counters, self.cfg.agent
-        seed_steps = self._seed_steps()
-        update_every = int(getattr(a, "update_every_steps", 1))
-        updates_per_step = int(getattr(a, "updates_per_step", 1))
         replay = self._online_buffer()
-        obs = self.train_env.reset(seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]))
-        replay.add_first(obs)
-        ep_return, ep_len, ep_frames = 0.0, 0, 0
-        env_s = act_s = update_s = 0.0
-        t_ep = time.perf_counter()
-        done = False
-        while not done:
-            t0 = time.perf_counter()
-            step = self._step()
-            if c["agent_steps"] < seed_steps:
-                if hasattr(self.action_space, "n"):
-                    action = np.int64(self.warmup_rng.integers(self.action_space.n))
-                else:
-                    action = self.warmup_rng.uniform(self.action_space.low, self.action_space.high).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    action = self.agent.act(obs, step=step, eval_mode=False)
-            t1 = time.perf_counter()
-            self.train_env.step_async(action)
-            if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
-                for _ in range(updates_per_step):
-                    batch = sampler.sample(self.batch_size, **self._sample_kwargs)
-                    metrics = self.agent.update(batch, step=step)
-                    self._accumulate(metrics, sampler.last_counts)
-                    c["updates"] += 1
-            t2 = time.perf_counter()
-            obs, reward, terminated, truncated, frames = self.train_env.step_wait()
-            t3 = time.perf_counter()
-            replay.add(action, reward, obs, terminated, truncated)
-            frames = self.action_repeat if frames is None else frames
-            ep_return += reward
-            ep_len += 1
-            ep_frames += frames
-            c["agent_steps"] += 1
-            c["frames"] += frames
-            done = terminated or truncated
-            act_s += t1 - t0
-            update_s += t2 - t1
-            env_s += t3 - t2
-            if ep_len % 25 == 0 or done:
-                progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
-        c["episodes"] += 1
-        episode_metrics = {}
-        if hasattr(self.agent, "observe_episode"):
-            episode_metrics = self.agent.observe_episode(ep_return, self._step())
-        dt = time.perf_counter() - t_ep
-        row = {**self._row_base(), "episode": c["episodes"], "episode_return": ep_return, "episode_length": ep_len,
-               **self._metric_means(), **episode_metrics, "online_transitions": len(replay),
-               "fps": ep_frames / max(dt, 1e-9), "env_s": env_s, "act_s": act_s, "update_s": update_s,
-               "wall_s": time.perf_counter() - self._wall_start}
+        ep = train_episode(
+            self.train_env, self.agent, replay, lambda: sampler.sample(self.batch_size, **self._sample_kwargs),
+            counters=c, reset_seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]), seed_steps=self._seed_steps(),
+            update_every=int(getattr(a, "update_every_steps", 1)),
+            updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
+            action_space=self.action_space, action_repeat=self.action_repeat, progress=progress,
+            step_offset=c["offline_updates"],
+            batch_extras=lambda: {f"frac_{k}": v / self.batch_size for k, v in sampler.last_counts.items()})
+        c["updates"] += ep.updates
+        row = {**self._row_base(), "episode": c["episodes"], **ep.stats(), "online_transitions": len(replay),
+               **ep.timing(), "wall_s": time.perf_counter() - self._wall_start}
         self._log("train", row)
 
     # ---- run -------------------------------------------------------------------------------------------------

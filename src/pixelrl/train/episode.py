@@ -1,0 +1,224 @@
+"""One training episode in the environment, and the evaluation / checkpoint cadence around episodes: the part the
+online trainer (:mod:`pixelrl.train.loop`) and the online phase of the offline trainer (:mod:`pixelrl.train.offline`)
+share. What differs between them comes in as arguments: where batches are drawn from, which buffer receives the new
+transitions, the ``step`` the agent sees, the length of the random warm-up, and the names of two counters.
+
+Order of one agent step (as in DrQ-v2): act on ``obs_t`` -> send the action to the env -> gradient update(s) on
+the replay as it stands -> receive ``obs_{t+1}`` -> store the transition. With an asynchronous :class:`EnvRunner`
+the env steps in a subprocess while the update runs, so rendering overlaps learning; the math and the results are
+the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+
+from pixelrl.envs import make, make_vector
+
+__all__ = ["EnvRunner", "EpisodeResult", "train_episode", "train_until", "warmup_action"]
+
+
+class EnvRunner:
+    """One training env, in-process or in a subprocess (a 1-env async vector env), with a split step.
+
+    ``asynchronous`` runs the env in a subprocess unless ``wrap`` (a function wrapping the in-process env, e.g. the
+    snapshot-reset wrapper) is given, which needs the env in this process."""
+
+    def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any],
+                 wrap: Any = None) -> None:
+        self.vector = asynchronous and wrap is None
+        if self.vector:
+            self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
+        else:
+            self.env = make(env_id, seed=seed, **env_kwargs)
+            if wrap is not None:
+                self.env = wrap(self.env)
+        self._pending = None
+
+    @staticmethod
+    def _unbatch(x):
+        if isinstance(x, dict):
+            return {k: v[0] for k, v in x.items()}
+        return x[0]
+
+    def reset(self, seed: int):
+        """Reset with ``seed``; returns the first observation."""
+        if self.vector:
+            obs, _ = self.env.reset(seed=[seed])
+            return self._unbatch(obs)
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step_async(self, action) -> None:
+        """Send ``action``; the env steps (in its subprocess when asynchronous) until :meth:`step_wait`."""
+        if self.vector:
+            self.env.step_async(np.asarray(action)[None])
+        else:
+            self._pending = action
+
+    def step_wait(self):
+        """``(obs, reward, terminated, truncated, frames)`` of the step sent; ``frames`` is ``None`` when the env
+        does not report the env frames it took."""
+        if self.vector:
+            obs, r, term, trunc, info = self.env.step_wait()
+            frames = info.get("frames")
+            return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
+                int(frames[0]) if frames is not None else None)
+        obs, r, term, trunc, info = self.env.step(self._pending)
+        return obs, float(r), bool(term), bool(trunc), info.get("frames")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _Progress(Protocol):
+    def update(self, count: int, *, env_s: float, act_s: float, update_s: float) -> None: ...
+
+
+def warmup_action(rng: np.random.Generator, action_space):
+    """A uniform random action of the warm-up (seed) steps, drawn from ``rng``."""
+    if hasattr(action_space, "n"):
+        return np.int64(rng.integers(action_space.n))
+    return rng.uniform(action_space.low, action_space.high).astype(np.float32)
+
+
+@dataclass
+class EpisodeResult:
+    """What one training episode gives its trainer's ``train`` row."""
+
+    episode_return: float
+    episode_length: int
+    """Agent steps."""
+    frames: int
+    """Env frames."""
+    updates: int
+    """Gradient updates done during the episode."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Mean of every update metric (and batch extra) over the episode's updates, keys sorted."""
+    episode_metrics: dict[str, Any] = field(default_factory=dict)
+    """What ``agent.observe_episode`` returned (empty for agents without it)."""
+    seconds: float = 0.0
+    env_s: float = 0.0
+    act_s: float = 0.0
+    update_s: float = 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """``episode_return``, ``episode_length``, the update metrics' means, then the episode metrics."""
+        return {"episode_return": self.episode_return, "episode_length": self.episode_length,
+                **self.metrics, **self.episode_metrics}
+
+    def timing(self) -> dict[str, float]:
+        """``fps`` (env frames per second of the episode) and the env / act / update time split."""
+        return {"fps": self.frames / max(self.seconds, 1e-9), "env_s": self.env_s, "act_s": self.act_s,
+                "update_s": self.update_s}
+
+
+def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, counters: dict[str, Any],
+                  reset_seed: int, seed_steps: int, update_every: int, updates_per_step: int,
+                  warmup_rng: np.random.Generator, action_space, action_repeat: int, progress: _Progress,
+                  step_offset: int = 0, batch_extras: Optional[Callable[[], dict[str, float]]] = None,
+                  ) -> EpisodeResult:
+    """Run one whole training episode: act, step the env, update, store, until the episode ends.
+
+    * ``replay`` receives the new transitions (``add_first`` / ``add``); ``sample()`` returns one batch for one
+      update (from that replay, or from a mix of sources that includes it).
+    * ``counters`` is updated in place: ``agent_steps`` and ``frames`` after every step, ``episodes`` at the end.
+      The first ``seed_steps`` agent steps (counted by ``counters['agent_steps']``) take random actions from
+      ``warmup_rng`` and do no update; afterwards ``updates_per_step`` updates run every ``update_every`` steps.
+    * The agent sees ``step = step_offset + counters['agent_steps']`` in ``act``, ``update`` and
+      ``observe_episode`` (the offline trainer offsets by its offline updates).
+    * ``batch_extras()``, called after each update, gives more per-update values to average with the update
+      metrics (the offline trainer's realised share of each source).
+    * ``reset_seed`` seeds the env reset; a step whose env reports no ``frames`` counts ``action_repeat``.
+    """
+    c = counters
+    obs = env.reset(seed=reset_seed)
+    replay.add_first(obs)
+    ep_return, ep_len, ep_frames, updates = 0.0, 0, 0, 0
+    metrics: dict[str, list[float]] = defaultdict(list)
+    env_s = act_s = update_s = 0.0
+    t_ep = time.perf_counter()
+    done = False
+    while not done:
+        t0 = time.perf_counter()
+        step = step_offset + c["agent_steps"]
+        if c["agent_steps"] < seed_steps:
+            action = warmup_action(warmup_rng, action_space)
+        else:
+            with torch.no_grad():
+                action = agent.act(obs, step=step, eval_mode=False)
+        t1 = time.perf_counter()
+        env.step_async(action)
+        if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
+            for _ in range(updates_per_step):
+                m = agent.update(sample(), step=step)
+                for values in (m, batch_extras() if batch_extras is not None else {}):
+                    for k, v in values.items():
+                        metrics[k].append(float(v))
+                updates += 1
+        t2 = time.perf_counter()
+        obs, reward, terminated, truncated, frames = env.step_wait()
+        t3 = time.perf_counter()
+        replay.add(action, reward, obs, terminated, truncated)
+        frames = action_repeat if frames is None else frames
+        ep_return += reward
+        ep_len += 1
+        ep_frames += frames
+        c["agent_steps"] += 1
+        c["frames"] += frames
+        done = terminated or truncated
+        act_s += t1 - t0
+        update_s += t2 - t1
+        env_s += t3 - t2
+        if ep_len % 25 == 0 or done:
+            progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
+    c["episodes"] += 1
+    episode_metrics = {}
+    if hasattr(agent, "observe_episode"):
+        episode_metrics = agent.observe_episode(ep_return, step_offset + c["agent_steps"])
+    return EpisodeResult(
+        episode_return=ep_return, episode_length=ep_len, frames=ep_frames, updates=updates,
+        metrics={k: float(np.mean(v)) for k, v in sorted(metrics.items())}, episode_metrics=episode_metrics,
+        seconds=time.perf_counter() - t_ep, env_s=env_s, act_s=act_s, update_s=update_s)
+
+
+def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int, checkpoint_every: int | None,
+                evaluate: Callable[[], Any], checkpoint: Callable[[], Any], episode: Callable[[], Any],
+                last_eval_key: str = "last_eval_frames", last_checkpoint_key: str = "last_checkpoint_frames") -> None:
+    """Alternate whole episodes (``episode()``) with evaluations and checkpoints at episode boundaries until
+    ``counters['frames'] >= total_frames``.
+
+    An evaluation runs at the first boundary at or after every ``eval_every`` frames and at the end; a checkpoint
+    after each evaluation (``checkpoint_every`` 0 or ``None``) or at the first boundary at or after every
+    ``checkpoint_every`` frames, and at the end. The schedule lives in ``counters`` (so it resumes):
+    ``next_eval``, ``next_checkpoint``, and the frame counts of the last evaluation and checkpoint under
+    ``last_eval_key`` / ``last_checkpoint_key`` (a boundary is never evaluated or checkpointed twice).
+    """
+    c = counters
+    ckpt_every = checkpoint_every or eval_every
+    while True:  # one iteration per episode boundary
+        evaluated = False
+        if c["frames"] >= c["next_eval"] or c["frames"] >= total_frames:
+            while c["next_eval"] <= c["frames"]:
+                c["next_eval"] += eval_every
+            if c[last_eval_key] != c["frames"]:
+                c[last_eval_key] = c["frames"]
+                evaluate()
+                evaluated = True
+        if c["frames"] >= total_frames:
+            if evaluated or c[last_checkpoint_key] != c["frames"]:
+                c[last_checkpoint_key] = c["frames"]
+                checkpoint()
+            break
+        if c["frames"] >= c["next_checkpoint"] and (evaluated or checkpoint_every):
+            while c["next_checkpoint"] <= c["frames"]:
+                c["next_checkpoint"] += ckpt_every
+            c[last_checkpoint_key] = c["frames"]
+            checkpoint()
+        episode()
