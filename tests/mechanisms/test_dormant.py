@@ -236,3 +236,19 @@ def test_tracker_is_shared_measures_last_feat_and_round_trips():
     t1.beta = 0.0
     agent.states["dormant"][1](saved)
     assert t1.beta == pytest.approx(6 / 13)
+
+
+def test_tracker_measures_in_the_update_sync_and_matches_a_direct_measurement():
+    """The tracker queues the ratio as a tensor metric (one host sync with the update's metrics) and sets beta from
+    it after the sync; the value is the ratio of the updated actor on the update's features."""
+    from helpers import drqv2_state_agent, drqv2_state_batch
+    from pixelrl.mechanisms.dormant import dormant_ratio, dormant_tracker
+
+    agent = drqv2_state_agent(log_dormant=True)
+    tracker = dormant_tracker(agent)
+    assert tracker.measure_tensor in agent.metric_hooks
+    out = agent.update(drqv2_state_batch(), step=1)
+    direct = dormant_ratio(agent.actor, agent.last_feat)
+    assert out["dormant_ratio"] == pytest.approx(direct, abs=1e-6)
+    assert tracker.beta == pytest.approx(direct, abs=1e-6)
+    assert tracker._pending is None  # consumed by the update hook

@@ -49,6 +49,8 @@ class AgentSpec(NamedTuple):
     cpu_fast: bool = True
     """Whether the ``cpu-fast`` preset's agent settings (small nets, bf16, sigma schedule, ...) apply to this agent
     on a CPU. Off for the offline agents, whose published state-based settings are already CPU-sized."""
+    cpu_fast_skip: tuple[str, ...] = ()
+    """Agent fields of the ``cpu-fast`` preset not applied to this agent (settings it does not support)."""
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -56,11 +58,13 @@ AGENTS: dict[str, AgentSpec] = {
     "drm": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(drm.preset), drm.SUMMARY),
     "taco": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(taco.preset), taco.SUMMARY),
     "mentor": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(mentor.preset), mentor.SUMMARY),
-    "sac": AgentSpec(SACConfig, SACAgent, _sac_preset, sac.SUMMARY),
+    # SAC's entropy bonus keeps its policy from saturating; residual's actor has no pre-tanh penalty
+    "sac": AgentSpec(SACConfig, SACAgent, _sac_preset, sac.SUMMARY, cpu_fast_skip=("actor_pre_tanh_penalty",)),
     "iql": AgentSpec(IQLConfig, IQLAgent, iql.preset, iql.SUMMARY, cpu_fast=False),
     "td3bc": AgentSpec(TD3BCConfig, TD3BCAgent, td3bc.preset, td3bc.SUMMARY, cpu_fast=False),
     "bc": AgentSpec(BCConfig, BCAgent, bc.preset, bc.SUMMARY, cpu_fast=False),
-    "residual": AgentSpec(ResidualConfig, ResidualAgent, residual.preset, residual.SUMMARY),
+    "residual": AgentSpec(ResidualConfig, ResidualAgent, residual.preset, residual.SUMMARY,
+                          cpu_fast_skip=("actor_pre_tanh_penalty",)),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
 

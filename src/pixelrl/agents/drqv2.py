@@ -29,6 +29,8 @@ of ``pixelrl.mechanisms`` are switched on by the config's selectors (``critic``,
 * ``update_hooks`` -- callables ``fn(agent, step) -> dict | None`` run after each update, outside the hot path
   (dormant-ratio measurement and perturbation; they may use :meth:`reset_optimizer_state`); ``last_feat`` holds
   the detached encoder features of the last update's batch.
+* ``metric_hooks`` -- ``fn(agent, step) -> {name: 0-d tensor}`` run after each update, before its metrics are
+  copied to the host in one sync, so their values cost no extra sync (DrM's dormant ratio on a GPU).
 * ``episode_hooks`` -- ``fn(agent, episode_return, step) -> dict | None`` run by the trainer after each training
   episode (MENTOR's snapshot store).
 * ``register_state(name, state_fn, load_fn)`` -- a mechanism's own state (schedules, snapshots, extra optimizers)
@@ -41,6 +43,7 @@ of ``pixelrl.mechanisms`` are switched on by the config's selectors (``critic``,
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +156,13 @@ class DrQv2Config:
     """Mixture-of-experts layer (MENTOR) in place of the middle hidden layer: 'none', 'actor' or 'actor+critic'."""
     actor_grad_clip: float = 0.0
     """Max global grad-norm of the actor update; 0 turns clipping off (DrQ-v2: off; MENTOR clips)."""
+    actor_pre_tanh_penalty: float = 0.0
+    """Weight of ``mean(u^2)`` added to the actor loss, ``u`` the policy's pre-tanh mean action (rlkit's DDPG
+    ``policy_pre_activation_weight``; SAC: its pre-squash mean, rlkit's ``policy_mean_reg_weight``). 0 = DrQ-v2 /
+    DrQ (no penalty). Not in the papers: the ``cpu-fast`` preset sets 1e-3 because at action repeat 8 with 500 seed
+    steps the deterministic actor can saturate at +-1 within the first thousand updates (tanh'(u) ~ 0 then, so it
+    never comes back) and the run stalls at the return of a constant action (cartpole-swingup ~75; see
+    benchmarks/results/cpu_fast_actor_penalty_states.json)."""
     log_dormant: bool = False
     """Measure the actor's dormant ratio after every update and log it as ``dormant_ratio`` (on whenever a
     mechanism needs it)."""
@@ -166,6 +176,9 @@ class DrQv2Config:
     """HL-Gauss head's knobs (bins, value range or symlog, sigma / bin width)."""
 
     def __post_init__(self) -> None:
+        if not (self.actor_pre_tanh_penalty >= 0 and math.isfinite(self.actor_pre_tanh_penalty)):
+            raise ConfigError("actor_pre_tanh_penalty must be a finite number >= 0, got "
+                              f"{self.actor_pre_tanh_penalty}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if len(self.encoder_channels) != len(self.encoder_strides) or not self.encoder_channels:
@@ -361,6 +374,8 @@ class DrQv2Agent(ObsTensorMixin):
         self.aux_losses: list[_AuxEntry] = []
         self.actor_aux_losses: list[_AuxEntry] = []
         self.update_hooks: list[Callable[[DrQv2Agent, int], dict[str, float] | None]] = []
+        # tensor metrics computed after the update and synced with its metrics in one go (DrM's dormant ratio)
+        self.metric_hooks: list[Callable[[DrQv2Agent, int], dict[str, torch.Tensor]]] = []
         self.episode_hooks: list[Callable[[DrQv2Agent, float, int], dict[str, float] | None]] = []
         self.batch_extras: set[str] = set()
         self.last_feat: torch.Tensor | None = None
@@ -521,12 +536,21 @@ class DrQv2Agent(ObsTensorMixin):
         return loss, feat.detach(), metrics
 
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
+        penalty = self.cfg.actor_pre_tanh_penalty
         with self._autocast():
-            mu = self.actor(feat)
+            if penalty > 0:
+                pre = self.actor.pre_tanh(feat)
+                mu = torch.tanh(pre)
+            else:
+                mu = self.actor(feat)
             action = sample_action(mu, std, clip=self.cfg.stddev_clip)
             q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
             loss = -q.mean()
         metrics = {"actor_loss": loss.detach()}
+        if penalty > 0:
+            pre_sq = pre.float().pow(2).mean()
+            loss = loss + penalty * pre_sq
+            metrics["actor_pre_tanh_sq"] = pre_sq.detach()
         return self._add_actor_aux(loss, metrics, feat, step)
 
     def _add_actor_aux(self, loss: torch.Tensor, metrics: dict, feat: torch.Tensor, step: int):

@@ -88,6 +88,7 @@ cpu_fast: dict = {
     "stddev_schedule": "linear(1.0,0.1,10000)",
     "num_seed_steps": 500,
     "precision": "bf16",
+    "actor_pre_tanh_penalty": 1e-3,
 }
 """CPU default for ``make train`` (not the paper's configuration): 110k frames of 64x64 pixels rendered without
 shadows, reflections and anti-aliasing, action repeat 8, strides (2, 2, 1, 1) (64 -> 11x11x32 = 3,872 features), an
@@ -95,5 +96,7 @@ update every agent step, batch 128, hidden 256, lr 3e-4, 5 evaluation episodes. 
 13.75k agent steps and the 500 seed steps are DrQ-v2's 4,000 seed frames at action repeat 8; both scaled down with the
 short CPU budget. bf16 autocast: the update is ~1.5x faster than fp32 on 2 cores (47 vs 70 ms); learning check on
 dmc/cartpole-swingup seed 1: bf16 eval 312 at 80k frames vs fp32 225 (one seed each, so "does not hurt", not
-"helps"). Eval at 110k frames: seed 1 510 (3.7x random), seed 3 445 (3.9x); seed 2 stalls (saturated
-actor) - see benchmarks/results/cpu_default_learning*.json."""
+"helps"). Eval at 110k frames without the penalty: seed 1 510 (3.7x random), seed 3 445 (3.9x); seed 2 stalls
+(saturated actor) - see benchmarks/results/cpu_default_learning*.json. ``actor_pre_tanh_penalty`` 1e-3 (DrQ-v2-style
+agents; SAC and residual skip it): without it the deterministic actor saturates at +-1 in the first ~1k updates on
+some seeds and the run stalls at ~75; see benchmarks/results/cpu_fast_actor_penalty_states.json."""

@@ -107,6 +107,9 @@ class ResidualConfig(SACConfig):
     def __post_init__(self) -> None:
         check_offline_mechanisms(self, "residual", allowed=("critic", "aux"))
         super().__post_init__()
+        if self.actor_pre_tanh_penalty > 0:
+            raise ConfigError("the residual agent does not support actor_pre_tanh_penalty (its residual actor has "
+                              "no pre-tanh penalty); set it to 0")
         if self.learner not in LEARNERS:
             raise ConfigError(f"learner must be one of {list(LEARNERS)}, got {self.learner!r}")
         if not (self.residual_scale > 0 and math.isfinite(self.residual_scale)):

@@ -198,11 +198,16 @@ class SACAgent(DrQv2Agent):
     # ------------------------------------------------------------------ update
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
         """``E[alpha log pi(a|s) - min_i Q_i(s, a)]`` on detached features; ``std`` is unused."""
+        penalty = self.cfg.actor_pre_tanh_penalty
         with self._autocast():
-            action, log_prob = self.actor.sample(feat)
+            action, log_prob, mean = self.actor.sample(feat, with_mean=True)
             q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
             loss = (self.alpha * log_prob - q).mean()
         metrics = {"actor_loss": loss.detach(), "actor_entropy": -log_prob.detach().mean()}
+        if penalty > 0:  # rlkit's policy_mean_reg_weight: mean(m^2) of the pre-squash mean
+            mean_sq = mean.pow(2).mean()
+            loss = loss + penalty * mean_sq
+            metrics["actor_pre_tanh_sq"] = mean_sq.detach()
         return self._add_actor_aux(loss, metrics, feat, step)
 
     def _temperature_loss(self, entropy: torch.Tensor) -> torch.Tensor:

@@ -175,14 +175,20 @@ def dormant_ratios(
     return dict(zip(masks, fr))
 
 
-def dormant_ratio(module: nn.Module, inputs: Any, *, threshold: float = 0.025, mode: str = "drm") -> float:
-    """Dormant units / units over all weight layers of ``module`` (see the module docstring). One host sync."""
+def dormant_ratio_tensor(module: nn.Module, inputs: Any, *, threshold: float = 0.025,
+                         mode: str = "drm") -> torch.Tensor:
+    """:func:`dormant_ratio` as a 0-d float32 tensor on the module's device, without a host sync."""
     masks = dormant_masks(module, inputs, threshold=threshold, mode=mode)
     if not masks:
         raise ConfigError(f"{type(module).__name__} has no nn.Linear / EnsembleLinear layer to measure")
     dormant = torch.stack([m.sum() for m in masks.values()]).sum()
     units = sum(m.numel() for m in masks.values())
-    return float(dormant.item()) / units
+    return dormant.float() / units
+
+
+def dormant_ratio(module: nn.Module, inputs: Any, *, threshold: float = 0.025, mode: str = "drm") -> float:
+    """Dormant units / units over all weight layers of ``module`` (see the module docstring). One host sync."""
+    return float(dormant_ratio_tensor(module, inputs, threshold=threshold, mode=mode).item())
 
 
 def perturb_alpha(beta: float, alpha_max: float, alpha_min: float = 0.2, k: float = 2.0) -> float:
@@ -229,8 +235,9 @@ class DormantTracker:
         self.mode = mode
         self.metric = metric
         self.beta = 1.0
+        self._pending: torch.Tensor | None = None
 
-    def measure(self, agent: Any, step: int) -> dict[str, float] | None:
+    def _ratio(self, agent: Any) -> torch.Tensor | None:
         feat = agent.last_feat
         if feat is None:
             return None
@@ -238,7 +245,23 @@ class DormantTracker:
         param = next(actor.parameters(), None)
         if param is not None and feat.dtype != param.dtype:
             feat = feat.to(param.dtype)  # bf16 features from an autocast update
-        self.beta = dormant_ratio(actor, feat, threshold=self.threshold, mode=self.mode)
+        return dormant_ratio_tensor(actor, feat, threshold=self.threshold, mode=self.mode)
+
+    def measure_tensor(self, agent: Any, step: int) -> dict[str, torch.Tensor]:
+        """Metric hook (runs before the update's one host sync): queue the measurement as a tensor metric."""
+        ratio = self._ratio(agent)
+        self._pending = ratio
+        return {} if ratio is None else {self.metric: ratio}
+
+    def measure(self, agent: Any, step: int) -> dict[str, float] | None:
+        """Update hook (after the sync): set ``beta`` from the queued measurement -- already computed, so reading
+        it does not stall the device -- or measure now when the agent has no metric hooks."""
+        ratio, self._pending = self._pending, None
+        if ratio is None:
+            ratio = self._ratio(agent)
+            if ratio is None:
+                return None
+        self.beta = float(ratio.item())
         return {self.metric: self.beta}
 
     def state_dict(self) -> dict[str, float]:
@@ -264,6 +287,8 @@ def dormant_tracker(agent: Any, *, threshold: float = 0.025, mode: str = "drm") 
     if key not in per_agent:
         suffix = "" if not per_agent else f"_{mode}_{threshold:g}"
         tracker = DormantTracker(threshold, mode, metric=f"dormant_ratio{suffix}")
+        if hasattr(agent, "metric_hooks"):  # measured before the update's sync, read after it (one sync in all)
+            agent.metric_hooks.append(tracker.measure_tensor)
         agent.update_hooks.append(tracker.measure)
         agent.register_state(f"dormant{suffix}", tracker.state_dict, tracker.load_state_dict)
         per_agent[key] = tracker

@@ -61,6 +61,10 @@ class Actor(nn.Module):
             self.policy[2] = MoE(hidden_dim, hidden_dim, moe)
         self.apply(weight_init)
 
+    def pre_tanh(self, obs_feat: torch.Tensor) -> torch.Tensor:
+        """The mean action before the tanh, ``[B, action_dim]``."""
+        return self.policy(self.trunk(obs_feat))
+
     def forward(self, obs_feat: torch.Tensor) -> torch.Tensor:
         """Mean action in (-1, 1), ``[B, action_dim]``."""
-        return torch.tanh(self.policy(self.trunk(obs_feat)))
+        return torch.tanh(self.pre_tanh(obs_feat))

@@ -94,9 +94,10 @@ class GaussianActor(nn.Module):
         return torch.tanh(mean)
 
     def sample(
-        self, obs_feat: torch.Tensor, noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample ``a = tanh(mean + std * eps)`` and ``log pi(a|s)`` ``[B, 1]``.
+        self, obs_feat: torch.Tensor, noise: torch.Tensor | None = None, *, with_mean: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """Reparameterised sample ``a = tanh(mean + std * eps)`` and ``log pi(a|s)`` ``[B, 1]`` (and the pre-squash
+        ``mean`` ``[B, A]`` as a third element when ``with_mean``).
 
         The sampling and the log-probability are computed in float32 even under bf16 autocast (a log-density summed
         over action dimensions loses too much in bf16). ``noise`` overrides the standard-normal ``eps`` (tests).
@@ -104,4 +105,5 @@ class GaussianActor(nn.Module):
         mean, log_std = (x.float() for x in self.dist_params(obs_feat))
         eps = torch.randn_like(mean) if noise is None else noise.to(mean)
         u = mean + log_std.exp() * eps
-        return torch.tanh(u), tanh_gaussian_log_prob(eps, log_std, u)
+        out = (torch.tanh(u), tanh_gaussian_log_prob(eps, log_std, u))
+        return (*out, mean) if with_mean else out

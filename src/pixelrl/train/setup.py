@@ -63,8 +63,9 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
         split(task_preset(env), f"preset '{resolved}'")
     agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, overrides.get("obs", TrainConfig.obs)))
     if resolved == "cpu-fast":
-        agent_fields_too = get_spec(agent_name).cpu_fast
-        split({k: v for k, v in cpu_fast.items() if agent_fields_too or k in train_fields}, "preset 'cpu-fast'")
+        spec = get_spec(agent_name)
+        split({k: v for k, v in cpu_fast.items()
+               if k in train_fields or (spec.cpu_fast and k not in spec.cpu_fast_skip)}, "preset 'cpu-fast'")
     agent_user = nest_overrides(overrides.pop("agent", None) or {})
     agent_over = merge_overrides(agent_over, agent_user)
     if "taco" in agent_over.get("aux", ()) and "nstep" not in agent_user:

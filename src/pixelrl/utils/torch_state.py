@@ -33,7 +33,10 @@ def align_moments(optimizers: Iterable[torch.optim.Optimizer]) -> None:
 
 def finish_update(agent: Any, metrics: dict[str, torch.Tensor], step: int,
                   hooks: Iterable[Callable[[Any, int], dict | None]]) -> dict[str, float]:
-    """Metrics tensors -> floats with one device sync, then the update hooks (whose metrics are merged in)."""
+    """Metrics tensors -> floats with one device sync, then the update hooks (whose metrics are merged in). The
+    agent's ``metric_hooks`` (if any) add tensor metrics before the sync, so their values cost no extra sync."""
+    for metric_hook in getattr(agent, "metric_hooks", ()):
+        metrics.update(metric_hook(agent, step))
     names = list(metrics)
     values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist() if names else []
     out = dict(zip(names, values))
