@@ -60,6 +60,7 @@ class LinearExpert:
 
 def test_every_config_field_documented():
     fields_documented(bc_mod, "BCConfig")
+    fields_documented(bc_mod, "OfflineAgentConfig")
 
 
 def test_published_defaults():

@@ -21,7 +21,9 @@ This file also holds the pieces the offline agents share (IQL and TD3+BC import 
 * :class:`GaussianPolicy` -- IQL's policy: a tanh mean and a state-independent, clipped log std;
 * :func:`plain`, :func:`rebuild_plain_critic`, :func:`use_state_trunk` -- the papers' plain MLPs on state
   observations, without the core's ``Linear -> LayerNorm -> tanh`` trunk;
-* :func:`check_offline_mechanisms` -- which of the core's mechanism selectors an offline agent accepts.
+* :func:`check_offline_mechanisms` -- which of the core's mechanism selectors an offline agent accepts;
+* :class:`OfflineAgentConfig` and :func:`offline_preset` -- the settings BC, IQL and TD3+BC share (their papers agree
+  on them) and the values they re-assert over DrQ-v2's per-task preset.
 
 Defaults are CORL's BC (Tarasov et al. 2022, ``any_percent_bc.py`` with ``frac = 1``, the BC row of the offline-RL
 reference averages): a 256x256 tanh MLP, Adam lr 3e-4, batch 256, MSE, states normalised with the dataset's mean /
@@ -49,8 +51,8 @@ from pixelrl.nets.encoders import ObsEncoder
 from pixelrl.nets.layers import weight_init
 from pixelrl.utils.torch_state import align_moments, finish_update, snapshot
 
-__all__ = ["BCConfig", "BCAgent", "GaussianPolicy", "ObsNormalizer", "ObsNormMixin", "CoreObsNormMixin",
-           "OBS_NORM_EPS", "SUMMARY", "check_offline_mechanisms", "gaussian_log_prob", "plain", "preset",
+__all__ = ["BCConfig", "BCAgent", "OfflineAgentConfig", "offline_preset", "GaussianPolicy", "ObsNormalizer",
+           "ObsNormMixin", "CoreObsNormMixin", "OBS_NORM_EPS", "SUMMARY", "check_offline_mechanisms", "gaussian_log_prob", "plain", "preset",
            "rebuild_plain_critic", "use_state_trunk"]
 
 SUMMARY = "Behaviour cloning (MSE or Gaussian NLL) on pixels (with augmentation) or states"
@@ -278,27 +280,53 @@ class CoreObsNormMixin(ObsNormMixin):
         return self._norm_obs(super()._obs_to_tensor(obs))  # type: ignore[misc]
 
 
+# ------------------------------------------------------------------------------------------ shared offline settings
+
+
+@dataclass(frozen=True)
+class OfflineAgentConfig(DrQv2Config):
+    """What the offline agents' published state-based configurations share (IQL, TD3+BC and CORL's BC agree on all
+    of it); BC, IQL and TD3+BC derive their configs from this one. Fields not redefined keep the DrQ-v2 core's
+    values, which matter only on pixels (encoder, 50-d trunk, pad-4 random shift)."""
+
+    lr: float = 3e-4
+    """Adam learning rate of every net (IQL: actor, critic and value net; TD3+BC: actor and critic; CORL's BC: the
+    policy; all 3e-4). The encoder, on pixels, is trained with the critic (or with the policy for BC)."""
+    batch_size: int = 256
+    """Dataset transitions per update (IQL, TD3+BC, CORL's BC: 256)."""
+    hidden_dim: int = 256
+    """Hidden units of the two layers of every MLP (IQL, TD3+BC, CORL's BC: 256x256)."""
+    critic_target_tau: float = 0.005
+    """Polyak rate of the target critic (IQL: every update; TD3+BC: with each actor update, the target actor too;
+    both 0.005). BC has no critic."""
+    nstep: int = 1
+    """n of the n-step return the replay builds (IQL, TD3+BC: 1; BC reads only ``obs`` and ``action``)."""
+    update_every_steps: int = 1
+    """Agent steps between update points in an online phase (IQL / TD3 fine-tuning: one update per env step;
+    offline training ignores it)."""
+    num_seed_steps: int = 0
+    """Uniform random actions at the start of an online phase, in agent steps (0: act with the offline policy)."""
+    state_trunk: bool = False
+    """On state observations, keep the core's ``Linear -> LayerNorm -> tanh`` trunk (``feature_dim``) in front of the
+    MLPs. False (default) = the papers' plain MLPs on the state. Pixels always use the trunk (DrQ-v2)."""
+
+
+def offline_preset(**extra) -> dict:
+    """The values an offline agent re-asserts over DrQ-v2's per-task preset, which changes them for some tasks
+    (humanoid lr / feature_dim, walker n-step / batch, quadruped_run replay): the offline agents use one configuration
+    everywhere. ``extra``: the agent's own (e.g. its ``stddev_schedule``)."""
+    return {"lr": 3e-4, "feature_dim": 50, "nstep": 1, "batch_size": 256, "replay_capacity": 1_000_000, **extra}
+
+
 # ---------------------------------------------------------------------------------------------------------- BC
 
 
 @dataclass(frozen=True)
-class BCConfig(DrQv2Config):
+class BCConfig(OfflineAgentConfig):
     """BC hyper-parameters. Defaults are CORL's BC (256x256 tanh MLP, Adam 3e-4, batch 256, MSE, state
     normalisation). Fields of the DrQ-v2 core that BC has no use for (critic, target, n-step, mechanisms) are kept so
     that presets and the trainer see the usual fields; the mechanism selectors must stay at their defaults."""
 
-    lr: float = 3e-4
-    """Adam learning rate of the encoder and policy (CORL's BC: 3e-4)."""
-    batch_size: int = 256
-    """Dataset transitions per update (CORL: 256)."""
-    hidden_dim: int = 256
-    """Hidden units of the policy MLP's two layers (CORL: 256)."""
-    nstep: int = 1
-    """n of the n-step return the replay builds; BC reads only ``obs`` and ``action`` (1: no extra look-ahead)."""
-    update_every_steps: int = 1
-    """Agent steps between update points when the agent is run online (offline training ignores it)."""
-    num_seed_steps: int = 0
-    """Agent steps of uniform random actions when run online; 0 for an offline-trained policy."""
     stddev_schedule: str = "0.0"
     """Unused by BC (the deterministic policy does not explore; the Gaussian one samples its own std)."""
     policy: str = "deterministic"
@@ -307,9 +335,6 @@ class BCConfig(DrQv2Config):
     obs_norm: bool = True
     """Normalise states with the dataset's mean and std + 1e-3 (CORL's BC; the trainer passes the statistics via
     ``agent.set_obs_normalizer``). Pixels are never normalised."""
-    state_trunk: bool = False
-    """On state observations, keep the core's ``Linear -> LayerNorm -> tanh`` trunk (``feature_dim``) in front of the
-    MLP. False (default) = the published plain MLP on the state. Pixels always use the trunk (DrQ-v2)."""
     dropout: float = 0.0
     """Dropout after each hidden layer of the Gaussian policy (0 = none). Deterministic policy: must be 0."""
     log_std_min: float = -5.0
@@ -338,8 +363,7 @@ def preset(env_id: str, obs: str = "pixels") -> dict:
     """BC's overrides for ``env_id``: re-assert its values on the fields DrQ-v2's per-task preset changes (humanoid
     lr / feature_dim, walker n-step / batch, quadruped_run replay, the exploration schedule): BC uses one
     configuration everywhere."""
-    return {"lr": 3e-4, "feature_dim": 50, "nstep": 1, "batch_size": 256, "replay_capacity": 1_000_000,
-            "stddev_schedule": "0.0"}
+    return offline_preset(stddev_schedule="0.0")
 
 
 class BCAgent(ObsNormMixin, ObsTensorMixin):

@@ -41,12 +41,14 @@ import torch
 from pixelrl.agents.bc import (
     CoreObsNormMixin,
     GaussianPolicy,
+    OfflineAgentConfig,
     check_offline_mechanisms,
+    offline_preset,
     plain,
     rebuild_plain_critic,
     use_state_trunk,
 )
-from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.agents.drqv2 import DrQv2Agent
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.drm import ValueNet, expectile_loss
@@ -75,25 +77,11 @@ def cosine_lr(base_lr: float, t: int, decay_steps: int) -> float:
 
 
 @dataclass(frozen=True)
-class IQLConfig(DrQv2Config):
+class IQLConfig(OfflineAgentConfig):
     """IQL hyper-parameters. Defaults are the authors' MuJoCo locomotion values (``configs/mujoco_config.py``,
-    ``train_offline.py``); fields not redefined here keep the DrQ-v2 core's values, which matter only on pixels
-    (encoder, 50-d trunk, pad-4 random shift)."""
+    ``train_offline.py``); the learning rate, batch, MLP sizes, target rate and n-step are the offline agents' shared
+    ones (:class:`~pixelrl.agents.bc.OfflineAgentConfig`)."""
 
-    lr: float = 3e-4
-    """Adam learning rate of the actor, critic (+ encoder) and value net (IQL: 3e-4 for all three)."""
-    batch_size: int = 256
-    """Transitions per update (IQL: 256)."""
-    hidden_dim: int = 256
-    """Hidden units of the two layers of the Q, V and policy MLPs (IQL: 256x256)."""
-    critic_target_tau: float = 0.005
-    """Polyak rate of the target critic, every update (IQL: 0.005)."""
-    nstep: int = 1
-    """n of the n-step return the replay builds (IQL: 1)."""
-    update_every_steps: int = 1
-    """Agent steps between update points in the online phase (IQL fine-tuning: one update per env step)."""
-    num_seed_steps: int = 0
-    """Uniform random actions at the start of online training, in agent steps (0: act with the offline policy)."""
     stddev_schedule: str = "0.0"
     """Unused by IQL (its policy has its own learned std); kept for the core's hooks and logs."""
     expectile: float = 0.7
@@ -127,10 +115,6 @@ class IQLConfig(DrQv2Config):
     episode returns with ``agent.set_dataset_returns``; training without them raises."""
     obs_norm: bool = False
     """Normalise states with the dataset's mean / std + 1e-3 (``agent.set_obs_normalizer``). IQL: off."""
-    state_trunk: bool = False
-    """On state observations, keep the core's ``Linear -> LayerNorm -> tanh`` trunk (``feature_dim``) in front of the
-    Q, V and policy MLPs. False (default) = IQL's plain MLPs on the state. Pixels always use the trunk (DrQ-v2)."""
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 < self.expectile < 1.0:
@@ -176,8 +160,7 @@ def preset(env_id: str, obs: str = "state") -> dict:
     domain. ``obs`` does not change them.
     """
     name = env_id.lower()
-    over: dict = {"lr": 3e-4, "feature_dim": 50, "nstep": 1, "batch_size": 256, "replay_capacity": 1_000_000,
-                  "stddev_schedule": "0.0"}
+    over = offline_preset(stddev_schedule="0.0")
     if "antmaze" in name:
         over.update(expectile=0.9, beta=10.0, reward_shift=-1.0)
     elif not name.startswith("metaworld/") and any(k in name for k in _ADROIT_KITCHEN):

@@ -33,8 +33,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pixelrl.agents.bc import CoreObsNormMixin, check_offline_mechanisms, plain, rebuild_plain_critic, use_state_trunk
-from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.agents.bc import (
+    CoreObsNormMixin,
+    OfflineAgentConfig,
+    check_offline_mechanisms,
+    offline_preset,
+    plain,
+    rebuild_plain_critic,
+    use_state_trunk,
+)
+from pixelrl.agents.drqv2 import DrQv2Agent
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.nets.actor import Actor, sample_action
@@ -55,24 +63,11 @@ def td3bc_actor_loss(q: torch.Tensor, pi: torch.Tensor, action: torch.Tensor, al
 
 
 @dataclass(frozen=True)
-class TD3BCConfig(DrQv2Config):
-    """TD3+BC hyper-parameters. Defaults are the authors' (``main.py``: D4RL MuJoCo); fields not redefined here keep
-    the DrQ-v2 core's values, which matter only on pixels (encoder, 50-d trunk, pad-4 random shift)."""
+class TD3BCConfig(OfflineAgentConfig):
+    """TD3+BC hyper-parameters. Defaults are the authors' (``main.py``: D4RL MuJoCo); the learning rate, batch, MLP
+    sizes, target rate and n-step are the offline agents' shared ones (:class:`pixelrl.agents.bc.OfflineAgentConfig`).
+    """
 
-    lr: float = 3e-4
-    """Adam learning rate of the actor and critic (+ encoder) (TD3+BC: 3e-4)."""
-    batch_size: int = 256
-    """Transitions per update (TD3+BC: 256)."""
-    hidden_dim: int = 256
-    """Hidden units of the two layers of the actor and Q MLPs (TD3+BC: 256x256)."""
-    critic_target_tau: float = 0.005
-    """Polyak rate of the target critic and target actor, applied at each actor update (TD3+BC: 0.005)."""
-    nstep: int = 1
-    """n of the n-step return the replay builds (TD3+BC: 1)."""
-    update_every_steps: int = 1
-    """Agent steps between update points in an online phase (TD3: one update per env step)."""
-    num_seed_steps: int = 0
-    """Uniform random actions at the start of online training, in agent steps (0: act with the offline policy)."""
     stddev_schedule: str = "0.2"
     """Std of the target policy smoothing noise (TD3+BC's ``policy_noise``: 0.2; actions are in [-1, 1]). A number or
     a schedule 'linear(init,final,duration)' in agent steps."""
@@ -89,9 +84,6 @@ class TD3BCConfig(DrQv2Config):
     obs_norm: bool = True
     """Normalise states with the dataset's mean / std + 1e-3 (TD3+BC: on; ``agent.set_obs_normalizer``). Pixels are
     never normalised."""
-    state_trunk: bool = False
-    """On state observations, keep the core's ``Linear -> LayerNorm -> tanh`` trunk (``feature_dim``) in front of the
-    actor and Q MLPs. False (default) = TD3+BC's plain MLPs on the state. Pixels always use the trunk (DrQ-v2)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,8 +100,7 @@ def preset(env_id: str, obs: str = "state") -> dict:
     """TD3+BC's overrides for ``env_id``: the authors use one configuration for every task, so this re-asserts it on
     the fields DrQ-v2's per-task preset changes (exploration schedule, humanoid lr / feature_dim, walker n-step /
     batch, quadruped_run replay). ``obs`` does not change them."""
-    return {"lr": 3e-4, "feature_dim": 50, "nstep": 1, "batch_size": 256, "replay_capacity": 1_000_000,
-            "stddev_schedule": "0.2"}
+    return offline_preset(stddev_schedule="0.2")
 
 
 class TD3BCAgent(CoreObsNormMixin, DrQv2Agent):
