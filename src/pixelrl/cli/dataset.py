@@ -4,11 +4,12 @@ pixelrl.data.dataset and pixelrl.data.dataset_metrics."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import tyro
+
+from pixelrl.cli.subcommands import run_subcommand
 
 DATASET_USAGE = """usage: pixelrl dataset {stats,convert} [options]
 
@@ -117,17 +118,8 @@ def cmd_collect(argv: list[str]) -> int:
 
 def cmd_dataset(argv: list[str]) -> int:
     """``pixelrl dataset stats|convert ...``"""
-    argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(DATASET_USAGE)
-        return 0 if argv else 2
-    sub, rest = argv[0], argv[1:]
-    if sub == "stats":
-        return _stats(tyro.cli(StatsArgs, args=rest, prog="pixelrl dataset stats"))
-    if sub == "convert":
-        return _convert(tyro.cli(ConvertArgs, args=rest, prog="pixelrl dataset convert"))
-    print(f"pixelrl dataset: unknown command '{sub}'\n\n{DATASET_USAGE}", file=sys.stderr)
-    return 2
+    return run_subcommand(argv, "dataset", DATASET_USAGE,
+                          {"stats": (StatsArgs, _stats), "convert": (ConvertArgs, _convert)})
 
 
 def _stats(a: StatsArgs) -> int:

@@ -4,11 +4,12 @@ pixelrl.train.snapshots and pixelrl.envs.snapshot."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import tyro
+
+from pixelrl.cli.subcommands import run_subcommand
 
 SNAPSHOTS_USAGE = """usage: pixelrl snapshots {collect,info} [options]
 
@@ -81,17 +82,8 @@ class InfoArgs:
 
 def cmd_snapshots(argv: list[str]) -> int:
     """``pixelrl snapshots collect|info ...``"""
-    argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(SNAPSHOTS_USAGE)
-        return 0 if argv else 2
-    sub, rest = argv[0], argv[1:]
-    if sub == "collect":
-        return _collect(tyro.cli(CollectSnapshotsArgs, args=rest, prog="pixelrl snapshots collect"))
-    if sub == "info":
-        return _info(tyro.cli(InfoArgs, args=rest, prog="pixelrl snapshots info"))
-    print(f"pixelrl snapshots: unknown command '{sub}'\n\n{SNAPSHOTS_USAGE}", file=sys.stderr)
-    return 2
+    return run_subcommand(argv, "snapshots", SNAPSHOTS_USAGE,
+                          {"collect": (CollectSnapshotsArgs, _collect), "info": (InfoArgs, _info)})
 
 
 def _collect(a: CollectSnapshotsArgs) -> int:
