@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
-from pixelrl.train.video import frame_from_obs
+from pixelrl.train.video import frame_from_obs, write_video
 from pixelrl.utils.seeding import derive_seed
 
 EVAL_STREAM = 2  # seed stream id of evaluation episodes (training episodes use 1)
@@ -55,3 +56,29 @@ def random_policy(action_space, seed: int) -> Callable:
         return rng.uniform(action_space.low, action_space.high).astype(np.float32)
 
     return act
+
+
+def evaluate_agent(env, agent, *, step: int, episodes: int, seed: int, index: int, action_space,
+                   eval_random: bool, video_path=None) -> tuple[dict, str]:
+    """One evaluation of a trainer: ``episodes`` eval-mode episodes of ``agent`` (acting at ``step``) on the episode
+    seeds of call ``index``, the video of the first one written to ``video_path`` (None: no video; state
+    observations: none either); at the first call (``index == 0``) with ``eval_random``, the uniform random policy on
+    the same seeds too. Returns the row fields ``eval_return``, ``eval_return_std``, ``eval_length`` (and
+    ``random_return``) and a suffix for the progress line."""
+    def policy(obs):
+        with torch.no_grad():
+            return agent.act(obs, step=step, eval_mode=True)
+
+    res = run_episodes(env, policy, episodes, seed=seed, stream=EVAL_STREAM, index=index,
+                       record=video_path is not None)
+    row = {"eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
+           "eval_length": float(np.mean(res["lengths"]))}
+    extra = ""
+    if index == 0 and eval_random:
+        rnd = run_episodes(env, random_policy(action_space, derive_seed(seed, RANDOM_STREAM)), episodes, seed=seed,
+                           stream=RANDOM_STREAM, index=0)
+        row["random_return"] = float(np.mean(rnd["returns"]))
+        extra = f" (random policy: {row['random_return']:.1f})"
+    if video_path is not None and res["frames"]:
+        write_video(video_path, res["frames"])
+    return row, extra

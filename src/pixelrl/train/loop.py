@@ -33,11 +33,10 @@ from pixelrl.errors import ConfigError
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import EnvRunner, train_episode, train_until
-from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
+from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
 from pixelrl.train.progress import TrainProgress
 from pixelrl.train.setup import resolve_agent_for_env
-from pixelrl.train.video import write_video
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.malloc import tune_glibc_malloc
@@ -159,26 +158,12 @@ class Trainer:
     def _evaluate(self, progress: TrainProgress) -> dict[str, Any]:
         cfg, c = self.cfg, self.counters
         t0 = time.perf_counter()
-
-        def policy(obs):
-            with torch.no_grad():
-                return self.agent.act(obs, step=c["agent_steps"], eval_mode=True)
-
-        res = run_episodes(self.eval_env, policy, cfg.eval_episodes, seed=cfg.seed, stream=EVAL_STREAM,
-                           index=c["evals"], record=cfg.video)
-        row: dict[str, Any] = {
-            "frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
-            "eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
-            "eval_length": float(np.mean(res["lengths"])),
-        }
-        extra = ""
-        if c["evals"] == 0 and cfg.eval_random:
-            rnd = run_episodes(self.eval_env, random_policy(self.action_space, derive_seed(cfg.seed, RANDOM_STREAM)),
-                               cfg.eval_episodes, seed=cfg.seed, stream=RANDOM_STREAM, index=0)
-            row["random_return"] = float(np.mean(rnd["returns"]))
-            extra = f" (random policy: {row['random_return']:.1f})"
-        if cfg.video and res["frames"]:
-            write_video(self.run_dir / "videos" / f"eval_frames_{c['frames']:09d}.mp4", res["frames"])
+        video = self.run_dir / "videos" / f"eval_frames_{c['frames']:09d}.mp4" if cfg.video else None
+        fields, extra = evaluate_agent(self.eval_env, self.agent, step=c["agent_steps"], episodes=cfg.eval_episodes,
+                                       seed=cfg.seed, index=c["evals"], action_space=self.action_space,
+                                       eval_random=cfg.eval_random, video_path=video)
+        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
+                               **fields}
         row["eval_s"] = time.perf_counter() - t0
         row["wall_s"] = time.perf_counter() - self._wall_start
         self.logger.log("eval", row)

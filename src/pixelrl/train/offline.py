@@ -56,9 +56,8 @@ from pixelrl.errors import ConfigError
 from pixelrl.train.config import OfflineConfig
 from pixelrl.train.episode import EnvRunner, train_episode, train_until
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pixelrl.train.evaluate import EVAL_STREAM, RANDOM_STREAM, random_policy, run_episodes
+from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
-from pixelrl.train.video import write_video
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -383,25 +382,11 @@ class OfflineTrainer:
         cfg, c = self.cfg, self.counters
         t0 = time.perf_counter()
         step = self._step()
-
-        def policy(obs):
-            with torch.no_grad():
-                return self.agent.act(obs, step=step, eval_mode=True)
-
-        res = run_episodes(self.eval_env, policy, cfg.eval_episodes, seed=cfg.seed, stream=EVAL_STREAM,
-                           index=c["evals"], record=cfg.video)
-        row: dict[str, Any] = {**self._row_base(), "episodes": c["episodes"],
-                               "eval_return": float(np.mean(res["returns"])),
-                               "eval_return_std": float(np.std(res["returns"])),
-                               "eval_length": float(np.mean(res["lengths"]))}
-        extra = ""
-        if c["evals"] == 0 and cfg.eval_random:
-            rnd = run_episodes(self.eval_env, random_policy(self.action_space, derive_seed(cfg.seed, RANDOM_STREAM)),
-                               cfg.eval_episodes, seed=cfg.seed, stream=RANDOM_STREAM, index=0)
-            row["random_return"] = float(np.mean(rnd["returns"]))
-            extra = f" (random policy: {row['random_return']:.1f})"
-        if cfg.video and res["frames"]:
-            write_video(self.run_dir / "videos" / f"eval_{c['phase']}_step_{step:09d}.mp4", res["frames"])
+        video = self.run_dir / "videos" / f"eval_{c['phase']}_step_{step:09d}.mp4" if cfg.video else None
+        fields, extra = evaluate_agent(self.eval_env, self.agent, step=step, episodes=cfg.eval_episodes,
+                                       seed=cfg.seed, index=c["evals"], action_space=self.action_space,
+                                       eval_random=cfg.eval_random, video_path=video)
+        row: dict[str, Any] = {**self._row_base(), "episodes": c["episodes"], **fields}
         row["eval_s"] = time.perf_counter() - t0
         row["wall_s"] = time.perf_counter() - self._wall_start
         self._log("eval", row)
