@@ -67,6 +67,7 @@ from pixelrl.data.replay import ReplayBuffer
 from pixelrl.envs import make
 from pixelrl.errors import ConfigError
 from pixelrl.train.evaluate import random_policy, run_episodes
+from pixelrl.utils.machine import machine_description
 from pixelrl.utils.malloc import tune_glibc_malloc
 
 EVAL_SEED = 12345
@@ -74,19 +75,6 @@ EVAL_STREAM = 2  # the trainers' evaluation stream; every policy is evaluated on
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def quiet_d3rlpy() -> None:
     """Keep d3rlpy's info-level structlog lines (signatures, action space...) out of the output."""
     import logging
@@ -476,7 +464,7 @@ def main(argv=None) -> dict:
         "glibc_malloc_tuned": malloc_tuned,
         "versions": {"torch": torch.__version__, "d3rlpy": __import__("d3rlpy").__version__,
                      "python": platform.python_version()},
-        "machine": machine(),
+        "machine": machine_description(),
         "wall_s": round(time.perf_counter() - t_start, 1),
         "command": shlex.join(["python", *sys.argv]),
     }

@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
 from pixelrl.data.batch import Batch
+from pixelrl.utils.machine import machine_description
 
 # ---------------------------------------------------------------------------------------------- reference
 
@@ -243,19 +243,6 @@ def time_it(fn, device, warmup, repeats):
     return times
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -320,7 +307,7 @@ def main(argv=None):
         "batch": args.batch,
         "size": args.size,
         "repeats": len(ours_t),
-        "machine": machine(),
+        "machine": machine_description(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     print(f"{'side':<12}{'median s/update':>18}{'updates/s':>12}")
