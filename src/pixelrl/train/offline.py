@@ -58,6 +58,7 @@ from pixelrl.train.episode import EnvRunner, train_episode, train_until
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
+from pixelrl.train.plot import save_figure
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -672,9 +673,4 @@ def plot_phases(run_dir: str | Path, out: str | Path, metric: str = "eval_return
         ax.set_title(title)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -99,6 +99,13 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, met
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``out`` (parent folders created) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
