@@ -63,6 +63,7 @@ from pixelrl.nets.actor import Actor, sample_action
 from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.nets.critic import Critic, QHead
 from pixelrl.nets.encoders import ObsEncoder
+from pixelrl.utils.adam import LeanAdam
 from pixelrl.utils.torch_state import align_moments, finish_update, snapshot
 
 __all__ = ["DrQv2Config", "DrQv2Agent", "AuxInputs", "ActorAuxInputs", "MECHANISM_CHOICES"]
@@ -666,4 +667,4 @@ class DrQv2Agent(ObsTensorMixin):
         groups = [g for g in groups if g["params"]]
         if not groups:  # keeps the optimizer API uniform for parameter-free parts
             groups = [{"params": [torch.nn.Parameter(torch.zeros(()), requires_grad=False)]}]
-        return torch.optim.Adam(groups, lr=self.cfg.lr, fused=self.device.type in ("cpu", "cuda"))
+        return LeanAdam(groups, lr=self.cfg.lr, fused=self.device.type in ("cpu", "cuda"))
