@@ -70,3 +70,28 @@ def test_state_dict_loads_across_classes_and_param_without_grad_falls_back():
     twin[0].weight.grad = torch.ones_like(twin[0].weight)
     lean.step()
     assert torch.equal(twin[2].bias, before)
+
+
+def test_group_with_mixed_dtypes_goes_through_the_parent(monkeypatch):
+    calls = {"parent": 0}
+    real = torch.optim.Adam.step
+
+    def counting(self, *a, **k):
+        calls["parent"] += 1
+        return real(self, *a, **k)
+
+    ps = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    refs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    lean = LeanAdam(ps, lr=1e-2, fused=True)
+    ref = torch.optim.Adam(refs, lr=1e-2, fused=True)
+    for _ in range(3):
+        for group in (ps, refs):
+            for i, p in enumerate(group):
+                p.grad = torch.full_like(p, float(i + 1))
+        ref.step()
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    for _ in range(3):
+        lean.step()
+    assert calls["parent"] == 3  # the fused kernel takes one dtype per call: every step falls back
+    for a, b in zip(ps, refs):
+        assert torch.equal(a, b)

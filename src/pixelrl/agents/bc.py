@@ -49,6 +49,7 @@ from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.nets.critic import Critic
 from pixelrl.nets.encoders import ObsEncoder
 from pixelrl.nets.layers import weight_init
+from pixelrl.utils.adam import LeanAdam
 from pixelrl.utils.torch_state import align_moments, finish_update, snapshot
 
 __all__ = ["BCConfig", "BCAgent", "OfflineAgentConfig", "offline_preset", "GaussianPolicy", "ObsNormalizer",
@@ -408,7 +409,7 @@ class BCAgent(ObsNormMixin, ObsTensorMixin):
         self.actor.to(self.device)
         self._init_obs_norm()
         params = list(self.encoder.parameters()) + list(self.actor.parameters())
-        self.opt = torch.optim.Adam(params, lr=cfg.lr, fused=self.device.type in ("cpu", "cuda"))
+        self.opt = LeanAdam(params, lr=cfg.lr, fused=self.device.type in ("cpu", "cuda"))
         self.num_updates = 0
         self.batch_extras: set[str] = set()
         self.update_hooks: list = []

@@ -7,8 +7,9 @@ fused kernel (``torch._fused_adam_``) directly on the same state tensors, so the
 ``torch.optim.Adam(fused=True)`` and the ``state_dict`` format is unchanged (checkpoints load into either class).
 
 The fast path is taken only when it computes exactly what the parent would: no closure, every parameter of every
-group has a gradient and initialised state, no weight decay / amsgrad / maximize / complex or sparse parameters,
-float learning rates, default-style scalar ``step`` tensors. Anything else (the first step, a parameter without a
+group has a gradient and initialised state, the parameters of a group share one device and dtype (the parent
+groups them by both before its kernel), no weight decay / amsgrad / maximize / complex or sparse parameters, float
+learning rates. Anything else (the first step, a parameter without a
 gradient, state cleared by ``reset_optimizer_state`` or a fresh ``load_state_dict``) goes through
 ``torch.optim.Adam.step``.
 """
@@ -34,9 +35,10 @@ class LeanAdam(torch.optim.Adam):
                     or group.get("decoupled_weight_decay")):
                 return None
             params, grads, avgs, sqs, steps = [], [], [], [], []
+            first = group["params"][0] if group["params"] else None
             for p in group["params"]:
                 g = p.grad
-                if g is None:
+                if g is None or p.device != first.device or p.dtype != first.dtype:
                     return None
                 st = self.state.get(p)
                 if not st or "exp_avg" not in st or g.is_sparse or p.is_complex():
