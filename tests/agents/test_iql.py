@@ -164,6 +164,35 @@ def test_value_step_regresses_the_expectile_of_the_target_critic_min():
     assert loss.item() == pytest.approx(expectile_loss(agent.value(feat), q, 0.8).item())
 
 
+def _two_pass_update(agent, batch, step):
+    """The update with separate critic and value backward passes (the core's critic step, then V's)."""
+    batch = agent._transform_reward(batch)
+    feat, _ = agent._critic_step(batch, agent._zero, step)
+    q = agent._target_q(feat, batch.action)
+    loss, _ = agent._value_loss(feat, q)
+    agent.value_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    agent.value_opt.step()
+    agent._policy_step(feat, batch.action, q, step)
+    agent._target_step()
+    agent.num_updates += 1
+
+
+@pytest.mark.parametrize("space", [state_space, pixel_space])
+def test_shared_critic_value_backward_equals_two_passes(space):
+    joint, ref = make(space(), seed=3, reward_scale=2.0), make(space(), seed=3, reward_scale=2.0)
+    for t in range(4):
+        batch = random_batch(space(), n=16, seed=t)
+        torch.manual_seed(t)  # the same augmentation draws for both
+        joint.update(batch, step=t)
+        torch.manual_seed(t)
+        _two_pass_update(ref, batch, t)
+    for name in ("encoder", "critic", "target_critic", "value", "actor"):
+        assert same(params(getattr(ref, name)), getattr(joint, name)), name
+    assert sum(p.abs().sum() for p in joint.value.parameters()) != sum(
+        p.abs().sum() for p in make(space(), seed=3).value.parameters())  # V did move
+
+
 def test_actor_cosine_schedule_and_constant():
     agent = make(lr_decay_steps=3)
     batch = random_batch(state_space())

@@ -3,6 +3,7 @@
 import copy
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pixelrl.utils.adam import LeanAdam
 
@@ -95,3 +96,34 @@ def test_group_with_mixed_dtypes_goes_through_the_parent(monkeypatch):
     assert calls["parent"] == 3  # the fused kernel takes one dtype per call: every step falls back
     for a, b in zip(ps, refs):
         assert torch.equal(a, b)
+
+
+def test_step_hooks_run_once_per_step_on_both_paths_and_zero_grad_clears():
+    torch.optim.Adam([torch.nn.Parameter(torch.ones(1))], fused=True)  # a plain Adam: torch wraps Adam.step too
+    net, twin = _nets()
+    ref = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
+    lean = LeanAdam(twin.parameters(), lr=1e-2, fused=True)
+    seen = []
+    lean.register_step_pre_hook(lambda opt, args, kwargs: seen.append(("pre", opt is lean)))
+    lean.register_step_post_hook(lambda opt, args, kwargs: seen.append(("post", opt is lean)))
+    glob = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: seen.append(("global", opt is lean)) if opt is lean else None)
+    try:
+        _train(net, ref, 4)
+        _train(twin, lean, 4)  # step 0 takes the parent (fresh state), steps 1-3 the lean path
+    finally:
+        glob.remove()
+    assert seen == [("pre", True), ("post", True), ("global", True)] * 4
+    for a, b in zip(net.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    lean.zero_grad()
+    assert all(p.grad is None for p in twin.parameters())
+    twin(torch.ones(2, 5)).sum().backward()
+    lean.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in twin.parameters())
+    with torch.autograd.profiler.profile() as prof:  # under the profiler: torch's named ranges, same update
+        twin(torch.ones(2, 5)).sum().backward()
+        lean.step()
+        lean.zero_grad()
+    names = {e.name for e in prof.function_events}
+    assert "Optimizer.step#LeanAdam.step" in names and "Optimizer.zero_grad#LeanAdam.zero_grad" in names

@@ -6,11 +6,12 @@ dataset transitions ``(s, a, r, s')``, top to bottom:
 
 1. rewards: ``r <- reward_scale * return_scale * r + reward_shift`` (the authors' dataset preprocessing: locomotion
    rewards scaled by ``1000 / (max - min episode return)``, AntMaze rewards shifted by -1);
-2. critic + encoder (the core's ``_critic_step``): ``sum_i MSE(Q_i(s, a), y)`` with
+2. critic + encoder (the core's critic loss): ``sum_i MSE(Q_i(s, a), y)`` with
    ``y = r + discount * V(s')`` -- the target uses the value net at ``s'``, not a Q at a policy action
    (``batch.discount`` holds ``gamma^n`` and the termination mask, so ``(1 - d)`` is in it);
 3. value: expectile regression of ``V(s)`` on ``Qbar(s, a) = min_i Qbar_i(s, a)`` (target critic, dataset action):
    ``L_V = E[|tau - 1(u < 0)| u^2]``, ``u = Qbar(s, a) - V(s)``, ``tau = expectile``;
+   steps 2 and 3 share one backward pass (:meth:`IQLAgent._critic_value_step`; their graphs share no parameter);
 4. policy (advantage-weighted regression): ``L_pi = -E[w * log pi(a|s)]``,
    ``w = min(exp(beta * (Qbar(s, a) - V(s))), max_weight)`` with the freshly updated V; the actor's learning rate
    follows a cosine decay over ``lr_decay_steps`` updates (``actor_lr_schedule``);
@@ -263,8 +264,8 @@ class IQLAgent(CoreObsNormMixin, DrQv2Agent):
             raise ConfigError("normalize_returns=True needs the offline dataset's episode returns: call "
                               "agent.set_dataset_returns(returns) before training, or set normalize_returns=False")
         scale = cfg.reward_scale * self.return_scale
-        if scale == 1.0 and cfg.reward_shift == 0.0:
-            return batch
+        if cfg.reward_shift == 0.0:
+            return batch if scale == 1.0 else dataclasses.replace(batch, reward=batch.reward * scale)
         return dataclasses.replace(batch, reward=batch.reward * scale + cfg.reward_shift)
 
     def _target_q(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -290,12 +291,24 @@ class IQLAgent(CoreObsNormMixin, DrQv2Agent):
                    "policy_log_prob": log_prob.detach().mean(), "policy_log_std": self.actor.log_std.detach().mean()}
         return loss, metrics
 
-    def _value_step(self, feat: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss, metrics = self._value_loss_fn(feat, q)
+    def _critic_value_step(self, batch: Batch, step: int):
+        """Critic + encoder (+ aux) step and value step with one backward pass: the core's critic loss (its target
+        uses V(s') before V moves) plus the expectile loss of V on detached features against the target critic's
+        ``min_i Qbar_i(s, a)``. The two graphs share no parameter, so each optimizer gets exactly the gradient of
+        its own loss, as with two separate backward passes (bit-identical), for one autograd call instead of two.
+        Returns the detached features, ``q`` (the policy's advantage uses it too: the target critic moves only in
+        the EMA at the end of the update) and the metrics."""
+        critic_loss, feat, metrics = self._critic_loss_fn(batch, self._zero, step)
+        q = self._target_q(feat, batch.action)
+        value_loss, value_metrics = self._value_loss_fn(feat, q)
+        self.critic_opt.zero_grad(set_to_none=True)
         self.value_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (critic_loss + value_loss).backward()
+        self.critic_opt.step()
         self.value_opt.step()
-        return metrics
+        self.last_feat = feat
+        metrics.update(value_metrics)
+        return feat, q, metrics
 
     def _policy_step(self, feat: torch.Tensor, action: torch.Tensor, q: torch.Tensor, step: int):
         cfg = self.cfg
@@ -315,9 +328,7 @@ class IQLAgent(CoreObsNormMixin, DrQv2Agent):
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         """Rewards, critic (target ``r + discount * V(s')``), value (expectile), policy (AWR), target EMA."""
         batch = self._transform_reward(batch)
-        feat, metrics = self._critic_step(batch, self._zero, step)  # the core's critic + encoder (+ aux) step
-        q = self._target_q(feat, batch.action)
-        metrics.update(self._value_step(feat, q))
+        feat, q, metrics = self._critic_value_step(batch, step)  # q: the target critic's min_i Qbar_i(s, a)
         metrics.update(self._policy_step(feat, batch.action, q, step))
         self._target_step()
         return metrics

@@ -12,11 +12,18 @@ groups them by both before its kernel), no weight decay / amsgrad / maximize / c
 learning rates. Anything else (the first step, a parameter without a
 gradient, state cleared by ``reset_optimizer_state`` or a fresh ``load_state_dict``) goes through
 ``torch.optim.Adam.step``.
+
+``step`` also skips the per-call wrapper that ``torch.optim.Optimizer`` puts around every subclass's ``step``
+(profiler range + step hooks, ~20 us) when nothing would observe it: with a step pre/post hook registered (on the
+optimizer or globally) or the autograd profiler running, ``step`` goes through that wrapper, so each hook runs
+exactly once per step on either path. ``zero_grad(set_to_none=True)`` is the parent's loop without its profiler
+range (again used whenever the profiler runs).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.optim.optimizer as _optim
 
 __all__ = ["LeanAdam"]
 
@@ -51,12 +58,33 @@ class LeanAdam(torch.optim.Adam):
             groups.append((group, params, grads, avgs, sqs, steps))
         return groups
 
+    def _observed(self) -> bool:
+        """Whether a step hook or the profiler would see this step (then ``step`` runs torch's wrapper)."""
+        return bool(self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                    or _optim._global_optimizer_pre_hooks or _optim._global_optimizer_post_hooks
+                    or torch.autograd.profiler._is_profiler_enabled)
+
     def step(self, closure=None):  # type: ignore[override]
+        if self._observed():
+            return _HOOKED_STEP(self, closure)
+        return self._step(closure)
+
+    step.hooked = True  # type: ignore[attr-defined]  # torch's Optimizer must not wrap it again (see _observed)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none or torch.autograd.profiler._is_profiler_enabled:
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
+
+    def _step(self, closure=None):
         if closure is not None or not _HAS_FUSED_OP:
-            return super().step(closure)
+            return _parent_step(self, closure)
         groups = self._fast_lists()
         if groups is None:
-            return super().step()
+            return _parent_step(self)
         with torch.no_grad():
             for group, params, grads, avgs, sqs, steps in groups:
                 if not params:
@@ -67,3 +95,13 @@ class LeanAdam(torch.optim.Adam):
                                    beta2=float(beta2), weight_decay=0.0, eps=float(group["eps"]), amsgrad=False,
                                    maximize=False, grad_scale=None, found_inf=None)
         return None
+
+
+def _parent_step(opt: LeanAdam, *args):
+    """``torch.optim.Adam.step`` without the hook wrapper torch adds to it once a plain Adam exists (LeanAdam's own
+    ``step`` already ran the hooks, or there are none)."""
+    step = torch.optim.Adam.step
+    return getattr(step, "__wrapped__", step)(opt, *args)
+
+
+_HOOKED_STEP = torch.optim.Optimizer.profile_hook_step(LeanAdam._step)
