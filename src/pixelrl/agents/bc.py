@@ -121,7 +121,8 @@ def rebuild_plain_critic(agent) -> None:
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """``log N(x; mean, exp(log_std))`` of a diagonal Gaussian, summed over the last dim: ``[B, 1]``."""
+    """``log N(x; mean, exp(log_std))`` of a diagonal Gaussian, summed over the last dim: ``[B, 1]``. ``log_std``
+    is ``[B, A]`` or a state-independent ``[A]`` (broadcast)."""
     z = (x - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(dim=-1, keepdim=True)
 
@@ -164,10 +165,14 @@ class GaussianPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.zeros(action_dim))
         self.apply(weight_init)
 
+    def _mean_log_std(self, obs_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``tanh(m(s))`` ``[B, A]`` and the clipped log std ``[A]`` (state-independent, not broadcast)."""
+        return (torch.tanh(self.policy(self.trunk(obs_feat))),
+                self.log_std.clamp(self.log_std_min, self.log_std_max))
+
     def dist_params(self, obs_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``tanh(m(s))`` ``[B, A]`` and the clipped log std broadcast to ``[B, A]`` (kept in float32)."""
-        mean = torch.tanh(self.policy(self.trunk(obs_feat)))
-        log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
+        mean, log_std = self._mean_log_std(obs_feat)
         return mean, log_std.expand(mean.shape)
 
     def forward(self, obs_feat: torch.Tensor) -> torch.Tensor:
@@ -176,8 +181,8 @@ class GaussianPolicy(nn.Module):
 
     def log_prob(self, obs_feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``log pi(action|s)`` ``[B, 1]``, in float32 even under bf16 autocast."""
-        mean, log_std = (x.float() for x in self.dist_params(obs_feat))
-        return gaussian_log_prob(action.float(), mean, log_std)
+        mean, log_std = self._mean_log_std(obs_feat)  # log_std [A] broadcasts: exp over A, not B x A
+        return gaussian_log_prob(action.float(), mean.float(), log_std)
 
     def sample(self, obs_feat: torch.Tensor) -> torch.Tensor:
         """One sample of ``pi(.|s)`` ``[B, A]`` (unbounded: the caller clamps to the action box)."""

@@ -31,6 +31,16 @@ def align_moments(optimizers: Iterable[torch.optim.Optimizer]) -> None:
                     s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+def _scalar(t: torch.Tensor) -> torch.Tensor:
+    """A 0-d float32 tensor outside autograd of a one-element metric (no op at all when it already is one: the
+    agents' metrics mostly are, and each skipped ``detach`` / ``reshape`` is a dispatch saved per update)."""
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype != torch.float32:
+        t = t.float()
+    return t if t.dim() == 0 else t.reshape(())
+
+
 def finish_update(agent: Any, metrics: dict[str, torch.Tensor], step: int,
                   hooks: Iterable[Callable[[Any, int], dict | None]]) -> dict[str, float]:
     """Metrics tensors -> floats with one device sync, then the update hooks (whose metrics are merged in). The
@@ -38,7 +48,7 @@ def finish_update(agent: Any, metrics: dict[str, torch.Tensor], step: int,
     for metric_hook in getattr(agent, "metric_hooks", ()):
         metrics.update(metric_hook(agent, step))
     names = list(metrics)
-    values = torch.stack([metrics[k].detach().float().reshape(()) for k in names]).tolist() if names else []
+    values = torch.stack([_scalar(metrics[k]) for k in names]).tolist() if names else []
     out = dict(zip(names, values))
     for hook in hooks:
         extra = hook(agent, step)
