@@ -41,13 +41,25 @@ def test_trajectory_quality():
         trajectory_quality(float("nan"), 0.0, 1.0)
 
 
-def test_bins_lie_between_the_given_min_and_max():
-    x = np.array([[0.0], [0.005], [0.01], [0.5], [0.999], [1.0], [-5.0], [7.0]])
-    np.testing.assert_array_equal(bin_columns(x, [0.0], [1.0]).ravel(), [0, 0, 1, 50, 99, 99, 0, 99])
-    np.testing.assert_array_equal(bin_columns(x, [0.0], [1.0], bins=4).ravel(), [0, 0, 0, 2, 3, 3, 0, 3])
-    np.testing.assert_array_equal(bin_columns(x, [3.0], [3.0]).ravel(), np.zeros(8))  # constant column
+def test_bins_are_the_authors_digitize_of_a_linspace():
+    x = np.array([[0.0], [0.005], [0.0102], [0.5], [0.999], [1.0], [-5.0], [7.0]])
+    # np.digitize(x, np.linspace(0, 1, 100)): 99 intervals of width 1/99, 0 below the range, 100 at/above its max
+    np.testing.assert_array_equal(bin_columns(x, [0.0], [1.0]).ravel(), [1, 1, 2, 50, 99, 100, 0, 100])
+    np.testing.assert_array_equal(bin_columns(x, [0.0], [1.0]).ravel(),
+                                  np.digitize(x.ravel(), np.linspace(0.0, 1.0, num=100)))
+    np.testing.assert_array_equal(bin_columns(x, [0.0], [1.0], bins=4).ravel(), [1, 1, 1, 2, 3, 4, 0, 4])
+    np.testing.assert_array_equal(bin_columns(x, [3.0], [3.0]).ravel(), [0, 0, 0, 0, 0, 0, 0, 100])  # constant column
     with pytest.raises(ConfigError, match="finite"):
         bin_columns(np.array([[np.nan]]), [0.0], [1.0])
+
+
+def test_values_below_the_reference_range_get_their_own_bin():
+    """Clipping into the edge bins (the old binning) counted -1 and 0 as one pair; the authors' digitize does not."""
+    ref_s, ref_a = np.array([[0.0], [1.0]]), np.ones((2, 1))
+    assert count_unique_state_actions(np.array([[0.0], [-1.0]]), np.ones((2, 1)), [0.0, 1.0], [1.0, 1.0]) == 2
+    assert saco(np.array([[0.0], [-1.0], [-7.0]]), np.ones((3, 1)), ref_s, ref_a) == 1.0  # 2 pairs vs 2
+    # at or above the maximum: one bin, the maximum's own
+    assert saco(np.array([[1.0], [2.0], [5.0]]), np.ones((3, 1)), ref_s, ref_a) == 0.5
 
 
 def test_saco_counts_distinct_binned_pairs_against_the_reference():
@@ -60,7 +72,7 @@ def test_saco_counts_distinct_binned_pairs_against_the_reference():
     s = np.r_[np.repeat(grid[:5], 3), 0.001][:, None]
     a = -np.ones((16, 1))
     assert saco(s, a, ref_s, ref_a) == 0.25
-    # values beyond the reference range fall into its edge bins
+    # values at or beyond the reference maximum share the maximum's bin
     assert saco(np.array([[1.0], [2.0], [5.0]]), np.ones((3, 1)), ref_s, ref_a) == 1 / 20
     # the bins follow the reference's range, not the dataset's: [0, 0.004] is one bin of [0, 1]...
     tiny = np.array([[0.0], [0.002], [0.004]])
@@ -93,7 +105,7 @@ def _write_state_dataset(path, episodes, *, seed, obs="state", env_id="toy/env")
 
 def _unique_pairs(eps, low, high):
     rows = np.concatenate([np.concatenate([s[:-1], a], axis=1) for s, a in eps])
-    idx = np.clip(np.floor((rows - low) / (high - low) * 100), 0, 99)
+    idx = np.stack([np.digitize(rows[:, c], np.linspace(low[c], high[c], 100)) for c in range(rows.shape[1])], 1)
     return len({tuple(r) for r in idx})
 
 
@@ -105,14 +117,18 @@ def test_dataset_stats_with_reference_and_given_returns(tmp_path):
     out = dataset_stats(ds, reference=ref)
     assert out["episodes"] == 2 and out["transitions"] == 10
     assert out["returns"]["mean"] == 2.5  # returns 0 and 5
-    assert out["tq"] == pytest.approx((2.5 - 0.0) / (25.0 - 0.0))  # reference returns 0..25
-    assert out["tq_normalisation"]["source"].startswith("reference")
+    # without random / expert returns there is no TQ, only the proxy on the reference's return range, named so
+    assert "tq" not in out and "tq_normalisation" not in out
+    assert out["tq_reference_range"] == pytest.approx((2.5 - 0.0) / (25.0 - 0.0))  # reference returns 0..25
+    assert out["tq_reference_range_returns"] == {"min": 0.0, "max": 25.0}
     rows = np.concatenate([np.concatenate([s_[:-1], a_], axis=1) for s_, a_ in ref_eps])
     low, high = rows.min(axis=0), rows.max(axis=0)
     assert out["saco"] == pytest.approx(_unique_pairs(ref_eps[:2], low, high) / _unique_pairs(ref_eps, low, high))
     assert 0 < out["saco"] < 1
     given = dataset_stats(ds, random_return=0.0, expert_return=10.0)
-    assert given["tq"] == 0.25 and "saco" not in given
+    assert given["tq"] == 0.25 and "saco" not in given and "tq_reference_range" not in given
+    both = dataset_stats(ds, reference=ref, random_return=0.0, expert_return=10.0)
+    assert both["tq"] == 0.25 and "tq_reference_range" not in both
     with pytest.raises(ConfigError, match="both"):
         dataset_stats(ds, random_return=0.0)
     other, _ = _write_state_dataset(tmp_path / "other", 1, seed=1, env_id="toy/other")
@@ -120,7 +136,8 @@ def test_dataset_stats_with_reference_and_given_returns(tmp_path):
         dataset_stats(ds, reference=other)
     flat, _ = _write_state_dataset(tmp_path / "flat", 1, seed=1)  # one reference episode: no return range
     out = dataset_stats(ds, reference=flat)
-    assert out["tq"] is None and "--random-return" in out["tq_unavailable"] and out["saco"] > 0
+    assert out["tq_reference_range"] is None and "--random-return" in out["tq_reference_range_unavailable"]
+    assert "tq" not in out and out["saco"] > 0
 
 
 def test_saco_states_of_pixel_datasets(tmp_path):
@@ -131,7 +148,7 @@ def test_saco_states_of_pixel_datasets(tmp_path):
     with pytest.raises(ConfigError, match="pixels\\+state"):
         state_action_arrays(pixels)
     out = dataset_stats(pixels, reference=pixels)
-    assert out["saco"] is None and "pixels+state" in out["saco_unavailable"] and "tq" in out
+    assert out["saco"] is None and "pixels+state" in out["saco_unavailable"] and "tq_reference_range" in out
 
 
 def test_histogram_png(tmp_path):
@@ -148,7 +165,8 @@ def test_stats_cli(tmp_path, capsys):
                         "--png", str(tmp_path / "h.png")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     out = json.loads(lines[-1])
-    assert out["episodes"] == 2 and out["tq"] == pytest.approx(2.5 / 15.0) and 0 < out["saco"] <= 1
+    assert out["episodes"] == 2 and out["tq_reference_range"] == pytest.approx(2.5 / 15.0) and 0 < out["saco"] <= 1
+    assert "tq" not in out and any("a proxy, not the paper's TQ" in line for line in lines)
     assert (tmp_path / "h.png").exists() and any("SACo" in line for line in lines)
     assert cmd_dataset(["stats", str(tmp_path / "ds"), "--random-return", "0", "--expert-return", "5"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tq"] == 0.5

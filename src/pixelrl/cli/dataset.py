@@ -70,7 +70,8 @@ class StatsArgs:
     """The dataset folder."""
     reference: Optional[str] = None
     """Reference dataset folder (e.g. the replay of an online run): SACo is measured against it, and without
-    --random-return/--expert-return TQ is normalised by its lowest and highest episode return."""
+    --random-return/--expert-return a proxy TQ normalised by its lowest and highest episode return is reported
+    (``tq_reference_range``; ``tq`` itself needs both returns)."""
     random_return: Optional[float] = None
     """Return of a random policy (TQ = 0)."""
     expert_return: Optional[float] = None
@@ -78,7 +79,8 @@ class StatsArgs:
     png: Optional[str] = None
     """Write a histogram of episode returns to this PNG."""
     bins: int = 100
-    """Bins per state/action column for SACo (the paper's 100)."""
+    """Bin edges per state/action column for SACo (the paper's 100; the authors' ``np.digitize`` with
+    ``np.linspace(min, max, 100)``, plus a bin below the reference's minimum and one at or above its maximum)."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,15 @@ def _stats(a: StatsArgs) -> int:
         n = out["tq_normalisation"]
         print(f"  TQ:   {out['tq']:.3f} (random {n['random_return']:.2f}, expert {n['expert_return']:.2f}: "
               f"{n['source']})")
-    elif "tq_unavailable" in out:
-        print(f"  TQ:   not available: {out['tq_unavailable']}")
+    elif "tq_reference_range_returns" in out:
+        print("  TQ:   needs --random-return and --expert-return (the returns of a random and an expert policy)")
+        n = out["tq_reference_range_returns"]
+        if out.get("tq_reference_range") is not None:
+            print(f"  TQ against the reference's return range (a proxy, not the paper's TQ): "
+                  f"{out['tq_reference_range']:.3f} (reference episodes return {n['min']:.2f} .. {n['max']:.2f})")
+        else:
+            print(f"  TQ against the reference's return range: not available: "
+                  f"{out['tq_reference_range_unavailable']}")
     if ref is not None:
         if out.get("saco") is None:
             print(f"  SACo: not available: {out['saco_unavailable']}")

@@ -5,10 +5,16 @@ Definitions follow "A Dataset Perspective on Offline Reinforcement Learning" (Sc
 * **TQ** (exploitation): ``TQ(D) = (mean_return(D) - g_random) / (g_expert - g_random)``, the dataset's mean
   episode return normalised between a random and an expert policy's return (0 = random, 1 = expert).
 * **SACo** (exploration): ``SACo(D) = u(D) / u(D_ref)``, where ``u`` counts the distinct state-action pairs: each
-  column of ``[state, action]`` is binned into 100 equal bins between the *reference* data's minimum and maximum
-  of that column (values outside the reference range fall into the edge bins), and distinct rows of bin indices
-  are counted. The authors estimate the count with HyperLogLog (relative error 0.01); here it is exact
-  (``np.unique`` on the bin indices), which the dataset sizes of pixelrl allow.
+  column of ``[state, action]`` is binned between the *reference* data's minimum and maximum of that column, and
+  distinct rows of bin indices are counted. The binning is the authors' (``kschweig/OfflineRL``,
+  ``source/offline_ds_evaluation/evaluator.py``, ``get_unique_states``): ``np.digitize(x, np.linspace(min, max,
+  num=100))``, so values below the reference minimum get a bin of their own (index 0) and values at or above the
+  maximum share the last one (index 100) instead of being clipped into the edge bins of the range. The authors
+  estimate the count with HyperLogLog (relative error 0.01); here it is exact (``np.unique`` on the bin indices),
+  which the dataset sizes of pixelrl allow.
+* **TQ with a reference only.** Without ``g_random`` / ``g_expert`` :func:`dataset_stats` reports no ``tq``; it
+  reports ``tq_reference_range`` instead, the same formula with the reference's lowest and highest episode return
+  (a proxy, under its own key so that it is never mistaken for the paper's TQ).
 
 SACo needs low-dimensional states. A dataset of plain state observations uses them; a ``pixels+state`` dataset uses
 its ``state`` entry; a pixels-only dataset raises ``ConfigError`` (binning raw pixels makes every frame distinct, so
@@ -43,7 +49,8 @@ __all__ = [
 
 #: Quantiles reported by :func:`return_stats`.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-#: Bins per column of ``[state, action]`` for SACo (the paper's value).
+#: Bin edges per column of ``[state, action]`` for SACo: the ``num`` of the authors' ``np.linspace(min, max, num)``
+#: (the paper's "100 bins").
 SACO_BINS = 100
 
 
@@ -72,11 +79,17 @@ def trajectory_quality(mean_return: float, random_return: float, expert_return: 
 
 
 def bin_columns(x: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = SACO_BINS) -> np.ndarray:
-    """Bin index of every entry of ``x [N, d]`` for column ranges ``[low, high]`` split into ``bins`` equal bins.
+    """Bin index of every entry of ``x [N, d]`` for column ranges ``[low, high]``, as the authors bin.
 
-    ``floor((x - low) / (high - low) * bins)`` clipped to ``[0, bins - 1]`` (the maximum falls into the last bin,
-    values outside the range into the edge bins); a constant column (``high == low``) is bin 0. Returns int32.
+    Per column ``np.digitize(x, np.linspace(low, high, num=bins))``: ``bins`` equally spaced edges, index ``i`` for
+    ``edge[i-1] <= x < edge[i]``. So ``0`` holds the values below ``low``, ``1 .. bins - 1`` the ``bins - 1`` equal
+    intervals of the range, and ``bins`` the values at or above ``high`` (the maximum itself included). Values
+    outside the range are not clipped into the range's edge intervals (which would undercount the coverage of data
+    that leaves the reference's range). A constant column (``high == low``) has two bins: below it (0) and the rest
+    (``bins``). Returns int32 in ``[0, bins]``.
     """
+    if int(bins) < 1:
+        raise ConfigError(f"bins must be >= 1, got {bins}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ConfigError(f"expected an [N, d] array of rows, got shape {x.shape}")
@@ -86,11 +99,10 @@ def bin_columns(x: np.ndarray, low: np.ndarray, high: np.ndarray, bins: int = SA
         raise ConfigError(f"column ranges have {low.size}/{high.size} entries for {x.shape[1]} columns")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ConfigError("SACo needs finite states and actions (found NaN or infinity)")
-    width = high - low
-    safe = np.where(width > 0, width, 1.0)
-    idx = np.floor((x - low) / safe * bins)
-    idx = np.where(width > 0, idx, 0.0)
-    return np.clip(idx, 0, bins - 1).astype(np.int32)
+    out = np.empty(x.shape, dtype=np.int32)
+    for c in range(x.shape[1]):  # np.digitize with increasing edges == searchsorted(side='right')
+        out[:, c] = np.searchsorted(np.linspace(low[c], high[c], num=int(bins)), x[:, c], side="right")
+    return out
 
 
 def count_unique_state_actions(states: np.ndarray, actions: np.ndarray, low: np.ndarray, high: np.ndarray,
@@ -115,7 +127,7 @@ def _rows(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
 def saco(states: np.ndarray, actions: np.ndarray, ref_states: np.ndarray, ref_actions: np.ndarray, *,
          bins: int = SACO_BINS) -> float:
     """``SACo = u(D) / u(D_ref)``: distinct binned state-action pairs of the dataset over those of the reference,
-    both binned between the reference's per-column minimum and maximum."""
+    both binned (:func:`bin_columns`) between the reference's per-column minimum and maximum."""
     if int(bins) < 1:
         raise ConfigError(f"bins must be >= 1, got {bins}")
     ref = _rows(ref_states, ref_actions)
@@ -164,11 +176,14 @@ def dataset_stats(dataset: Any, *, reference: Any = None, random_return: float |
                   expert_return: float | None = None, bins: int = SACO_BINS) -> dict[str, Any]:
     """Size, return distribution, TQ and SACo of an :class:`~pixelrl.data.dataset.OfflineDataset`.
 
-    TQ uses ``random_return`` and ``expert_return`` when both are given. With a ``reference`` dataset and no
-    returns, it uses the reference's lowest and highest episode return as ``g_random`` and ``g_expert`` (a proxy:
-    the paper's reference is the replay of an online run, whose episodes range from near-random to its final
-    policy); the JSON says which (``tq_normalisation``). SACo needs ``reference`` and low-dimensional states (see
-    :func:`state_action_arrays`); without states ``saco`` is None and ``saco_unavailable`` says why.
+    ``tq`` (the paper's TQ) is reported when both ``random_return`` and ``expert_return`` are given, with
+    ``tq_normalisation``. With a ``reference`` dataset and no returns there is no ``tq``: ``tq_reference_range`` is the
+    same formula with the reference's lowest and highest episode return as ``g_random`` and ``g_expert``, with
+    ``tq_reference_range_returns`` (a proxy: the paper's reference is the replay of an online run, whose episodes
+    range from near-random to its final policy, but its TQ uses the returns of a random and an expert policy).
+    ``tq_reference_range_unavailable`` says why it is missing when every reference episode has the same return.
+    SACo needs ``reference`` and low-dimensional states (see :func:`state_action_arrays`); without states ``saco`` is
+    None and ``saco_unavailable`` says why.
     """
     returns = dataset.episode_returns()
     out: dict[str, Any] = {
@@ -192,14 +207,13 @@ def dataset_stats(dataset: Any, *, reference: Any = None, random_return: float |
     elif reference is not None:
         ref_returns = reference.episode_returns()
         lo, hi = float(ref_returns.min()), float(ref_returns.max())
-        out["tq_normalisation"] = {"random_return": lo, "expert_return": hi,
-                                   "source": "reference min/max episode return"}
+        out["tq_reference_range_returns"] = {"min": lo, "max": hi}
         if hi > lo:
-            out["tq"] = trajectory_quality(returns.mean(), lo, hi)
+            out["tq_reference_range"] = trajectory_quality(returns.mean(), lo, hi)
         else:
-            out["tq"] = None
-            out["tq_unavailable"] = (f"every episode of the reference returns {lo}; pass --random-return and "
-                                     "--expert-return")
+            out["tq_reference_range"] = None
+            out["tq_reference_range_unavailable"] = (f"every episode of the reference returns {lo}; pass "
+                                                     "--random-return and --expert-return for TQ")
     if reference is not None:
         out["saco_reference"] = str(reference.path)
         out["saco_bins"] = int(bins)
