@@ -169,7 +169,7 @@ def test_dormant_ratio_sees_every_expert_and_gate_layer():
 @pytest.mark.parametrize(
     "kw", [dict(snapshots=0), dict(perturb_interval=0), dict(alpha_min=0.5, alpha_max=0.4), dict(alpha_max=1.2),
            dict(stddev_scale=0.0), dict(dormant_mode="mean"), dict(perturb_nets=()),
-           dict(perturb_nets=("actor", "actor"))]
+           dict(perturb_nets=("actor", "actor")), dict(reset_optimizer="encoder")]
 )
 def test_config_errors(kw):
     with pytest.raises(ConfigError):
@@ -208,11 +208,27 @@ def test_install_moe_exploration_and_task_perturbation_on_agent():
     assert m2["mentor_perturbs"] == 1.0
     alpha = m2["mentor_perturb_alpha"]
     assert alpha == pytest.approx(min(max(0.2, 1 - 2 * m2["dormant_ratio"]), 1.0))
-    # moments of every perturbed parameter are gone; the LayerNorm's (not perturbed) are kept
+    # the authors' code resets every optimizer (encoder, actor, critic, value predictor) at a perturbation
     perturbed = perturbable_params({"actor": agent.actor, "critic": agent.critic})
     assert "actor.policy.2.experts.0.weight" in perturbed
-    assert not any(p in agent.actor_opt.state or p in agent.critic_opt.state for p in perturbed.values())
-    assert agent.actor.trunk[1].weight in agent.actor_opt.state
+    assert len(agent.actor_opt.state) == 0 and len(agent.critic_opt.state) == 0
+
+
+def test_perturb_resets_all_optimizer_state_by_default():
+    """MENTOR's perturb(): utils.perturb(..., optimizer) sets optimizer.state = defaultdict(dict) for the encoder,
+    actor, critic and value-predictor optimizers -- not only the perturbed layers' moments."""
+    assert MentorConfig().reset_optimizer == "all"
+    agent = make_agent(MentorConfig(moe=TINY_MOE, snapshots=2, perturb_interval=2, perturb_nets=("actor",)),
+                       value_blend="expectile")
+    agent.update(make_batch(0), step=1)
+    agent.observe_episode(1.0, 1)
+    kept = [agent.actor.trunk[1].weight, *agent.encoder.parameters(), *agent.critic.parameters()]
+    assert all(p in agent.actor_opt.state or p in agent.critic_opt.state for p in kept)
+    hooks, agent.update_hooks = agent.update_hooks, []
+    agent.update(make_batch(1), step=2)  # the update's own steps, then the perturbation by hand
+    for h in hooks:
+        h(agent, 2)
+    assert len(agent.actor_opt.state) == 0 and len(agent.critic_opt.state) == 0
 
 
 def test_perturbation_mixes_towards_the_snapshots():
@@ -235,8 +251,9 @@ def test_perturbation_mixes_towards_the_snapshots():
         torch.testing.assert_close(p.detach(), 0.2 * trained[k] + 0.8 * snap[k])
 
 
-def test_perturb_resets_only_the_perturbed_nets_optimizer_state():
-    agent = make_agent(MentorConfig(moe=TINY_MOE, snapshots=2, perturb_interval=2, perturb_nets=("actor",)))
+def test_perturb_resets_only_the_perturbed_nets_optimizer_state_when_asked():
+    agent = make_agent(MentorConfig(moe=TINY_MOE, snapshots=2, perturb_interval=2, perturb_nets=("actor",),
+                                    reset_optimizer="perturbed"))
     agent.update(make_batch(0), step=1)
     agent.observe_episode(1.0, 1)
     critic_state = {p: s["exp_avg"].clone() for p, s in agent.critic_opt.state.items()}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
-from pixelrl.data.replay import ReplayBuffer
+from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms import taco
 from pixelrl.mechanisms.taco import (
@@ -192,7 +192,7 @@ def _replay(obs_space, nstep=3, seed=0) -> ReplayBuffer:
 
 def _extras(agent) -> dict:
     """What the trainer passes to ReplayBuffer.sample for the agent's batch_extras."""
-    return {name: True for name in agent.batch_extras}
+    return sample_kwargs(agent.batch_extras)
 
 
 STATE = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
@@ -229,16 +229,119 @@ def test_install_update_reports_taco_terms_and_steps_every_part_once(obs_space):
 def test_update_without_action_seq_raises_clear_error():
     agent = _agent(STATE)
     batch = _replay(STATE).sample(16)  # extras not requested
-    with pytest.raises(ConfigError, match="action_seq=True"):
+    with pytest.raises(ConfigError, match="action_seq"):
         agent.update(batch, step=0)
 
 
-def test_nstep_must_equal_multistep():
-    with pytest.raises(ConfigError, match="nstep"):
-        _agent(STATE, nstep=1)
-    agent = _agent(STATE, nstep=1, taco=TACOConfig(multistep=1))
+def test_multistep_is_independent_of_nstep():
+    """TACO's walker task files: nstep 1 (the TD target) with multistep 3 (the contrastive horizon). Today's code
+    refused K != n; the replay now gives the K-step window and o_(t+K) besides the 1-step transition."""
+    agent = _agent(STATE, nstep=1)
+    assert agent.cfg.taco.multistep == 3 and agent.batch_extras == {"action_seq": 3}
     batch = _replay(STATE, nstep=1).sample(16, **_extras(agent))
-    assert np.isfinite(agent.update(batch, step=0)["taco_loss"])
+    assert batch.extras["action_seq"].shape == (16, 3, A) and batch.extras["seq_next_obs"].shape == (16, 5)
+    metrics = agent.update(batch, step=0)
+    assert np.isfinite(metrics["taco_loss"]) and np.isfinite(metrics["taco_contrastive"])
+    # K = n: the n-step window, nothing extra
+    same = _agent(STATE, nstep=1, taco=TACOConfig(multistep=1))
+    assert same.batch_extras == {"action_seq"}
+    assert np.isfinite(same.update(_replay(STATE, nstep=1).sample(16, **_extras(same)), step=0)["taco_loss"])
+    with pytest.raises(ConfigError, match="action_seq=3"):
+        agent.update(_replay(STATE, nstep=1).sample(16, action_seq=True), step=1)  # a 1-step window
+
+
+def test_replay_window_longer_than_nstep_reads_o_t_plus_k():
+    """sample(action_seq=K) with nstep 1: actions a_t..a_(t+K-1), o_(t+K) (or the last observation inside the
+    episode, masked), while reward / next_obs stay 1-step."""
+    space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    buf = ReplayBuffer(space, gym.spaces.Box(-1, 1, (A,), np.float32), 100, frame_stack=1, nstep=1, seed=0)
+    t_abs = 0
+    for length in (9, 5):
+        buf.add_first(np.array([t_abs], np.float32))
+        for t in range(length):
+            t_abs += 1
+            buf.add(np.full(A, t_abs / 100, np.float32), 1.0, np.array([t_abs], np.float32), False, t == length - 1)
+        t_abs += 1000
+    b = buf.sample(256, action_seq=3)
+    t0 = b.obs[:, 0]
+    torch.testing.assert_close(b.next_obs[:, 0], t0 + 1)  # 1-step transition
+    assert torch.all(b.reward == 1.0)
+    mask = b.extras["seq_mask"]
+    steps = mask.sum(dim=1)
+    torch.testing.assert_close(b.extras["seq_next_obs"][:, 0], t0 + steps)
+    for k in range(3):
+        expect = torch.where(mask[:, k] > 0, (t0 + k + 1) / 100, torch.zeros_like(t0))
+        torch.testing.assert_close(b.extras["action_seq"][:, k, 0], expect)
+    assert (steps == 3).any() and (steps < 3).any()
+
+
+def test_taco_walker_preset_keeps_nstep_1_with_k_3():
+    from pixelrl.train.setup import build_config
+
+    cfg = build_config("dmc/walker-walk", "taco", preset="paper", fill_run_dir=False)
+    assert (cfg.agent.nstep, cfg.agent.taco.multistep, cfg.agent.batch_size) == (1, 3, 1024)
+    cheetah = build_config("dmc/cheetah-run", "taco", preset="paper", fill_run_dir=False)
+    assert (cheetah.agent.nstep, cheetah.agent.taco.multistep) == (3, 3)
+    # --agent.aux taco on DrQ-v2's walker preset keeps the preset's n = 1
+    mixed = build_config("dmc/walker-walk", "drqv2", preset="paper", fill_run_dir=False, agent={"aux": ("taco",)})
+    assert mixed.agent.nstep == 1
+
+
+def test_separate_optimizer_reproduces_the_reference_double_step(monkeypatch):
+    """optimizer='separate' (the authors' taco_opt): after the critic, actor and target steps, the TACO loss is
+    computed with the *updated* encoder and stepped by a second Adam over encoder + action encoder + TACO module --
+    so the encoder gets two Adam steps per update, from two sets of moments. 'joint' (default): one step."""
+    assert TACOConfig().optimizer == "joint"
+    seen = {}
+    real = taco.taco_loss
+
+    def spy(module, action_encoder, cfg, **kw):
+        seen["encoder"] = [p.detach().clone() for p in agent.encoder.parameters()]
+        seen["actor"] = [p.detach().clone() for p in agent.actor.parameters()]
+        return real(module, action_encoder, cfg, **kw)
+
+    monkeypatch.setattr(taco, "taco_loss", spy)
+    agent = _agent(PIXELS, taco=TACOConfig(optimizer="separate"))
+    enc0 = [p.detach().clone() for p in agent.encoder.parameters()]
+    act0 = [p.detach().clone() for p in agent.actor.parameters()]
+    metrics = agent.update(_replay(PIXELS).sample(16, **_extras(agent)), step=0)
+    for key in ("taco_loss", "taco_contrastive", "taco_curl", "taco_reward"):
+        assert np.isfinite(metrics[key]) and metrics[key] != 0.0, key
+    # the TACO loss saw the encoder after the critic step and the actor after its step
+    assert not any(torch.equal(a, b) for a, b in zip(enc0, seen["encoder"]))
+    assert not any(torch.equal(a, b) for a, b in zip(act0, seen["actor"]))
+    # ... and its own optimizer moved the encoder again
+    assert not any(torch.equal(a, p) for a, p in zip(seen["encoder"], agent.encoder.parameters()))
+    for p in agent.encoder.parameters():
+        assert int(agent.critic_opt.state[p]["step"]) == 1
+    taco_opt = agent.state_dict()["mech"]["taco_separate"]["opt"]
+    n_enc = len(list(agent.encoder.parameters()))
+    n_all = n_enc + len(list(agent.action_encoder.parameters())) + sum(
+        1 for _ in TACOModule(1, 3, 3, 8, 16).parameters())
+    assert len(taco_opt["state"]) == n_all and all(int(st["step"]) == 1 for st in taco_opt["state"].values())
+    assert taco_opt["param_groups"][0]["lr"] == agent.cfg.lr
+
+    # joint: the TACO loss is computed inside the critic loss, before any step
+    joint = _agent(PIXELS)
+    agent = joint
+    enc0 = [p.detach().clone() for p in joint.encoder.parameters()]
+    joint.update(_replay(PIXELS).sample(16, **_extras(joint)), step=0)
+    assert all(torch.equal(a, b) for a, b in zip(enc0, seen["encoder"]))
+
+
+def test_separate_optimizer_state_round_trip():
+    buf = _replay(STATE)
+    a = _agent(STATE, taco=TACOConfig(optimizer="separate"))
+    for step in range(2):
+        a.update(buf.sample(16, **_extras(a)), step=step)
+    b = _agent(STATE, taco=TACOConfig(optimizer="separate"))
+    b.load_state_dict(a.state_dict())
+    batch = buf.sample(16, **_extras(a))
+    torch.manual_seed(3)
+    ma = a.update(batch, step=2)
+    torch.manual_seed(3)
+    mb = b.update(batch, step=2)
+    assert ma == mb
 
 
 def test_install_refuses_identity_action_encoder():

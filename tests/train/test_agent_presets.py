@@ -60,11 +60,12 @@ def test_agent_presets_select_their_mechanisms(tmp_path):
     drm = _config(tmp_path, "drm", 1000, {}).agent
     assert (drm.exploration, drm.perturb, drm.value_blend) == ("awakened", "dormant", "expectile")
     taco = build_config("dmc/walker-walk", "taco", preset="paper", run_dir=str(tmp_path / "t")).agent
-    assert taco.aux == ("taco",) and taco.batch_size == 1024 and taco.nstep == 3  # walker's n=1 does not leak
-    # a mechanism added to another agent from the config (the CLI's --agent.aux taco) gets TACO's n-step window
+    # TACO's walker task files: n = 1 with the contrastive horizon K = 3; taco.yaml's batch 1024 wins
+    assert taco.aux == ("taco",) and taco.batch_size == 1024 and (taco.nstep, taco.taco.multistep) == (1, 3)
+    # a mechanism added to another agent from the config (the CLI's --agent.aux taco) keeps the preset's n
     combo = build_config("dmc/walker-walk", "drqv2", preset="paper", run_dir=str(tmp_path / "c"),
                          agent={"aux": ("taco",), "critic": "hl-gauss"}).agent
-    assert combo.nstep == combo.taco.multistep == 3 and combo.critic == "hl-gauss"
+    assert (combo.nstep, combo.taco.multistep) == (1, 3) and combo.critic == "hl-gauss"
     mentor = _config(tmp_path, "mentor", 1000, {}).agent
     assert (mentor.moe, mentor.exploration, mentor.perturb) == ("actor", "dormant", "task")
     sac_state = build_config("dmc/cartpole-swingup", "sac", preset="none", obs="state",
@@ -101,15 +102,16 @@ def test_combined_mechanisms_train_and_resume_exactly(tmp_path):
         assert a == b, f"{kind} rows differ after resume"
 
 
-def test_cli_gives_taco_its_nstep_unless_the_user_set_it(tmp_path):
+def test_cli_keeps_the_presets_nstep_with_taco(tmp_path):
+    """TACO's K-step window is read separately from the n-step return (the authors' walker files: n = 1, K = 3), so
+    adding --agent.aux taco no longer changes n."""
     from pixelrl.train.setup import reconcile_cli_agent
 
     cfg = build_config("dmc/walker-walk", "drqv2", preset="paper", run_dir=str(tmp_path / "w"))
     assert cfg.agent.nstep == 1  # walker's task preset
     with_taco = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, aux=("taco",)))
-    assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco"]).agent.nstep == 3
-    assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco", "--agent.nstep", "1"]).agent.nstep == 1
-    assert reconcile_cli_agent(cfg, []).agent.nstep == 1  # no TACO: untouched
+    assert reconcile_cli_agent(with_taco, ["--agent.aux", "taco"]).agent.nstep == 1
+    assert reconcile_cli_agent(cfg, []).agent.nstep == 1
 
 
 @pytest.mark.slow

@@ -13,13 +13,16 @@ SUMMARY = "MENTOR: DrQ-v2 + MoE actor, dormant-ratio exploration, task-oriented 
 
 def preset(env_id: str) -> dict:
     """MENTOR's overrides of the DrQ-v2 config for ``env_id``. As in the authors' agent, DrM's expectile value
-    blend is on too, and alpha_max is chosen per domain like DrM's (Meta-World: perturbation every 50k updates,
-    alpha_max 0.95, constant blend weight 0.5)."""
-    from pixelrl.mechanisms.drm import alpha_max_for
+    blend is on too, and alpha_max / lambda_max are set per task from its task files (DrM's values; Meta-World:
+    perturbation every 50k updates, alpha_max 0.95, constant blend weight 0.5). The per-task class, lr,
+    feature_dim, batch and replay size come from ``pixelrl.agents.presets.MENTOR_TASKS``."""
+    from pixelrl.mechanisms.drm import task_settings
     from pixelrl.mechanisms.mentor import ACTOR_GRAD_CLIP
 
+    task = task_settings(env_id)  # MENTOR's DMC task files carry DrM's values
     over = {"moe": "actor", "exploration": "dormant", "perturb": "task", "value_blend": "expectile",
-            "log_dormant": True, "actor_grad_clip": ACTOR_GRAD_CLIP, "mentor.alpha_max": alpha_max_for(env_id)}
+            "log_dormant": True, "actor_grad_clip": ACTOR_GRAD_CLIP, "mentor.alpha_max": task["alpha_max"],
+            "drm.lambda_max": task["lambda_max"]}
     if env_id.startswith("metaworld/"):
         over.update({"mentor.perturb_interval": 50_000, "drm.lambda_const": 0.5})
     return over

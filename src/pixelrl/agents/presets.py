@@ -1,39 +1,116 @@
-"""DrQ-v2 presets: per-task overrides from the paper's task lists, and ``cpu_fast`` for quick CPU runs.
+"""Per-task presets from the authors' task configs, and ``cpu_fast`` for quick CPU runs.
 
 Keys are :class:`~pixelrl.agents.drqv2.DrQv2Config` fields, plus ``frames`` (trainer: total env frames) and
 env options (``size``, ``action_repeat``); the trainer splits them.
+
+Each method's repository has its own ``cfgs/task/*.yaml``; the preset of each agent follows its own repository
+(:data:`TASKS`): ``drqv2`` (and every agent without a table of its own) DrQ-v2's, ``drm`` DrM's, ``taco`` TACO's,
+``mentor`` MENTOR's. A task file names a class (``easy`` / ``medium`` / ``hard``: the exploration-std decay and the
+run length, :data:`DIFFICULTY`) and a few per-task overrides (learning rate, feature_dim, batch size, n-step,
+replay size). A task that a method's repository has no file for (DrM on walker_walk, TACO on humanoid_run, ...) uses
+DrQ-v2's file for it, the file all three forks started from.
+Per-task mechanism settings (DrM's / MENTOR's alpha_max and lambda) are applied by the agents' own presets
+(``pixelrl.agents.drm``, ``pixelrl.agents.mentor``), which read :data:`pixelrl.mechanisms.drm.DRM_TASK_SETTINGS`.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["EASY", "MEDIUM", "HARD_PREFIXES", "DIFFICULTY", "task_difficulty", "task_preset", "cpu_fast"]
+__all__ = ["EASY", "MEDIUM", "HARD_PREFIXES", "DIFFICULTY", "TASKS", "task_difficulty", "task_preset", "cpu_fast"]
 
-EASY = frozenset(
-    {
-        "cartpole_balance", "cartpole_balance_sparse", "cartpole_swingup", "cup_catch", "finger_spin",
-        "hopper_stand", "pendulum_swingup", "walker_stand", "walker_walk", "reacher_easy",
-    }
-)
-"""DrQ-v2's easy tasks: sigma decays over 100k agent steps, 1.1M frames."""
+_HARD_LR = {"lr": 8e-5, "feature_dim": 100}  # the humanoid / dog task files: lr 8e-5 and a 100-d bottleneck
 
-MEDIUM = frozenset(
-    {
-        "acrobot_swingup", "cartpole_swingup_sparse", "cheetah_run", "finger_turn_easy", "finger_turn_hard",
-        "hopper_hop", "quadruped_run", "quadruped_walk", "reach_duplo", "reacher_hard", "walker_run",
-    }
-)
-"""DrQ-v2's medium tasks: sigma decays over 500k agent steps, 3.1M frames."""
+DRQV2_TASKS: dict[str, tuple[str, dict]] = {
+    # facebookresearch/drqv2 cfgs/task/*.yaml
+    "cartpole_balance": ("easy", {}),
+    "cartpole_balance_sparse": ("easy", {}),
+    "cartpole_swingup": ("easy", {}),
+    "cup_catch": ("easy", {}),
+    "finger_spin": ("easy", {}),
+    "hopper_stand": ("easy", {}),
+    "pendulum_swingup": ("easy", {}),
+    "walker_stand": ("easy", {"nstep": 1, "batch_size": 512}),
+    "walker_walk": ("easy", {"nstep": 1, "batch_size": 512}),
+    "acrobot_swingup": ("medium", {}),
+    "cartpole_swingup_sparse": ("medium", {}),
+    "cheetah_run": ("medium", {}),
+    "finger_turn_easy": ("medium", {}),
+    "finger_turn_hard": ("medium", {}),
+    "hopper_hop": ("medium", {}),
+    "quadruped_run": ("medium", {"replay_capacity": 100_000}),
+    "quadruped_walk": ("medium", {}),
+    "reach_duplo": ("medium", {}),
+    "reacher_easy": ("medium", {}),  # medium in the authors' file (reacher_easy.yaml: defaults medium)
+    "reacher_hard": ("medium", {}),
+    "walker_run": ("medium", {"nstep": 1, "batch_size": 512}),
+    "humanoid_run": ("hard", _HARD_LR),
+    "humanoid_stand": ("hard", _HARD_LR),
+    "humanoid_walk": ("hard", _HARD_LR),
+}
+"""DrQ-v2's task files: task -> (class, per-task overrides)."""
 
-HARD_PREFIXES = ("humanoid_",)
-"""DrQ-v2's hard tasks (humanoid_*): sigma over 2M agent steps, lr 8e-5, feature_dim 100, 30.1M frames."""
+DRM_TASKS: dict[str, tuple[str, dict]] = {
+    # XuGW-Kevin/DrM cfgs/task/*.yaml (DMC). Global config: nstep 3, batch 256 -- walker_run keeps n = 3.
+    "acrobot_swingup": ("medium", {}),
+    "acrobot_swingup_sparse": ("hard", {}),  # hard with DrQ-v2's lr and feature_dim
+    "cartpole_swingup_sparse": ("medium", {}),
+    "cheetah_run": ("medium", {}),
+    "hopper_hop": ("medium", {}),
+    "quadruped_run": ("medium", {"replay_capacity": 100_000}),
+    "quadruped_walk": ("medium", {"replay_capacity": 100_000}),
+    "reacher_easy": ("medium", {}),
+    "reacher_hard": ("medium", {}),
+    "walker_run": ("medium", {"batch_size": 512}),
+    "dog_run": ("hard", _HARD_LR),
+    "dog_stand": ("hard", _HARD_LR),
+    "dog_trot": ("hard", _HARD_LR),
+    "dog_walk": ("hard", _HARD_LR),
+    "humanoid_run": ("hard", _HARD_LR),
+    "humanoid_stand": ("hard", _HARD_LR),
+    "humanoid_walk": ("hard", _HARD_LR),
+    "manipulator_bring_ball": ("hard", {"lr": 8e-5}),  # lr 8e-5, feature_dim stays 50
+}
+"""DrM's task files: task -> (class, per-task overrides)."""
+
+MENTOR_TASKS: dict[str, tuple[str, dict]] = dict(DRM_TASKS)
+"""MENTOR's DMC task files (suninghuang19/mentor cfgs/task/*.yaml) are DrM's, value for value."""
+
+TACO_TASKS: dict[str, tuple[str, dict]] = {
+    # FrankZheng2022/TACO cfgs/task/*.yaml. The walker files set nstep 1 (batch 512, but cfgs/agent/taco.yaml's
+    # batch_size 1024 is composed after the task file and wins: the TACO agent preset sets it).
+    **{k: v for k, v in DRQV2_TASKS.items() if not k.startswith("humanoid_")},
+    "acrobot_swingup_sparse": ("medium", {}),
+    "manipulator_bring_ball": ("hard", {}),  # hard with DrQ-v2's lr and feature_dim
+}
+"""TACO's task files: DrQ-v2's (no humanoid) plus acrobot_swingup_sparse (medium) and manipulator_bring_ball."""
+
+TASKS: dict[str, dict[str, tuple[str, dict]]] = {
+    "drqv2": DRQV2_TASKS,
+    "drm": DRM_TASKS,
+    "mentor": MENTOR_TASKS,
+    "taco": TACO_TASKS,
+}
+"""agent name -> its repository's task table; agents not listed use DrQ-v2's."""
 
 DIFFICULTY = {
     "easy": {"stddev_schedule": "linear(1.0,0.1,100000)", "frames": 1_100_000},
     "medium": {"stddev_schedule": "linear(1.0,0.1,500000)", "frames": 3_100_000},
-    "hard": {"stddev_schedule": "linear(1.0,0.1,2000000)", "frames": 30_100_000, "lr": 8e-5, "feature_dim": 100},
+    "hard": {"stddev_schedule": "linear(1.0,0.1,2000000)", "frames": 30_100_000},
 }
+"""DrQ-v2's (and TACO's) class files: sigma decays over 100k / 500k / 2M agent steps, 1.1M / 3.1M / 30.1M frames.
+lr 8e-5 and feature_dim 100 are per-task (humanoid, dog), not part of the hard class. DrM's and MENTOR's medium and
+hard files are the same; their ``easy.yaml`` (210k frames, sigma over 40k agent steps) is named by none of their task
+files, so it is not used here."""
+
+EASY = frozenset(k for k, (c, _) in DRQV2_TASKS.items() if c == "easy")
+"""DrQ-v2's easy tasks: sigma decays over 100k agent steps, 1.1M frames."""
+
+MEDIUM = frozenset(k for k, (c, _) in DRQV2_TASKS.items() if c == "medium")
+"""DrQ-v2's medium tasks: sigma decays over 500k agent steps, 3.1M frames."""
+
+HARD_PREFIXES = ("humanoid_",)
+"""DrQ-v2's hard tasks (humanoid_*): sigma over 2M agent steps, lr 8e-5, feature_dim 100, 30.1M frames."""
 
 
 def _task_name(env_id: str) -> str:
@@ -42,34 +119,34 @@ def _task_name(env_id: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def task_difficulty(env_id: str) -> str | None:
-    """'easy' / 'medium' / 'hard' for a DrQ-v2 DMC task, None for a task outside the paper's lists."""
+def _lookup(env_id: str, agent: str) -> tuple[str, dict] | None:
+    """(class, per-task overrides) of ``env_id`` in ``agent``'s table, else in DrQ-v2's."""
+    if env_id.startswith(("metaworld/", "adroit/")):
+        return None
     name = _task_name(env_id)
-    if name in EASY:
-        return "easy"
-    if name in MEDIUM:
-        return "medium"
-    if name.startswith(HARD_PREFIXES):
-        return "hard"
-    return None
+    table = TASKS.get(agent, DRQV2_TASKS)
+    return table.get(name, DRQV2_TASKS.get(name))
 
 
-def task_preset(env_id: str) -> dict:
-    """DrQ-v2's per-task overrides for ``env_id`` (``{}`` for a task outside the paper's lists).
+def task_difficulty(env_id: str, agent: str = "drqv2") -> str | None:
+    """'easy' / 'medium' / 'hard' for a DMC task in ``agent``'s repository (or DrQ-v2's), None for a task outside
+    the lists."""
+    found = _lookup(env_id, agent)
+    return None if found is None else found[0]
 
-    Difficulty sets ``stddev_schedule`` and ``frames`` (and lr / feature_dim for hard tasks); walker tasks use
-    ``nstep=1`` and ``batch_size=512``; quadruped_run uses ``replay_capacity=100_000``.
+
+def task_preset(env_id: str, agent: str = "drqv2") -> dict:
+    """The per-task overrides of ``agent``'s repository for ``env_id`` (``{}`` for a task outside the lists).
+
+    The class sets ``stddev_schedule`` and ``frames``; per-task entries add e.g. lr / feature_dim (humanoid, dog,
+    manipulator), ``nstep=1`` and ``batch_size=512`` (DrQ-v2's and TACO's walker tasks; DrM's walker_run: batch 512
+    with n = 3), ``replay_capacity=100_000`` (quadruped_run; DrM/MENTOR also quadruped_walk).
     """
-    difficulty = task_difficulty(env_id)
-    if difficulty is None:
+    found = _lookup(env_id, agent)
+    if found is None:
         return {}
-    out = dict(DIFFICULTY[difficulty])
-    name = _task_name(env_id)
-    if name.startswith("walker_"):
-        out.update(nstep=1, batch_size=512)
-    if name == "quadruped_run":
-        out.update(replay_capacity=100_000)
-    return out
+    difficulty, extra = found
+    return {**DIFFICULTY[difficulty], **extra}
 
 
 cpu_fast: dict = {

@@ -30,7 +30,9 @@ Transition ``t`` is *sampleable* when
 over sampleable transitions with the buffer's own ``numpy.random.Generator(PCG64(seed))``.
 
 On request (``sample(..., action_seq=True)``) a batch also carries the window's actions
-``a_t .. a_{t+n-1}`` (zero-padded after the ``m`` steps, with a mask), read from the stored step records.
+``a_t .. a_{t+n-1}`` (zero-padded after the ``m`` steps, with a mask), read from the stored step records;
+``action_seq=K`` (an int) asks for a K-step window whatever ``nstep`` is, and then also for the observation at its
+end (TACO's contrastive horizon K with a different n-step return).
 
 Persistence
 -----------
@@ -61,7 +63,7 @@ from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError, CorruptFileError
 from pixelrl.utils.atomic import fsync_dir, sha256_file, write_json_atomic
 
-__all__ = ["ReplayBuffer", "EXTRAS"]
+__all__ = ["ReplayBuffer", "EXTRAS", "sample_kwargs"]
 
 FORMAT_NAME = "pixelrl.replay"
 FORMAT_VERSION = 1
@@ -74,6 +76,14 @@ MAX_CHUNK_SLOTS = 4096
 _DENSE_FRACTION = 0.25
 #: Optional per-sample fields ``sample(..., <name>=True)`` can add to ``batch.extras``.
 EXTRAS = ("action_seq",)
+
+
+def sample_kwargs(batch_extras: Any) -> dict[str, Any]:
+    """The :meth:`ReplayBuffer.sample` keywords for an agent's ``batch_extras``: a set of names (each asked with
+    ``True``) or a mapping ``name -> value`` (e.g. ``{"action_seq": 3}``: a 3-step window)."""
+    if isinstance(batch_extras, Mapping):
+        return {name: batch_extras[name] for name in sorted(batch_extras)}
+    return {name: True for name in sorted(batch_extras)}
 
 
 @dataclass(frozen=True)
@@ -476,7 +486,7 @@ class ReplayBuffer:
             return out
         return flat.index_select(0, index.to(flat.device))
 
-    def sample(self, batch_size: int, *, action_seq: bool = False) -> Batch:
+    def sample(self, batch_size: int, *, action_seq: bool | int = False) -> Batch:
         """Draw ``batch_size`` transitions uniformly (with replacement) over sampleable ones.
 
         Returns a :class:`~pixelrl.data.batch.Batch` on ``device``: pixel obs uint8 ``[B, S*C, H, W]`` (not
@@ -492,6 +502,11 @@ class ReplayBuffer:
           (``m < n``: terminated, truncated or a new episode started) is zero-padded, so ``action_seq[:, k]`` is 0
           wherever ``seq_mask[:, k]`` is 0. Built from the stored step records (no extra storage);
           ``action_seq[:, 0]`` equals ``batch.action``.
+        * ``action_seq=K`` (an int >= 1): the same for a K-step window ``a_t .. a_{t+K-1}`` whatever the buffer's
+          ``nstep`` (``[B, K, ...]``, masked where the episode ended or was not stored that far yet), plus
+          ``extras["seq_next_obs"]``, the observation ``o_{t+k}`` after the window's last step inside it (``o_{t+K}``
+          for a complete window), stacked like ``next_obs``. ``K == nstep`` gives what ``True`` gives
+          (``seq_next_obs`` would be ``next_obs`` and is left out).
 
         Drawing the indices does not depend on the extras: the same seed gives the same transitions with or
         without them.
@@ -505,38 +520,53 @@ class ReplayBuffer:
                 f"the replay buffer has no sampleable transition yet ({len(self)} stored; a transition needs "
                 f"{self.nstep} later steps or the end of its episode): add more steps before sampling"
             )
+        if isinstance(action_seq, (bool, np.bool_)):
+            horizon = self.nstep if action_seq else 0
+        elif isinstance(action_seq, (int, np.integer)) and action_seq >= 1:
+            horizon = int(action_seq)
+        else:
+            raise ConfigError(f"action_seq must be True/False or a window length >= 1, got {action_seq!r}")
         n = self._slots
         g = self._draw(batch_size)
         _, m, ret, terminated = self._nstep(g)
         discount = np.where(terminated, 0.0, self._gamma_pows[m])
         nxt = g + m
-        both = np.concatenate([g, nxt])
+        m_seq = m if horizon == self.nstep else self._window_steps(g, horizon)
+        rows = [g, nxt]
+        if horizon and horizon != self.nstep:
+            rows.append(g + m_seq)  # o at the end of the K-step window
+        both = np.concatenate(rows)
         ep = s["ep_start"][g % n]
-        ep2 = np.concatenate([ep, ep])
+        ep2 = np.concatenate([ep] * len(rows))
         offsets = np.arange(-self.frame_stack + 1, 1, dtype=np.int64)
-        stack_idx = np.maximum(both[:, None] + offsets[None, :], ep2[:, None]) % n  # [2B, S]
+        stack_idx = np.maximum(both[:, None] + offsets[None, :], ep2[:, None]) % n  # [R*B, S]
         flat_pos = both % n
         dev = self.device
         pin = dev.type == "cuda" and torch.cuda.is_available()
-        obs, next_obs = {}, {}
+        obs, next_obs, seq_next_obs = {}, {}, {}
         for i, k in enumerate(self._keys):
             store = s["obs"][i]
             if k.pixel:
-                out = self._gather(store, stack_idx, pin).view(2 * batch_size, *k.env_shape)
+                out = self._gather(store, stack_idx, pin).view(len(rows) * batch_size, *k.env_shape)
             else:
-                out = self._gather(store, flat_pos, pin).view(2 * batch_size, *k.slot_shape)
+                out = self._gather(store, flat_pos, pin).view(len(rows) * batch_size, *k.slot_shape)
             out = out.to(dev, non_blocking=True)
-            obs[k.name], next_obs[k.name] = out[:batch_size], out[batch_size:]
+            obs[k.name], next_obs[k.name] = out[:batch_size], out[batch_size:2 * batch_size]
+            if len(rows) == 3:
+                seq_next_obs[k.name] = out[2 * batch_size:]
         action = torch.from_numpy(s["action"][(g + 1) % n])
         reward = torch.from_numpy(ret.astype(np.float32)[:, None])
         disc = torch.from_numpy(discount.astype(np.float32)[:, None])
         if not self._is_dict:
             obs, next_obs = obs[None], next_obs[None]
+            seq_next_obs = seq_next_obs.get(None)
         out_extras = {}
-        if action_seq:
-            seq, mask = self._action_seq(g, m)
+        if horizon:
+            seq, mask = self._action_seq(g, m_seq, horizon)
             out_extras["action_seq"] = torch.from_numpy(seq).to(dev, non_blocking=True)
             out_extras["seq_mask"] = torch.from_numpy(mask).to(dev, non_blocking=True)
+            if len(rows) == 3:
+                out_extras["seq_next_obs"] = seq_next_obs
         return Batch(
             obs=obs,
             action=action.to(dev, non_blocking=True),
@@ -546,13 +576,30 @@ class ReplayBuffer:
             extras=out_extras,
         )
 
-    def _action_seq(self, g: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Actions of the n-step windows of transitions ``g`` (``m`` steps inside the episode), zero-padded.
+    def _window_steps(self, g: np.ndarray, horizon: int) -> np.ndarray:
+        """Steps of the ``horizon``-step windows of transitions ``g`` that are stored and inside their episode
+        (stops after a terminated / truncated step, before a new episode or the newest slot)."""
+        s = self._state
+        n = self._slots
+        first, term, trunc, hi = s["first"], s["terminated"], s["truncated"], s["hi"]
+        alive = np.ones(g.shape, dtype=bool)
+        m = np.zeros(g.shape, dtype=np.int64)
+        for k in range(1, horizon + 1):
+            j = g + k
+            jp = j % n
+            step = alive & (j < hi) & ~first[jp]
+            m += step
+            alive = step & ~(term[jp] | trunc[jp])
+        return m
+
+    def _action_seq(self, g: np.ndarray, m: np.ndarray, horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Actions of the ``horizon``-step (default n-step) windows of transitions ``g`` (``m`` steps inside the
+        episode), zero-padded.
 
         The action of step ``t + k`` lives in slot ``t + k + 1``; slots past the window's ``m`` steps may belong to
         another episode (or not be written yet), so they are masked to zero rather than read as data.
         """
-        k = np.arange(self.nstep, dtype=np.int64)
+        k = np.arange(self.nstep if horizon is None else horizon, dtype=np.int64)
         mask = k[None, :] < m[:, None]  # [B, n]
         seq = self._state["action"][(g[:, None] + 1 + k[None, :]) % self._slots]  # [B, n, *shape]
         seq[~mask] = 0

@@ -15,7 +15,7 @@ mechanisms read it; each is switched on by a selector of the agent config and ca
 2. Awakened exploration (section 4.2; ``exploration='awakened'``). The exploration std (also used for
    target-policy smoothing and the actor-update noise, as in DrQ-v2) is
 
-       sigma(beta) = sigma_max / (1 + exp(-10 (beta - 0.2)))
+       sigma(beta) = sigma_max / (1 + exp(-10 (beta - 0.2))),   sigma_max = 1 (DrM's code; MENTOR's is 0.8)
 
    until ``beta`` first drops below 0.2 after the seed steps (the agent is "awake"); from then on it is
    ``max(sigma(beta), schedule(step - awaken_step))`` where ``schedule`` is the std the agent had before DrM was
@@ -56,7 +56,9 @@ from pixelrl.nets.layers import mlp, weight_init
 __all__ = [
     "DrMConfig",
     "ALPHA_MAX_BY_DOMAIN",
+    "DRM_TASK_SETTINGS",
     "alpha_max_for",
+    "task_settings",
     "awakened_std",
     "blend_lambda",
     "expectile_loss",
@@ -87,11 +89,15 @@ class DrMConfig:
     alpha_min: float = 0.2
     """Smallest shrink factor (the hardest reset)."""
     alpha_max: float = 1.0
-    """Largest shrink factor (1 = a fully awake actor is left untouched). Paper: 1.0 for DMC, 0.6 dog and
-    humanoid, 0.9 manipulator, 0.95 Meta-World (see ALPHA_MAX_BY_DOMAIN / alpha_max_for)."""
-    awaken_std_max: float = 0.8
-    """sigma_max of the awakened std sigma_max * sigmoid(slope * (beta - beta_hat)). 0.8 is the authors' DMC code;
-    their Meta-World code uses 1.0."""
+    """Largest shrink factor (1 = a fully awake actor is left untouched). The ``drm`` preset sets it per task from
+    the authors' task files (DRM_TASK_SETTINGS: 1.0 medium DMC tasks, 0.6 dog_run/stand/walk and humanoid_run,
+    0.9 dog_trot, humanoid_stand/walk, manipulator, acrobot_swingup_sparse; 0.95 Meta-World). The paper's text
+    gives 0.6 for all dog and humanoid tasks."""
+    awaken_std_max: float = 1.0
+    """sigma_max of the awakened std sigma_max * sigmoid(slope * (beta - beta_hat)). 1.0 is DrM's code for every
+    domain (``dormant_stddev`` returns ``1 / (1 + exp(-temp * (beta - beta_hat)))`` in agents/drm.py, drm_mw.py and
+    drm_adroit.py at the repository's head); the repository's first commit had 0.8 in agents/drm.py, changed to 1
+    the next day. 0.8 is MENTOR's value (``mentor.stddev_scale``): pass 0.8 to reproduce that variant."""
     awaken_slope: float = 10.0
     """Slope of the awakened-exploration sigmoid in beta."""
     expectile: float = 0.9
@@ -138,11 +144,42 @@ ALPHA_MAX_BY_DOMAIN: dict[str, float] = {
     "metaworld": 0.95,
     "adroit": 0.9,
 }
-"""The paper's alpha_max per domain (Adroit: the authors' ``drm_adroit.yaml``); every other task uses 1.0."""
+"""The paper's alpha_max per domain (Adroit: the authors' ``drm_adroit.yaml``; Meta-World: ``drm_mw.yaml``), used
+for a task without its own entry in :data:`DRM_TASK_SETTINGS`; every other task uses 1.0."""
+
+DRM_TASK_SETTINGS: dict[str, dict[str, float]] = {
+    # XuGW-Kevin/DrM cfgs/task/<task>.yaml at its head, ``agent: {max_perturb_factor, target_lambda}``
+    # (MENTOR's DMC task files carry the same values). Where they differ from the paper's per-domain alpha_max
+    # (dog_trot, humanoid_stand, humanoid_walk: 0.9, not 0.6) the files win; ``--agent.drm.alpha-max`` sets any.
+    **{t: {"alpha_max": 1.0, "lambda_max": 0.6} for t in (
+        "acrobot_swingup", "cartpole_swingup_sparse", "cheetah_run", "hopper_hop", "quadruped_run",
+        "quadruped_walk", "reacher_easy", "reacher_hard", "walker_run")},
+    **{t: {"alpha_max": 0.9, "lambda_max": 0.6} for t in (
+        "acrobot_swingup_sparse", "dog_trot", "humanoid_stand", "humanoid_walk", "manipulator_bring_ball")},
+    **{t: {"alpha_max": 0.6, "lambda_max": 0.6} for t in ("dog_run", "dog_stand", "dog_walk", "humanoid_run")},
+}
+"""DMC task -> DrM's per-task ``alpha_max`` and ``lambda_max`` (lambda_hat: 0.6 in every file)."""
+
+
+def _dmc_task(env_id: str) -> str | None:
+    """'dmc/dog-run' -> 'dog_run'; None for another suite."""
+    suite, _, task = env_id.strip().lower().rpartition("/")
+    return task.replace("-", "_") if suite == "dmc" else None
+
+
+def task_settings(env_id: str) -> dict[str, float]:
+    """DrM's per-task ``{'alpha_max', 'lambda_max'}`` for ``env_id``: the task file's values, else alpha_max by
+    domain (:func:`alpha_max_for`) and lambda_max 0.6."""
+    return dict(DRM_TASK_SETTINGS.get(_dmc_task(env_id) or "", {"alpha_max": alpha_max_for(env_id),
+                                                                  "lambda_max": 0.6}))
 
 
 def alpha_max_for(env_id: str) -> float:
-    """alpha_max for an env id: 'dmc/dog-run' -> 0.6, 'metaworld/...' -> 0.95, 'dmc/cheetah-run' or '' -> 1.0."""
+    """alpha_max for an env id: the task's file value ('dmc/dog-trot' -> 0.9), else by domain ('dmc/dog-foo' -> 0.6,
+    'metaworld/...' -> 0.95), else 1.0 ('dmc/cartpole-swingup' or '')."""
+    task = _dmc_task(env_id)
+    if task in DRM_TASK_SETTINGS:
+        return DRM_TASK_SETTINGS[task]["alpha_max"]
     env = env_id.strip().lower()
     suite, _, task = env.rpartition("/")
     if suite in ALPHA_MAX_BY_DOMAIN:
@@ -158,8 +195,9 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def awakened_std(beta: float, std_max: float = 0.8, slope: float = 10.0, target: float = 0.2) -> float:
-    """sigma(beta) = std_max / (1 + exp(-slope (beta - target))): 0.4 at beta = target, -> std_max as beta -> 1."""
+def awakened_std(beta: float, std_max: float = 1.0, slope: float = 10.0, target: float = 0.2) -> float:
+    """sigma(beta) = std_max / (1 + exp(-slope (beta - target))): std_max / 2 at beta = target, -> std_max as beta
+    -> 1."""
     return std_max * _sigmoid(slope * (beta - target))
 
 

@@ -26,8 +26,12 @@ Three mechanisms, each selected by its own field of the agent config and install
        theta_task ~ N(mean_s theta_s, std_s theta_s)      elementwise over the stored snapshots s
        theta      <- alpha * theta + (1 - alpha) * theta_task,   alpha = clip(1 - 2 beta, alpha_min, alpha_max)
 
-   (DrM's shrink factor, :func:`~pixelrl.mechanisms.dormant.perturb_alpha`), and the Adam moments of the perturbed
-   parameters are dropped (the encoder's and other parameters' are kept, as the authors' separate optimizers do).
+   (DrM's shrink factor, :func:`~pixelrl.mechanisms.dormant.perturb_alpha`), and all optimizer state is dropped
+   (``reset_optimizer='all'``): the authors' ``perturb`` calls ``utils.perturb`` on the actor, its MoE experts and
+   gate, the critic, the target critic, the value predictor and the encoder, each of which sets its optimizer's
+   ``state = defaultdict(dict)`` -- so the encoder's, actor's, critic's and predictor's Adam moments all restart
+   (the encoder's weights are left as they are: it has no Linear layer). ``reset_optimizer='perturbed'`` drops
+   only the perturbed parameters' moments.
    ``std`` is the unbiased standard deviation (0 with a single snapshot); with no snapshot yet the perturbation is
    skipped. The authors' snapshot-sampling helpers (``models_tuple.cal_params_stats`` / ``sampled_model``) index
    the layers inconsistently (the weight of one layer receives another layer's bias, the per-network dispatch
@@ -103,6 +107,9 @@ class MentorConfig:
     perturb_value_net: bool = True
     """Also snapshot and perturb DrM's expectile value net (the 'drm_value' auxiliary module) when
     value_blend='expectile' is on, as the authors do with their value predictor."""
+    reset_optimizer: str = "all"
+    """Optimizer state dropped at each perturbation: 'all' (the authors' code: every optimizer's state -- encoder,
+    actor, critic, value predictor -- is reset) or 'perturbed' (only the moments of the perturbed parameters)."""
 
     def __post_init__(self) -> None:
         for name in ("stddev_scale", "dormant_temp"):
@@ -121,6 +128,8 @@ class MentorConfig:
                 f"mentor needs 0 <= alpha_min <= alpha_max <= 1, got alpha_min={self.alpha_min}, "
                 f"alpha_max={self.alpha_max}"
             )
+        if self.reset_optimizer not in ("all", "perturbed"):
+            raise ConfigError(f"mentor.reset_optimizer must be 'all' or 'perturbed', got {self.reset_optimizer!r}")
         if not self.perturb_nets or len(set(self.perturb_nets)) != len(self.perturb_nets):
             raise ConfigError(f"mentor.perturb_nets must name distinct networks, got {self.perturb_nets}")
 
@@ -324,9 +333,12 @@ def install(agent: Any) -> None:
                 return {"mentor_perturb_skipped": 1.0}
             alpha = perturb_alpha(tracker.beta, mcfg.alpha_max, mcfg.alpha_min)
             task_perturb_(params, store, alpha)
-            for opt in optimizers:  # drop the moments of the perturbed parameters only
-                for p in params.values():
-                    opt.state.pop(p, None)
+            if mcfg.reset_optimizer == "all":  # the authors' code: every optimizer restarts
+                agent_.reset_optimizer_state("all")
+            else:  # drop the moments of the perturbed parameters only
+                for opt in optimizers:
+                    for p in params.values():
+                        opt.state.pop(p, None)
             counters["perturbs"] += 1
             return {"mentor_perturb_alpha": alpha, "mentor_perturbs": float(counters["perturbs"])}
 

@@ -25,30 +25,35 @@ copy, as the reference), in the critic loss, and in the actor loss, where the gr
 the actor (the actor optimizer steps only the actor). The agent builds ``phi`` with :func:`make_action_encoder`
 before its critic (``agent.action_encoder``) and trains it with ``critic_opt``.
 
-Where it plugs in: :func:`install` adds ``"action_seq"`` to ``agent.batch_extras`` (the replay then returns
-``a_t .. a_{t+n-1}`` and a mask, see :meth:`pixelrl.data.replay.ReplayBuffer.sample`) and registers
-``L_aux`` through ``agent.add_aux_loss`` with a :class:`TACOModule` holding ``proj_s``, ``psi``, ``proj_sa``, the
-reward head and ``W``. The target ``o_{t+K}`` is the batch's ``next_obs``, so K must equal the agent's ``nstep``;
-its features are the agent's ``next_feat`` (same encoder, no gradient).
+Where it plugs in: :func:`install` asks the replay for the K-step action window (``agent.batch_extras``: the
+replay then returns ``a_t .. a_{t+K-1}`` and a mask, see :meth:`pixelrl.data.replay.ReplayBuffer.sample`) and
+registers ``L_aux`` through ``agent.add_aux_loss`` with a :class:`TACOModule` holding ``proj_s``, ``psi``,
+``proj_sa``, the reward head and ``W``. K and the agent's n-step return are independent, as in the reference
+(its walker tasks: n = 1, K = 3): when K = n the target ``o_{t+K}`` is the batch's ``next_obs`` and its features
+are the agent's ``next_feat`` (same encoder, no gradient); otherwise the replay also returns ``o_{t+K}``
+(``extras["seq_next_obs"]``), encoded under no_grad from a fresh augmentation. The reward head predicts the
+batch's n-step reward, as the reference (with n = 1: the one-step reward, from the K-step action window).
 
-The double-optimizer trap, and how we avoid it: the authors' agent has ``encoder_opt`` (encoder + action encoder,
-stepped on the critic loss) *and* ``taco_opt`` over ``TACO.parameters()`` -- which include the encoder and the
-action encoder again, because the TACO module holds references to them -- stepped on the TACO loss after the
-critic and actor updates. So the encoder and the action encoder get two Adam steps per update from two sets of
-moments (about twice the intended step size). Here ``L_aux`` is added to the critic loss: one backward and one
+The double-optimizer trap: the authors' agent has ``encoder_opt`` (encoder + action encoder, stepped on the critic
+loss) *and* ``taco_opt`` over ``TACO.parameters()`` -- which include the encoder and the action encoder again,
+because the TACO module holds references to them -- stepped on the TACO loss after the critic and actor updates.
+So the encoder and the action encoder get two Adam steps per update from two sets of moments (about twice the
+intended step size). By default (``optimizer='joint'``) ``L_aux`` is added to the critic loss: one backward and one
 ``critic_opt`` step per update moves the encoder, the critic, ``phi`` and the TACO module once each.
+``optimizer='separate'`` reproduces the reference instead (see :class:`TACOConfig`), so the published curve can be
+checked against both.
 
-Deviations from the reference (each also named on the config field it concerns, or in ``docs/agents/taco.md``):
+Deviations from the reference in the default ``'joint'`` mode (each also named on the config field it concerns, or
+in ``docs/agents/taco.md``):
 
 * one optimizer step on the encoder per update (above); the TACO loss is computed with the update's pre-step
   parameters, not after the critic and actor steps;
 * the anchor view ``aug(o_t)`` is the critic's augmented observation (the reference draws a third augmentation and
-  runs the encoder on it again with gradient), and the target view is the critic's ``next_obs`` augmentation;
-  CURL's positive is a fresh augmentation of ``o_t`` as in the reference;
+  runs the encoder on it again with gradient), and, when K = n, the target view is the critic's ``next_obs``
+  augmentation; CURL's positive is a fresh augmentation of ``o_t`` as in the reference;
 * the reference only samples windows that fit inside the episode; our replay also returns windows cut by the
   episode end (zero-padded, ``seq_mask``); those rows are left out of ``L_TACO`` and ``L_reward`` (they stay in
   CURL and as negatives);
-* K must equal the agent's nstep (the reference can read ``o_{t+K}`` and ``o_{t+n}`` separately);
 * logits are computed in fp32 under bf16 autocast.
 """
 
@@ -86,8 +91,9 @@ class TACOConfig:
     all three terms with weight 1). The paper trains with batch 1024: set the agent's ``batch_size``."""
 
     multistep: int = 3
-    """K, the number of actions between the anchor state and the target state (paper: 3). Must equal the agent's
-    ``nstep``: the target o_{t+K} is the batch's n-step ``next_obs`` (the reference can read both separately)."""
+    """K, the number of actions between the anchor state and the target state (paper and every task file: 3).
+    Independent of the agent's ``nstep`` (the authors' walker files: nstep 1, multistep 3): the replay returns the
+    K-step window and o_{t+K} besides the n-step transition."""
     latent_action_dim: int = 0
     """Size L of one latent action; 0 uses the authors' rule L = floor(1.25 * |A|) + 1."""
     action_hidden_dim: int = 64
@@ -109,6 +115,13 @@ class TACOConfig:
     (reference: on)."""
     reward_weight: float = 1.0
     """Weight of the reward-prediction term."""
+    optimizer: str = "joint"
+    """How the TACO loss is optimised. 'joint' (default): added to the critic loss, one backward and one step of
+    the critic optimizer per update (the encoder and action encoder move once). 'separate': the authors' code --
+    after the critic, actor and target updates, the TACO loss is computed again with the updated encoder on fresh
+    augmentations of o_t (anchor, with gradient; CURL positive and o_{t+K} target without) and stepped by a second
+    Adam (lr = the agent's lr) over the encoder, the action encoder and the TACO module, with moments of its own:
+    the encoder and action encoder get two Adam steps per update, as in the published runs."""
 
     def __post_init__(self) -> None:
         if self.multistep < 1:
@@ -118,6 +131,9 @@ class TACOConfig:
         for name in ("latent_action_dim", "z_dim", "proj_hidden_dim"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"taco.{name} must be >= 0 (0 = the default rule), got {getattr(self, name)}")
+        if self.optimizer not in ("joint", "separate"):
+            raise ConfigError(f"taco.optimizer must be 'joint' or 'separate' (the authors' double step), got "
+                              f"{self.optimizer!r}")
         for name in ("taco_weight", "curl_weight", "reward_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -271,20 +287,26 @@ def _second_view(obs: Any, pad: int) -> Any:
     return obs.float()
 
 
+def _request_window(agent: Any, horizon: int) -> None:
+    """Ask the replay for the K-step action window: ``action_seq=True`` (the n-step window) when K = n, else
+    ``action_seq=K`` (``batch_extras`` becomes a name -> value mapping, see ``pixelrl.data.replay.sample_kwargs``)."""
+    extras = agent.batch_extras
+    if horizon == int(agent.cfg.nstep) and not isinstance(extras, dict):
+        extras.add("action_seq")
+        return
+    if not isinstance(extras, dict):
+        extras = agent.batch_extras = dict.fromkeys(extras, True)
+    extras["action_seq"] = horizon if horizon != int(agent.cfg.nstep) else True
+
+
 def install(agent: Any) -> TACOModule:
     """Wire TACO into ``agent`` (duck-typed DrQ-v2 agent) through its hooks; returns the TACO module.
 
     Needs ``agent.action_encoder`` to be the one :func:`make_action_encoder` builds (the agent does this before
-    its critic when ``'taco'`` is in ``aux``) and ``agent.cfg.nstep == agent.cfg.taco.multistep``.
+    its critic when ``'taco'`` is in ``aux``).
     """
     cfg: TACOConfig = agent.cfg.taco
     nstep = int(agent.cfg.nstep)
-    if nstep != cfg.multistep:
-        raise ConfigError(
-            f"TACO's multistep K={cfg.multistep} must equal the agent's nstep={nstep}: the target state o_(t+K) is "
-            f"the batch's n-step next_obs. Set --agent.nstep {cfg.multistep} (TACO's published setting: both 3) "
-            f"or --agent.taco.multistep {nstep}"
-        )
     latent = latent_action_dim(agent.action_dim, cfg)
     if getattr(agent.action_encoder, "out_dim", None) != latent or not any(
         True for _ in agent.action_encoder.parameters()
@@ -302,36 +324,104 @@ def install(agent: Any) -> TACOModule:
         reward_prediction=cfg.reward_prediction,
     )
     pad = int(getattr(agent.cfg, "augment_pad", 0))
+    separate_target = cfg.multistep != nstep
 
-    def loss_fn(inp):
-        extras = inp.batch.extras
+    def window(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        extras = batch.extras
         if "action_seq" not in extras or "seq_mask" not in extras:
+            want = "action_seq=True" if not separate_target else f"action_seq={cfg.multistep}"
             raise ConfigError(
                 "TACO needs batch.extras['action_seq'] and ['seq_mask'] (agent.batch_extras lists them): sample "
-                "the replay with ReplayBuffer.sample(batch_size, action_seq=True)"
+                f"the replay with ReplayBuffer.sample(batch_size, {want})"
             )
         action_seq = extras["action_seq"]
         if action_seq.shape[1] != cfg.multistep:
             raise ConfigError(
-                f"batch action_seq holds {action_seq.shape[1]} steps, TACO's multistep is {cfg.multistep}; build the "
-                "replay with nstep equal to the agent's nstep"
+                f"batch action_seq holds {action_seq.shape[1]} steps, TACO's multistep is {cfg.multistep}; sample "
+                f"the replay with action_seq={cfg.multistep}"
             )
-        pos_feat = None
-        if cfg.curl:
-            with torch.no_grad():
-                pos_feat = inp.agent.encoder(_second_view(inp.batch.obs, pad))
+        if separate_target and "seq_next_obs" not in extras:
+            raise ConfigError(
+                f"TACO's K={cfg.multistep} differs from nstep={nstep}: the batch needs extras['seq_next_obs'] (the "
+                f"observation K steps on): sample the replay with action_seq={cfg.multistep}"
+            )
+        return action_seq, extras["seq_mask"]
+
+    def encode_view(obs: Any) -> torch.Tensor:
+        """Encoder features of a fresh random shift of raw observations, without gradient."""
+        with torch.no_grad():
+            return agent.encoder(_second_view(obs, pad))
+
+    def target_feat(batch: Any, next_feat: torch.Tensor | None) -> torch.Tensor:
+        if separate_target:
+            return encode_view(batch.extras["seq_next_obs"])
+        if next_feat is None:
+            return encode_view(batch.next_obs)
+        return next_feat
+
+    def loss_fn(inp):
+        action_seq, seq_mask = window(inp.batch)
         return taco_loss(
             module,
             inp.agent.action_encoder,
             cfg,
             feat=inp.feat,
-            next_feat=inp.next_feat,
+            next_feat=target_feat(inp.batch, inp.next_feat),
             action_seq=action_seq,
-            seq_mask=extras["seq_mask"],
+            seq_mask=seq_mask,
             reward=inp.batch.reward,
-            pos_feat=pos_feat,
+            pos_feat=encode_view(inp.batch.obs) if cfg.curl else None,
         )
 
-    agent.batch_extras.add("action_seq")
-    agent.add_aux_loss(loss_fn, module=module, name="taco")
+    _request_window(agent, cfg.multistep)
+    if cfg.optimizer == "joint":
+        agent.add_aux_loss(loss_fn, module=module, name="taco")
+        return module
+    _install_separate(agent, module, cfg, window, encode_view, target_feat, pad)
     return module
+
+
+def _install_separate(agent: Any, module: TACOModule, cfg: TACOConfig, window, encode_view, target_feat,
+                      pad: int) -> None:
+    """``optimizer='separate'``: the authors' second Adam step on the TACO loss after the agent's update.
+
+    The aux-loss entry only records the update's batch (it adds nothing to the critic loss); the update hook then
+    computes the TACO loss with the updated encoder on fresh augmentations and steps its own optimizer over the
+    encoder, the action encoder and the TACO module (the reference's ``taco_opt`` over ``TACO.parameters()``).
+    """
+    module.to(agent.device)
+    params = [*agent.encoder.parameters(), *agent.action_encoder.parameters(), *module.parameters()]
+    opt = torch.optim.Adam(params, lr=float(agent.cfg.lr))
+    last: dict[str, Any] = {}
+
+    def record(inp):
+        last["batch"] = inp.batch
+        window(inp.batch)  # fail early (in the update) when the batch lacks the window
+        return inp.feat.new_zeros(())
+
+    def hook(agent_: Any, step: int) -> dict[str, float]:
+        batch = last.pop("batch")
+        # in fp32 (no autocast): this path reproduces the reference, it is not tuned for speed
+        feat = agent_.encoder(_second_view(batch.obs, pad))  # anchor: a fresh augmentation, with gradient
+        action_seq, seq_mask = window(batch)
+        loss, metrics = taco_loss(
+            module, agent_.action_encoder, cfg, feat=feat, next_feat=target_feat(batch, None),
+            action_seq=action_seq, seq_mask=seq_mask, reward=batch.reward,
+            pos_feat=encode_view(batch.obs) if cfg.curl else None,
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+        values = torch.stack([loss.detach().float(), *[v.float() for v in metrics.values()]]).tolist()
+        return dict(zip(["taco_loss", *[f"taco_{k}" for k in metrics]], values))
+
+    def state_fn() -> dict[str, Any]:
+        return {"module": module.state_dict(), "opt": opt.state_dict()}
+
+    def load_fn(state: dict[str, Any]) -> None:
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["opt"])
+
+    agent.add_aux_loss(record, module=None, name="taco")
+    agent.update_hooks.append(hook)
+    agent.register_state("taco_separate", state_fn, load_fn)

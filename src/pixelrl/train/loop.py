@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pixelrl.agents import make_agent
-from pixelrl.data.replay import ReplayBuffer
+from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
 from pixelrl.errors import ConfigError
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -99,7 +99,7 @@ class Trainer:
         cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
         a = cfg.agent
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
-        self._sample_kwargs = {name: True for name in sorted(getattr(self.agent, "batch_extras", ()))}
+        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
         self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
                                    nstep=a.nstep, discount=a.discount, device=self.device,
                                    seed=derive_seed(cfg.seed, REPLAY_STREAM))

@@ -50,7 +50,7 @@ import torch
 
 from pixelrl.agents import make_agent
 from pixelrl.data.mixing import MixedSampler
-from pixelrl.data.replay import ReplayBuffer
+from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
 from pixelrl.errors import ConfigError
 from pixelrl.train.config import OfflineConfig
@@ -165,7 +165,7 @@ class OfflineTrainer:
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
         if not resume:
             self._give_dataset_statistics()
-        self._sample_kwargs = {name: True for name in sorted(getattr(self.agent, "batch_extras", ()))}
+        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
         self.batch_size = int(a.batch_size)
         self.shared = o.dataset is not None and o.offline_ratio is None
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))

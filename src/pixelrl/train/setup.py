@@ -11,7 +11,6 @@ import torch
 from pixelrl.agents import agent_preset, get_spec, merge_overrides, nest_overrides
 from pixelrl.agents.presets import cpu_fast, task_preset
 from pixelrl.errors import ConfigError
-from pixelrl.mechanisms.taco import TACOConfig
 from pixelrl.train.config import TrainConfig
 from pixelrl.utils.dataclass_io import from_dict
 
@@ -37,8 +36,9 @@ def default_run_dir(env: str, agent_name: str, seed: int) -> str:
 
 def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent_name, preset: str = "auto",
                  device: str = "auto", fill_run_dir: bool = True, **overrides: Any) -> TrainConfig:
-    """Resolved config. Agent fields: config defaults < DrQ-v2's per-task preset < the agent's own preset (drm,
-    taco, ...) < the ``cpu-fast`` preset < ``overrides['agent']`` (a dict; dotted keys reach nested configs).
+    """Resolved config. Agent fields: config defaults < the per-task preset of the agent's method (DrQ-v2's task
+    files; DrM's, TACO's, MENTOR's for those agents) < the agent's own preset (drm, taco, ...) < the ``cpu-fast``
+    preset < ``overrides['agent']`` (a dict; dotted keys reach nested configs).
     TrainConfig fields: defaults < preset < ``overrides``."""
     resolved = resolve_preset_name(preset, device)
     cfg_cls = agent_config_class(agent_name)
@@ -60,7 +60,7 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
         agent_over = merge_overrides(agent_over, nest_overrides(agent_part))
 
     if resolved != "none":
-        split(task_preset(env), f"preset '{resolved}'")
+        split(task_preset(env, agent_name), f"preset '{resolved}'")
     agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, overrides.get("obs", TrainConfig.obs)))
     if resolved == "cpu-fast":
         spec = get_spec(agent_name)
@@ -68,9 +68,6 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
                if k in train_fields or (spec.cpu_fast and k not in spec.cpu_fast_skip)}, "preset 'cpu-fast'")
     agent_user = nest_overrides(overrides.pop("agent", None) or {})
     agent_over = merge_overrides(agent_over, agent_user)
-    if "taco" in agent_over.get("aux", ()) and "nstep" not in agent_user:
-        # TACO's K-step contrast uses the n-step window: K = n unless the user set n (then install() checks it)
-        agent_over["nstep"] = agent_over.get("taco", {}).get("multistep", TACOConfig.multistep)
     train_over.update(overrides)
     agent_cfg = from_dict(cfg_cls, agent_over, where=f"agent '{agent_name}'")
     cfg = TrainConfig(env=env, agent_name=agent_name, preset=resolved, device=device, agent=agent_cfg,
@@ -81,12 +78,9 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
 
 
 def reconcile_cli_agent(cfg: TrainConfig, argv: list[str]) -> TrainConfig:
-    """After the command line is parsed: give TACO its n-step window (n = K) unless ``--agent.nstep`` was given
-    (a task preset such as walker's n = 1 would otherwise clash with ``--agent.aux taco``)."""
-    a = cfg.agent
-    explicit = any(x == "--agent.nstep" or x.startswith("--agent.nstep=") for x in argv)
-    if "taco" in getattr(a, "aux", ()) and not explicit and a.nstep != a.taco.multistep:
-        cfg = dataclasses.replace(cfg, agent=dataclasses.replace(a, nstep=a.taco.multistep))
+    """After the command line is parsed: settings that depend on flags given together. Nothing at present: TACO's
+    contrastive horizon K no longer forces the n-step return (the replay gives its K-step window separately, as the
+    authors' TACO does: walker n = 1, K = 3)."""
     return cfg
 
 
