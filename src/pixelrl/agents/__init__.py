@@ -2,11 +2,16 @@
 
 ``drm``, ``taco`` and ``mentor`` are not separate agents: each is the DrQ-v2 core with a few mechanisms switched
 on (see their files), so any of them can be combined with the others' mechanisms from the command line, e.g.
-``--agent drm --agent.critic hl-gauss --agent.aux taco``.
+``--agent drm --agent.critic hl-gauss --agent.aux taco``. Likewise ``drq`` (DrQ: K = M = 2 augmentations, per-task
+action repeat) and ``rlpd`` (RLPD's learner) are SAC with their published settings.
+
+An agent's preset may also set trainer fields (``action_repeat``, ``size``): :func:`agent_preset` returns the agent
+part, :func:`agent_train_preset` the rest, which the trainer's config resolution applies (and validates).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -37,6 +42,11 @@ def _sac_preset(env_id: str, obs: str = "pixels") -> dict:
     return {**sac.preset(env_id), **(sac.STATE_OVERRIDES if obs == "state" else {})}
 
 
+def _rlpd_preset(env_id: str, obs: str = "pixels") -> dict:
+    """RLPD's settings (``sac.rlpd_preset``) over DrQ's pixel-SAC values, which they mostly replace."""
+    return {**sac.preset(env_id), **sac.rlpd_preset(env_id, obs)}
+
+
 class AgentSpec(NamedTuple):
     """A registered agent: its config dataclass, its class, and the overrides that make it what it is."""
 
@@ -44,7 +54,8 @@ class AgentSpec(NamedTuple):
     agent_cls: type
     preset: Callable[[str, str], dict] = _no_preset
     """``preset(env_id, obs) -> {field: value}`` (dotted keys such as ``'drm.alpha_max'`` reach nested configs);
-    applied after DrQ-v2's per-task preset and before the user's flags."""
+    applied after DrQ-v2's per-task preset and before the user's flags. Keys that are not fields of ``config_cls``
+    are trainer fields (e.g. DrQ's per-task ``action_repeat``); see :func:`agent_train_preset`."""
     summary: str = ""
     cpu_fast: bool = True
     """Whether the ``cpu-fast`` preset's agent settings (small nets, bf16, sigma schedule, ...) apply to this agent
@@ -60,6 +71,8 @@ AGENTS: dict[str, AgentSpec] = {
     "mentor": AgentSpec(DrQv2Config, DrQv2Agent, _only_env(mentor.preset), mentor.SUMMARY),
     # SAC's entropy bonus keeps its policy from saturating; residual's actor has no pre-tanh penalty
     "sac": AgentSpec(SACConfig, SACAgent, _sac_preset, sac.SUMMARY, cpu_fast_skip=("actor_pre_tanh_penalty",)),
+    "drq": AgentSpec(SACConfig, SACAgent, sac.drq_preset, sac.DRQ_SUMMARY, cpu_fast_skip=("actor_pre_tanh_penalty",)),
+    "rlpd": AgentSpec(SACConfig, SACAgent, _rlpd_preset, sac.RLPD_SUMMARY, cpu_fast_skip=("actor_pre_tanh_penalty",)),
     "iql": AgentSpec(IQLConfig, IQLAgent, iql.preset, iql.SUMMARY, cpu_fast=False),
     "td3bc": AgentSpec(TD3BCConfig, TD3BCAgent, td3bc.preset, td3bc.SUMMARY, cpu_fast=False),
     "bc": AgentSpec(BCConfig, BCAgent, bc.preset, bc.SUMMARY, cpu_fast=False),
@@ -94,9 +107,26 @@ def merge_overrides(base: dict, top: dict) -> dict:
     return out
 
 
+def _split_preset(name: str, env_id: str, obs: str) -> tuple[dict, dict]:
+    """Agent ``name``'s preset split into (agent fields, trainer fields)."""
+    spec = get_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    agent, train = {}, {}
+    for key, value in spec.preset(env_id, obs).items():
+        (agent if key.split(".")[0] in fields else train)[key] = value
+    return agent, train
+
+
 def agent_preset(name: str, env_id: str, obs: str = "pixels") -> dict:
-    """The nested overrides that agent ``name`` applies for ``env_id`` and observation type ``obs``."""
-    return nest_overrides(get_spec(name).preset(env_id, obs))
+    """The nested overrides of agent fields that agent ``name`` applies for ``env_id`` and observation type ``obs``."""
+    return nest_overrides(_split_preset(name, env_id, obs)[0])
+
+
+def agent_train_preset(name: str, env_id: str, obs: str = "pixels") -> dict:
+    """The trainer fields that agent ``name``'s preset sets for ``env_id`` (e.g. ``drq``'s per-task
+    ``action_repeat``); flat ``{field: value}``, applied by the trainer's config resolution, which rejects unknown
+    names."""
+    return _split_preset(name, env_id, obs)[1]
 
 
 def get_spec(name: str) -> AgentSpec:
@@ -120,4 +150,4 @@ def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu
 
 
 __all__ = ["AGENTS", "AgentSpec", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
-           "get_spec", "make_agent", "merge_overrides", "nest_overrides"]
+           "agent_train_preset", "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

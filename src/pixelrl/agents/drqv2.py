@@ -7,7 +7,9 @@ The update reads top to bottom in :meth:`DrQv2Agent._update`:
 3. target ``y = reward + discount * min_i Qbar_i(s', a')`` with ``a' = clip(mu(s') + clip(N(0, sigma), +-c), -1, 1)``
    (``batch.discount`` already holds ``gamma^n`` and the termination mask);
 4. critic + encoder step on ``sum_i MSE(Q_i(s, a), y)`` (+ auxiliary losses);
-5. actor step on ``-min_i Q_i(s, a~pi)`` with detached features (the critic gets no gradient from it);
+5. actor step on ``-min_i Q_i(s, a~pi)`` with detached features (the critic gets no gradient from it); with
+   ``actor_q='mean'`` the mean over the heads instead (RLPD); with ``utd_cycle`` only after the last of the
+   ``updates_per_step`` critic steps of an update point (RLPD's cycle);
 6. target critic EMA with ``tau`` (every update).
 
 Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant to be patched). The mechanisms
@@ -100,7 +102,14 @@ class DrQv2Config:
     update_every_steps: int = 2
     """Agent steps between update points."""
     updates_per_step: int = 1
-    """Gradient updates done at each update point (update-to-data ratio)."""
+    """Gradient updates done at each update point (update-to-data ratio, G). What one of them is: ``utd_cycle``."""
+    utd_cycle: bool = False
+    """False (DrQ-v2; default): each of the ``updates_per_step`` updates is a whole update (critic, actor, target).
+    True: RLPD's UTD cycle (ikostrikov/rlpd ``SACLearner.update``): G critic updates, each on its own batch and
+    followed by its target EMA, then one actor update (and, for SAC, one temperature update) on the last batch, so
+    the actor is updated once per G critic updates. The cycle is counted in updates (``num_updates``), so it stays
+    aligned with the trainer's update points when every point runs G updates. SAC: requires
+    ``actor_update_every=1`` (the cycle sets the actor's interval)."""
     num_seed_steps: int = 2000
     """Agent steps of uniform random actions at the start (paper: 4000 frames at action repeat 2)."""
     stddev_schedule: str = "linear(1.0,0.1,500000)"
@@ -125,7 +134,12 @@ class DrQv2Config:
     compile: bool = False
     """torch.compile the loss computations of the update (slower start; off by default)."""
     num_q: int = 2
-    """Number of Q heads; the actor loss takes the min over all of them (paper: 2; RLPD: 10)."""
+    """Number of Q heads (paper: 2; RLPD: 10). The actor's objective over them is ``actor_q``."""
+    actor_q: str = "min"
+    """How the actor's objective combines the Q heads: 'min' over all heads (DrQ-v2, DrQ, SAC: the twin-Q min) or
+    'mean' over all heads (RLPD: ikostrikov/rlpd ``SACLearner.update_actor`` takes ``qs.mean(axis=0)``; its min is
+    only in the TD target, over ``target_q_subset`` heads). With 10 heads the min is a much more pessimistic
+    objective than RLPD's. Agents whose actor uses no ensemble objective (IQL, TD3+BC) refuse 'mean'."""
     target_q_subset: int = 0
     """Q heads the TD target takes its min over: 0 = all (DrQ-v2); k = a random subset of k heads drawn anew at
     every update (RLPD / REDQ: 10 heads with a subset of 2 on states, 1 on pixels). Must be <= num_q. RLPD's
@@ -197,6 +211,8 @@ class DrQv2Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_q < 1:
             raise ConfigError(f"num_q must be >= 1, got {self.num_q}")
+        if self.actor_q not in ("min", "mean"):
+            raise ConfigError(f"actor_q must be 'min' (DrQ-v2) or 'mean' (RLPD), got {self.actor_q!r}")
         if not 0 <= self.target_q_subset <= self.num_q:
             raise ConfigError(f"target_q_subset must be in [0, num_q={self.num_q}] (0 = all heads), got "
                               f"{self.target_q_subset}")
@@ -424,6 +440,15 @@ class DrQv2Agent(ObsTensorMixin):
         target_q = self.target_critic.values(next_feat, self.action_encoder(next_action))
         return batch.reward + batch.discount * self._target_min(target_q)
 
+    def _actor_q(self, q: torch.Tensor) -> torch.Tensor:
+        """The actor's objective over the Q heads ``[num_q, B, 1]`` -> ``[B, 1]``: their min (DrQ-v2) or mean (RLPD)."""
+        return q.mean(dim=0) if self.cfg.actor_q == "mean" else q.min(dim=0).values
+
+    def _actor_due(self) -> bool:
+        """Whether this update has an actor step: always, or with ``utd_cycle`` only the last of each G updates."""
+        g = self.cfg.updates_per_step
+        return not self.cfg.utd_cycle or (self.num_updates + 1) % g == 0
+
     def _target_min(self, q: torch.Tensor) -> torch.Tensor:
         """Min over the Q heads ``[num_q, B, 1]`` used by the TD target: all heads, or a random subset (RLPD)."""
         k = self.cfg.target_q_subset
@@ -545,7 +570,7 @@ class DrQv2Agent(ObsTensorMixin):
             else:
                 mu = self.actor(feat)
             action = sample_action(mu, std, clip=self.cfg.stddev_clip)
-            q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
+            q = self._actor_q(self.critic.values(feat, self.action_encoder(action))).float()
             loss = -q.mean()
         metrics = {"actor_loss": loss.detach()}
         if penalty > 0:
@@ -574,7 +599,8 @@ class DrQv2Agent(ObsTensorMixin):
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         std = torch.tensor(self.stddev(step), device=self.device)
         feat, metrics = self._critic_step(batch, std, step)
-        metrics.update(self._actor_step(feat, std, step))
+        if self._actor_due():
+            metrics.update(self._actor_step(feat, std, step))
         self._target_step()
         metrics["actor_std"] = std
         return metrics

@@ -140,6 +140,11 @@ class IQLConfig(OfflineAgentConfig):
             raise ConfigError(f"reward_shift={self.reward_shift} needs nstep=1 (got {self.nstep}): the shift of an "
                               "n-step return depends on how many steps it sums")
         check_offline_mechanisms(self, "IQL")
+        if self.actor_q != "min" or self.utd_cycle:
+            raise ConfigError("IQL does not use actor_q / utd_cycle (RLPD's actor objective and update cycle): "
+                              "its policy is weighted by the target critic's min_i Qbar_i(s, a) (the authors' twin-Q "
+                              "min) and every update steps critic, value and policy once; drop --agent.actor-q / "
+                              "--agent.utd-cycle")
 
 
 _LOCOMOTION = ("halfcheetah", "hopper", "walker2d")

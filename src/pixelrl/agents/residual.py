@@ -26,8 +26,9 @@ One update (the core's order, :meth:`DrQv2Agent._update` / :meth:`SACAgent._upda
 2. TD target ``r + discount * min_i Qbar_i(s', a')`` with ``a' = clip(a_base(s') + scale * a_res')`` and
    ``a_res'`` from the residual on ``s'`` (DrQ-v2's clipped smoothing noise, or SAC's sample and ``- alpha log pi``);
 3. critic + encoder step on the stored (executed) actions;
-4. residual actor step: maximise ``min_i Q_i(s, clip(a_base(s) + scale * a_res))`` (SAC: minus ``alpha log pi``),
-   the gradient reaching ``a_res`` through a straight-through clip; the base gets no gradient.
+4. residual actor step: maximise ``min_i Q_i(s, clip(a_base(s) + scale * a_res))`` (SAC: minus ``alpha log pi``;
+   ``mean_i`` with ``actor_q='mean'``, RLPD), the gradient reaching ``a_res`` through a straight-through clip; the
+   base gets no gradient.
 
 The base policy: its encoder, actor and state normaliser come from ``base_run`` (latest checkpoint, or
 ``base_checkpoint``); requires_grad is off, it stays in eval mode and is in no optimizer. Its weights are also saved
@@ -120,6 +121,9 @@ class ResidualConfig(SACConfig):
         if self.log_dormant:
             raise ConfigError("residual does not support log_dormant (the dormant-ratio measurement expects the "
                               "core's actor, not the residual's two-input one); drop it")
+        if self.target_augs != 1 or self.loss_augs != 1:
+            raise ConfigError("residual does not support target_augs / loss_augs > 1 (DrQ's K / M augmentations: its "
+                              "base actions are computed for one copy of the batch); set both to 1")
         if self.compile:
             raise ConfigError("residual does not support compile=True (its losses read the batch's base actions "
                               "outside the compiled region); drop --agent.compile")
@@ -369,18 +373,19 @@ class _ResidualSAC(ResidualAgent, SACAgent):
         res, log_prob = self.actor.sample(next_feat, base_next)
         a = self.combine(base_next, res)
         target_q = self._target_min(self.target_critic.values(next_feat, self.action_encoder(a)))
-        return batch.reward + batch.discount * (target_q.float() - self.alpha * log_prob)
+        return batch.reward + batch.discount * self._soft_value(target_q, log_prob)
 
     def _act_residual(self, feat, base, step, eval_mode):
         return self.actor(feat, base) if eval_mode else self.actor.sample(feat, base)[0]
 
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
-        """``E[alpha log pi(a_res|s) - min_i Q_i(s, clip(a_base + scale a_res))]`` on detached features."""
+        """``E[alpha log pi(a_res|s) - min_i Q_i(s, clip(a_base + scale a_res))]`` on detached features (``mean_i``
+        with ``actor_q='mean'``)."""
         base = self._obs_base_action()
         with self._autocast():
             res, log_prob = self.actor.sample(feat, base)
             a = self.combine(base, res, straight_through=True)
-            q = self.critic.values(feat, self.action_encoder(a)).min(dim=0).values.float()
+            q = self._actor_q(self.critic.values(feat, self.action_encoder(a))).float()
             loss = (self.alpha * log_prob - q).mean()
         metrics = self._residual_metrics(res, {"actor_loss": loss.detach(), "actor_entropy": -log_prob.detach().mean()})
         return self._add_actor_aux(loss, metrics, feat, step)
@@ -402,12 +407,13 @@ class _ResidualDrQv2(ResidualAgent, DrQv2Agent):
         return mu if eval_mode else sample_action(mu, self.stddev(step), clip=None)
 
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
-        """``-min_i Q_i(s, clip(a_base + scale * a_res))``, ``a_res`` = residual mean + clipped noise."""
+        """``-min_i Q_i(s, clip(a_base + scale * a_res))``, ``a_res`` = residual mean + clipped noise (``mean_i`` with
+        ``actor_q='mean'``)."""
         base = self._obs_base_action()
         with self._autocast():
             res = sample_action(self.actor(feat, base), std, clip=self.cfg.stddev_clip)
             a = self.combine(base, res, straight_through=True)
-            q = self.critic.values(feat, self.action_encoder(a)).min(dim=0).values.float()
+            q = self._actor_q(self.critic.values(feat, self.action_encoder(a))).float()
             loss = -q.mean()
         metrics = self._residual_metrics(res, {"actor_loss": loss.detach()})
         return self._add_actor_aux(loss, metrics, feat, step)

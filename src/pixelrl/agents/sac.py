@@ -11,10 +11,14 @@ The overrides, top to bottom:
   with a log std squashed into ``[log_std_min, log_std_max]``; acting samples from it (uniform actions for the first
   ``num_seed_steps``), evaluation takes ``tanh(m(s))``;
 * TD target (under no_grad): ``y = r + discount * (min_i Qbar_i(s', a') - alpha * log pi(a'|s'))``, ``a' ~ pi(s')``
-  (``batch.discount`` holds ``gamma^n`` and the termination mask);
-* critic + encoder: the core's loss on ``y`` (MSE, or the configured head's loss), every update;
-* actor, every ``actor_update_every`` updates, on detached features: ``E[alpha * log pi(a|s) - min_i Q_i(s, a)]``,
-  ``a ~ pi(s)`` reparameterised;
+  (``batch.discount`` holds ``gamma^n`` and the termination mask); without the entropy term when
+  ``backup_entropy=False`` (pixel RLPD); with ``target_augs = K > 1`` the mean of the targets of K independently
+  augmented copies of ``s'``, each with its own ``a'`` (DrQ);
+* critic + encoder: the core's loss on ``y`` (MSE, or the configured head's loss), every update; with
+  ``loss_augs = M > 1`` summed over M independently augmented copies of ``s`` (DrQ);
+* actor, every ``actor_update_every`` updates (or once per RLPD cycle, ``utd_cycle``), on detached features of the
+  first augmented copy: ``E[alpha * log pi(a|s) - min_i Q_i(s, a)]``, ``a ~ pi(s)`` reparameterised (``mean_i`` with
+  ``actor_q='mean'``, RLPD);
 * temperature, right after each actor step: ``J(alpha) = E[alpha * (-log pi(a|s) - target_entropy)]`` (Haarnoja et al.
   2018b, eq. 18) on the actor step's samples, one Adam step on ``log alpha`` (so alpha stays positive); when the
   policy's entropy is below ``target_entropy`` the gradient is negative and alpha grows;
@@ -25,8 +29,11 @@ is the policy's own, learned std. Mechanisms that only change that std (``explor
 are therefore refused by :class:`SACConfig`; MENTOR's MoE layer (``moe``) goes into the Gaussian actor as into
 DrQ-v2's.
 
-Defaults are DrQ's published pixel configuration (its ``config.yaml``); :data:`STATE_OVERRIDES` holds the state-based
-SAC configuration of Haarnoja et al. 2018b for ``--obs state`` runs.
+Defaults are DrQ's published pixel hyper-parameters (its ``config.yaml``) with ONE augmentation (K = M = 1, i.e. the
+plain pixel SAC that DrQ's ablations start from, at half the critic cost); the ``drq`` agent (:func:`drq_preset`) is
+DrQ itself: K = M = 2 and the per-task action repeats of its PlaNet-benchmark runs. :data:`STATE_OVERRIDES` holds the
+state-based SAC configuration of Haarnoja et al. 2018b for ``--obs state`` runs, :func:`rlpd_preset` RLPD's (Ball et
+al. 2023) for the ``rlpd`` agent.
 """
 
 from __future__ import annotations
@@ -38,22 +45,33 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+from pixelrl.agents.drqv2 import AuxInputs, DrQv2Agent, DrQv2Config
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.nets.critic import QHead
 from pixelrl.nets.gaussian_actor import GaussianActor
 
-__all__ = ["SACConfig", "SACAgent", "STATE_OVERRIDES", "SUMMARY", "preset"]
+__all__ = ["SACConfig", "SACAgent", "STATE_OVERRIDES", "SUMMARY", "DRQ_SUMMARY", "RLPD_SUMMARY", "DRQ_ACTION_REPEAT",
+           "preset", "drq_preset", "rlpd_preset"]
 
-SUMMARY = "SAC with a learned temperature, on pixels (DrQ defaults) or states"
+SUMMARY = "SAC with a learned temperature, on pixels (DrQ's hyper-parameters, one augmentation) or states"
+DRQ_SUMMARY = "DrQ (Kostrikov et al. 2020): SAC with K = M = 2 augmentations and DrQ's per-task action repeat"
+RLPD_SUMMARY = "RLPD (Ball et al. 2023): SAC with a LayerNorm 10-head critic, mean-Q actor, UTD cycle; use with --demos"
 
 
 @dataclass(frozen=True)
 class SACConfig(DrQv2Config):
-    """SAC hyper-parameters. Defaults are DrQ's (Kostrikov et al. 2020, pixel SAC on DMC, authors' config.yaml);
-    fields not redefined here keep DrQ-v2's values, which DrQ shares (encoder, 50-d trunk, 1024-unit MLPs,
-    discount 0.99, pad-4 random shift)."""
+    """SAC hyper-parameters. Defaults are DrQ's (Kostrikov et al. 2020, pixel SAC on DMC, authors' config.yaml and
+    drq.py, denisyarats/drq) except K = M = 1 augmentations (DrQ: 2 and 2; the ``drq`` agent sets them); fields not
+    redefined here keep DrQ-v2's values, which DrQ shares: 4 conv layers of 32 channels with strides 2, 1, 1, 1 (35x35
+    maps), a 50-d Linear-LayerNorm-tanh trunk per net with the convs trained by the critic only, 1024-unit MLPs of depth
+    2, orthogonal init, critic tau 0.01, discount 0.99, replicate-pad-4 random shift.
+
+    Deviations from DrQ's code, all small: pixels enter the encoder as ``x/255 - 0.5`` (DrQ-v2's scaling; DrQ: ``x/255``,
+    a constant shift the first conv's bias absorbs); the actor and target intervals count updates (DrQ counts env
+    steps, ``step % 2 == 0``: the same parity at one update per step after its 1000 seed steps); action repeat comes
+    from the trainer (default 2 as DrQ's Dreamer-benchmark runs; DrQ's config.yaml: 4, PlaNet benchmark per task:
+    the ``drq`` agent)."""
 
     lr: float = 1e-3
     """Adam learning rate of the encoder, critic and actor (DrQ: 1e-3; state SAC: 3e-4)."""
@@ -75,7 +93,10 @@ class SACConfig(DrQv2Config):
     temperature_lr: float = 1e-3
     """Adam learning rate of log alpha (DrQ: 1e-3, the same as its other learning rates)."""
     target_entropy: float | None = None
-    """Entropy target of the temperature loss, in nats; None = -|A| (SAC's heuristic, used by DrQ)."""
+    """Entropy target of the temperature loss, in nats; None = ``-target_entropy_scale * |A|``."""
+    target_entropy_scale: float = 1.0
+    """With ``target_entropy=None`` the target is ``-target_entropy_scale * |A|`` (SAC's heuristic -|A|, used by DrQ:
+    1.0; RLPD: 0.5, ``sac_learner.py`` ``target_entropy = -action_dim / 2``)."""
     log_std_min: float = -10.0
     """Lower bound of the policy's log std (DrQ: -10)."""
     log_std_max: float = 2.0
@@ -84,6 +105,18 @@ class SACConfig(DrQv2Config):
     """Updates between actor + temperature steps (DrQ: 2; state SAC: 1). The critic steps every update."""
     target_update_every: int = 2
     """Updates between target-critic EMA steps with ``critic_target_tau`` (DrQ: 2; state SAC: 1)."""
+    backup_entropy: bool = True
+    """Include ``- alpha log pi(a'|s')`` in the TD target (SAC, DrQ: yes). RLPD's pixel config sets False
+    (ikostrikov/rlpd ``configs/rlpd_pixels_config.py``; also its AntMaze / Adroit commands): the target is then
+    ``r + discount * min Qbar(s', a')``, the entropy term stays in the actor loss."""
+    target_augs: int = 1
+    """K: independently augmented copies of ``s'`` whose TD targets are averaged, each with its own ``a' ~ pi(s')``
+    (DrQ's code and paper: K = 2, ``drq.py update_critic``). 1 = one augmentation, as DrQ-v2."""
+    loss_augs: int = 1
+    """M: independently augmented copies of ``s`` whose critic losses against the (shared) target are summed (DrQ's
+    code: M = 2, the sum of both copies' MSE terms; its paper writes the mean, 1/M, which differs only by a constant
+    factor that Adam normalises away). The actor and the auxiliary losses use the first copy (as DrQ's actor uses
+    ``obs``). 1 = one augmentation."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,12 +126,17 @@ class SACConfig(DrQv2Config):
             raise ConfigError(f"temperature_lr must be > 0, got {self.temperature_lr}")
         if not self.log_std_min < self.log_std_max:
             raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
-        for name in ("actor_update_every", "target_update_every"):
+        for name in ("actor_update_every", "target_update_every", "target_augs", "loss_augs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.target_entropy_scale >= 0 and math.isfinite(self.target_entropy_scale)):
+            raise ConfigError(f"target_entropy_scale must be a finite number >= 0, got {self.target_entropy_scale}")
         if self.target_entropy is not None and not math.isfinite(self.target_entropy):
             raise ConfigError(f"target_entropy must be a finite number of nats or None (= -|A|), got "
                               f"{self.target_entropy}")
+        if self.utd_cycle and self.actor_update_every != 1:
+            raise ConfigError(f"utd_cycle runs the actor once per updates_per_step={self.updates_per_step} critic "
+                              f"updates (RLPD's cycle); set --agent.actor-update-every 1 (got {self.actor_update_every})")
         if self.exploration != "schedule":
             raise ConfigError(
                 f"exploration={self.exploration!r} sets DrQ-v2's exploration std, which SAC does not use (its policy "
@@ -133,6 +171,61 @@ def preset(env_id: str) -> dict:
     return {"lr": 1e-3, "feature_dim": 50, "nstep": 1, "batch_size": 512, "replay_capacity": 100_000}
 
 
+def _task_name(env_id: str) -> str:
+    """'dmc/cartpole-swingup' -> 'cartpole_swingup'."""
+    return env_id.replace(":", "/").split("/")[-1].strip().lower().replace("-", "_")
+
+
+DRQ_ACTION_REPEAT: dict[str, int] = {
+    "cartpole_swingup": 8, "reacher_easy": 4, "cheetah_run": 4, "ball_in_cup_catch": 4, "cup_catch": 4,
+    "finger_spin": 2, "walker_walk": 2,
+}
+"""DrQ's action repeat on the PlaNet benchmark tasks (denisyarats/drq: README ``action_repeat=8`` for cartpole; its
+``data/dmc_planet_bench.csv`` logs every 2000 agent steps at 16k frames for cartpole, 8k for cup / reacher / cheetah,
+4k for finger / walker, i.e. repeats 8 / 4 / 2). Other tasks keep the trainer's repeat (2, as the repo's
+Dreamer-benchmark data, which logs every 5000 agent steps at 10k frames on every task)."""
+
+
+def drq_preset(env_id: str, obs: str = "pixels") -> dict:
+    """DrQ (the ``drq`` agent): SAC's values (:func:`preset`) plus K = M = 2 augmentations and, for the PlaNet
+    benchmark tasks, their action repeat (:data:`DRQ_ACTION_REPEAT`; a trainer field, applied by the trainer's
+    config resolution). Batch 512 is the paper's (config.yaml ships 128 and says 512 reproduces the paper). With
+    ``obs='state'`` there is nothing to augment: state SAC's values (:data:`STATE_OVERRIDES`) instead of K and M."""
+    out = {**preset(env_id), **({"target_augs": 2, "loss_augs": 2} if obs != "state" else STATE_OVERRIDES)}
+    repeat = DRQ_ACTION_REPEAT.get(_task_name(env_id))
+    if repeat is not None:
+        out["action_repeat"] = repeat
+    return out
+
+
+def rlpd_preset(env_id: str, obs: str = "pixels") -> dict:
+    """RLPD (the ``rlpd`` agent; ikostrikov/rlpd ``configs/``, ``sac_learner.py``, ``drq_learner.py``): SAC with a
+    10-head critic with LayerNorm in its MLPs, the actor on the MEAN of the heads, the TD target's min over a random
+    subset of 2 heads (states) or 1 (pixels), RLPD's UTD cycle, Adam 3e-4 for every net and the temperature, tau
+    0.005 after every critic update, 256-unit MLPs, batch 256, target entropy -|A|/2, initial temperature 1.0
+    (states) / 0.1 (pixels, drq_config), and on pixels no entropy term in the TD target (rlpd_pixels_config).
+
+    Mix prior data into every batch with ``--demos PATH --demo-ratio 0.5`` (or ``--dataset ... --offline-ratio
+    0.5``); the UTD ratio is ``--agent.updates-per-step`` (RLPD: 20 on states, the README's commands; 1 on pixels,
+    train_finetuning_pixels.py's default). On pixels also the pixel script's 64x64 images, its action repeats
+    (PlaNet's: cartpole 8, reacher / cheetah / cup 4, finger / walker 2, else 2; ``PLANET_ACTION_REPEAT``) and its
+    D4PG encoder (3x3 convs of 32, 64, 128, 256 channels, all stride 2, no padding, ReLU), whose convs the critic
+    trains and the actor reads detached, each net with its own Dense(50)-LayerNorm-tanh latent -- as here. Remaining
+    deviation: pixels enter as ``x/255 - 0.5`` (RLPD: ``x/255``; a constant shift the first conv's bias absorbs)."""
+    pixels = obs != "state"
+    train = {}
+    if pixels:  # the pixel script's image size, PlaNet action repeats (else 2) and D4PG-style encoder
+        train = {"size": 64, "action_repeat": DRQ_ACTION_REPEAT.get(_task_name(env_id), 2),
+                 "encoder_channels": (32, 64, 128, 256), "encoder_strides": (2, 2, 2, 2)}
+    return {**train,
+        "lr": 3e-4, "temperature_lr": 3e-4, "batch_size": 256, "hidden_dim": 256, "feature_dim": 50,
+        "critic_target_tau": 0.005, "actor_update_every": 1, "target_update_every": 1, "nstep": 1,
+        "num_q": 10, "target_q_subset": 1 if pixels else 2, "critic_layernorm": True, "actor_q": "mean",
+        "utd_cycle": True, "backup_entropy": not pixels, "init_temperature": 0.1 if pixels else 1.0,
+        "target_entropy_scale": 0.5, "replay_capacity": 1_000_000, "num_seed_steps": 5000,
+    }
+
+
 class SACAgent(DrQv2Agent):
     """SAC on the DrQ-v2 core: same ``act`` / ``update`` / ``state_dict`` API, a tanh-Gaussian actor and a learned
     temperature (``log_alpha``, its own Adam optimizer, saved in checkpoints under ``mech/sac``)."""
@@ -152,7 +245,8 @@ class SACAgent(DrQv2Agent):
         if not isinstance(cfg, SACConfig):
             raise ConfigError(f"SACAgent needs a SACConfig, got {type(cfg).__name__}")
         super().__init__(observation_space, action_space, cfg, device, critic_head=critic_head)
-        self.target_entropy = float(cfg.target_entropy) if cfg.target_entropy is not None else -float(self.action_dim)
+        self.target_entropy = (float(cfg.target_entropy) if cfg.target_entropy is not None
+                               else -cfg.target_entropy_scale * float(self.action_dim))
         self.log_alpha = torch.nn.Parameter(torch.tensor(math.log(cfg.init_temperature), device=self.device))
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr)
         self.register_state("sac", self._temperature_state, self._load_temperature_state)
@@ -171,13 +265,20 @@ class SACAgent(DrQv2Agent):
         return self.log_alpha.detach().exp()
 
     def critic_target(self, batch: Batch, next_feat: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """Soft TD target ``[B, 1]``: ``r + discount * (min_i Qbar_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``.
+        """Soft TD target ``[B, 1]``: ``r + discount * (min_i Qbar_i(s', a') - alpha log pi(a'|s'))``, ``a' ~ pi(s')``
+        (no ``alpha log pi`` term with ``backup_entropy=False``).
 
         ``std`` (DrQ-v2's smoothing noise) is unused. Called under no_grad.
         """
         next_action, log_prob = self.actor.sample(next_feat)
         target_q = self._target_min(self.target_critic.values(next_feat, self.action_encoder(next_action)))
-        return batch.reward + batch.discount * (target_q.float() - self.alpha * log_prob)
+        return batch.reward + batch.discount * self._soft_value(target_q, log_prob)
+
+    def _soft_value(self, target_q: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+        """The next state's value in the TD target: ``min Qbar - alpha log pi``, or ``min Qbar`` without
+        ``backup_entropy`` (pixel RLPD)."""
+        v = target_q.float()
+        return v - self.alpha * log_prob if self.cfg.backup_entropy else v
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -196,12 +297,44 @@ class SACAgent(DrQv2Agent):
         return action[0].float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ update
+    def _critic_loss(self, batch: Batch, std: torch.Tensor, step: int):
+        """The core's critic loss (one augmentation), or DrQ's with K = ``target_augs`` augmented copies of ``s'``
+        (their targets averaged) and M = ``loss_augs`` copies of ``s`` (their losses summed, as DrQ's code)."""
+        k, m = self.cfg.target_augs, self.cfg.loss_augs
+        if k == 1 and m == 1:
+            return super()._critic_loss(batch, std, step)
+        b, n = batch.reward.shape[0], max(k, m)
+        # n copies of each sample, every copy shifted independently (one augmentation kernel for all)
+        obs, next_obs = self._augment(_tile(batch.obs, n), _tile(batch.next_obs, n))
+        with self._autocast():
+            feat = self.encoder(_head(obs, m * b))
+            with torch.no_grad():
+                next_feat = self.encoder(_head(next_obs, k * b))
+                target = torch.stack([self.critic_target(batch, f, std).float()
+                                      for f in next_feat.split(b)]).mean(dim=0)
+            raw = self.critic(feat, self.action_encoder(batch.action.repeat(m, 1)))
+            q = self.critic.head.value(raw[:, :b]).float()
+            loss = m * self.critic.head.loss(raw.float(), target.repeat(m, 1))
+        metrics = {
+            "critic_target_q": target.mean(),
+            "critic_q1": q[0].mean(),
+            "critic_q2": q[-1].mean(),
+            "critic_loss": loss.detach(),
+            "batch_reward": batch.reward.mean(),
+        }
+        if self.aux_losses:  # on the first copy, as the actor
+            inputs = AuxInputs(self, batch, _head(obs, b), _head(next_obs, b), feat[:b], next_feat[:b], step,
+                               raw[:, :b])
+            loss = self._add_aux(self.aux_losses, inputs, loss, metrics)
+        return loss, feat[:b].detach(), metrics
+
     def _actor_loss(self, feat: torch.Tensor, std: torch.Tensor, step: int = 0):
-        """``E[alpha log pi(a|s) - min_i Q_i(s, a)]`` on detached features; ``std`` is unused."""
+        """``E[alpha log pi(a|s) - min_i Q_i(s, a)]`` on detached features (``mean_i`` with ``actor_q='mean'``,
+        RLPD); ``std`` is unused."""
         penalty = self.cfg.actor_pre_tanh_penalty
         with self._autocast():
             action, log_prob, mean = self.actor.sample(feat, with_mean=True)
-            q = self.critic.values(feat, self.action_encoder(action)).min(dim=0).values.float()
+            q = self._actor_q(self.critic.values(feat, self.action_encoder(action))).float()
             loss = (self.alpha * log_prob - q).mean()
         metrics = {"actor_loss": loss.detach(), "actor_entropy": -log_prob.detach().mean()}
         if penalty > 0:  # rlkit's policy_mean_reg_weight: mean(m^2) of the pre-squash mean
@@ -216,12 +349,12 @@ class SACAgent(DrQv2Agent):
         return self.log_alpha.exp() * (entropy.detach() - self.target_entropy)
 
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        """The core's critic / actor / target steps, with DrQ's actor and target intervals and a temperature step
-        after each actor step."""
+        """The core's critic / actor / target steps, with DrQ's actor and target intervals (or RLPD's cycle:
+        ``utd_cycle``) and a temperature step after each actor step."""
         cfg = self.cfg
         std = torch.tensor(self.stddev(step), device=self.device)  # unused by SAC's losses; passed for the hooks
         feat, metrics = self._critic_step(batch, std, step)
-        if self.num_updates % cfg.actor_update_every == 0:
+        if self._actor_due() and self.num_updates % cfg.actor_update_every == 0:
             actor_metrics = self._actor_step(feat, std, step)
             alpha_loss = self._temperature_loss(actor_metrics["actor_entropy"])
             self.alpha_opt.zero_grad(set_to_none=True)
@@ -242,3 +375,17 @@ class SACAgent(DrQv2Agent):
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"].to(self.device))
         self.alpha_opt.load_state_dict(state["alpha_opt"])
+
+
+def _tile(x, n: int):
+    """``n`` copies of a batch along the batch dimension (each entry of a dict observation)."""
+    if isinstance(x, dict):
+        return {k: _tile(v, n) for k, v in x.items()}
+    return x if n == 1 else torch.cat([x] * n)
+
+
+def _head(x, rows: int):
+    """The first ``rows`` rows of a batch (each entry of a dict observation)."""
+    if isinstance(x, dict):
+        return {k: v[:rows] for k, v in x.items()}
+    return x[:rows]

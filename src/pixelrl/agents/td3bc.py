@@ -94,6 +94,10 @@ class TD3BCConfig(OfflineAgentConfig):
         if not (self.expl_noise >= 0 and math.isfinite(self.expl_noise)):
             raise ConfigError(f"expl_noise must be a finite number >= 0, got {self.expl_noise}")
         check_offline_mechanisms(self, "TD3+BC")
+        if self.actor_q != "min" or self.utd_cycle:
+            raise ConfigError("TD3+BC does not use actor_q / utd_cycle (RLPD's actor objective and update cycle): "
+                              "its actor maximises Q_1 (as the authors) every actor_update_every updates (TD3's policy "
+                              "delay); drop --agent.actor-q / --agent.utd-cycle")
 
 
 def preset(env_id: str, obs: str = "state") -> dict:

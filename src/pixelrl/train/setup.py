@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pixelrl.agents import agent_preset, get_spec, merge_overrides, nest_overrides
+from pixelrl.agents import agent_preset, agent_train_preset, get_spec, merge_overrides, nest_overrides
 from pixelrl.agents.presets import cpu_fast, task_preset
 from pixelrl.errors import ConfigError
 from pixelrl.train.config import TrainConfig
@@ -39,7 +39,8 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
     """Resolved config. Agent fields: config defaults < the per-task preset of the agent's method (DrQ-v2's task
     files; DrM's, TACO's, MENTOR's for those agents) < the agent's own preset (drm, taco, ...) < the ``cpu-fast``
     preset < ``overrides['agent']`` (a dict; dotted keys reach nested configs).
-    TrainConfig fields: defaults < preset < ``overrides``."""
+    TrainConfig fields: defaults < the per-task preset < the agent's own preset (e.g. drq's per-task action repeat)
+    < the ``cpu-fast`` preset < ``overrides``."""
     resolved = resolve_preset_name(preset, device)
     cfg_cls = agent_config_class(agent_name)
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -61,7 +62,9 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
 
     if resolved != "none":
         split(task_preset(env, agent_name), f"preset '{resolved}'")
-    agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, overrides.get("obs", TrainConfig.obs)))
+    obs = overrides.get("obs", TrainConfig.obs)
+    agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, obs))
+    split(agent_train_preset(agent_name, env, obs), f"agent '{agent_name}' preset")  # e.g. drq's action repeat
     if resolved == "cpu-fast":
         spec = get_spec(agent_name)
         split({k: v for k, v in cpu_fast.items()
