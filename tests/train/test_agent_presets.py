@@ -149,3 +149,25 @@ def test_snapshot_bank_resets_training_episodes_and_resumes_exactly(tmp_path):
         return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
 
     assert strip(read_rows(straight.run_dir, "train")) == strip(read_rows(first.run_dir, "train"))
+
+
+@pytest.mark.slow
+def test_taco_walker_setting_and_reference_double_step_train_and_resume_exactly(tmp_path):
+    """TACO's walker setting (n = 1, K = 3: the trainer samples the K-step window and o_(t+K) through
+    sample_kwargs) with the authors' double optimizer step, end to end, and a resume that continues exactly."""
+    over = {"nstep": 1, "taco.optimizer": "separate"}
+    straight = _config(tmp_path, "taco", 2000, over, name="straight")
+    assert (straight.agent.nstep, straight.agent.taco.multistep) == (1, 3)
+    Trainer(straight).run()
+    rows = read_rows(straight.run_dir, "train")
+    assert {"taco_contrastive", "taco_curl", "taco_reward"} <= _columns(rows)
+    assert all(math.isfinite(r["taco_loss"]) for r in rows if "taco_loss" in r)
+    first = _config(tmp_path, "taco", 1000, over, name="resumed")
+    Trainer(first).run()
+    Trainer(dataclasses.replace(first, frames=2000), resume=True).run()
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+
+    for kind in ("train", "eval"):
+        assert strip(read_rows(straight.run_dir, kind)) == strip(read_rows(first.run_dir, kind)), kind
