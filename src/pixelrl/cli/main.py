@@ -113,6 +113,8 @@ def cmd_train(argv: list[str]) -> int:
     parsed = tyro.cli(args_cls, default=default, args=argv, prog="pixelrl train")
     cfg = TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline)
+    if cfg.seeds is not None:
+        return _train_seeds(cfg)
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=default_run_dir(cfg.env, cfg.agent_name, cfg.seed))
     _announce(cfg)
@@ -126,12 +128,27 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+def _train_seeds(cfg) -> int:
+    """``--seeds``: one agent per seed in this process, updated as one batched computation."""
+    from pixelrl.train.batched import BatchedTrainer, default_batch_run_dir
+    from pixelrl.train.config import parse_seeds
+
+    seeds = parse_seeds(cfg.seeds)
+    if cfg.run_dir is None:
+        cfg = dataclasses.replace(cfg, run_dir=default_batch_run_dir(cfg.env, cfg.agent_name, cfg.seeds))
+    _announce(cfg)
+    summary = BatchedTrainer(cfg, seeds).run()
+    _print_summary(summary)
+    return 0
+
+
 def _announce(cfg) -> None:
     from rich.console import Console
 
     c = Console()
     a = cfg.agent
-    c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} seed={cfg.seed} "
+    c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} "
+            f"{f'seeds={cfg.seeds} (batched)' if cfg.seeds else f'seed={cfg.seed}'} "
             f"frames={cfg.frames:,} device={cfg.device}")
     from pixelrl.agents import get_spec
 
@@ -168,6 +185,14 @@ def cmd_resume(argv: list[str]) -> int:
 
     args = _parse(_Resume, argv, "pixelrl resume")
     run = Path(args.run_dir)
+    from pixelrl.train.batched import BATCH_FILE
+
+    if (run / BATCH_FILE).exists():  # a --seeds run: every seed resumes together
+        from pixelrl.train.batched import BatchedTrainer
+
+        summary = BatchedTrainer.resume(run, frames=args.frames).run()
+        _print_summary(summary)
+        return 0
     cfg_path = run / "config.json"
     if not cfg_path.exists():
         raise PixelRLError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made")

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import nn
 
 from pixelrl.nets.layers import mlp, weight_init
 from pixelrl.nets.moe import MoE, MoEConfig
 
-__all__ = ["Actor", "sample_action", "clamp_straight_through"]
+__all__ = ["Actor", "sample_action", "clamp_straight_through", "supplied_noise"]
 
 _EPS = 1e-6
+_NOISE_SUPPLY: list[Callable[[torch.Tensor], torch.Tensor]] = []
+
+
+@contextlib.contextmanager
+def supplied_noise(supply: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside the block, :func:`sample_action` calls without ``noise`` take their standard-normal draw from
+    ``supply(mu)`` instead of torch's global RNG. The batched learner (:mod:`pixelrl.agents.batched`) runs an agent's
+    own loss code under ``vmap`` this way, feeding each agent the numbers its own generator drew."""
+    _NOISE_SUPPLY.append(supply)
+    try:
+        yield
+    finally:
+        _NOISE_SUPPLY.pop()
 
 
 def clamp_straight_through(x: torch.Tensor, low: float = -1.0, high: float = 1.0, eps: float = _EPS) -> torch.Tensor:
@@ -28,10 +44,11 @@ def sample_action(
     """DrQ-v2's truncated-normal sample: ``clamp(mu + clip(N(0, std), +-clip), -1, 1)`` (straight-through clamp).
 
     ``clip=None`` leaves the noise unclipped (the reference's exploration sample in ``act``); the update uses
-    ``clip = stddev_clip``. ``noise`` overrides the standard-normal draw (tests).
+    ``clip = stddev_clip``. ``noise`` overrides the standard-normal draw (tests); so does :func:`supplied_noise`.
     """
-    eps = torch.randn_like(mu) if noise is None else noise
-    eps = eps * std
+    if noise is None:
+        noise = _NOISE_SUPPLY[-1](mu) if _NOISE_SUPPLY else torch.randn_like(mu)
+    eps = noise * std
     if clip is not None:
         eps = torch.clamp(eps, -clip, clip)
     return clamp_straight_through(mu + eps)

@@ -11,6 +11,24 @@ import tyro
 from pixelrl.errors import ConfigError
 
 
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """``'1-5'`` -> (1, 2, 3, 4, 5); ``'1,3,7'`` -> (1, 3, 7); ranges and lists combine (``'1-3,7'``)."""
+    seeds: list[int] = []
+    try:
+        for part in str(spec).split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
+            if last < first:
+                raise ValueError
+            seeds.extend(range(first, last + 1))
+    except ValueError:
+        raise ConfigError(f"--seeds {spec!r}: use a range (1-5), a list (1,3,7) or both (1-3,7) of "
+                          "non-negative integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {spec!r} names a seed twice")
+    return tuple(seeds)
+
+
 @dataclass(frozen=True)
 class OfflineConfig:
     """Offline training from a dataset, offline->online fine-tuning and demo mixing (see docs/offline.md)."""
@@ -120,6 +138,10 @@ class TrainConfig:
     (``paper`` when a CUDA device is used, else ``cpu-fast``), or ``none`` (plain defaults)."""
     seed: int = 1
     """Seed of Python, NumPy, torch and every environment episode. Same seed, same machine: same run on CPU."""
+    seeds: Optional[str] = None
+    """Train one agent per seed in one process as one batched computation: ``1-5``, ``1,3,7`` or ``1-3,7``
+    (DrQ-v2 core only; see docs/training.md). The run folder then holds one single-run folder per seed,
+    ``s<seed>/``, and ``pixelrl resume`` continues them together. None: one run with ``--seed``."""
     frames: int = 1_100_000
     """Training budget in env frames (simulator steps, action repeat counted)."""
     eval_every_frames: int = 10_000
