@@ -116,8 +116,11 @@ class TACOConfig:
     reward_weight: float = 1.0
     """Weight of the reward-prediction term."""
     optimizer: str = "joint"
-    """How the TACO loss is optimised. 'joint' (default): added to the critic loss, one backward and one step of
-    the critic optimizer per update (the encoder and action encoder move once). 'separate': the authors' code --
+    """How the TACO loss is optimised. 'joint' (default; a deviation from the authors' code, kept on purpose): added
+    to the critic loss, one backward and one step of the critic optimizer per update, so the encoder and action
+    encoder move once per update with one set of Adam moments -- the reference's second step on them comes from
+    ``taco_opt`` holding the encoder again through the TACO module, about twice the intended step, which the paper
+    does not describe. 'separate': the authors' code --
     after the critic, actor and target updates, the TACO loss is computed again with the updated encoder on fresh
     augmentations of o_t (anchor, with gradient; CURL positive and o_{t+K} target without) and stepped by a second
     Adam (lr = the agent's lr) over the encoder, the action encoder and the TACO module, with moments of its own:
