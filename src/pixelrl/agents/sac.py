@@ -67,11 +67,14 @@ class SACConfig(DrQv2Config):
     maps), a 50-d Linear-LayerNorm-tanh trunk per net with the convs trained by the critic only, 1024-unit MLPs of depth
     2, orthogonal init, critic tau 0.01, discount 0.99, replicate-pad-4 random shift.
 
-    Deviations from DrQ's code, all small: pixels enter the encoder as ``x/255 - 0.5`` (DrQ-v2's scaling; DrQ: ``x/255``,
-    a constant shift the first conv's bias absorbs); the actor and target intervals count updates (DrQ counts env
-    steps, ``step % 2 == 0``: the same parity at one update per step after its 1000 seed steps); action repeat comes
-    from the trainer (default 2 as DrQ's Dreamer-benchmark runs; DrQ's config.yaml: 4, PlaNet benchmark per task:
-    the ``drq`` agent)."""
+    Deviations from DrQ's code: its target critic is a full EMA copy of the critic *including the encoder*
+    (``soft_update_params(critic, critic_target, 0.01)`` in ``drq.py``), so its TD target reads s' through a slowly
+    moving target encoder; here, as in DrQ-v2, the target Q nets read the online encoder's features (no target
+    encoder: one encoder pass fewer per update). Smaller ones: pixels enter the encoder as ``x/255 - 0.5`` (DrQ-v2's
+    scaling; DrQ: ``x/255``, a constant shift the first conv's bias absorbs); the actor and target intervals count
+    updates (DrQ counts env steps, ``step % 2 == 0``: the same parity at one update per step after its 1000 seed
+    steps); action repeat comes from the trainer (default 2 as DrQ's Dreamer-benchmark runs; DrQ's config.yaml: 4;
+    PlaNet benchmark per task: the ``drq`` agent)."""
 
     lr: float = 1e-3
     """Adam learning rate of the encoder, critic and actor (DrQ: 1e-3; state SAC: 3e-4)."""
