@@ -95,8 +95,8 @@ class DrMConfig:
     gives 0.6 for all dog and humanoid tasks."""
     awaken_std_max: float = 1.0
     """sigma_max of the awakened std sigma_max * sigmoid(slope * (beta - beta_hat)). 1.0 is DrM's code for every
-    domain (``dormant_stddev`` returns ``1 / (1 + exp(-temp * (beta - beta_hat)))`` in agents/drm.py, drm_mw.py and
-    drm_adroit.py at the repository's head); the repository's first commit had 0.8 in agents/drm.py, changed to 1
+    domain (``1 / (1 + exp(-temp * (beta - beta_hat)))``: ``dormant_stddev`` in agents/drm.py and drm_mw.py,
+    ``stddev`` in drm_adroit.py, at the repository's head); the repository's first commit had 0.8 in agents/drm.py, changed to 1
     the next day. 0.8 is MENTOR's value (``mentor.stddev_scale``): pass 0.8 to reproduce that variant."""
     awaken_slope: float = 10.0
     """Slope of the awakened-exploration sigmoid in beta."""
