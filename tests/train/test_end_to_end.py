@@ -55,6 +55,11 @@ def test_train_produces_artefacts_then_eval_and_plot(tmp_path):
     assert any("critic_loss" in r for r in read_rows(run, "train"))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["agent"]["batch_size"] == 32 and cfg["size"] == 32
+    # precision 'auto' is resolved for this machine, saved as the concrete choice, and explained
+    assert cfg["agent"]["precision"] in ("fp32", "bf16")
+    assert cfg["decisions"]["precision"] == cfg["agent"]["precision"]
+    assert cfg["decisions"]["precision_reason"].startswith(cfg["agent"]["precision"] + ":")
+    assert "precision " + cfg["agent"]["precision"] in " ".join(p.stdout.split())
     assert "run folder" in p.stdout and "curve" in p.stdout
 
     e = _pixelrl("eval", str(run), "--episodes", "2", "--video", "--device", "cpu")

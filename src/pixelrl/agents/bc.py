@@ -420,6 +420,7 @@ class BCAgent(ObsNormMixin, ObsTensorMixin):
         self.update_hooks: list = []
         self.episode_hooks: list = []
         self._loss_fn = torch.compile(self._loss, dynamic=False) if cfg.compile else self._loss
+        self._resolve_precision()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

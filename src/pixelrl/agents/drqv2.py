@@ -127,8 +127,12 @@ class DrQv2Config:
     grid_sample on a sampling grid at pixel centres. Both give the same images up to float rounding."""
     replay_capacity: int = 1_000_000
     """Replay size in transitions (paper: 1M; 100k for quadruped_run). Read by the trainer."""
-    precision: str = "fp32"
-    """'fp32' or 'bf16' (autocast of the forward passes; parameters and optimizer state stay fp32)."""
+    precision: str = "auto"
+    """'auto', 'fp32' or 'bf16' (autocast of the forward passes; parameters and optimizer state stay fp32).
+    'auto': fp32 unless the device computes bf16 natively (AVX512_BF16 / AMX CPUs, Ampere+ GPUs) *and* a short
+    timing of this agent's forward + backward pass at start shows bf16 at least 1.15x faster; elsewhere bf16 is
+    emulated and slow (an AVX2-only CPU runs the cpu-fast update ~10x slower in bf16). The trainer prints the
+    choice with its reason and records both in config.json, so a resumed run keeps the same precision."""
     channels_last: bool = True
     """Run the conv encoder in channels_last memory format (faster on CPU and GPU; same math)."""
     compile: bool = False
@@ -194,8 +198,8 @@ class DrQv2Config:
         if not (self.actor_pre_tanh_penalty >= 0 and math.isfinite(self.actor_pre_tanh_penalty)):
             raise ConfigError("actor_pre_tanh_penalty must be a finite number >= 0, got "
                               f"{self.actor_pre_tanh_penalty}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if len(self.encoder_channels) != len(self.encoder_strides) or not self.encoder_channels:
             raise ConfigError(
                 f"encoder_channels {self.encoder_channels} and encoder_strides {self.encoder_strides} must be "
@@ -303,8 +307,9 @@ def _obs_kind(space: gym.Space) -> tuple[str, tuple[int, int, int] | None, int]:
 
 class ObsTensorMixin:
     """One env observation -> a batched tensor on the agent's device, and the precision's autocast context; shared
-    by the agents on the DrQ-v2 core and BC. Needs ``device``, ``obs_kind``, ``_channels_last`` and
-    ``cfg.precision``."""
+    by the agents on the DrQ-v2 core and BC. Needs ``device``, ``obs_kind``, ``_channels_last``, ``encoder``,
+    ``actor`` (and ``critic`` / ``action_encoder`` where the agent has them) and ``cfg.precision``; the agent calls
+    :meth:`_resolve_precision` at the end of its constructor."""
 
     def _obs_to_tensor(self, obs):
         def one(x, pixels: bool):
@@ -317,10 +322,56 @@ class ObsTensorMixin:
             return {k: one(v, k == "pixels") for k, v in obs.items() if k in ("pixels", "state")}
         return one(obs, self.obs_kind == "pixels")
 
+    precision: str = "fp32"
+    """The precision in use: ``cfg.precision``, or what ``'auto'`` resolved to (:meth:`_resolve_precision`)."""
+    precision_reason: str = ""
+    """Why: ``'set in the config'`` or the capability check and timing of :func:`pixelrl.utils.precision.choose_precision`."""
+
     def _autocast(self):
-        if self.cfg.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _resolve_precision(self) -> None:
+        """Set ``precision``: the config's value, or for ``'auto'`` fp32 unless the device has native bf16 and a
+        timed forward + backward pass of this agent's encoder, critic and actor on a synthetic batch is clearly
+        faster in bf16. Leaves every random stream and ``.grad`` as they were."""
+        from pixelrl.utils.precision import choose_precision, probe_update_fn
+
+        cfg = self.cfg
+        if cfg.precision != "auto":
+            self.precision, self.precision_reason = cfg.precision, f"{cfg.precision}: set in the config"
+            return
+        n = int(cfg.batch_size)
+        gen = torch.Generator().manual_seed(0)
+
+        def synthetic(space: gym.spaces.Box, pixels: bool) -> torch.Tensor:
+            if pixels:
+                x = torch.randint(0, 256, (n, *space.shape), generator=gen).float().to(self.device)
+                return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
+            return torch.randn((n, *space.shape), generator=gen).to(self.device)
+
+        space = self.observation_space
+        if self.obs_kind == "dict":
+            obs = {k: synthetic(space.spaces[k], k == "pixels") for k in ("pixels", "state") if k in space.spaces}
+        else:
+            obs = synthetic(space, self.obs_kind == "pixels")
+        action = (torch.rand((n, self.action_dim), generator=gen) * 2 - 1).to(self.device)
+        critic = getattr(self, "critic", None)
+        modules = [m for m in (self.encoder, self.actor, critic) if m is not None]
+
+        def loss() -> torch.Tensor:
+            feat = self.encoder(obs)
+            out = self.actor(feat.detach())
+            total = (out[0] if isinstance(out, tuple) else out).float().sum()
+            if critic is not None:
+                total = total + critic(feat, self.action_encoder(action)).float().sum()
+            return total
+
+        key = (type(self).__name__, self.obs_kind, str(space), tuple(cfg.encoder_channels), tuple(cfg.encoder_strides),
+               cfg.feature_dim, cfg.hidden_dim, getattr(cfg, "num_q", 0), n, self._channels_last)
+        self.precision, self.precision_reason = choose_precision(
+            self.device, probe_update_fn(modules, loss, self.device), key=key)
 
 
 class DrQv2Agent(ObsTensorMixin):
@@ -406,6 +457,7 @@ class DrQv2Agent(ObsTensorMixin):
             self._critic_loss_fn = torch.compile(self._critic_loss, dynamic=False)
             self._actor_loss_fn = torch.compile(self._actor_loss, dynamic=False)
         self._install_mechanisms()
+        self._resolve_precision()
 
     def _build_actor(self, repr_dim: int) -> torch.nn.Module:
         """The policy network (overridden by SAC). MENTOR's MoE replaces the middle layer when ``moe`` asks."""

@@ -164,7 +164,6 @@ cpu_fast: dict = {
     "feature_dim": 50,
     "stddev_schedule": "linear(1.0,0.1,10000)",
     "num_seed_steps": 500,
-    "precision": "bf16",
     "actor_pre_tanh_penalty": 1e-3,
 }
 """CPU default for ``make train`` (not the paper's configuration): 110k frames of 64x64 pixels rendered without

@@ -121,11 +121,22 @@ def cmd_train(argv: list[str]) -> int:
     if cfg.offline is not None and cfg.offline.active:
         from pixelrl.train.offline import OfflineTrainer
 
-        summary = OfflineTrainer(cfg).run()
+        trainer = OfflineTrainer(cfg)
     else:
-        summary = Trainer(cfg).run()
+        trainer = Trainer(cfg)
+    _announce_decisions(trainer.cfg)
+    summary = trainer.run()
     _print_summary(summary)
     return 0
+
+
+def _announce_decisions(cfg) -> None:
+    """One line on what was chosen for this machine (``--agent.precision auto``), as recorded in config.json."""
+    reason = (cfg.decisions or {}).get("precision_reason")
+    if reason:
+        from rich.console import Console
+
+        Console().print(f"  precision {reason}")
 
 
 def _train_seeds(cfg) -> int:
@@ -159,7 +170,7 @@ def _announce(cfg) -> None:
     if cfg.preset == "cpu-fast" and get_spec(cfg.agent_name).cpu_fast:
         c.print("  CPU preset [bold]cpu-fast[/bold]: a lean DrQ-v2 that learns on a 2-core CPU "
                 f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
-                f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}, {a.precision}). "
+                f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}). "
                 "Pass --preset paper for the published DrQ-v2 configuration (meant for a GPU).")
     c.print(f"  run folder: {cfg.run_dir}")
 

@@ -134,7 +134,7 @@ class TrainConfig:
     """Hyper-parameter preset applied under your flags: ``paper`` (the published DrQ-v2 configuration for the
     task: easy/medium/hard schedules, walker n=1 and batch 512, ...), ``cpu-fast`` (a lean DrQ-v2 that learns on a
     2-core CPU in ~15 min: 110k frames at 64x64 with the fast renderer, action repeat 8, strides 2,2,1,1, batch
-    128, hidden 256, lr 3e-4, bf16), ``auto``
+    128, hidden 256, lr 3e-4, precision auto), ``auto``
     (``paper`` when a CUDA device is used, else ``cpu-fast``), or ``none`` (plain defaults)."""
     seed: int = 1
     """Seed of Python, NumPy, torch and every environment episode. Same seed, same machine: same run on CPU."""
@@ -194,6 +194,11 @@ class TrainConfig:
     """S3RL: agent steps during which resets use snapshots (paper: the first 100k steps)."""
     agent: Any = None
     """Agent hyper-parameters (``--agent.<field>``); filled with the chosen agent's config and preset."""
+    decisions: Annotated[Optional[dict], tyro.conf.Suppress] = None
+    """What the trainer chose for this machine at start, and why (written by the trainer, recorded in config.json):
+    ``precision`` (what ``--agent.precision auto`` resolved to, with the capability check and timing behind it),
+    ``threads``, ``cpu`` and the CPU's bf16 flags. The resolved precision is also written into ``agent``, so a
+    resumed run keeps it."""
     offline: Annotated[Optional[OfflineConfig], tyro.conf.Suppress] = None
     """Offline / offline->online / demo settings (``--dataset``, ``--offline-steps``, ``--online-frames``,
     ``--offline-ratio``, ``--demos``, ``--demo-ratio``, ...; see :class:`OfflineConfig`). None: a plain online run."""

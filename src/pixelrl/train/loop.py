@@ -36,7 +36,7 @@ from pixelrl.train.episode import EnvRunner, train_episode, train_until
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
 from pixelrl.train.progress import TrainProgress
-from pixelrl.train.setup import resolve_agent_for_env
+from pixelrl.train.setup import record_machine_choices, resolve_agent_for_env
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.malloc import tune_glibc_malloc
@@ -99,6 +99,8 @@ class Trainer:
         cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
         a = cfg.agent
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        if not resume:
+            cfg = self.cfg = record_machine_choices(cfg, self.agent)
         self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
         self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
                                    nstep=a.nstep, discount=a.discount, device=self.device,

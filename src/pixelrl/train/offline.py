@@ -146,7 +146,7 @@ class OfflineTrainer:
 
     def _setup(self, resume: bool) -> None:
         """Everything after the eval env: data, agent, buffers, counters (restored on resume), logs."""
-        from pixelrl.train.setup import resolve_agent_for_env
+        from pixelrl.train.setup import record_machine_choices, resolve_agent_for_env
 
         cfg, o = self.cfg, self.offline
         self.obs_space = self.eval_env.observation_space
@@ -164,6 +164,7 @@ class OfflineTrainer:
         self._fingerprints = {name: _fingerprint(ds) for name, ds in self.data.items()}
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
         if not resume:
+            self.cfg = cfg = record_machine_choices(cfg, self.agent)
             self._give_dataset_statistics()
         self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
         self.batch_size = int(a.batch_size)

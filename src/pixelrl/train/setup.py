@@ -120,3 +120,24 @@ def resolve_agent_for_env(cfg: TrainConfig, action_repeat: int) -> TrainConfig:
     lo, hi = auto_range(float(action_repeat), a.discount)
     h = dataclasses.replace(h, v_min=lo if h.v_min is None else h.v_min, v_max=hi if h.v_max is None else h.v_max)
     return dataclasses.replace(cfg, agent=dataclasses.replace(a, hl_gauss=h))
+
+
+def record_machine_choices(cfg: TrainConfig, agent: Any) -> TrainConfig:
+    """The config to save with the run: the agent's precision as resolved (``'auto'`` replaced by what the agent
+    chose, so a resume does not measure again) and ``decisions`` naming what was chosen for this machine and why."""
+    from pixelrl.utils.machine import machine_description
+    from pixelrl.utils.precision import cpu_flags
+
+    decisions = dict(cfg.decisions or {})
+    a = cfg.agent
+    precision = getattr(agent, "precision", None)
+    if precision is not None and getattr(a, "precision", None) is not None:
+        decisions.setdefault("precision", precision)
+        decisions.setdefault("precision_reason", getattr(agent, "precision_reason", ""))
+        if a.precision != precision:
+            cfg = dataclasses.replace(cfg, agent=dataclasses.replace(a, precision=precision))
+    decisions.setdefault("threads", torch.get_num_threads())
+    decisions.setdefault("cpu", machine_description())
+    decisions.setdefault("cpu_bf16_flags", sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "avx512f", "avx2"}))
+    return dataclasses.replace(cfg, decisions=decisions)
+
