@@ -230,12 +230,18 @@ class ResidualActor(nn.Module):
             last.weight[:action_dim].mul_(init_scale)
             last.bias[:action_dim].mul_(init_scale)
 
-    def _input(self, feat: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
+    def _input(self, feat: torch.Tensor, base_action: torch.Tensor | None) -> torch.Tensor:
         h = self.trunk(feat)
-        return torch.cat([h, base_action.to(h.dtype)], dim=-1) if self.base_input else h
+        if not self.base_input:
+            return h
+        if base_action is None:  # a caller that only needs the net's shape and cost (the precision probe)
+            base_action = h.new_zeros(h.shape[0], self.action_dim)
+        return torch.cat([h, base_action.to(h.dtype)], dim=-1)
 
-    def forward(self, feat: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
-        """The residual's mean ``[B, A]`` in (-1, 1) (DrQ-v2: ``tanh(mu)``; SAC: ``tanh(mean)``)."""
+    def forward(self, feat: torch.Tensor, base_action: torch.Tensor | None = None) -> torch.Tensor:
+        """The residual's mean ``[B, A]`` in (-1, 1) (DrQ-v2: ``tanh(mu)``; SAC: ``tanh(mean)``). ``base_action``
+        None = a zero base action: the agent always passes the real one; generic callers that run ``actor(feat)``
+        on the core's one-input actor (``precision='auto'``'s timing probe) get a pass of the same cost."""
         return self.head(self._input(feat, base_action))
 
     def sample(self, feat: torch.Tensor, base_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
