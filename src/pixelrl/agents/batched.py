@@ -266,8 +266,10 @@ class BatchedDrQv2:
 
     # ------------------------------------------------------------------ update
     def _augment(self, batches: Sequence[Batch], shifts: torch.Tensor | None):
-        """The single agent's ``_augment`` for all K batches in one gather: per agent, ``obs`` and ``next_obs``
-        concatenated and shifted with that agent's ``[2B, 2]`` shifts. Returns ``[K, B, ...]`` obs and next_obs."""
+        """The single agent's ``_augment`` for all K batches: per agent, ``obs`` and ``next_obs`` concatenated and
+        shifted with that agent's ``[2B, 2]`` shifts (an exact per-image gather). Returns ``[K, B, ...]`` obs and
+        next_obs. The pixels are written into one ``[2B, H, W, K, C]`` buffer: under ``vmap`` each conv then runs as
+        one grouped channels_last convolution over all K agents without a copy of its input."""
         t = self.template
         obs, next_obs = _stack([b.obs for b in batches]), _stack([b.next_obs for b in batches])
         if t.obs_kind == "state":
@@ -275,18 +277,16 @@ class BatchedDrQv2:
         px, npx = (obs["pixels"], next_obs["pixels"]) if t.obs_kind == "dict" else (obs, next_obs)
         both = torch.cat([px, npx], dim=1)  # [K, 2B, C, H, W]: each agent's batch as the single agent builds it
         k, n, c, h, w = both.shape
-        flat = both.reshape(k * n, c, h, w)
-        flat_shifts = shifts.reshape(k * n, 2) if shifts is not None else None
-        if t.cfg.augment_impl == "index":
-            buf = self._aug_buf
-            if buf is None or buf.shape != (k * n, h, w, c) or buf.device != flat.device:
-                buf = self._aug_buf = torch.empty((k * n, h, w, c), device=flat.device)
-            out = random_shift_index(flat, t._augment_pad, flat_shifts, channels_last=t._channels_last, out=buf)
-        else:
-            out = random_shift(flat.float(), t._augment_pad, flat_shifts)
-            if t._channels_last:
-                out = out.contiguous(memory_format=torch.channels_last)
-        out = out.view(k, n, *out.shape[1:])
+        buf = self._aug_buf
+        if buf is None or buf.shape != (n, h, w, k, c) or buf.device != both.device:
+            buf = self._aug_buf = torch.empty((n, h, w, k, c), device=both.device)
+        for i in range(k):
+            s = shifts[i] if shifts is not None else None
+            if t.cfg.augment_impl == "index":
+                random_shift_index(both[i], t._augment_pad, s, channels_last=True, out=buf[:, :, :, i])
+            else:
+                buf[:, :, :, i].copy_(random_shift(both[i].float(), t._augment_pad, s).permute(0, 2, 3, 1))
+        out = buf.permute(3, 0, 4, 1, 2)  # [K, 2B, C, H, W]
         a, b = out[:, : n // 2], out[:, n // 2:]
         if t.obs_kind == "dict":
             return {**obs, "pixels": a}, {**next_obs, "pixels": b}
