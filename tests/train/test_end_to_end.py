@@ -108,6 +108,27 @@ def test_resume_after_kill_gives_identical_rows(tmp_path):
     assert _comparable(read_rows(run)) == _comparable(read_rows(ref))
 
 
+@pytest.mark.slow
+def test_time_budget_ends_the_run_with_a_final_eval_and_resume_frames_lifts_it(tmp_path):
+    run = tmp_path / "budget"
+    args = [a if a != "3000" else "200000" for a in TINY]  # a frame budget this run cannot reach
+    p = _pixelrl("train", *args, "--run-dir", str(run), "--time-budget-min", "0.05", "--no-tensorboard",
+                 "--no-video")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ended_by"] == "time_budget" and summary["frames"] < 200_000
+    evals = read_rows(run, "eval")
+    assert evals[-1]["frames"] == summary["frames"]  # the final evaluation is at the stop
+    assert "time budget" in " ".join(p.stdout.split())
+    stop = summary["frames"]
+
+    r = _pixelrl("resume", str(run), "--frames", str(stop + 1000))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ended_by"] == "frames" and summary["frames"] >= stop + 1000
+    assert json.loads((run / "config.json").read_text())["time_budget_min"] is None
+
+
 def test_unknown_env_is_one_clear_line(tmp_path):
     p = _pixelrl("train", "--env", "dmc/cartpole-swingpu", "--run-dir", str(tmp_path / "r"))
     assert p.returncode == 1

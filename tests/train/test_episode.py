@@ -134,3 +134,18 @@ def test_cadence_with_other_counter_names():
     assert _cadence(c, 400, None, last_eval_key="last_eval", last_checkpoint_key="last_checkpoint") == [
         "E0", "C0", "ep", "E400", "C400"]
     assert c["last_eval"] == c["last_checkpoint"] == 400 and "last_eval_frames" not in c
+
+
+def test_stop_ends_the_run_at_a_boundary_with_final_eval_and_checkpoint():
+    """A wall-clock budget (``stop``) ends the run like reaching the frame budget: at the next episode boundary,
+    with one final evaluation and checkpoint, and nothing after."""
+    c = _counters()
+    checks = []
+
+    def stop():
+        checks.append(c["frames"])
+        return c["frames"] >= 800
+
+    events = _cadence(c, 10_000, None, stop=stop)
+    assert events == ["E0", "C0", "ep", "ep", "E800", "C800"]
+    assert checks == [0, 400, 800]  # asked once per boundary

@@ -181,6 +181,10 @@ def _print_summary(summary: dict) -> None:
     c = Console()
     fin, rnd = summary.get("final_eval_return"), summary.get("random_return")
     c.print(f"[bold green]done[/bold green] {summary['frames']:,} frames in {summary['wall_s'] / 60:.1f} min")
+    if summary.get("ended_by") == "time_budget":
+        c.print(f"  ended by the {summary['time_budget_min']:g}-minute time budget at {summary['frames']:,} of "
+                f"{summary['target_frames']:,} frames (this machine is slower than the preset's budget assumes; "
+                "`pixelrl resume RUN --frames N` continues it)")
     if fin is not None:
         ratio = f" ({fin / rnd:.1f}x the random policy's {rnd:.1f})" if rnd else ""
         c.print(f"  final eval return: {fin:.1f}{ratio}")
@@ -213,11 +217,11 @@ def cmd_resume(argv: list[str]) -> int:
     if offline and args.frames is not None:
         raise PixelRLError("--frames extends online runs; an offline run's budget is its offline steps and online "
                            "frames (recorded in config.json under 'offline')")
-    if args.frames is not None and args.frames != cfg.frames:
+    if args.frames is not None and (args.frames != cfg.frames or cfg.time_budget_min is not None):
         from pixelrl.utils.atomic import write_json_atomic
         from pixelrl.utils.dataclass_io import to_dict
 
-        cfg = dataclasses.replace(cfg, frames=args.frames)
+        cfg = dataclasses.replace(cfg, frames=args.frames, time_budget_min=None)  # a frame budget replaces the time one
         write_json_atomic(cfg_path, to_dict(cfg))  # later resumes keep the new budget
     if offline:
         from pixelrl.train.offline import OfflineTrainer
@@ -297,7 +301,8 @@ class _Resume:
     run_dir: tyro.conf.Positional[str]
     """The run folder made by `pixelrl train`."""
     frames: Optional[int] = None
-    """New total training budget in env frames (default: the run's own)."""
+    """New total training budget in env frames (default: the run's own). Also lifts the run's ``time_budget_min``
+    (a run the time budget ended continues to these frames)."""
 
 
 @dataclass(frozen=True)

@@ -190,9 +190,11 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
 
 def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int, checkpoint_every: int | None,
                 evaluate: Callable[[], Any], checkpoint: Callable[[], Any], episode: Callable[[], Any],
-                last_eval_key: str = "last_eval_frames", last_checkpoint_key: str = "last_checkpoint_frames") -> None:
+                last_eval_key: str = "last_eval_frames", last_checkpoint_key: str = "last_checkpoint_frames",
+                stop: Callable[[], bool] | None = None) -> None:
     """Alternate whole episodes (``episode()``) with evaluations and checkpoints at episode boundaries until
-    ``counters['frames'] >= total_frames``.
+    ``counters['frames'] >= total_frames``, or until ``stop()`` is true at a boundary (a wall-clock budget): the
+    run then ends there exactly as at ``total_frames``, with a final evaluation and checkpoint.
 
     An evaluation runs at the first boundary at or after every ``eval_every`` frames and at the end; a checkpoint
     after each evaluation (``checkpoint_every`` 0 or ``None``) or at the first boundary at or after every
@@ -204,14 +206,15 @@ def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int,
     ckpt_every = checkpoint_every or eval_every
     while True:  # one iteration per episode boundary
         evaluated = False
-        if c["frames"] >= c["next_eval"] or c["frames"] >= total_frames:
+        end = c["frames"] >= total_frames or (stop is not None and stop())
+        if c["frames"] >= c["next_eval"] or end:
             while c["next_eval"] <= c["frames"]:
                 c["next_eval"] += eval_every
             if c[last_eval_key] != c["frames"]:
                 c[last_eval_key] = c["frames"]
                 evaluate()
                 evaluated = True
-        if c["frames"] >= total_frames:
+        if end:
             if evaluated or c[last_checkpoint_key] != c["frames"]:
                 c[last_checkpoint_key] = c["frames"]
                 checkpoint()

@@ -67,6 +67,8 @@ class Trainer:
         if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
+        if cfg.time_budget_min is not None and not cfg.time_budget_min > 0:
+            raise ConfigError(f"time_budget_min must be a number of minutes > 0 (or unset), got {cfg.time_budget_min}")
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest conv kernels
@@ -195,13 +197,18 @@ class Trainer:
         try:
             train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
-                        episode=lambda: self._train_episode(progress))
+                        episode=lambda: self._train_episode(progress), stop=self._over_budget)
         finally:
             progress.close()
             self.logger.close()
             self.train_env.close()
             self.eval_env.close()
         return self._finish()
+
+    def _over_budget(self) -> bool:
+        """Whether ``time_budget_min`` of training wall time is spent (checked at episode boundaries)."""
+        budget = self.cfg.time_budget_min
+        return budget is not None and time.perf_counter() - self._wall_start >= 60.0 * budget
 
     def _finish(self) -> dict[str, Any]:
         from pixelrl.train.plot import plot_runs
@@ -216,6 +223,8 @@ class Trainer:
             "final_eval_return": evals[-1]["eval_return"] if evals else None,
             "random_return": next((r["random_return"] for r in evals if "random_return" in r), None),
             "wall_s": time.perf_counter() - self._wall_start,
+            "ended_by": "frames" if self.counters["frames"] >= self.cfg.frames else "time_budget",
+            "time_budget_min": self.cfg.time_budget_min, "target_frames": self.cfg.frames,
             "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
         }
         write_json_atomic(self.run_dir / "summary.json", summary)
