@@ -5,7 +5,14 @@ one after the other, and reports the final evaluation return against the uniform
 measured in the same run (the peer), plus wall time. Last line: JSON, also written to
 benchmarks/results/cpu_default_learning.json.
 
-    .venv/bin/python benchmarks/cpu_default_learning.py --seeds 1 2
+    .venv/bin/python benchmarks/cpu_default_learning.py --seeds 1 2 3
+    .venv/bin/python benchmarks/cpu_default_learning.py --seeds 1 --emulate-avx2   # see below
+
+The result names the CPU, its bf16 / AVX-512 flags and what ``precision auto`` chose (from each run's config.json).
+``--emulate-avx2`` runs the children with torch's, oneDNN's and MKL's kernels limited to AVX2
+(``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``): on an AVX-512 machine this
+approximates an AVX2-only CPU of the same clock (bf16 is then emulated and ~10x slower, as on a real AVX2 EPYC).
+It is an approximation, recorded as such in the result: a real AVX2-only machine may be slower still.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,6 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pixelrl.utils.machine import machine_description
+from pixelrl.utils.precision import cpu_flags
+
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def main() -> None:
@@ -31,11 +42,15 @@ def main() -> None:
                     help="run the seeds at the same time (wall times are then not the single-run times)")
     ap.add_argument("--runs", nargs="+", default=None,
                     help="summarise finished run folders instead of training (wall time from their summary.json)")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="limit torch/oneDNN/MKL kernels to AVX2 in the training processes (see the docstring)")
     ap.add_argument("--out", default="benchmarks/results/cpu_default_learning.json")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pixelrl-cpu-default-"))
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
+    if args.emulate_avx2:
+        env.update(AVX2_ENV)
     runs = []
     procs = {}
     if args.runs:
@@ -63,6 +78,9 @@ def main() -> None:
                  if '"kind": "eval"' in line]
         runs.append({"seed": seed, "final_eval_return": summary["final_eval_return"],
                      "random_return": summary["random_return"], "wall_s": wall, "run_dir": str(run_dir),
+                     "frames": summary["frames"], "ended_by": summary.get("ended_by", "frames"),
+                     "precision": config["agent"]["precision"],
+                     "precision_reason": (config.get("decisions") or {}).get("precision_reason"),
                      "curve": [(r["frames"], r["eval_return"]) for r in evals]})
         print(f"seed {seed}: final eval {summary['final_eval_return']:.1f} vs random {summary['random_return']:.1f} "
               f"in {wall / 60:.1f} min", flush=True)
@@ -75,11 +93,14 @@ def main() -> None:
         "ratio_vs_random": float(np.median(finals) / max(np.median(randoms), 1e-9)),
         "wall_min_median": float(np.median([r["wall_s"] for r in runs]) / 60), "parallel": args.parallel,
         "precision": config["agent"]["precision"], "eval_episodes": config["eval_episodes"], "runs": runs,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "machine": machine_description(),
+        "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+        "emulated_avx2": bool(args.emulate_avx2), "kernel_env": AVX2_ENV if args.emulate_avx2 else {},
+        "time_budget_min": config.get("time_budget_min"),
         "reproduce": ("summarised from finished runs (their config.json has the full configuration): "
                       + " ".join(args.runs)) if args.runs else
         "python benchmarks/cpu_default_learning.py --seeds " + " ".join(map(str, args.seeds))
-        + (" --parallel" if args.parallel else ""),
+        + (" --parallel" if args.parallel else "") + (" --emulate-avx2" if args.emulate_avx2 else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
