@@ -301,13 +301,13 @@ def test_cosine_actor_schedule_that_ends_offline_is_warned_about(tmp_path, state
 # ------------------------------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"dataset": "d", "offline_ratio": 1.5}, "offline_ratio must be a fraction"),
+    ({"dataset": "d", "offline_ratio": 1.5}, "--offline-ratio must be a fraction"),
     ({"demos": "d", "offline_ratio": 0.5}, "no dataset is given"),
     ({"dataset": "d", "demos": "e", "offline_ratio": 0.7, "demo_ratio": 0.5}, "exceed 1"),
-    ({"dataset": "d", "offline_steps": -1}, "offline_steps must be an integer >= 0"),
-    ({"dataset": "d", "eval_every_steps": 0}, "eval_every_steps must be an integer >= 1"),
-    ({"dataset": "d", "online_frames": 1.5}, "online_frames must be an integer"),
-    ({"demos": "d", "demo_ratio": float("nan")}, "demo_ratio must be a fraction"),
+    ({"dataset": "d", "offline_steps": -1}, "--offline-steps must be an integer >= 0"),
+    ({"dataset": "d", "eval_every_steps": 0}, "--eval-every-steps must be an integer >= 1"),
+    ({"dataset": "d", "online_frames": 1.5}, "--online-frames must be an integer"),
+    ({"demos": "d", "demo_ratio": float("nan")}, "--demo-ratio must be a fraction"),
 ])
 def test_bad_offline_config_is_one_clear_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):

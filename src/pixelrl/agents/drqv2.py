@@ -206,8 +206,15 @@ class DrQv2Config:
                 "non-empty and of equal length"
             )
         for name in ("lr", "critic_target_tau", "stddev_clip"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ConfigError(f"discount must be in [0, 1], got {self.discount}")
+        if self.replay_capacity < 1:
+            raise ConfigError(f"replay_capacity must be >= 1, got {self.replay_capacity}")
+        if min(self.encoder_channels, default=1) < 1 or min(self.encoder_strides, default=1) < 1:
+            raise ConfigError(f"encoder_channels {self.encoder_channels} and encoder_strides {self.encoder_strides} "
+                              "must be >= 1")
         if not 0.0 < self.critic_target_tau <= 1.0:
             raise ConfigError(f"critic_target_tau must be in (0, 1], got {self.critic_target_tau}")
         for name in ("batch_size", "feature_dim", "hidden_dim", "nstep", "update_every_steps", "updates_per_step"):
@@ -233,8 +240,8 @@ class DrQv2Config:
                 raise ConfigError(f"{name}={value!r}: {bad[0]!r} is not one of {list(choices)}")
         if len(set(self.aux)) != len(self.aux):
             raise ConfigError(f"aux lists a loss twice: {self.aux}")
-        if self.actor_grad_clip < 0:
-            raise ConfigError(f"actor_grad_clip must be >= 0 (0 = off), got {self.actor_grad_clip}")
+        if not (self.actor_grad_clip >= 0 and math.isfinite(self.actor_grad_clip)):
+            raise ConfigError(f"actor_grad_clip must be a finite number >= 0 (0 = off), got {self.actor_grad_clip}")
 
 
 @dataclass

@@ -122,8 +122,8 @@ class IQLConfig(OfflineAgentConfig):
             raise ConfigError(f"expectile must be in (0, 1), got {self.expectile}")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}")
-        if not self.max_weight > 0:
-            raise ConfigError(f"max_weight must be > 0, got {self.max_weight}")
+        if not (self.max_weight > 0 and math.isfinite(self.max_weight)):
+            raise ConfigError(f"max_weight must be a finite number > 0, got {self.max_weight}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.log_std_min < self.log_std_max:

@@ -125,8 +125,8 @@ class SACConfig(DrQv2Config):
         super().__post_init__()
         if not (self.init_temperature > 0 and math.isfinite(self.init_temperature)):
             raise ConfigError(f"init_temperature must be > 0, got {self.init_temperature}")
-        if not self.temperature_lr > 0:
-            raise ConfigError(f"temperature_lr must be > 0, got {self.temperature_lr}")
+        if not (self.temperature_lr > 0 and math.isfinite(self.temperature_lr)):
+            raise ConfigError(f"temperature_lr must be a finite number > 0, got {self.temperature_lr}")
         if not self.log_std_min < self.log_std_max:
             raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
         for name in ("actor_update_every", "target_update_every", "target_augs", "loss_augs"):

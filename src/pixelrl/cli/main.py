@@ -1,4 +1,5 @@
-"""``pixelrl`` command line: train | resume | eval | plot. Parsing only; the work is in pixelrl.train."""
+"""``pixelrl`` command line: train | resume | eval | plot | collect | dataset | snapshots | list. Parsing only; the work
+is in pixelrl.train (and the listings come from the registries of pixelrl.agents, pixelrl.envs, pixelrl.train.setup)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots} [options]
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -23,6 +24,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots} [op
   dataset inspect / convert:      pixelrl dataset stats PATH   |   pixelrl dataset convert MINARI_ID --out PATH
   snapshots S3RL snapshot banks:  pixelrl snapshots collect --env dmc/walker-walk --policy runs/<run>/ --out PATH
                                   pixelrl snapshots info PATH
+  list    what can be chosen:     pixelrl list envs [dmc|gym|ale]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
 
@@ -77,16 +79,18 @@ def _pop_offline_args(argv: list[str]) -> list[str]:
 def cmd_train(argv: list[str]) -> int:
     import tyro
 
+    from pixelrl.errors import ConfigError
     from pixelrl.train.config import OfflineConfig, TrainConfig
-    from pixelrl.train.loop import Trainer
     from pixelrl.train.setup import agent_config_class, build_config, default_run_dir, reconcile_cli_agent
+    from pixelrl.utils.dataclass_io import from_dict, to_dict
 
     argv = list(argv)
     offline_args = _pop_offline_args(argv)
     offline = None
     if offline_args:
-        offline = tyro.cli(OfflineConfig, args=[a.replace("_", "-") if a.startswith("--") else a
-                                                for a in offline_args], prog="pixelrl train (offline options)")
+        parsed_offline = tyro.cli(_unchecked(OfflineConfig), prog="pixelrl train (offline options)",
+                                  args=[a.replace("_", "-") if a.startswith("--") else a for a in offline_args])
+        offline = from_dict(OfflineConfig, to_dict(parsed_offline), where="offline options")
     agent_name = _pop_option(argv, "--agent", "--agent-name", "--agent_name") or TrainConfig.agent_name
     preset = _pop_option(argv, "--preset") or TrainConfig.preset
     device = _peek_option(argv, "--device") or TrainConfig.device
@@ -105,13 +109,13 @@ def cmd_train(argv: list[str]) -> int:
     overrides["obs"] = obs
     defaults = build_config(env, agent_name, preset, device, fill_run_dir=False, **overrides)
     cfg_cls = agent_config_class(agent_name)
-    args_cls = dataclasses.make_dataclass(
-        "TrainArgs", [("agent", cfg_cls, dataclasses.field(default_factory=cfg_cls))], bases=(TrainConfig,),
-        frozen=True)
-    args_cls.__doc__ = TrainConfig.__doc__
-    default = args_cls(**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
-    parsed = tyro.cli(args_cls, default=default, args=argv, prog="pixelrl train")
-    cfg = TrainConfig(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)})
+    parsed = _parse_train_args(argv, defaults, preset)
+    try:  # the values are checked here, outside tyro, so that a bad one is one line (ConfigError), not a help box
+        agent = from_dict(cfg_cls, to_dict(parsed.agent), where="--agent")
+    except ConfigError as e:
+        raise ConfigError(f"--agent {agent_name}: {e}") from None
+    cfg = TrainConfig(**{**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)},
+                         "agent_name": agent_name, "preset": defaults.preset, "agent": agent})
     cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline)
     if cfg.seeds is not None:
         return _train_seeds(cfg)
@@ -123,11 +127,72 @@ def cmd_train(argv: list[str]) -> int:
 
         trainer = OfflineTrainer(cfg)
     else:
+        from pixelrl.train.loop import Trainer
+
         trainer = Trainer(cfg)
     _announce_decisions(trainer.cfg)
     summary = trainer.run()
     _print_summary(summary)
     return 0
+
+
+def _skip_checks(self) -> None:
+    """``__post_init__`` of the classes tyro builds from the command line: values are checked afterwards."""
+
+
+def _unchecked(cls: type) -> type:
+    """A subclass of the config dataclass ``cls`` (and of its nested config dataclasses) whose construction does not
+    validate. tyro renders a ValueError raised while it builds a class as a multi-line help box (exit 2); parsing
+    into these and then building the real classes makes a bad value one ``pixelrl train: error:`` line instead."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints.get(f.name)):
+            sub = _unchecked(hints[f.name])
+            fields.append((f.name, sub, dataclasses.field(default_factory=sub)))
+    return dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True,
+                                      namespace={"__post_init__": _skip_checks, "__doc__": cls.__doc__,
+                                                 "__module__": cls.__module__})
+
+
+def agent_help() -> str:
+    """Help of ``--agent``: every registered agent with its one-line summary."""
+    from pixelrl.agents import AGENTS
+
+    lines = [f"{name}: {spec.summary or spec.config_cls.__name__}" for name, spec in AGENTS.items()]
+    return ("Agent to train (`pixelrl list agents`). drm / taco / mentor are DrQ-v2 with their mechanisms switched "
+            "on, drq / rlpd are SAC with their papers' settings; any mechanism can be added to the DrQ-v2 core's "
+            "agents with --agent.critic, --agent.aux, --agent.exploration, --agent.perturb, --agent.value-blend, "
+            "--agent.moe. Agents: " + "; ".join(lines))
+
+
+def _parse_train_args(argv: list[str], defaults, preset: str):
+    """Parse ``pixelrl train``'s options over the resolved ``defaults`` (``--agent``, ``--preset`` and the offline
+    options are already taken out of argv). Nothing is validated here; the caller builds the real configs."""
+    from typing import Annotated
+
+    from pixelrl.train.config import TrainConfig
+    from pixelrl.utils.dataclass_io import from_dict, to_dict
+
+    agent_cls = _unchecked(type(defaults.agent))
+    args_cls = dataclasses.make_dataclass(
+        "TrainArgs",
+        [("agent_name", Annotated[str, tyro.conf.arg(name="agent", metavar="NAME", help=agent_help())],
+          dataclasses.field(default=TrainConfig.agent_name)),
+         ("agent", agent_cls, dataclasses.field(default_factory=agent_cls))],
+        bases=(_unchecked(TrainConfig),), frozen=True)
+    where = "a CUDA device" if defaults.preset == "paper" else "no CUDA device"
+    resolved = (f"preset '{preset}' resolves to '{defaults.preset}' here ({where})" if preset == "auto"
+                else f"preset '{preset}'")
+    args_cls.__doc__ = (f"{TrainConfig.__doc__}\n\nThe defaults shown below are the resolved values for --env "
+                        f"{defaults.env} --agent {defaults.agent_name}: {resolved}, so they are that preset's "
+                        "values, not the plain field defaults. Put --env / --agent / --preset / --device before "
+                        "--help to see another combination's.")
+    values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
+    values.update(preset=preset, agent=from_dict(agent_cls, to_dict(defaults.agent), where="--agent"))
+    return tyro.cli(args_cls, default=args_cls(**values), args=argv, prog="pixelrl train")
 
 
 def _announce_decisions(cfg) -> None:
@@ -158,15 +223,21 @@ def _announce(cfg) -> None:
 
     c = Console()
     a = cfg.agent
+    offline = cfg.offline is not None and cfg.offline.active
+    if offline:  # the budget of an offline run is its phases', not ``frames``
+        updates, online_frames = cfg.offline.phase_budgets(cfg.frames)
+        budget = f"offline_updates={updates:,} online_frames={online_frames:,}"
+    else:
+        budget = f"frames={cfg.frames:,}"
     c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} "
             f"{f'seeds={cfg.seeds} (batched)' if cfg.seeds else f'seed={cfg.seed}'} "
-            f"frames={cfg.frames:,} device={cfg.device}")
+            f"{budget} device={cfg.device}")
     from pixelrl.agents import get_spec
 
-    if cfg.offline is not None and cfg.offline.active:
+    if offline:
         o = cfg.offline
-        c.print(f"  offline: dataset={o.dataset} offline_steps={o.offline_steps:,} online_frames={o.online_frames} "
-                f"offline_ratio={o.offline_ratio} demos={o.demos} demo_ratio={o.demo_ratio}")
+        c.print(f"  offline: dataset={o.dataset} offline_ratio={o.offline_ratio} demos={o.demos} "
+                f"demo_ratio={o.demo_ratio}")
     if cfg.preset == "cpu-fast" and get_spec(cfg.agent_name).cpu_fast:
         c.print("  CPU preset [bold]cpu-fast[/bold]: a lean DrQ-v2 that learns on a 2-core CPU "
                 f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
@@ -180,7 +251,10 @@ def _print_summary(summary: dict) -> None:
 
     c = Console()
     fin, rnd = summary.get("final_eval_return"), summary.get("random_return")
-    c.print(f"[bold green]done[/bold green] {summary['frames']:,} frames in {summary['wall_s'] / 60:.1f} min")
+    done = f"{summary['frames']:,} frames"
+    if "offline_updates" in summary:  # an offline run (OfflineTrainer's summary)
+        done = f"{summary['offline_updates']:,} offline updates, {summary['frames']:,} online frames"
+    c.print(f"[bold green]done[/bold green] {done} in {summary['wall_s'] / 60:.1f} min")
     if summary.get("ended_by") == "time_budget":
         c.print(f"  ended by the {summary['time_budget_min']:g}-minute time budget at {summary['frames']:,} of "
                 f"{summary['target_frames']:,} frames (this machine is slower than the preset's budget assumes; "
@@ -355,8 +429,76 @@ def cmd_snapshots(argv: list[str]) -> int:
     return run(argv)
 
 
+PRESET_HELP = {
+    "auto": "paper on a CUDA device, else cpu-fast (the default)",
+    "paper": "the published configuration of the agent's method for the task (meant for a GPU)",
+    "cpu-fast": "a lean DrQ-v2 that learns on a 2-core CPU in ~15 min (64x64 frames, action repeat 8, small nets)",
+    "none": "the plain field defaults of the agent's config, no per-task values",
+}
+"""One line per ``--preset`` value (``pixelrl list presets``); the values themselves are ``pixelrl.train.setup``'s."""
+
+
+@dataclass(frozen=True)
+class _ListEnvs:
+    """List the known environment ids (dmc ids from the installed dm_control, gym from Gymnasium's registry, ale
+    from ale-py's games)."""
+
+    prefix: tyro.conf.Positional[Optional[str]] = None
+    """Only this family: dmc, gym or ale."""
+
+
+@dataclass(frozen=True)
+class _ListAgents:
+    """List the registered agents (``--agent NAME``) with a one-line summary each."""
+
+
+@dataclass(frozen=True)
+class _ListPresets:
+    """List the hyper-parameter presets (``--preset NAME``)."""
+
+
+def _list_envs(args: _ListEnvs) -> int:
+    from pixelrl.envs import list_envs
+
+    print("\n".join(list_envs(args.prefix)))
+    return 0
+
+
+def _list_agents(args: _ListAgents) -> int:
+    from pixelrl.agents import AGENTS
+
+    width = max(map(len, AGENTS))
+    for name, spec in AGENTS.items():
+        print(f"{name:<{width}}  {spec.summary or spec.config_cls.__name__}")
+    return 0
+
+
+def _list_presets(args: _ListPresets) -> int:
+    from pixelrl.train.setup import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name in PRESETS:
+        print(f"{name:<{width}}  {PRESET_HELP.get(name, '')}")
+    return 0
+
+
+LIST_USAGE = """usage: pixelrl list {envs,agents,presets}
+
+  envs [dmc|gym|ale]  environment ids for --env
+  agents              agents for --agent, with a summary each
+  presets             presets for --preset"""
+
+
+def cmd_list(argv: list[str]) -> int:
+    from pixelrl.cli.subcommands import run_subcommand
+
+    return run_subcommand(argv, "list", LIST_USAGE, {"envs": (_ListEnvs, _list_envs),
+                                                     "agents": (_ListAgents, _list_agents),
+                                                     "presets": (_ListPresets, _list_presets)})
+
+
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
-            "dataset": cmd_dataset, "snapshots": cmd_snapshots}
+            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "list": cmd_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -364,6 +506,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from pixelrl import __version__
+
+        print(f"pixelrl {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"pixelrl: unknown command '{cmd}'\n\n{USAGE}", file=sys.stderr)

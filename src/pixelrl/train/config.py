@@ -29,6 +29,27 @@ def parse_seeds(spec: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+OBS_MODES = ("pixels", "state", "pixels+state")
+
+TRAIN_RANGES: dict[str, int] = {
+    "seed": 0, "frames": 1, "eval_every_frames": 1, "eval_episodes": 1, "checkpoint_every_frames": 0,
+    "keep_checkpoints": 1, "size": 1, "action_repeat": 1, "frame_stack": 1, "threads": 0, "snapshot_horizon": 1,
+    "snapshot_active_agent_steps": 0}
+"""Integer fields of :class:`TrainConfig` and the least value each accepts (None is accepted where the field allows
+it). Checked when the config is built, so a bad value stops the run before anything starts."""
+
+
+def check_ranges(cfg: Any, lows: dict[str, int]) -> None:
+    """Raise :class:`ConfigError` naming the option (``--frames``) if an integer field of ``cfg`` is below its least
+    value in ``lows`` or not an integer; a None value passes (the fields that allow None say what it means)."""
+    for name, lo in lows.items():
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class OfflineConfig:
     """Offline training from a dataset, offline->online fine-tuning and demo mixing (see docs/offline.md)."""
@@ -73,26 +94,15 @@ class OfflineConfig:
     id). The observation and action spaces must match regardless."""
 
     def __post_init__(self) -> None:
-        def whole(name: str, lo: int, value: Any = None) -> None:
-            v = getattr(self, name) if value is None else value
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-        whole("offline_steps", 0)
-        whole("eval_every_steps", 1)
-        whole("log_every_steps", 1)
-        whole("checkpoint_every_steps", 0)
-        for name in ("online_frames", "online_seed_steps"):
-            if getattr(self, name) is not None:
-                whole(name, 0)
-        if self.replay_capacity is not None:
-            whole("replay_capacity", 1)
+        check_ranges(self, {"offline_steps": 0, "eval_every_steps": 1, "log_every_steps": 1,
+                            "checkpoint_every_steps": 0, "online_frames": 0, "online_seed_steps": 0,
+                            "replay_capacity": 1})
         for name in ("offline_ratio", "demo_ratio"):
             v = getattr(self, name)
             if v is None and name == "offline_ratio":
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
-                raise ConfigError(f"{name} must be a fraction in [0, 1], got {v!r}")
+                raise ConfigError(f"--{name.replace('_', '-')} must be a fraction in [0, 1], got {v!r}")
         if self.dataset is None and self.offline_ratio is not None:
             raise ConfigError("offline_ratio mixes the offline dataset into online batches, but no dataset is given; "
                               "use --dataset PATH, or --demos PATH --demo-ratio R for demos")
@@ -126,10 +136,11 @@ class TrainConfig:
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
     agent_name: str = "drqv2"
-    """Agent to train (``--agent NAME`` on the command line): drqv2, drm, taco, mentor, sac, and the offline agents
-    iql, td3bc, bc (``pixelrl.agents.AGENTS``). drm / taco / mentor are DrQ-v2 with their mechanisms switched on; any mechanism can be added to any of them with
-    ``--agent.critic``, ``--agent.aux``, ``--agent.exploration``, ``--agent.perturb``, ``--agent.value-blend``,
-    ``--agent.moe``."""
+    """Agent to train (``--agent NAME`` on the command line): a name of ``pixelrl.agents.AGENTS`` (``pixelrl list
+    agents``): drqv2, drm, taco, mentor (the DrQ-v2 core with their mechanisms), sac, drq, rlpd (SAC with their
+    settings), the offline agents iql, td3bc, bc, and residual. Any mechanism can be added to the DrQ-v2 core's
+    agents with ``--agent.critic``, ``--agent.aux``, ``--agent.exploration``, ``--agent.perturb``,
+    ``--agent.value-blend``, ``--agent.moe``."""
     preset: str = "auto"
     """Hyper-parameter preset applied under your flags: ``paper`` (the published DrQ-v2 configuration for the
     task: easy/medium/hard schedules, walker n=1 and batch 512, ...), ``cpu-fast`` (a lean DrQ-v2 that learns on a
@@ -207,6 +218,15 @@ class TrainConfig:
     offline: Annotated[Optional[OfflineConfig], tyro.conf.Suppress] = None
     """Offline / offline->online / demo settings (``--dataset``, ``--offline-steps``, ``--online-frames``,
     ``--offline-ratio``, ``--demos``, ``--demo-ratio``, ...; see :class:`OfflineConfig`). None: a plain online run."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, TRAIN_RANGES)
+        if self.time_budget_min is not None:
+            v = self.time_budget_min
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"--time-budget-min must be a number of minutes > 0 (or None: no budget), got {v!r}")
+        if self.obs not in OBS_MODES:
+            raise ConfigError(f"--obs must be one of {', '.join(OBS_MODES)}, got {self.obs!r}")
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"size": self.size, "fast_render": self.fast_render, "obs": self.obs}
