@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from pixelrl.errors import CorruptFileError
 from pixelrl.train.logger import Logger, read_rows
-from pixelrl.train.plot import bootstrap_ci, iqm, plot_runs
+from pixelrl.train.plot import bootstrap_ci, iqm
 
 
 def test_logger_csv_widens_and_resume_truncates(tmp_path):
@@ -28,7 +29,7 @@ def test_logger_csv_widens_and_resume_truncates(tmp_path):
 
 def test_logger_refuses_shorter_log_than_checkpoint(tmp_path):
     Logger(tmp_path, tensorboard=False).log("train", {"frames": 1, "agent_steps": 1})
-    with pytest.raises(FileNotFoundError, match="truncated"):
+    with pytest.raises(CorruptFileError, match="truncated"):  # and the checkpoint holds no copy to repair it from
         Logger(tmp_path, tensorboard=False, jsonl_offset=10_000)
 
 
@@ -40,13 +41,85 @@ def test_iqm_matches_definition():
     assert lo <= iqm(np.array([1.0, 2, 3, 4, 5, 6])) <= hi and lo < hi
 
 
-def test_plot_groups_seeds(tmp_path):
-    for seed in (1, 2, 3):
-        d = tmp_path / f"run-s{seed}"
-        d.mkdir()
-        (d / "config.json").write_text(json.dumps({"env": "dmc/x", "agent_name": "drqv2", "preset": "p"}))
-        log = Logger(d, tensorboard=False)
-        for f in (0, 100, 200):
-            log.log("eval", {"frames": f, "agent_steps": f // 2, "eval_return": f * seed / 10})
-    out = plot_runs(sorted(tmp_path.glob("run-*")), tmp_path / "c.png")
-    assert out.exists() and out.stat().st_size > 1000
+def _run(path, seed=1, lr=1e-4, offline=False, env="dmc/x", returns=(0.0, 10.0, 20.0), **extra):
+    path.mkdir(parents=True)
+    cfg = {"env": env, "agent_name": "drqv2", "preset": "p", "seed": seed, "run_dir": str(path), "frames": 200,
+           "decisions": {"precision_reason": f"timed {seed * 1.7:.3f} ms"}, "agent": {"lr": lr, "nstep": 3}, **extra}
+    if offline:
+        cfg["offline"] = {"dataset": "d.h5", "offline_steps": 100}
+    (path / "config.json").write_text(json.dumps(cfg))
+    log = Logger(path, tensorboard=False)
+    for i, r in enumerate(returns):
+        if offline:
+            log.log("eval", {"phase": "offline", "step": 50 * i, "updates": 50 * i, "frames": 0, "agent_steps": 0,
+                             "eval_return": r})
+        else:
+            log.log("eval", {"frames": 100 * i, "agent_steps": 50 * i, "eval_return": r * seed})
+    log.close()
+    return path
+
+
+def test_plot_groups_seeds_of_one_config_and_says_so(tmp_path):
+    from pixelrl.train.plot import curves, plot_runs_report
+
+    runs = [_run(tmp_path / f"run-s{seed}", seed=seed) for seed in (1, 2, 3)]
+    out, notes = plot_runs_report(runs, tmp_path / "c.png")
+    assert out.exists()
+    (label, (xs, vals)), = curves(runs).items()  # one group of three seeds, whatever the decisions recorded
+    assert label == "dmc/x drqv2 (p)" and vals.shape == (3, 3) and list(xs) == [0, 100, 200]
+    np.testing.assert_array_equal(vals[:, 2], [20.0, 40.0, 60.0])
+    assert len(notes) == 1 and "merged 3 runs" in notes[0] and "seed 3" in notes[0]
+
+
+def test_plot_does_not_average_different_configs_with_the_same_seed(tmp_path):
+    from pixelrl.train.plot import curves, plot_runs_report
+
+    a = _run(tmp_path / "a", seed=1, lr=1e-4)
+    b = _run(tmp_path / "b", seed=1, lr=1e-3)
+    c = curves([a, b])
+    assert len(c) == 2 and all(v.shape[0] == 1 for _, v in c.values())
+    assert sorted(c) == ["dmc/x drqv2 (p) agent.lr=0.0001", "dmc/x drqv2 (p) agent.lr=0.001"]
+    assert plot_runs_report([a, b], tmp_path / "c.png")[1] == []  # nothing merged
+    # the same config and seed twice: merged, and the note says they are repeats
+    d = _run(tmp_path / "d", seed=1, lr=1e-4)
+    notes = plot_runs_report([a, b, d], tmp_path / "c.png")[1]
+    assert len(notes) == 1 and "merged 2 runs" in notes[0] and "seed 1 appears more than once" in notes[0]
+
+
+def test_plot_online_and_offline_runs_together(tmp_path, capsys):
+    from pixelrl.cli.main import main
+    from pixelrl.train.plot import curves
+
+    on = _run(tmp_path / "on", seed=1)
+    off = _run(tmp_path / "off", seed=1, offline=True)
+    assert main(["plot", str(on), str(off), "--out", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "two panels" in out and (tmp_path / "c.png").exists()
+    c = curves([on, off])
+    assert len(c) == 2
+    xs = {k: list(v[0]) for k, v in c.items()}
+    assert [0, 50, 100] in xs.values() and [0, 100, 200] in xs.values()  # offline: steps; online: frames
+
+
+def test_plot_missing_folder_and_unknown_metric_are_one_line(tmp_path, capsys):
+    from pixelrl.cli.main import main
+
+    run = _run(tmp_path / "r")
+    assert main(["plot", str(run), str(tmp_path / "nope"), "--out", str(tmp_path / "c.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "no such run folder" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["plot", str(run), "--metric", "bogus", "--out", str(tmp_path / "c.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'bogus'" in err[0] and "available: eval_return" in err[0]
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_plot_of_a_run_without_evaluations_yet_is_an_empty_figure(tmp_path):
+    from pixelrl.train.plot import plot_runs_report
+
+    run = _run(tmp_path / "r", returns=())
+    out, notes = plot_runs_report([run], tmp_path / "c.png")
+    assert out.exists() and "no eval row" in notes[0]

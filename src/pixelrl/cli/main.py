@@ -352,12 +352,14 @@ def cmd_eval(argv: list[str]) -> int:
 
 
 def cmd_plot(argv: list[str]) -> int:
-    from pixelrl.train.plot import plot_runs
+    from pixelrl.train.plot import plot_runs_report
 
     args = _parse(_Plot, argv, "pixelrl plot")
     if not args.run_dirs:
         raise PixelRLError("pixelrl plot needs at least one run folder")
-    out = plot_runs(args.run_dirs, args.out, metric=args.metric, title=args.title)
+    out, notes = plot_runs_report(args.run_dirs, args.out, metric=args.metric, title=args.title)
+    for note in notes:
+        print(f"note: {note}")
     print(f"wrote {out}")
     return 0
 
@@ -399,14 +401,16 @@ class _Eval:
 
 @dataclass(frozen=True)
 class _Plot:
-    """Plot learning curves; runs of the same env/agent/preset are aggregated over seeds (IQM, 95% CI)."""
+    """Plot learning curves. Runs whose resolved configs (config.json) agree on everything but the seed are one
+    group, aggregated over seeds (IQM, 95% CI); the plot says which runs it merged. Online runs are drawn against env
+    frames, offline runs against steps, in a panel each."""
 
     run_dirs: tyro.conf.Positional[tuple[str, ...]]
     """Run folders."""
     out: str = "curves.png"
     """Output PNG path."""
     metric: str = "eval_return"
-    """Column of the eval rows to plot."""
+    """Column of the eval rows to plot (an unknown one is refused with the list of those the runs have)."""
     title: Optional[str] = None
     """Plot title."""
 
