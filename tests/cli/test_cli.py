@@ -140,3 +140,55 @@ def test_offline_run_announces_its_phases_not_frames(capsys):
                     "wall_s": 6.0, "final_eval_return": 5.0, "random_return": None})
     done = " ".join(capsys.readouterr().out.split())
     assert "done 2,000 offline updates, 0 online frames" in done, done
+
+
+README = __import__("pathlib").Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+
+    out = []
+    for line in README.read_text().splitlines():
+        if line.startswith("pixelrl "):
+            out.append(shlex.split(line.split("#", 1)[0]))
+    return out
+
+
+def test_readme_offline_to_online_example_does_not_trigger_its_own_warning(monkeypatch, tmp_path, capsys):
+    """The README's IQL offline -> online command, parsed by the real CLI, gives a config whose actor still learns
+    online (the warning of OfflineTrainer is not raised for it)."""
+    import pixelrl.train.offline as offline_mod
+
+    (cmd,) = [c for c in _readme_commands() if "iql" in c and "--online-frames" in c]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeTrainer:
+        def __init__(self, cfg):
+            seen["cfg"] = cfg
+            raise Stop
+
+    monkeypatch.setattr(offline_mod, "dataset_train_defaults", lambda path: {})
+    monkeypatch.setattr(offline_mod, "OfflineTrainer", FakeTrainer)
+    with pytest.raises(Stop):
+        main([*cmd[1:], "--run-dir", str(tmp_path / "run"), "--device", "cpu"])
+    cfg = seen["cfg"]
+    updates, online = cfg.offline.phase_budgets(cfg.frames)
+    assert updates > 0 and online > 0
+    assert offline_mod.actor_schedule_ends_offline(cfg.agent, updates, online) is None
+    # and the check itself fires on IQL's offline default
+    plain = build_config(cfg.env, "iql", "cpu-fast", "cpu").agent
+    assert "will not learn" in offline_mod.actor_schedule_ends_offline(plain, updates, online)
+
+
+def test_readme_and_docs_stand_alone():
+    text = README.read_text()
+    assert "../" not in text.replace("](docs/", "")  # no link out of the project
+    assert "docs/architecture.md" in text
+    arch = README.parent / "docs" / "architecture.md"
+    assert arch.exists() and "How to add a mechanism" in arch.read_text()
+    agents_line = next(line for line in text.splitlines() if "# agents:" in line)
+    assert agents_line.split("# agents:")[1].split() == list(AGENTS)

@@ -191,12 +191,9 @@ class OfflineTrainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self._step() if resume else None)
-        cosine = getattr(a, "actor_lr_schedule", None) == "cosine"
-        if (self.online_frames > 0 and self.offline_steps > 0 and cosine
-                and int(getattr(a, "lr_decay_steps", 0)) <= self.offline_steps):
-            warnings.warn(f"the actor's cosine learning-rate schedule ends after {a.lr_decay_steps} updates, within "
-                          f"the {self.offline_steps} offline ones: the policy will not learn in the online phase; pass "
-                          "--agent.actor-lr-schedule constant (the IQL authors' fine-tuning setting)", stacklevel=3)
+        problem = actor_schedule_ends_offline(a, self.offline_steps, self.online_frames)
+        if problem:
+            warnings.warn(problem, stacklevel=3)
 
     # ---- data -----------------------------------------------------------------------------------------------
     def _open(self, path: str, what: str):
@@ -245,7 +242,7 @@ class OfflineTrainer:
     def _new_buffer(self, capacity: int, stream: int) -> ReplayBuffer:
         a = self.cfg.agent
         return ReplayBuffer(self.obs_space, self.action_space, capacity, frame_stack=self.frame_stack,
-                            nstep=int(getattr(a, "nstep", 1)), discount=float(getattr(a, "discount", 0.99)),
+                            nstep=int(a.nstep), discount=float(a.discount),
                             device=self.device, seed=derive_seed(self.cfg.seed, stream))
 
     def _build_buffers(self, state: dict | None) -> dict[str, ReplayBuffer]:
@@ -540,6 +537,18 @@ class OfflineTrainer:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def actor_schedule_ends_offline(agent_cfg, offline_steps: int, online_frames: int) -> str | None:
+    """The warning for an offline -> online run whose actor learning rate decays to 0 within the offline phase
+    (IQL's cosine schedule over ``lr_decay_steps`` <= ``offline_steps``), or None when the actor still learns online."""
+    cosine = getattr(agent_cfg, "actor_lr_schedule", None) == "cosine"
+    decay = int(getattr(agent_cfg, "lr_decay_steps", 0))
+    if online_frames > 0 and offline_steps > 0 and cosine and decay <= offline_steps:
+        return (f"the actor's cosine learning-rate schedule ends after {decay} updates, within the {offline_steps} "
+                "offline ones: the policy will not learn in the online phase; pass --agent.actor-lr-schedule "
+                "constant (the IQL authors' fine-tuning setting)")
+    return None
+
+
 def dataset_state_stats(ds) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and population std (float64) of a dataset's state observations ``s_t`` of every
     transition (the episode's last observation excluded, as TD3+BC's ``normalize_states``); for a dict observation,
