@@ -135,3 +135,16 @@ def params(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def same(a: list[torch.Tensor], module: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, module.parameters()))
+
+
+MIXED_DISCOUNTS = (0.0, 0.99 ** 3)
+"""``batch.discount`` values of :func:`mixed_discount_batch`: a termination (0) and a 3-step return (gamma^3), both
+unlike any agent's ``cfg.discount`` (0.99), so an agent that bootstraps with its config's gamma instead of
+``batch.discount`` (dropping gamma^n and the termination mask) gets a different target."""
+
+
+def mixed_discount_batch(space, n: int = 8, action_dim: int = 2, seed: int = 0) -> Batch:
+    """:func:`random_batch` whose ``discount`` alternates :data:`MIXED_DISCOUNTS` row by row."""
+    batch = random_batch(space, n=n, action_dim=action_dim, seed=seed)
+    batch.discount = torch.tensor([MIXED_DISCOUNTS[i % 2] for i in range(n)], dtype=torch.float32)[:, None]
+    return batch
