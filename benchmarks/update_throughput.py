@@ -7,9 +7,14 @@ Both sides use the same network sizes, batch, and math. Same-run measurement: th
 
     python benchmarks/update_throughput.py                      # batch 256, 84x84, fp32, CPU
     python benchmarks/update_throughput.py --precision bf16     # ours in bf16 autocast (reference stays fp32)
+    python benchmarks/update_throughput.py --ks 1,4,16 --batch 64 --size 48 --hidden-dim 128   # + batched agents
+
+``--ks`` adds the many-agents measurement (pixelrl.agents.batched): for each K, updates/s per agent of K agents
+updated as one batched computation (one process, ``torch.func.vmap``) against K separate processes each updating
+one agent at the same time (each with ``threads // K`` torch threads, at least 1), measured in the same run.
 
 The last printed line is JSON; it is also written to benchmarks/results/update_throughput_<device>.json
-(``_<precision>`` appended for non-fp32 runs).
+(``_<precision>`` appended for non-fp32 runs, ``_batched`` with ``--ks``).
 """
 
 from __future__ import annotations
@@ -243,6 +248,84 @@ def time_it(fn, device, warmup, repeats):
     return times
 
 
+def make_config(args) -> DrQv2Config:
+    return DrQv2Config(
+        precision=args.precision, compile=args.compile, channels_last=not args.no_channels_last,
+        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim, batch_size=args.batch,
+    )
+
+
+def _agent_and_batch(args, seed):
+    channels = 3 * args.frame_stack
+    obs_space = gym.spaces.Box(0, 255, (channels, args.size, args.size), np.uint8)
+    act_space = gym.spaces.Box(-1.0, 1.0, (args.action_dim,), np.float32)
+    torch.manual_seed(seed)
+    agent = DrQv2Agent(obs_space, act_space, make_config(args), args.device)
+    gen = torch.Generator().manual_seed(seed)
+    return agent, make_batch(args.batch, args.size, channels, args.action_dim, args.device, gen)
+
+
+def _separate_worker(args, seed, threads, conn):
+    """One of K separate processes: one agent; after ``warmup`` updates it times ``n`` updates whenever it is sent
+    ``n`` (the K processes run their bursts at the same time), until it is sent None."""
+    torch.set_num_threads(threads)
+    agent, batch = _agent_and_batch(args, seed)
+    for _ in range(args.warmup):
+        agent.update(batch, step=100_000)
+    conn.send("ready")
+    while (n := conn.recv()) is not None:
+        conn.send(time_it(lambda: agent.update(batch, step=100_000), args.device, 0, n))
+
+
+def measure_many(args, k: int) -> dict:
+    """Updates/s per agent of K agents as one batched computation (this process) and as K separate processes,
+    measured in alternating bursts (``repeats`` updates each, ``rounds`` times) so that both see the same load."""
+    import multiprocessing as mp
+
+    from pixelrl.agents.batched import BatchedDrQv2
+
+    threads = args.many_threads
+    torch.set_num_threads(threads)
+    agents, batches = zip(*(_agent_and_batch(args, seed) for seed in range(k)))
+    gens = [torch.Generator(device=args.device).manual_seed(seed) for seed in range(k)]
+    learner = BatchedDrQv2(list(agents), gens)
+
+    def batched():
+        learner.update(list(batches), step=100_000)
+
+    time_it(batched, args.device, args.warmup, 0)
+    ctx = mp.get_context("spawn")
+    pipes = [ctx.Pipe() for _ in range(k)]
+    procs = [ctx.Process(target=_separate_worker, args=(args, seed, threads, child), daemon=True)
+             for seed, (_, child) in enumerate(pipes)]
+    for p in procs:
+        p.start()
+    for parent, _ in pipes:
+        parent.recv()
+    batched_t, separate_t = [], [[] for _ in range(k)]
+    for _ in range(args.rounds):
+        batched_t += time_it(batched, args.device, 0, args.repeats)
+        for parent, _ in pipes:
+            parent.send(args.repeats)
+        for i, (parent, _) in enumerate(pipes):
+            separate_t[i] += parent.recv()
+    for parent, _ in pipes:
+        parent.send(None)
+    for p in procs:
+        p.join()
+    ups = 1.0 / statistics.median(batched_t)
+    per_process = [1.0 / statistics.median(t) for t in separate_t]
+    return {
+        "batched": {"per_agent_updates_per_s": round(ups, 4), "aggregate_updates_per_s": round(k * ups, 4),
+                    "median_s": round(statistics.median(batched_t), 4), "threads": threads},
+        "separate_processes": {"per_agent_updates_per_s": round(statistics.mean(per_process), 4),
+                               "aggregate_updates_per_s": round(sum(per_process), 4),
+                               "threads_per_process": threads},
+        "ratio": round(ups / statistics.mean(per_process), 3),
+        "aggregate_ratio": round(k * ups / sum(per_process), 3),
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -256,15 +339,18 @@ def main(argv=None):
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="ours only; reference is fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile our update's loss computation")
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--hidden-dim", type=int, default=DrQv2Config.hidden_dim)
+    ap.add_argument("--feature-dim", type=int, default=DrQv2Config.feature_dim)
+    ap.add_argument("--ks", default="", help="comma-separated K values for the batched-agents measurement, e.g. 1,4,16")
+    ap.add_argument("--many-threads", type=int, default=1,
+                    help="torch threads of the batched process and of each separate process (--ks)")
     ap.add_argument("--out", default=None, help="result JSON path (default benchmarks/results/...)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(0)
     dev = args.device
     channels = 3 * args.frame_stack
-    cfg = DrQv2Config(
-        precision=args.precision, compile=args.compile, channels_last=not args.no_channels_last,
-    )
+    cfg = make_config(args)
     obs_space = gym.spaces.Box(0, 255, (channels, args.size, args.size), np.uint8)
     act_space = gym.spaces.Box(-1.0, 1.0, (args.action_dim,), np.float32)
     ours = DrQv2Agent(obs_space, act_space, cfg, dev)
@@ -306,6 +392,8 @@ def main(argv=None):
         "channels_last": not args.no_channels_last,
         "batch": args.batch,
         "size": args.size,
+        "hidden_dim": args.hidden_dim,
+        "feature_dim": args.feature_dim,
         "repeats": len(ours_t),
         "machine": machine_description(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
@@ -314,10 +402,26 @@ def main(argv=None):
     print(f"{'reference':<12}{result['reference_median_s']:>18.4f}{ref_ups:>12.3f}")
     print(f"{'pixelrl':<12}{result['ours_median_s']:>18.4f}{ours_ups:>12.3f}")
     print(f"ratio (pixelrl / reference): {result['ratio']:.2f}x  [{args.precision}, batch {args.batch}, {args.size}px, {dev}]")
+    if args.ks:
+        del ours, ref
+        rows = {}
+        print(f"{'K':>3}{'batched upd/s/agent':>22}{'separate upd/s/agent':>23}{'ratio':>8}")
+        for k in (int(x) for x in args.ks.split(",")):
+            row = rows[str(k)] = measure_many(args, k)
+            b, sep = row["batched"], row["separate_processes"]
+            print(f"{k:>3}{b['per_agent_updates_per_s']:>22.3f}{sep['per_agent_updates_per_s']:>23.3f}"
+                  f"{row['ratio']:>7.2f}x")
+        result["many_agents"] = rows
+        result["many_agents_note"] = (
+            f"K agents as one batched computation in one process vs K processes with one agent each, "
+            f"{args.many_threads} torch thread(s) per process, in alternating bursts of {args.repeats} updates x "
+            f"{args.rounds} rounds; ratio = per-agent updates/s batched / separate; the machine has "
+            f"{os.cpu_count()} cpus, so the separate processes may use up to min(K, cpus) of them")
     out = args.out or (
         f"benchmarks/results/update_throughput_{dev.split(':')[0]}"
         + ("" if args.precision == "fp32" else f"_{args.precision}")
         + ("_compile" if args.compile else "")
+        + ("_batched" if args.ks else "")
         + ".json"
     )
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -283,15 +283,15 @@ class BatchedTrainer:
             t.logger.log("train", row)
 
     def run(self) -> dict[str, Any]:
-        """Train every seed until ``cfg.frames``; returns a summary of the batched run (each seed's folder also
-        gets its own summary.json and curve.png)."""
+        """Train every seed until ``cfg.frames`` (or ``time_budget_min``, counted for the whole batch); returns a
+        summary of the batched run (each seed's folder also gets its own summary.json and curve.png)."""
         cfg, c = self.cfg, self.counters
         progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
                                  title=f"{cfg.env} {cfg.agent_name} seeds {','.join(map(str, self.seeds))}")
         try:
             train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
-                        episode=lambda: self._episode(progress))
+                        episode=lambda: self._episode(progress), stop=self.trainers[0]._over_budget)
         finally:
             progress.close()
             self._close()
@@ -311,7 +311,7 @@ class BatchedTrainer:
             "agent_steps": self.counters["agent_steps"], "final_eval_returns": finals,
             "final_eval_return": float(np.mean(finals)) if None not in finals else None,
             "random_return": float(np.mean(randoms)) if randoms else None,
-            "wall_s": max(r["wall_s"] for r in runs),
+            "wall_s": max(r["wall_s"] for r in runs), "ended_by": runs[0].get("ended_by"),
             "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
         }
         write_json_atomic(self.run_dir / "summary.json", summary)
