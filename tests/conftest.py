@@ -1,6 +1,75 @@
 """Suite-wide settings: tests use tiny networks, for which one torch thread is faster than several (OpenMP
-synchronisation costs more than the work), and much faster when the machine is busy."""
+synchronisation costs more than the work), and much faster when the machine is busy.
 
+In CI (``CI=true``), a test or module skipped because an optional extra's package is missing fails instead: CI
+installs the extras named in ``PIXELRL_EXTRAS`` (``scripts/setup.sh``; default all of them), so such a skip means an
+extra failed to install or import, and ~60 tests would otherwise turn into skips while CI stays green."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+EXTRA_MODULES = {"dm_control": "dmc", "mujoco": "dmc", "ale_py": "atari", "ale-py": "atari", "cv2": "atari",
+                 "opencv": "atari", "h5py": "offline", "minari": "offline"}
+"""Import and package names of the optional extras' packages (pyproject.toml ``[project.optional-dependencies]``)
+-> extra."""
+
+DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,dev"
+"""What ``scripts/setup.sh`` installs when ``PIXELRL_EXTRAS`` is not set."""
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def ci_extras() -> set[str]:
+    extras = {e.strip() for e in os.environ.get("PIXELRL_EXTRAS", DEFAULT_CI_EXTRAS).split(",") if e.strip()}
+    return extras | ({"dmc", "atari", "offline"} if "all" in extras else set())
+
+
+def missing_extra(reason: str) -> str | None:
+    """The extra whose package a skip reason names (``could not import 'h5py'``, ``pip install 'pixelrl[dmc]'``),
+    or None for a skip with another cause."""
+    m = re.search(r"pixelrl\[(\w+)\]", reason)
+    if m:
+        return m.group(1)
+    for module, extra in EXTRA_MODULES.items():
+        if re.search(rf"\b{re.escape(module)}\b", reason):
+            return extra
+    return None
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_extra_skip(report) -> None:
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    extra = missing_extra(reason)
+    if extra is not None and extra in ci_extras():
+        report.outcome = "failed"
+        report.longrepr = (f"CI: skipped for a missing optional dependency of the '{extra}' extra, which CI "
+                           f"installs (PIXELRL_EXTRAS): {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_extra_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield  # a module-level importorskip / skipif skips the whole module at collection
+    _fail_extra_skip(outcome.get_result())

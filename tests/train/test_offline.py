@@ -251,17 +251,13 @@ def test_dataset_state_stats_and_train_defaults(state_data):
 
 
 @pytest.fixture
-def offline_agents(monkeypatch):
-    """The offline agents, registered here if the registry does not have them yet."""
-    import importlib
+def offline_agents():
+    """The offline agents, which must be in the registry (they used to be registered here when missing, which hid an
+    agent dropping out of it)."""
+    from pixelrl.agents import AGENTS, BCAgent, IQLAgent, TD3BCAgent
 
-    from pixelrl.agents import AGENTS, AgentSpec
-
-    for name, (mod, cfg, cls) in {"bc": ("bc", "BCConfig", "BCAgent"), "iql": ("iql", "IQLConfig", "IQLAgent"),
-                                  "td3bc": ("td3bc", "TD3BCConfig", "TD3BCAgent")}.items():
-        if name not in AGENTS:
-            m = importlib.import_module(f"pixelrl.agents.{mod}")
-            monkeypatch.setitem(AGENTS, name, AgentSpec(getattr(m, cfg), getattr(m, cls), m.preset, m.SUMMARY))
+    for name, cls in {"bc": BCAgent, "iql": IQLAgent, "td3bc": TD3BCAgent}.items():
+        assert name in AGENTS and AGENTS[name].agent_cls is cls, name
 
 
 OFFLINE_AGENT_OVER = {
