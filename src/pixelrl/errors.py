@@ -34,3 +34,71 @@ class CorruptFileError(PixelRLError, OSError):
         super().__init__(f"{path}: {reason}. The file is corrupt or incomplete; nothing was loaded from it.")
         self.path = path
         self.reason = reason
+
+
+class NotFoundError(PixelRLError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class StorageError(PixelRLError, OSError):
+    """The disk is full or read-only (or a quota is reached) while writing run files. The temporary file of the
+    write was removed; what was complete before (the last checkpoint) is intact."""
+
+    def __init__(self, path: object, err: OSError, needed: int | None = None) -> None:
+        import errno
+        import shutil
+
+        self.path, self.errno_value, self.needed = path, err.errno, needed
+        try:
+            free = shutil.disk_usage(_existing_parent(path)).free
+        except OSError:
+            free = None
+        self.free = free
+        if err.errno == errno.EROFS:
+            what = "the file system is read-only"
+            todo = "remount it read-write (or move the run folder to writable storage)"
+        elif err.errno in (errno.EACCES, errno.EPERM):
+            what = "permission denied"
+            todo = "make the folder writable"
+        else:
+            what = "no space left on the device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+            need = f"about {_size(needed)} free" if needed else "more free space"
+            have = f" ({_size(free)} free now)" if free is not None else ""
+            todo = f"free {need}{have}"
+        super().__init__(f"cannot write {path}: {what}. Nothing half-written was left; the last complete checkpoint "
+                         f"is intact. To continue: {todo}, then `pixelrl resume <run folder>`")
+
+
+def _existing_parent(path: object):
+    from pathlib import Path
+
+    p = Path(str(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class DivergenceError(PixelRLError, FloatingPointError):
+    """Training produced a non-finite loss, parameter or action; the run stopped before it could save it."""
+
+
+class EnvStepError(PixelRLError, RuntimeError):
+    """The environment raised while stepping (the message names the env, the step and the action)."""
+
+
+class RunInUseError(PixelRLError, RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+class Interrupted(PixelRLError):
+    """The user stopped the run (Ctrl-C); the message says where the last checkpoint is."""

@@ -270,7 +270,7 @@ def _print_summary(summary: dict) -> None:
 
 def cmd_resume(argv: list[str]) -> int:
     from pixelrl.train.loop import Trainer
-    from pixelrl.train.setup import config_from_run
+    from pixelrl.train.setup import load_run_config
 
     args = _parse(_Resume, argv, "pixelrl resume")
     run = Path(args.run_dir)
@@ -282,27 +282,30 @@ def cmd_resume(argv: list[str]) -> int:
         summary = BatchedTrainer.resume(run, frames=args.frames).run()
         _print_summary(summary)
         return 0
-    cfg_path = run / "config.json"
-    if not cfg_path.exists():
-        raise PixelRLError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made")
-    cfg = config_from_run(json.loads(cfg_path.read_text()))
+    cfg = load_run_config(run)
     cfg = dataclasses.replace(cfg, run_dir=str(run))
     offline = cfg.offline is not None and cfg.offline.active
     if offline and args.frames is not None:
         raise PixelRLError("--frames extends online runs; an offline run's budget is its offline steps and online "
                            "frames (recorded in config.json under 'offline')")
-    if args.frames is not None and (args.frames != cfg.frames or cfg.time_budget_min is not None):
-        from pixelrl.utils.atomic import write_json_atomic
-        from pixelrl.utils.dataclass_io import to_dict
-
+    new_budget = args.frames is not None and (args.frames != cfg.frames or cfg.time_budget_min is not None)
+    if new_budget:
         cfg = dataclasses.replace(cfg, frames=args.frames, time_budget_min=None)  # a frame budget replaces the time one
-        write_json_atomic(cfg_path, to_dict(cfg))  # later resumes keep the new budget
     if offline:
         from pixelrl.train.offline import OfflineTrainer
 
-        summary = OfflineTrainer(cfg, resume=True).run()
+        trainer = OfflineTrainer(cfg, resume=True)
     else:
-        summary = Trainer(cfg, resume=True).run()
+        trainer = Trainer(cfg, resume=True)
+    # Everything the run depends on has loaded (checkpoint, replay, log): only now does the run folder change.
+    for change in getattr(trainer, "changed_settings", []):
+        print(f"pixelrl resume: config.json differs from the checkpoint, resuming with {change}", file=sys.stderr)
+    if new_budget:
+        from pixelrl.utils.atomic import write_json_atomic
+
+        saved = json.loads((run / "config.json").read_text())
+        write_json_atomic(run / "config.json", {**saved, "frames": cfg.frames, "time_budget_min": None})
+    summary = trainer.run()
     _print_summary(summary)
     return 0
 
@@ -313,25 +316,23 @@ def cmd_eval(argv: list[str]) -> int:
 
     from pixelrl.agents import make_agent
     from pixelrl.envs import make
-    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
+    from pixelrl.utils.checkpoint import load_checkpoint, resolve_checkpoint
     from pixelrl.train.evaluate import EVAL_STREAM, run_episodes
     from pixelrl.train.loop import resolve_device
-    from pixelrl.train.setup import config_from_run
+    from pixelrl.train.setup import load_agent_state, load_run_config
     from pixelrl.train.video import write_video
+    from pixelrl.utils.dataclass_io import to_dict
 
     args = _parse(_Eval, argv, "pixelrl eval")
     run = Path(args.run_dir)
-    if not (run / "config.json").exists():
-        raise PixelRLError(f"{run} is not a run folder (no config.json)")
-    cfg = config_from_run(json.loads((run / "config.json").read_text()))
-    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run / "checkpoints")
-    if ckpt is None:
-        raise PixelRLError(f"{run} has no checkpoint yet")
+    cfg = load_run_config(run)
+    ckpt = resolve_checkpoint(run, args.checkpoint)
+    state = load_checkpoint(ckpt)
     device = resolve_device(args.device)
     env = make(cfg.env, seed=args.seed, **cfg.env_kwargs())
     agent = make_agent(cfg.agent_name, env.observation_space, env.action_space, cfg.agent, device)
-    state = load_checkpoint(ckpt)
-    agent.load_state_dict(state["agent"])
+    load_agent_state(agent, state["agent"], config_path=run / "config.json", checkpoint=ckpt,
+                     saved_config=json.loads(state["config"]) if "config" in state else None, config=to_dict(cfg))
     step = int(state["trainer"]["agent_steps"])
 
     def policy(obs):
@@ -392,7 +393,8 @@ class _Eval:
     video: bool = False
     """Write an mp4 of the first episode under <run>/videos/ (--video)."""
     checkpoint: Optional[str] = None
-    """A checkpoint folder to evaluate instead of the latest one."""
+    """A checkpoint to evaluate instead of the latest one: a folder path, or the name of one of the run's
+    checkpoints (``frames_000000010000``), as ``pixelrl collect --checkpoint`` takes."""
     seed: int = 12345
     """Seed of the evaluation episodes."""
     device: str = "auto"
@@ -519,8 +521,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if cmd not in COMMANDS:
         print(f"pixelrl: unknown command '{cmd}'\n\n{USAGE}", file=sys.stderr)
         return 2
+    from pixelrl.errors import Interrupted
+
     try:
         return COMMANDS[cmd](rest)
+    except Interrupted as e:
+        print(f"pixelrl {cmd}: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"pixelrl {cmd}: interrupted", file=sys.stderr)
+        return 130
     except PixelRLError as e:
         print(f"pixelrl {cmd}: error: {e}", file=sys.stderr)
         return 1

@@ -61,7 +61,7 @@ from gymnasium import spaces
 
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError, CorruptFileError
-from pixelrl.utils.atomic import fsync_dir, sha256_file, write_json_atomic
+from pixelrl.utils.atomic import ensure_free_space, fsync_dir, sha256_file, storage_errors, write_json_atomic
 
 __all__ = ["ReplayBuffer", "EXTRAS", "sample_kwargs"]
 
@@ -838,8 +838,11 @@ class ReplayBuffer:
                 except OSError:
                     pass
 
-    def load(self, directory: str | os.PathLike) -> None:
+    def load(self, directory: str | os.PathLike, manifest: str | bytes | None = None) -> None:
         """Restore the buffer saved in ``directory`` exactly, sampler RNG state included.
+
+        ``manifest`` (the text of a ``manifest.json``, e.g. one a trainer recorded with its checkpoint) is used
+        instead of the folder's own; nothing is written either way.
 
         Verifies the manifest checksum, every chunk's size and sha256, array names, shapes and dtypes and the
         episode bookkeeping; raises :class:`~pixelrl.errors.CorruptFileError` naming the file at fault (and
@@ -848,10 +851,13 @@ class ReplayBuffer:
         """
         directory = Path(directory)
         mpath = directory / MANIFEST
-        try:
-            raw = mpath.read_bytes()
-        except FileNotFoundError:
-            raise CorruptFileError(mpath, "manifest.json is missing (no completed replay save here)") from None
+        if manifest is not None:
+            raw = manifest.encode() if isinstance(manifest, str) else manifest
+        else:
+            try:
+                raw = mpath.read_bytes()
+            except FileNotFoundError:
+                raise CorruptFileError(mpath, "manifest.json is missing (no completed replay save here)") from None
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
@@ -951,12 +957,15 @@ def _rng_state_from_json(state: dict) -> dict:
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> tuple[int, str]:
     """Write an uncompressed npz via ``path.tmp`` + fsync + rename; returns ``(size, sha256)``."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    size = tmp.stat().st_size
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
+    needed = sum(int(a.nbytes) for a in arrays.values()) + 4096 * (len(arrays) + 1)
+    with storage_errors(path, cleanup=(tmp,), needed=needed):
+        ensure_free_space(path.parent, needed)
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        size = tmp.stat().st_size
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
     fsync_dir(path.parent)
     return size, digest

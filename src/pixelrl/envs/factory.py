@@ -308,6 +308,20 @@ def _make_in_worker(env_id: str, seed: int, gl_env: dict[str, str], make_kwargs:
     return make(env_id, seed=seed, **make_kwargs)
 
 
+def _quiet_worker(index, env_fn, pipe, parent_pipe, shared_memory, error_queue, *args) -> None:
+    """Gymnasium's env worker, made to leave quietly: it ignores Ctrl-C (the parent handles it and closes the
+    worker) and exits without a traceback when the parent has died (its pipe is broken)."""
+    import signal
+
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _async_worker(index, env_fn, pipe, parent_pipe, shared_memory, error_queue, *args)
+    except (BrokenPipeError, EOFError, ConnectionError):
+        pass  # the parent is gone: nobody to report to
+
+
 def make_vector(
     env_id: str,
     num_envs: int,
@@ -338,7 +352,7 @@ def make_vector(
     if asynchronous:
         if context is None:
             context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        vec = gym.vector.AsyncVectorEnv(fns, shared_memory=True, context=context)
+        vec = gym.vector.AsyncVectorEnv(fns, shared_memory=True, context=context, worker=_quiet_worker)
     else:
         vec = gym.vector.SyncVectorEnv(fns)
     for attr in ("env_id", "action_repeat", "frame_stack"):

@@ -7,10 +7,17 @@ Order of one agent step (as in DrQ-v2): act on ``obs_t`` -> send the action to t
 the replay as it stands -> receive ``obs_{t+1}`` -> store the transition. With an asynchronous :class:`EnvRunner`
 the env steps in a subprocess while the update runs, so rendering overlaps learning; the math and the results are
 the same.
+
+Divergence is caught where it shows: a non-finite loss in an update's metrics or a non-finite action raises
+:class:`~pixelrl.errors.DivergenceError` naming it and the step (before the action reaches the env, so a diverged
+policy does not surface as a simulator error), and :func:`check_finite_parameters` checks the networks. An env that
+raises while stepping is reported as :class:`~pixelrl.errors.EnvStepError` with the step and the action.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,8 +27,9 @@ import numpy as np
 import torch
 
 from pixelrl.envs import make, make_vector
+from pixelrl.errors import DivergenceError, EnvStepError, PixelRLError
 
-__all__ = ["EnvRunner", "EpisodeResult", "train_episode", "train_until", "warmup_action"]
+__all__ = ["EnvRunner", "EpisodeResult", "check_finite_parameters", "train_episode", "train_until", "warmup_action"]
 
 
 class EnvRunner:
@@ -32,6 +40,7 @@ class EnvRunner:
 
     def __init__(self, env_id: str, *, asynchronous: bool, seed: int, env_kwargs: dict[str, Any],
                  wrap: Any = None) -> None:
+        self.env_id = env_id
         self.vector = asynchronous and wrap is None
         if self.vector:
             self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
@@ -50,7 +59,8 @@ class EnvRunner:
     def reset(self, seed: int):
         """Reset with ``seed``; returns the first observation."""
         if self.vector:
-            obs, _ = self.env.reset(seed=[seed])
+            with _quiet_gymnasium():
+                obs, _ = self.env.reset(seed=[seed])
             return self._unbatch(obs)
         obs, _ = self.env.reset(seed=seed)
         return obs
@@ -66,15 +76,62 @@ class EnvRunner:
         """``(obs, reward, terminated, truncated, frames)`` of the step sent; ``frames`` is ``None`` when the env
         does not report the env frames it took."""
         if self.vector:
-            obs, r, term, trunc, info = self.env.step_wait()
+            with _quiet_gymnasium():  # an env error comes back as one exception, without the worker's log lines
+                obs, r, term, trunc, info = self.env.step_wait()
             frames = info.get("frames")
             return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
                 int(frames[0]) if frames is not None else None)
         obs, r, term, trunc, info = self.env.step(self._pending)
         return obs, float(r), bool(term), bool(trunc), info.get("frames")
 
+    def discard(self) -> None:
+        """Collect (and drop) the result of a step sent with :meth:`step_async`, e.g. before raising mid-step."""
+        if self.vector:
+            try:
+                with _quiet_gymnasium():
+                    self.env.step_wait()
+            except Exception:
+                pass
+        self._pending = None
+
     def close(self) -> None:
-        self.env.close()
+        with _quiet_gymnasium():
+            try:
+                self.env.close()
+            except (BrokenPipeError, EOFError, ConnectionError):  # the worker is already gone
+                pass
+
+
+@contextlib.contextmanager
+def _quiet_gymnasium():
+    import gymnasium.logger as glog
+
+    level, glog.min_level = glog.min_level, glog.ERROR + 100
+    try:
+        yield
+    finally:
+        glog.min_level = level
+
+
+def _finite(x) -> bool:
+    """Whether an action (array, scalar or dict of those) holds only finite numbers."""
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    a = np.asarray(x)
+    return not np.issubdtype(a.dtype, np.floating) or bool(np.isfinite(a).all())
+
+
+def check_finite_parameters(agent, where: str) -> None:
+    """Raise :class:`DivergenceError` naming the first parameter of the agent's networks that is not finite."""
+    for attr, mod in vars(agent).items():
+        if isinstance(mod, torch.nn.Module):
+            for name, p in mod.named_parameters():
+                if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                    raise DivergenceError(f"parameter {attr}.{name} is not finite {where}: the training diverged")
+
+
+def _where(counters: dict[str, Any], step: int) -> str:
+    return f"agent step {step:,} (frame {counters['frames']:,})"
 
 
 class _Progress(Protocol):
@@ -153,6 +210,9 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
         else:
             with torch.no_grad():
                 action = agent.act(obs, step=step, eval_mode=False)
+            if not _finite(action):
+                raise DivergenceError(f"the policy's action is not finite ({action}) at {_where(c, step)}: the "
+                                      "networks diverged")
         t1 = time.perf_counter()
         env.step_async(action)
         if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
@@ -161,9 +221,21 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
                 for values in (m, batch_extras() if batch_extras is not None else {}):
                     for k, v in values.items():
                         metrics[k].append(float(v))
+                bad = {k: metrics[k][-1] for k in m if "loss" in k and not math.isfinite(metrics[k][-1])}
+                if bad:
+                    env.discard()
+                    raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at {_where(c, step)} "
+                                          f"(update {updates + 1} of the episode): the training diverged")
                 updates += 1
         t2 = time.perf_counter()
-        obs, reward, terminated, truncated, frames = env.step_wait()
+        try:
+            obs, reward, terminated, truncated, frames = env.step_wait()
+        except PixelRLError:
+            raise
+        except Exception as e:
+            raise EnvStepError(f"the environment {env.env_id} raised {type(e).__name__}: {str(e).strip()} at "
+                               f"{_where(c, step)}, on the action {np.array2string(np.asarray(action), precision=4)}"
+                               ) from None
         t3 = time.perf_counter()
         replay.add(action, reward, obs, terminated, truncated)
         frames = action_repeat if frames is None else frames

@@ -8,7 +8,10 @@ with the same seed on the same machine.
 (atomically) whenever a row is added, so a column that appears later (agent losses after the warm-up) simply
 widens the table. For exact resume the trainer stores the byte size of ``metrics.jsonl`` in each checkpoint; a
 resumed run truncates the file back to it, so rows written after the checkpoint by the run that died are
-replaced by the resumed run's rows. TensorBoard events past the checkpoint are dropped with ``purge_step``.
+replaced by the resumed run's rows; each checkpoint also holds a copy of the log up to that size, from which a
+log truncated, deleted or replaced after the checkpoint is written back (the rows up to a checkpoint never
+change). TensorBoard events past the checkpoint are dropped with ``purge_step``. A full or read-only disk while
+appending a row leaves no partial row and raises :class:`~pixelrl.errors.StorageError`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pixelrl.utils.atomic import write_bytes_atomic
+from pixelrl.errors import CorruptFileError
+from pixelrl.utils.atomic import storage_errors, write_bytes_atomic
 
 TIMING_COLUMNS = ("wall_s", "fps", "env_s", "act_s", "update_s", "eval_s")
 KINDS = ("train", "eval")
@@ -29,20 +33,18 @@ KINDS = ("train", "eval")
 
 class Logger:
     def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
-                 jsonl_offset: int | None = None, purge_step: int | None = None) -> None:
+                 jsonl_offset: int | None = None, purge_step: int | None = None,
+                 jsonl_copy: bytes | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
+        self.repaired = False
         if jsonl_offset is not None:
-            size = self.jsonl.stat().st_size if self.jsonl.exists() else 0
-            if size < jsonl_offset:
-                raise FileNotFoundError(
-                    f"{self.jsonl} has {size} bytes but the checkpoint recorded {jsonl_offset}: the log was "
-                    "truncated or replaced after the checkpoint was written")
-            with open(self.jsonl, "ab") as f:
-                f.truncate(jsonl_offset)
+            self._restore_jsonl(jsonl_offset, jsonl_copy)
         self.rows: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
-        for row in read_rows(self.run_dir):
+        for i, row in enumerate(read_rows(self.run_dir), 1):
+            if not isinstance(row.get("kind"), str):
+                raise CorruptFileError(self.jsonl, f"row {i} has no 'kind'")
             self.rows.setdefault(row["kind"], []).append(row)
         for kind in self.rows:
             self._write_csv(kind)
@@ -52,6 +54,31 @@ class Logger:
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
 
+    def _restore_jsonl(self, offset: int, copy: bytes | None) -> None:
+        """Cut ``metrics.jsonl`` back to the checkpoint's ``offset``; if the file lost rows the checkpoint covers
+        (truncated, deleted, replaced), write them back from the checkpoint's ``copy`` of the log, else refuse."""
+        try:
+            with open(self.jsonl, "rb") as f:
+                head = f.read(offset)
+        except FileNotFoundError:
+            head = None
+        if head is not None and len(head) == offset and (copy is None or head == copy[:offset]):
+            with storage_errors(self.jsonl):
+                with open(self.jsonl, "ab") as f:
+                    f.truncate(offset)
+            return
+        if copy is None or len(copy) < offset:
+            state = "is missing" if head is None else f"has {len(head)} bytes where the checkpoint recorded {offset}"
+            raise CorruptFileError(self.jsonl, f"{state} (truncated, deleted or replaced after the checkpoint), and "
+                                   "the checkpoint holds no copy to repair it from; restore the file or start a new "
+                                   "run")
+        write_bytes_atomic(self.jsonl, copy[:offset])
+        self.repaired = True
+
+    def read_bytes(self) -> bytes:
+        """The whole of ``metrics.jsonl`` (stored in checkpoints, to repair the log on resume)."""
+        return self.jsonl.read_bytes() if self.jsonl.exists() else b""
+
     def offset(self) -> int:
         """Byte size of metrics.jsonl now (stored in checkpoints)."""
         return self.jsonl.stat().st_size if self.jsonl.exists() else 0
@@ -59,8 +86,20 @@ class Logger:
     def log(self, kind: str, row: dict[str, Any]) -> None:
         """Append one row of ``kind`` ('train' or 'eval'); it must contain ``frames`` and ``agent_steps``."""
         row = {"kind": kind, **{k: _plain(v) for k, v in row.items()}}
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        line = (json.dumps(row) + "\n").encode()
+        before = self.offset()
+        try:
+            with storage_errors(self.jsonl, needed=len(line)):
+                with open(self.jsonl, "ab") as f:
+                    f.write(line)
+                    f.flush()
+        except BaseException:  # no half row left behind (a full disk can take part of it)
+            try:
+                with open(self.jsonl, "ab") as f:
+                    f.truncate(before)
+            except OSError:
+                pass
+            raise
         self.rows.setdefault(kind, []).append(row)
         self._write_csv(kind)
         if self._tb is not None:
@@ -97,9 +136,27 @@ def _plain(v: Any) -> Any:
 
 
 def read_rows(run_dir: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a run's ``metrics.jsonl`` (optionally only those of one kind)."""
+    """Rows of a run's ``metrics.jsonl`` (optionally only those of one kind).
+
+    A last line without its newline (a row being written when the process died) is left out; any other line that
+    is not a JSON object raises :class:`~pixelrl.errors.CorruptFileError` naming the file and the line."""
     p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists():
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
         return []
-    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    lines = data.split(b"\n")
+    if lines and lines[-1].strip():  # unterminated last line: a row cut off by a kill
+        lines = lines[:-1]
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CorruptFileError(p, f"line {i} is not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise CorruptFileError(p, f"line {i} is not a JSON object")
+        rows.append(row)
     return [r for r in rows if kind is None or r.get("kind") == kind]

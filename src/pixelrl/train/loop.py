@@ -29,15 +29,16 @@ import torch
 from pixelrl.agents import make_agent
 from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
-from pixelrl.errors import ConfigError
+from pixelrl.errors import ConfigError, DivergenceError, Interrupted, PixelRLError
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
-from pixelrl.train.episode import EnvRunner, train_episode, train_until
+from pixelrl.train.episode import EnvRunner, check_finite_parameters, train_episode, train_until
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
-from pixelrl.train.logger import Logger
+from pixelrl.train.logger import Logger, read_rows
 from pixelrl.train.progress import TrainProgress
-from pixelrl.train.setup import record_machine_choices, resolve_agent_for_env
-from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.train.setup import (apply_changed_learning_rates, config_changes, load_agent_state,
+                                 record_machine_choices, resolve_agent_for_env)
+from pixelrl.utils.atomic import RunLock, write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -54,6 +55,17 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run folder this process created and left with nothing but its lock file (a run that failed to
+    start)."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {RunLock.NAME}:
+            (run_dir / RunLock.NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
 class Trainer:
     """Builds env, agent and replay from a resolved :class:`TrainConfig` and runs (or resumes) training."""
 
@@ -64,6 +76,26 @@ class Trainer:
             raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
+        self.eval_env = self.train_env = self.logger = None
+        self.changed_settings: list[str] = []
+        existed = self.run_dir.exists()
+        self._lock = RunLock(self.run_dir)  # one writer per run folder, released by the OS if this process dies
+        try:
+            self._init(cfg, resume)
+        except BaseException:
+            self._close()
+            if not existed:
+                _remove_if_only_lock(self.run_dir)
+            raise
+
+    def _close(self) -> None:
+        """Close logs and envs and release the run folder (each at most once)."""
+        for obj in (self.logger, self.train_env, self.eval_env):
+            if obj is not None:
+                obj.close()
+        self._lock.release()
+
+    def _init(self, cfg: TrainConfig, resume: bool) -> None:
         if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
@@ -111,18 +143,21 @@ class Trainer:
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,
                          "last_checkpoint_frames": -1, "wall_s": 0.0}
-        jsonl_offset = None
+        jsonl_offset = jsonl_copy = replay_manifest = None
         if resume:
-            jsonl_offset = self._restore()
+            jsonl_offset, jsonl_copy, replay_manifest = self._restore()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
         self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard, jsonl_offset=jsonl_offset,
-                             purge_step=self.counters["frames"] if resume else None)
+                             purge_step=self.counters["frames"] if resume else None, jsonl_copy=jsonl_copy)
+        if replay_manifest is not None:  # everything has loaded: the replay folder goes back to the checkpoint's
+            write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(replay_manifest))
         self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
     def _checkpoint(self) -> Path:
+        check_finite_parameters(self.agent, f"at frame {self.counters['frames']:,}")  # never save a diverged agent
         self.counters["wall_s"] = time.perf_counter() - self._wall_start
         self.logger.flush()
         self.replay.save(self.run_dir / "replay")
@@ -133,22 +168,41 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "rng": capture_rng_state({"warmup": self.warmup_rng}),
             "replay_manifest": manifest,
+            "config": json.dumps(to_dict(self.cfg)),
+            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
         }
         if self.snapshot_wrapper is not None:
             state["snapshot_wrapper"] = self.snapshot_wrapper.state_dict()
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
-    def _restore(self) -> int:
+    def _restore(self) -> tuple[int, bytes | None, str]:
+        """Load the latest checkpoint into the agent, replay, RNGs and counters, writing nothing (the caller puts
+        the replay manifest back once everything has loaded). Returns the log's size at the checkpoint, the
+        checkpoint's copy of the log (None for checkpoints older than that copy) and the replay manifest."""
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         if ckpt is None:
             raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing)")
         state = load_checkpoint(ckpt)
+        saved_cfg = json.loads(state["config"]) if "config" in state else None
+        now_cfg = to_dict(self.cfg)
         # The replay folder may be ahead of this checkpoint (killed between the replay save and the checkpoint):
-        # put back the replay manifest recorded with the checkpoint, whose chunks are immutable once written.
-        write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(state["replay_manifest"]))
-        self.replay.load(self.run_dir / "replay")
-        self.agent.load_state_dict(state["agent"])
+        # load the replay manifest recorded with the checkpoint, whose chunks are immutable once written.
+        try:
+            self.replay.load(self.run_dir / "replay", manifest=state["replay_manifest"])
+        except ConfigError as e:
+            changes = config_changes(saved_cfg, now_cfg) if saved_cfg is not None else []
+            if not changes:
+                raise
+            listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.json" for k, a, b in changes)
+            raise ConfigError(f"{self.run_dir / 'config.json'} does not match checkpoint {ckpt} ({listed}); put the "
+                              "values back or start a new run") from None
+        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
+                         saved_config=saved_cfg, config=now_cfg)
+        if saved_cfg is not None:
+            self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in config_changes(saved_cfg, now_cfg)]
+            lrs = apply_changed_learning_rates(self.agent, config_changes(saved_cfg, now_cfg))
+            self.changed_settings += [f"optimizer learning rate {x}" for x in lrs]
         restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
         if self.snapshot_wrapper is not None:
             if "snapshot_wrapper" not in state:
@@ -156,7 +210,9 @@ class Trainer:
                                   "--snapshot-bank")
             self.snapshot_wrapper.load_state_dict(state["snapshot_wrapper"])
         self.counters.update(state["trainer"])
-        return int(state["jsonl_offset"])
+        copy = state.get("metrics_jsonl")
+        return (int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes(),
+                state["replay_manifest"])
 
     # ---- evaluation ------------------------------------------------------------------------------------------
     def _evaluate(self, progress: TrainProgress) -> dict[str, Any]:
@@ -185,6 +241,7 @@ class Trainer:
             seed_steps=int(getattr(a, "num_seed_steps", 0)), update_every=int(getattr(a, "update_every_steps", 1)),
             updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
             action_space=self.action_space, action_repeat=self.action_repeat, progress=progress)
+        check_finite_parameters(self.agent, f"after episode {c['episodes']:,} (frame {c['frames']:,})")
         row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
                **ep.timing(), "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)
@@ -198,12 +255,29 @@ class Trainer:
             train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
                         episode=lambda: self._train_episode(progress), stop=self._over_budget)
+        except DivergenceError as e:
+            todo = "continue from it with other settings: edit them in config.json (e.g. a lower agent.lr), then run"
+            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted at frame {c['frames']:,}. "
+                              f"{self._where_to_resume('continue with')}") from None
         finally:
             progress.close()
-            self.logger.close()
-            self.train_env.close()
-            self.eval_env.close()
+            try:
+                self._close()
+            finally:
+                self.logger = self.train_env = self.eval_env = None
         return self._finish()
+
+    def _where_to_resume(self, todo: str) -> str:
+        """Where the last checkpoint is and the command to go on from it."""
+        try:
+            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        except PixelRLError:
+            ckpt = None
+        if ckpt is None:
+            return "No checkpoint was written yet; start a new run."
+        return f"The last good checkpoint is kept: {ckpt}. To {todo} `pixelrl resume {self.run_dir}`."
 
     def _over_budget(self) -> bool:
         """Whether ``time_budget_min`` of training wall time is spent (checked at episode boundaries)."""
@@ -216,7 +290,7 @@ class Trainer:
         curve = plot_runs([self.run_dir], self.run_dir / "curve.png",
                           title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
         videos = sorted((self.run_dir / "videos").glob("*.mp4")) if self.cfg.video else []
-        evals = self.logger.rows["eval"]
+        evals = read_rows(self.run_dir, "eval")
         summary = {
             "run_dir": str(self.run_dir), "curve": str(curve), "video": str(videos[-1]) if videos else None,
             "frames": self.counters["frames"], "agent_steps": self.counters["agent_steps"],

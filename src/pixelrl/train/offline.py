@@ -52,14 +52,14 @@ from pixelrl.agents import make_agent
 from pixelrl.data.mixing import MixedSampler
 from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
-from pixelrl.errors import ConfigError
+from pixelrl.errors import ConfigError, DivergenceError, Interrupted, PixelRLError
 from pixelrl.train.config import OfflineConfig
-from pixelrl.train.episode import EnvRunner, train_episode, train_until
+from pixelrl.train.episode import EnvRunner, check_finite_parameters, train_episode, train_until
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
 from pixelrl.train.plot import save_figure
-from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.utils.atomic import RunLock, write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
@@ -101,9 +101,6 @@ class OfflineTrainer:
     """
 
     def __init__(self, cfg: "TrainConfig", offline: OfflineConfig | None = None, *, resume: bool = False) -> None:
-        from pixelrl.train.loop import resolve_device
-        from pixelrl.utils.malloc import tune_glibc_malloc
-
         offline = offline if offline is not None else getattr(cfg, "offline", None)
         if not isinstance(offline, OfflineConfig):
             raise ConfigError("OfflineTrainer needs an OfflineConfig (TrainConfig.offline or the offline argument)")
@@ -115,8 +112,19 @@ class OfflineTrainer:
         if cfg.agent is None:
             raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
         self.cfg, self.offline = cfg, offline
-        o = offline
         self.run_dir = Path(cfg.run_dir)
+        self._lock = RunLock(self.run_dir)  # one writer per run folder, released by the OS if this process dies
+        try:
+            self._init(cfg, offline, resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _init(self, cfg: "TrainConfig", offline: OfflineConfig, resume: bool) -> None:
+        from pixelrl.train.loop import resolve_device
+        from pixelrl.utils.malloc import tune_glibc_malloc
+
+        o = offline
         if not resume and (self.run_dir / "metrics.jsonl").exists():
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
@@ -176,16 +184,25 @@ class OfflineTrainer:
             "next_eval": 0, "next_checkpoint": 0, "last_eval": -1, "last_checkpoint": -1, "wall_s": 0.0}
         state = self._read_checkpoint() if resume else None
         self.buffers = self._build_buffers(state)
-        jsonl_offset = None
+        jsonl_offset = jsonl_copy = None
         if state is not None:
-            self.agent.load_state_dict(state["agent"])
+            from pixelrl.train.setup import load_agent_state
+
+            now_cfg = {**to_dict(cfg), "offline": to_dict(o)}
+            load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json",
+                             checkpoint=self._ckpt_path, config=now_cfg,
+                             saved_config=json.loads(state["config"]) if "config" in state else None)
             restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
             self.counters.update(state["trainer"])
             jsonl_offset = int(state["jsonl_offset"])
+            if "metrics_jsonl" in state:
+                jsonl_copy = np.asarray(state["metrics_jsonl"], dtype=np.uint8).tobytes()
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run_dir / "config.json", {**to_dict(cfg), "offline": to_dict(o)})
-        self.logger = Logger(self.run_dir, tensorboard=False, jsonl_offset=jsonl_offset)
+        self.logger = Logger(self.run_dir, tensorboard=False, jsonl_offset=jsonl_offset, jsonl_copy=jsonl_copy)
+        for name, manifest in ((state or {}).get("replays") or {}).items():  # everything has loaded
+            write_json_atomic(self.run_dir / "replay" / name / "manifest.json", json.loads(manifest))
         self._tb = None
         if cfg.tensorboard:  # rows are plotted against ``step`` (offline rows all have frames = 0)
             from torch.utils.tensorboard import SummaryWriter
@@ -263,8 +280,7 @@ class OfflineTrainer:
             buf = buffers[name] = self._new_buffer(capacity, stream)
             if name in saved:  # a buffer that received online data: load it as it was at the checkpoint
                 directory = self.run_dir / "replay" / name
-                write_json_atomic(directory / "manifest.json", json.loads(saved[name]))
-                buf.load(directory)
+                buf.load(directory, manifest=saved[name])  # written back once everything has loaded
                 continue
             if name in self.data:
                 self.data[name].fill_replay(buf)
@@ -306,6 +322,7 @@ class OfflineTrainer:
 
     def _checkpoint(self) -> Path:
         c = self.counters
+        check_finite_parameters(self.agent, f"at update {c['updates']:,}")  # never save a diverged agent
         c["wall_s"] = time.perf_counter() - self._wall_start
         if self._tb is not None:
             self._tb.flush()
@@ -325,6 +342,8 @@ class OfflineTrainer:
             "replays": replays,
             "samplers": samplers,
             "data": self._fingerprints,
+            "config": json.dumps({**to_dict(self.cfg), "offline": to_dict(self.offline)}),
+            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
         }
         count = c["updates"] if c["phase"] == "offline" else c["frames"]
         name = f"{c['phase']}_{count:012d}"
@@ -334,6 +353,7 @@ class OfflineTrainer:
         ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         if ckpt is None:
             raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing)")
+        self._ckpt_path = ckpt
         state = load_checkpoint(ckpt)
         for name, now in self._fingerprints.items():
             was = state.get("data", {}).get(name)
@@ -434,6 +454,10 @@ class OfflineTrainer:
                     batch = sampler.sample(self.batch_size, **self._sample_kwargs)
                     metrics = self.agent.update(batch, step=step)
                     self._accumulate(metrics, sampler.last_counts)
+                    bad = {k: self._acc[k][-1] for k in metrics if "loss" in k and not math.isfinite(self._acc[k][-1])}
+                    if bad:
+                        raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at offline update "
+                                              f"{step + 1:,}: the training diverged")
                     c["updates"] = c["offline_updates"] = step + 1
                 self._acc_update_s += time.perf_counter() - t0
                 if stop % o.log_every_steps == 0:
@@ -503,7 +527,13 @@ class OfflineTrainer:
             if self.online_frames > 0:
                 self._start_online()
                 self._online_phase()
+        except DivergenceError as e:
+            todo = "continue from it with other settings: edit them in config.json (e.g. a lower agent.lr), then run"
+            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted. {self._where_to_resume('continue with')}") from None
         finally:
+            self._lock.release()
             self.logger.close()
             if self._tb is not None:
                 self._tb.close()
@@ -512,6 +542,15 @@ class OfflineTrainer:
                 self.train_env.close()
             self.eval_env.close()
         return self._finish()
+
+    def _where_to_resume(self, todo: str) -> str:
+        try:
+            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        except PixelRLError:
+            ckpt = None
+        if ckpt is None:
+            return "No checkpoint was written yet; start a new run."
+        return f"The last good checkpoint is kept: {ckpt}. To {todo} `pixelrl resume {self.run_dir}`."
 
     def _finish(self) -> dict[str, Any]:
         evals = self.logger.rows["eval"]

@@ -141,3 +141,125 @@ def record_machine_choices(cfg: TrainConfig, agent: Any) -> TrainConfig:
     decisions.setdefault("cpu_bf16_flags", sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "avx512f", "avx2"}))
     return dataclasses.replace(cfg, decisions=decisions)
 
+
+
+def load_run_config(run_dir: str | Any) -> TrainConfig:
+    """The :class:`TrainConfig` of the run in ``run_dir``, read from its ``config.json`` and validated: a file that is
+    not JSON, a field that is unknown or of the wrong type raise one error naming the file and the field."""
+    import json
+    from pathlib import Path
+
+    from pixelrl.errors import CorruptFileError, NotFoundError
+
+    run = Path(run_dir)
+    path = run / "config.json"
+    if not run.is_dir():
+        raise NotFoundError(f"run folder {run} not found")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NotFoundError(f"{run} is not a run folder (no config.json); pass the folder `pixelrl train` made"
+                            ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorruptFileError(path, f"unreadable ({e})") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise CorruptFileError(path, f"not valid JSON ({e}); fix or restore the file") from None
+    if not isinstance(doc, dict):
+        raise CorruptFileError(path, f"expected a JSON object, got {type(doc).__name__}")
+    if "agent_name" in doc and not isinstance(doc["agent_name"], str):
+        raise ConfigError(f"{path}: field 'agent_name' must be a string, got {doc['agent_name']!r}")
+    try:
+        cfg = config_from_run(doc)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: invalid configuration ({e})") from None
+    _check_types(cfg, str(path), "")
+    return cfg
+
+
+def _check_types(obj: Any, where: str, prefix: str) -> None:
+    """Every field of dataclass ``obj`` (nested ones included) whose annotation is a plain type (int, float, bool,
+    str, an Optional of those, a tuple) holds a value of that type."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(type(obj), include_extras=False)
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            _check_types(v, where, name + ".")
+            continue
+        tp = hints.get(f.name)
+        allowed = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        plain = tuple(a for a in allowed if a in (int, float, bool, str, type(None)))
+        if not plain or len(plain) < len(allowed):  # only plain scalar types are checked
+            if typing.get_origin(tp) is tuple and not isinstance(v, tuple):
+                raise ConfigError(f"{where}: field '{name}' must be a list, got {v!r}")
+            continue
+        ok = any(isinstance(v, a) and not (a in (int, float) and isinstance(v, bool)) for a in plain)
+        ok = ok or (float in plain and isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            want = " or ".join("null" if a is type(None) else a.__name__ for a in plain)
+            raise ConfigError(f"{where}: field '{name}' must be {want}, got {v!r}")
+
+
+SETTINGS_FREE_ON_RESUME = ("frames", "time_budget_min", "run_dir", "progress", "device", "threads", "video",
+                           "tensorboard", "decisions", "seeds")
+"""TrainConfig fields a resume may change without a note (budgets, where and how it runs, what it writes)."""
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(field, saved value, value now)`` for every field that differs between two config dicts (nested)."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b and not (prefix == "" and k in SETTINGS_FREE_ON_RESUME):
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def load_agent_state(agent: Any, state: dict[str, Any], *, config_path: Any, checkpoint: Any,
+                     saved_config: dict[str, Any] | None, config: dict[str, Any]) -> None:
+    """``agent.load_state_dict(state)``, with an agent built from ``config`` that does not match the checkpoint
+    (a shape edited in config.json) reported as one error naming config.json and the fields that differ from the
+    configuration the checkpoint was trained with."""
+    try:
+        agent.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, ConfigError) as e:
+        changes = config_changes(saved_config, config) if saved_config is not None else []
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if changes:
+            listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.json" for k, a, b in changes)
+            raise ConfigError(f"{config_path} does not match checkpoint {checkpoint} ({listed}); put the values back "
+                              "or start a new run") from None
+        raise ConfigError(f"checkpoint {checkpoint} does not fit the agent {config_path} describes ({first}); was a "
+                          "setting such as size or hidden_dim edited in config.json? Put it back or start a new "
+                          "run") from None
+
+
+def apply_changed_learning_rates(agent: Any, changes: list[tuple[str, Any, Any]]) -> list[str]:
+    """After a resume loaded the optimizers (whose state holds the learning rate they were saved with): give every
+    param group whose rate equals the saved value of a changed ``agent.*lr`` field the new value. Returns what was
+    changed, for the user."""
+    done = []
+    opts = [v for v in vars(agent).values() if isinstance(v, torch.optim.Optimizer)]
+    for key, old, new in changes:
+        if not (key.startswith("agent.") and key.rsplit(".", 1)[-1].endswith("lr")):
+            continue
+        if not isinstance(old, (int, float)) or not isinstance(new, (int, float)):
+            continue
+        hit = False
+        for opt in opts:
+            for group in opt.param_groups:
+                if group.get("lr") == old:
+                    group["lr"] = new
+                    hit = True
+        if hit:
+            done.append(f"{key} {old:g} -> {new:g}")
+    return done

@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pixelrl.errors import CorruptFileError
-from pixelrl.utils.atomic import fsync_dir, sha256_file, write_json_atomic
+from pixelrl.errors import CorruptFileError, NotFoundError
+from pixelrl.utils.atomic import ensure_free_space, fsync_dir, sha256_file, storage_errors, write_json_atomic
 
 FORMAT_VERSION = 1
 _TENSOR, _NDARRAY, _DICT, _TUPLE = "__tensor__", "__ndarray__", "__dict__", "__tuple__"
@@ -81,29 +81,36 @@ def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_checkpoint(directory: str | os.PathLike, name: str, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``state`` as checkpoint ``name`` under ``directory`` atomically and point ``latest.json`` at it.
 
-    Older checkpoints beyond the ``keep`` most recent are deleted after the new one is in place.
+    Older checkpoints beyond the ``keep`` most recent are deleted after the new one is in place. The free space
+    for the checkpoint (its tensors' size plus the JSON) is checked before anything is written; a full or read-only
+    disk raises :class:`~pixelrl.errors.StorageError` with the temporary folder removed and the previous checkpoint
+    (and ``latest.json``) untouched.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / name
     tmp = directory / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     tensors, tree = flatten_state(state)
-    save_file(tensors, str(tmp / "tensors.safetensors"))
-    with open(tmp / "state.json", "w") as f:
-        json.dump({"format_version": FORMAT_VERSION, "state": tree}, f)
-    manifest = {"format_version": FORMAT_VERSION, "files": {}}
-    for fname in ("tensors.safetensors", "state.json"):
-        p = tmp / fname
-        with open(p, "rb+") as f:
-            os.fsync(f.fileno())
-        manifest["files"][fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-    write_json_atomic(tmp / "manifest.json", manifest)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    state_json = json.dumps({"format_version": FORMAT_VERSION, "state": tree})
+    needed = sum(t.numel() * t.element_size() for t in tensors.values()) + len(state_json) + 64 * 1024
+    with storage_errors(tmp, cleanup=(tmp,), needed=needed):
+        directory.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(directory, needed)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "tensors.safetensors"))
+        with open(tmp / "state.json", "w") as f:
+            f.write(state_json)
+        manifest = {"format_version": FORMAT_VERSION, "files": {}}
+        for fname in ("tensors.safetensors", "state.json"):
+            p = tmp / fname
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+            manifest["files"][fname] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        write_json_atomic(tmp / "manifest.json", manifest)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     fsync_dir(directory)
     write_json_atomic(directory / "latest.json", {"name": name})
     _prune(directory, keep=keep, protect=name)
@@ -136,9 +143,34 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     return path
 
 
+def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder a command should load: ``checkpoint`` as a path (absolute, or relative to the current
+    folder), else as the name of one of the run's checkpoints (``frames_000000010000``, or the folder under
+    ``<run>/checkpoints/``), else (None) the run's latest. A name or path that matches nothing raises
+    :class:`~pixelrl.errors.NotFoundError` listing the run's checkpoints."""
+    run_dir = Path(run_dir)
+    directory = run_dir / "checkpoints"
+    if checkpoint is None:
+        ckpt = latest_checkpoint(directory)
+        if ckpt is None:
+            raise NotFoundError(f"{run_dir} has no checkpoint yet (checkpoints/latest.json is missing)")
+        return ckpt
+    for cand in (Path(checkpoint), directory / str(checkpoint), directory / Path(checkpoint).name):
+        if cand.is_dir():
+            return cand
+    names = sorted(p.name for p in directory.glob("*") if p.is_dir() and not p.name.startswith(".")) \
+        if directory.is_dir() else []
+    raise NotFoundError(f"checkpoint {str(checkpoint)!r} not found: it is neither a folder nor a checkpoint of "
+                        f"{run_dir} (its checkpoints: {', '.join(names) or 'none'}); leave --checkpoint out to use "
+                        "the latest")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and verify a checkpoint folder; raises CorruptFileError naming the bad file."""
     path = Path(path)
+    if not path.is_dir():
+        raise NotFoundError(f"checkpoint {path} not found" + (" (it is a file; a checkpoint is a folder)"
+                                                             if path.exists() else ""))
     mpath = path / "manifest.json"
     if not mpath.exists():
         raise CorruptFileError(path, "manifest.json is missing (the checkpoint was never finished)")
