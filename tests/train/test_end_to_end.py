@@ -89,16 +89,29 @@ def test_resume_after_kill_gives_identical_rows(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pixelrl.cli.main", "train", *TINY, "--run-dir", str(run),
                              "--no-tensorboard", "--no-video"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait until the second checkpoint (after the eval at 1000 frames) exists, then kill mid-episode
+    # Event-driven: wait for the second checkpoint (after the eval at 1000 frames), then for the first row written
+    # after it (the train row of the episode ending at 2000 frames), and kill at once: the run folder then holds a
+    # log longer than its last checkpoint, which resume must cut back and regrow identically.
     deadline = time.time() + 240
-    while time.time() < deadline:
-        latest = run / "checkpoints" / "latest.json"
-        if latest.exists() and json.loads(latest.read_text())["name"] != "frames_000000000000":
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"training exited early: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    time.sleep(0.7)
+
+    def wait_for(what, done):
+        while not done():
+            if proc.poll() is not None:
+                pytest.fail(f"training exited before {what}: {proc.stderr.read()[-2000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"no {what} within 240 s")
+            time.sleep(0.01)
+
+    latest = run / "checkpoints" / "latest.json"
+
+    def second_checkpoint():
+        try:
+            return json.loads(latest.read_text())["name"] != "frames_000000000000"
+        except (FileNotFoundError, ValueError):  # not there yet, or being replaced
+            return False
+
+    wait_for("second checkpoint", second_checkpoint)
+    wait_for("train row after it", lambda: any(r["frames"] > 1000 for r in read_rows(run, "train")))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
