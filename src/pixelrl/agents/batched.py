@@ -25,6 +25,7 @@ Scope: the DrQ-v2 core (MSE critic, scheduled exploration, no mechanisms); anyth
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,7 +140,9 @@ class BatchedDrQv2:
                               f"exploration, no mechanisms); this configuration sets {', '.join(bad)}. Train each "
                               "seed as its own run (pixelrl train --seed N) instead.")
         for k, a in enumerate(agents[1:], start=1):
-            if (type(a) is not type(first) or a.cfg != first.cfg or a.observation_space != first.observation_space
+            # the config's precision may be 'auto' for one and what it resolved to for another; compare what is used
+            same_cfg = dataclasses.replace(a.cfg, precision=first.cfg.precision) == first.cfg
+            if (type(a) is not type(first) or not same_cfg or a.observation_space != first.observation_space
                     or a.action_space != first.action_space or a.device != first.device
                     or getattr(a, "precision", None) != getattr(first, "precision", None)):
                 raise ConfigError(f"batched agents must share their config, spaces, device and precision; agent {k} "
