@@ -169,6 +169,18 @@ def test_unsupported_mechanisms_are_refused_in_one_error():
     assert "critic='hl-gauss'" in msg and "aux=('taco',)" in msg and "exploration='awakened'" in msg
 
 
+def test_precision_auto_and_its_resolved_value_batch_together():
+    """The first seed's 'auto' decides; later seeds get the resolved value in their config (as the trainer does)."""
+    first = _agent("pixels", 1, DrQv2Config(**{**TINY, "precision": "auto"}))
+    second = _agent("pixels", 2, DrQv2Config(**{**TINY, "precision": first.precision}))
+    learner = BatchedDrQv2([first, second], [torch.Generator(), torch.Generator()])
+    assert len(learner.update([_batches("pixels", s, 1)[0] for s in (1, 2)], step=0)) == 2
+    other = "bf16" if first.precision == "fp32" else "fp32"
+    third = _agent("pixels", 3, DrQv2Config(**{**TINY, "precision": other}))
+    with pytest.raises(ConfigError, match="precision"):
+        BatchedDrQv2([first, third], [torch.Generator(), torch.Generator()])
+
+
 def test_trainer_refuses_before_starting_envs(tmp_path):
     from pixelrl.train.batched import BatchedTrainer
     from pixelrl.train.setup import build_config
@@ -240,6 +252,21 @@ def test_seeds_run_folders_and_resume_after_kill(tmp_path):
         assert [r["frames"] for r in read_rows(run, "eval")] == [0, 1000, 2000, 3000]
         assert any("critic_loss" in r for r in read_rows(run, "train"))
     assert _comparable(read_rows(ref / "s1")) != _comparable(read_rows(ref / "s2"))
+
+    # seed 1 of the batch follows the single run of seed 1 (same draws; only the kernels' rounding differs)
+    single = tmp_path / "single"
+    p = _pixelrl("train", "--seed", "1", *CLI, "--run-dir", str(single))
+    assert p.returncode == 0, p.stderr[-3000:]
+    row1, row2 = (next(r for r in read_rows(d, "train") if "critic_loss" in r) for d in (single, ref / "s1"))
+    assert row1.keys() == row2.keys()
+    for key in ("episode_return", "critic_loss", "actor_loss", "critic_q1", "batch_reward"):
+        assert row2[key] == pytest.approx(row1[key], rel=1e-4), key
+    # a seed folder is a single run: a copy of it resumes alone (here: extended by one more evaluation)
+    alone = tmp_path / "s2_alone"
+    shutil.copytree(ref / "s2", alone)
+    p = _pixelrl("resume", str(alone), "--frames", "4000")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert [r["frames"] for r in read_rows(alone, "eval")] == [0, 1000, 2000, 3000, 4000]
 
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pixelrl.cli.main", "train", "--seeds", "1,2", *CLI,
