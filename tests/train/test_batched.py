@@ -185,10 +185,11 @@ def test_trainer_refuses_before_starting_envs(tmp_path):
     from pixelrl.train.batched import BatchedTrainer
     from pixelrl.train.setup import build_config
 
-    cfg = build_config("dmc/cartpole-swingup", "drm", "none", "cpu", run_dir=str(tmp_path / "r"))
-    with pytest.raises(ConfigError, match="DrQ-v2 core only.*exploration='awakened'"):
-        BatchedTrainer(cfg, [1, 2])
-    assert not (tmp_path / "r").exists()
+    for agent, named in (("drm", "exploration='awakened'"), ("sac", "--agent sac")):
+        cfg = build_config("dmc/cartpole-swingup", agent, "none", "cpu", run_dir=str(tmp_path / "r"))
+        with pytest.raises(ConfigError, match=f"DrQ-v2 core only.*{named}"):
+            BatchedTrainer(cfg, [1, 2])
+        assert not (tmp_path / "r").exists()
 
 
 def test_parse_seeds():

@@ -46,8 +46,8 @@ __all__ = ["BatchedDrQv2", "unsupported_settings"]
 
 def unsupported_settings(cfg: Any) -> list[str]:
     """The settings of an agent config that the batched learner does not support (empty: supported)."""
-    if not isinstance(cfg, DrQv2Config):
-        return [f"agent config {type(cfg).__name__} (only the DrQ-v2 core is batched)"]
+    if type(cfg) is not DrQv2Config:
+        return [f"an agent configured by {type(cfg).__name__}"]
     bad = [f"{name}={getattr(cfg, name)!r}" for name, ok in
            (("critic", "mse"), ("exploration", "schedule"), ("perturb", "none"), ("value_blend", "none"),
             ("moe", "none")) if getattr(cfg, name) != ok]

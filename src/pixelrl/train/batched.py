@@ -112,14 +112,19 @@ class BatchedTrainer:
     ``cfg.run_dir`` is the batched run's folder; seed ``s`` runs in ``<run_dir>/s<s>`` with ``cfg`` and ``seed=s``."""
 
     def __init__(self, cfg: TrainConfig, seeds: Sequence[int], *, resume: bool = False) -> None:
+        from pixelrl.agents import get_spec
         from pixelrl.agents.batched import unsupported_settings
+        from pixelrl.agents.drqv2 import DrQv2Agent
 
         if cfg.run_dir is None:
             raise ConfigError("TrainConfig.run_dir must be set (the CLI fills it in)")
         seeds = list(seeds)
         if len(set(seeds)) != len(seeds) or not seeds:
             raise ConfigError(f"--seeds must name distinct seeds, got {seeds}")
-        refused = [] if cfg.agent is None else unsupported_settings(cfg.agent)
+        if get_spec(cfg.agent_name).agent_cls is not DrQv2Agent:
+            refused = [f"--agent {cfg.agent_name}"]
+        else:
+            refused = [] if cfg.agent is None else unsupported_settings(cfg.agent)
         if cfg.offline is not None and cfg.offline.active:
             refused.append("offline data (--dataset / --demos)")
         if cfg.snapshot_bank is not None:
