@@ -157,6 +157,18 @@ def test_export_then_import_continues_exactly():
         assert torch.equal(p, resumed.params[name]), name
 
 
+def test_check_finite_names_the_diverged_agent():
+    from pixelrl.errors import DivergenceError
+
+    agents, gens = _batched("pixels", DrQv2Config(**TINY))
+    learner = BatchedDrQv2(agents, gens)
+    learner.check_finite("now", SEEDS)
+    with torch.no_grad():
+        learner.params["critic.trunk.0.weight"][1, 0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match=r"agent\(s\) 2 \(critic.trunk.0.weight\) are not finite now"):
+        learner.check_finite("now", SEEDS)
+
+
 def test_unsupported_mechanisms_are_refused_in_one_error():
     from pixelrl.mechanisms.hl_gauss import HLGaussConfig
 

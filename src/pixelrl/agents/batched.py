@@ -36,7 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
 from pixelrl.data.batch import Batch
-from pixelrl.errors import ConfigError
+from pixelrl.errors import ConfigError, DivergenceError
 from pixelrl.nets.actor import sample_action, supplied_noise
 from pixelrl.nets.augment import random_shift, random_shift_index
 from pixelrl.utils.torch_state import align_moments
@@ -232,6 +232,22 @@ class BatchedDrQv2:
                     key: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else (v.clone() if torch.is_tensor(v) else v))
                     for key, v in st.items()}
             align_moments((agent.critic_opt, agent.actor_opt))
+
+    @torch.no_grad()
+    def check_finite(self, where: str, names: Sequence[Any] | None = None) -> None:
+        """Raise :class:`~pixelrl.errors.DivergenceError` naming the agents (``names[k]``, default ``k``) and the
+        first parameter of each whose values are not all finite."""
+        bad: dict[int, str] = {}
+        for name, p in self.params.items():
+            if p.is_floating_point():
+                ok = torch.isfinite(p).flatten(1).all(dim=1).tolist()
+                for k, good in enumerate(ok):
+                    if not good:
+                        bad.setdefault(k, name)
+        if bad:
+            names = list(names) if names is not None else list(range(self.K))
+            listed = ", ".join(f"{names[k]} ({name})" for k, name in sorted(bad.items()))
+            raise DivergenceError(f"parameters of agent(s) {listed} are not finite {where}: the training diverged")
 
     # ------------------------------------------------------------------ random draws
     def _normal(self, g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import shutil
 import time
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from pixelrl.agents.batched import BatchedDrQv2
-from pixelrl.errors import ConfigError
+from pixelrl.errors import ConfigError, DivergenceError, Interrupted
 from pixelrl.train.config import TrainConfig, parse_seeds
 from pixelrl.train.episode import EpisodeResult, train_until, warmup_action
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
@@ -200,10 +201,11 @@ class BatchedTrainer:
         return cls(cfg, meta["seeds"], resume=True)
 
     def _close(self) -> None:
+        """Close every seed's logs and envs and release its run folder (once)."""
         for t in self.trainers:
-            t.logger.close()
-            t.train_env.close()
-            t.eval_env.close()
+            if t.logger is not None:
+                t._close()
+                t.logger = t.train_env = t.eval_env = None
 
     # ---- evaluation and checkpoints: the single trainer's, once per seed ---------------------------------------
     def _evaluate(self, progress: TrainProgress) -> None:
@@ -241,13 +243,27 @@ class BatchedTrainer:
                 actions = [warmup_action(t.warmup_rng, t.action_space) for t in ts]
             else:
                 actions = self.learner.act(obs, step=step)
+                bad = [t.cfg.seed for t, x in zip(ts, actions) if not np.isfinite(x).all()]
+                if bad:
+                    raise DivergenceError(f"the policy's action is not finite for seed(s) {bad} at agent step "
+                                          f"{step:,} (frame {c['frames']:,}): the networks diverged")
             t1 = time.perf_counter()
             for t, action in zip(ts, actions):
                 t.train_env.step_async(action)
             if step >= seed_steps and step % update_every == 0:
                 for _ in range(updates_per_step):
                     batches = [t.replay.sample(batch_size, **t._sample_kwargs) for t in ts]
-                    for m, values in zip(metrics, self.learner.update(batches, step=step)):
+                    rows = self.learner.update(batches, step=step)
+                    bad = {t.cfg.seed: [f"{k} = {v}" for k, v in row.items() if "loss" in k and not math.isfinite(v)]
+                           for t, row in zip(ts, rows)}
+                    bad = {s: b for s, b in bad.items() if b}
+                    if bad:
+                        for t in ts:
+                            t.train_env.discard()
+                        listed = "; ".join(f"seed {s}: " + ", ".join(b) for s, b in bad.items())
+                        raise DivergenceError(f"{listed} at agent step {step:,} (frame {c['frames']:,}): the "
+                                              "training diverged")
+                    for m, values in zip(metrics, rows):
                         for k, v in values.items():
                             m[k].append(v)
                     updates += 1
@@ -277,6 +293,8 @@ class BatchedTrainer:
             if ep_len % 25 == 0 or done:
                 progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
         c["episodes"] += 1
+        self.learner.check_finite(f"after episode {c['episodes']:,} (frame {c['frames']:,})",
+                                  [t.cfg.seed for t in ts])
         seconds = time.perf_counter() - t_ep
         for t, ret, m in zip(ts, returns, metrics):
             ep = EpisodeResult(episode_return=ret, episode_length=ep_len, frames=ep_frames, updates=updates,
@@ -297,10 +315,21 @@ class BatchedTrainer:
             train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
                         episode=lambda: self._episode(progress), stop=self.trainers[0]._over_budget)
+        except DivergenceError as e:
+            todo = "continue from them with other settings: edit them in each seed's config.json, then run"
+            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted at frame {c['frames']:,}. {self._where_to_resume('continue with')}"
+                              ) from None
         finally:
             progress.close()
             self._close()
         return self._finish()
+
+    def _where_to_resume(self, todo: str) -> str:
+        if not any((seed_run_dir(self.run_dir, s) / "checkpoints" / "latest.json").exists() for s in self.seeds):
+            return "No checkpoint was written yet; start a new run."
+        return f"The last good checkpoints are kept. To {todo} `pixelrl resume {self.run_dir}`."
 
     def _finish(self) -> dict[str, Any]:
         from pixelrl.train.plot import plot_runs
