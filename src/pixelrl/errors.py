@@ -62,9 +62,9 @@ class StorageError(PixelRLError, OSError):
             todo = "make the folder writable"
         else:
             what = "no space left on the device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
-            need = f"about {_size(needed)} free" if needed else "more free space"
+            need = f"at least {_size(needed)}" if needed else "more space"
             have = f" ({_size(free)} free now)" if free is not None else ""
-            todo = f"free {need}{have}"
+            todo = f"free disk space: the write needs {need}{have}"
         super().__init__(f"cannot write {path}: {what}. Nothing half-written was left; the last complete checkpoint "
                          f"is intact. To continue: {todo}, then `pixelrl resume <run folder>`")
 
@@ -102,3 +102,7 @@ class RunInUseError(PixelRLError, RuntimeError):
 
 class Interrupted(PixelRLError):
     """The user stopped the run (Ctrl-C); the message says where the last checkpoint is."""
+
+
+class DivergenceWarning(UserWarning):
+    """A loss grew by orders of magnitude while still finite: the training is likely diverging."""

@@ -139,6 +139,25 @@ def test_divergence_stops_naming_step_and_loss_and_keeps_the_last_good_checkpoin
     assert [r["frames"] for r in read_rows(run, "eval")] == [0, 1000, 2000]
 
 
+def test_a_loss_growing_by_orders_of_magnitude_is_warned_about_once():
+    import types
+    import warnings
+
+    from pixelrl.errors import DivergenceWarning
+    from pixelrl.train.loop import Trainer
+
+    t = types.SimpleNamespace(counters={"frames": 5000}, _warned_losses=set(), _loss_ref={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for v in (2.0, 40.0, 900.0):  # a critic loss growing as the values grow: no warning
+            Trainer._warn_if_losses_explode(t, {"critic_loss": v, "critic_q": 1e9})
+    with pytest.warns(DivergenceWarning, match=r"critic_loss averaged 3e\+07 .* frame 5,000"):
+        Trainer._warn_if_losses_explode(t, {"critic_loss": 3e7})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer._warn_if_losses_explode(t, {"critic_loss": 5e7})
+
+
 def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     import torch
 
@@ -266,7 +285,7 @@ def test_disk_full_at_each_write_site_is_one_line_and_loses_nothing(tmp_path, ca
     rc, err = _cli(capsys, "train", *TINY, "--frames", "2000", "--run-dir", str(run))
     monkeypatch.undo()
     assert rc == 1
-    _one_error_line(err, "no space left on the device", str(run), "free ")
+    _one_error_line(err, "no space left on the device", str(run), "needs at least")
     assert _leftovers(run) == []
     ckpt = latest_checkpoint(run / "checkpoints")
     assert ckpt.name == "frames_000000000000"

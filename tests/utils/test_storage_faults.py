@@ -53,7 +53,7 @@ def test_atomic_write_on_a_full_or_read_only_disk_is_one_named_error(tmp_path, m
         write_bytes_atomic(target, b"new contents")
     msg = str(info.value)
     assert str(target) in msg and "\n" not in msg
-    assert ("no space left" in msg and "free about" in msg) if err == errno.ENOSPC else "read-only" in msg
+    assert ("no space left" in msg and "needs at least" in msg) if err == errno.ENOSPC else "read-only" in msg
     assert target.read_bytes() == b"old" and _leftovers(tmp_path) == []
 
 
@@ -87,7 +87,7 @@ def test_checkpoint_checks_free_space_before_writing(tmp_path, monkeypatch):
         total, used, free = 10**9, 10**9 - 1000, 1000
 
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: Usage)
-    with pytest.raises(StorageError, match=r"free about .*KB"):
+    with pytest.raises(StorageError, match=r"needs at least .*KB \(1000 B free now\)"):
         save_checkpoint(tmp_path, "c2", _state(2.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c1", "latest.json"]
     with pytest.raises(StorageError):

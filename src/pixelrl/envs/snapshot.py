@@ -509,6 +509,9 @@ class SnapshotBank:
             raise CorruptFileError(
                 meta_path, f"unsupported version {doc.get('version')!r} (this pixelrl reads {VERSION})"
             )
+        shapes, meta = doc.get("shapes", {}), doc.get("meta", {})
+        if not isinstance(shapes, dict) or not isinstance(meta, dict):
+            raise CorruptFileError(meta_path, "'shapes' and 'meta' must be JSON objects")
         if _sha256(npz) != doc.get("sha256"):
             raise CorruptFileError(npz, "SHA-256 does not match snapshots.json (damaged, truncated or replaced)")
         try:
@@ -516,17 +519,16 @@ class SnapshotBank:
                 arrays = {name: z[name] for name in _ARRAYS}
         except Exception as e:  # BadZipFile, KeyError, ValueError from a damaged member
             raise CorruptFileError(npz, f"cannot read arrays ({type(e).__name__}: {e})") from e
-        shapes = doc.get("shapes", {})
         for name, arr in arrays.items():
             dtype, _ = _ARRAYS[name]
-            if list(arr.shape) != list(shapes.get(name, [])) or arr.dtype != dtype:
+            if shapes.get(name) != list(arr.shape) or arr.dtype != dtype:
                 raise CorruptFileError(npz, f"array {name!r} is {arr.dtype}{list(arr.shape)}, "
                                             f"snapshots.json says {np.dtype(dtype)}{shapes.get(name)}")
         for name in ("physics", "model", "values", "episode_return", "centroids"):
             if not np.all(np.isfinite(arrays[name])):
                 raise CorruptFileError(npz, f"array {name!r} holds NaN or inf")
         try:
-            return cls(**arrays, meta=dict(doc.get("meta", {})))
+            return cls(**arrays, meta=dict(meta))
         except ConfigError as e:
             raise CorruptFileError(npz, f"inconsistent contents ({e})") from e
 

@@ -13,13 +13,23 @@ augmentation from torch's RNG. Checkpoints are written at episode boundaries and
 the agent (networks, optimizers, schedules), the counters, the replay and the byte size of ``metrics.jsonl``.
 A run killed at any moment and resumed from its last checkpoint therefore writes the same metric rows
 (timing columns aside) as a run never interrupted, on the same machine with the same thread count.
+
+Faults: the trainer holds the run folder's lock (:class:`~pixelrl.utils.atomic.RunLock`) from construction to the
+end of :meth:`Trainer.run`; a resume loads everything (checkpoint, replay, log) before it changes a file; a
+non-finite loss, action or parameter stops the run (:class:`~pixelrl.errors.DivergenceError`) before a diverged
+agent is checkpointed, naming the last good checkpoint; Ctrl-C ends it with :class:`~pixelrl.errors.Interrupted`
+naming the last checkpoint; a full or read-only disk surfaces as :class:`~pixelrl.errors.StorageError` from the
+write layer. Each checkpoint records the resolved config (to name the fields a hand-edited config.json changed) and
+a copy of ``metrics.jsonl`` (to repair a damaged log on resume).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +39,7 @@ import torch
 from pixelrl.agents import make_agent
 from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
-from pixelrl.errors import ConfigError, DivergenceError, Interrupted, PixelRLError
+from pixelrl.errors import ConfigError, DivergenceError, DivergenceWarning, Interrupted, PixelRLError
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import EnvRunner, check_finite_parameters, train_episode, train_until
@@ -44,6 +54,8 @@ from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
 TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM, SNAPSHOT_STREAM = 1, 4, 5, 6
+LOSS_GROWTH = 1e4
+"""A loss this many times its first episode's mean (and above 1000) triggers a :class:`DivergenceWarning`."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -78,6 +90,8 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.eval_env = self.train_env = self.logger = None
         self.changed_settings: list[str] = []
+        self._warned_losses: set[str] = set()
+        self._loss_ref: dict[str, float] = {}
         existed = self.run_dir.exists()
         self._lock = RunLock(self.run_dir)  # one writer per run folder, released by the OS if this process dies
         try:
@@ -242,9 +256,26 @@ class Trainer:
             updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
             action_space=self.action_space, action_repeat=self.action_repeat, progress=progress)
         check_finite_parameters(self.agent, f"after episode {c['episodes']:,} (frame {c['frames']:,})")
+        self._warn_if_losses_explode(ep.metrics)
         row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
                **ep.timing(), "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)
+
+    def _warn_if_losses_explode(self, metrics: dict[str, float]) -> None:
+        """Warn (once per loss) when an episode's mean of a ``*loss*`` metric exceeds ``LOSS_GROWTH`` times its
+        first value and 1000: a run diverging slowly (e.g. a learning rate too high) whose losses are still
+        finite. The first value is taken anew after a resume; the run is not changed."""
+        ref = self._loss_ref
+        for k, v in metrics.items():
+            if "loss" not in k or not math.isfinite(v):
+                continue
+            first = ref.setdefault(k, abs(v))
+            if abs(v) > max(LOSS_GROWTH * first, 1000.0) and k not in self._warned_losses:
+                self._warned_losses.add(k)
+                warnings.warn(f"{k} averaged {v:.3g} over the episode ending at frame {self.counters['frames']:,}, "
+                              f"{abs(v) / max(first, 1e-12):.3g}x its first value: the training is likely diverging "
+                              "(a learning rate too high?). It stops if a loss becomes non-finite.",
+                              DivergenceWarning, stacklevel=2)
 
     def run(self) -> dict[str, Any]:
         """Train until ``cfg.frames``; returns a summary with the paths of the run folder, plot and video."""
@@ -256,11 +287,10 @@ class Trainer:
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
                         episode=lambda: self._train_episode(progress), stop=self._over_budget)
         except DivergenceError as e:
-            todo = "continue from it with other settings: edit them in config.json (e.g. a lower agent.lr), then run"
-            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+            raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted at frame {c['frames']:,}. "
-                              f"{self._where_to_resume('continue with')}") from None
+                              f"{self._where_to_resume(diverged=False)}") from None
         finally:
             progress.close()
             try:
@@ -269,15 +299,18 @@ class Trainer:
                 self.logger = self.train_env = self.eval_env = None
         return self._finish()
 
-    def _where_to_resume(self, todo: str) -> str:
-        """Where the last checkpoint is and the command to go on from it."""
+    def _where_to_resume(self, *, diverged: bool) -> str:
+        """Where the last checkpoint is and the command that goes on from it."""
         try:
             ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         except PixelRLError:
             ckpt = None
         if ckpt is None:
             return "No checkpoint was written yet; start a new run."
-        return f"The last good checkpoint is kept: {ckpt}. To {todo} `pixelrl resume {self.run_dir}`."
+        if diverged:
+            return (f"The last good checkpoint is kept: {ckpt}. To continue from it with other settings, edit them in "
+                    f"{self.run_dir / 'config.json'} (e.g. a lower agent.lr), then run `pixelrl resume {self.run_dir}`.")
+        return f"The last checkpoint is {ckpt}; `pixelrl resume {self.run_dir}` continues from it."
 
     def _over_budget(self) -> bool:
         """Whether ``time_budget_min`` of training wall time is spent (checked at episode boundaries)."""

@@ -528,10 +528,9 @@ class OfflineTrainer:
                 self._start_online()
                 self._online_phase()
         except DivergenceError as e:
-            todo = "continue from it with other settings: edit them in config.json (e.g. a lower agent.lr), then run"
-            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+            raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
         except KeyboardInterrupt:
-            raise Interrupted(f"interrupted. {self._where_to_resume('continue with')}") from None
+            raise Interrupted(f"interrupted. {self._where_to_resume(diverged=False)}") from None
         finally:
             self._lock.release()
             self.logger.close()
@@ -543,14 +542,18 @@ class OfflineTrainer:
             self.eval_env.close()
         return self._finish()
 
-    def _where_to_resume(self, todo: str) -> str:
+    def _where_to_resume(self, *, diverged: bool) -> str:
+        """Where the last checkpoint is and the command that goes on from it."""
         try:
             ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         except PixelRLError:
             ckpt = None
         if ckpt is None:
             return "No checkpoint was written yet; start a new run."
-        return f"The last good checkpoint is kept: {ckpt}. To {todo} `pixelrl resume {self.run_dir}`."
+        if diverged:
+            return (f"The last good checkpoint is kept: {ckpt}. To continue from it with other settings, edit them in "
+                    f"{self.run_dir / 'config.json'} (e.g. a lower agent.lr), then run `pixelrl resume {self.run_dir}`.")
+        return f"The last checkpoint is {ckpt}; `pixelrl resume {self.run_dir}` continues from it."
 
     def _finish(self) -> dict[str, Any]:
         evals = self.logger.rows["eval"]

@@ -181,12 +181,11 @@ def load_run_config(run_dir: str | Any) -> TrainConfig:
 
 
 def _check_types(obj: Any, where: str, prefix: str) -> None:
-    """Every field of dataclass ``obj`` (nested ones included) whose annotation is a plain type (int, float, bool,
-    str, an Optional of those, a tuple) holds a value of that type."""
-    import types
+    """Every field of dataclass ``obj`` (nested ones included) holds a value of its annotated type (plain types,
+    Optional / unions, Literal, tuples, lists, dicts and dataclasses are checked; other annotations are trusted)."""
     import typing
 
-    hints = typing.get_type_hints(type(obj), include_extras=False)
+    hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         name = f"{prefix}{f.name}"
@@ -194,17 +193,58 @@ def _check_types(obj: Any, where: str, prefix: str) -> None:
             _check_types(v, where, name + ".")
             continue
         tp = hints.get(f.name)
-        allowed = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
-        plain = tuple(a for a in allowed if a in (int, float, bool, str, type(None)))
-        if not plain or len(plain) < len(allowed):  # only plain scalar types are checked
-            if typing.get_origin(tp) is tuple and not isinstance(v, tuple):
-                raise ConfigError(f"{where}: field '{name}' must be a list, got {v!r}")
-            continue
-        ok = any(isinstance(v, a) and not (a in (int, float) and isinstance(v, bool)) for a in plain)
-        ok = ok or (float in plain and isinstance(v, int) and not isinstance(v, bool))
-        if not ok:
-            want = " or ".join("null" if a is type(None) else a.__name__ for a in plain)
-            raise ConfigError(f"{where}: field '{name}' must be {want}, got {v!r}")
+        if tp is not None and not _matches(v, tp):
+            raise ConfigError(f"{where}: field '{name}' must be {_type_name(tp)}, got {v!r}")
+
+
+def _matches(v: Any, tp: Any) -> bool:
+    import types
+    import typing
+
+    if tp is Any or isinstance(tp, (typing.TypeVar, str)):
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _matches(v, args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(v, a) for a in args)
+    if origin is typing.Literal:
+        return v in args
+    if tp is type(None):
+        return v is None
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if origin is tuple:
+        if not isinstance(v, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(x, args[0]) for x in v)
+        return not args or (len(args) == len(v) and all(_matches(x, a) for x, a in zip(v, args)))
+    if origin in (list, dict):
+        return isinstance(v, origin)
+    if isinstance(tp, type):
+        return isinstance(v, tp)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if origin is tuple:
+        return "a list"
+    return getattr(tp, "__name__", str(tp))
 
 
 SETTINGS_FREE_ON_RESUME = ("frames", "time_budget_min", "run_dir", "progress", "device", "threads", "video",

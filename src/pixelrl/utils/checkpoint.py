@@ -134,9 +134,11 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     if not pointer.exists():
         return None
     try:
-        name = json.loads(pointer.read_text())["name"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        name = json.loads(pointer.read_bytes())["name"]
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise CorruptFileError(pointer, f"unreadable checkpoint pointer ({e})") from None
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise CorruptFileError(pointer, f"names no checkpoint folder ({name!r})")
     path = directory / name
     if not path.is_dir():
         raise CorruptFileError(pointer, f"points at checkpoint '{name}', which does not exist")
@@ -175,12 +177,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not mpath.exists():
         raise CorruptFileError(path, "manifest.json is missing (the checkpoint was never finished)")
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(mpath.read_bytes())
         files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise CorruptFileError(mpath, f"unreadable manifest ({e})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CorruptFileError(mpath, f"unsupported checkpoint format {manifest.get('format_version')!r}")
+    wanted = {"tensors.safetensors", "state.json"}
+    if not isinstance(files, dict) or set(files) != wanted or not all(
+            isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str)
+            for m in files.values()):
+        raise CorruptFileError(mpath, f"the manifest does not list {sorted(wanted)} with their size and sha256")
     for fname, meta in files.items():
         p = path / fname
         if not p.exists():
@@ -195,7 +202,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CorruptFileError(path / "tensors.safetensors", f"unreadable safetensors file ({e})") from None
     try:
-        doc = json.loads((path / "state.json").read_text())
+        doc = json.loads((path / "state.json").read_bytes())
         return unflatten_state(doc["state"], tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as e:
         raise CorruptFileError(path / "state.json", f"unreadable state ({e})") from None
