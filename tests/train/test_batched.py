@@ -204,6 +204,33 @@ def test_trainer_refuses_before_starting_envs(tmp_path):
         assert not (tmp_path / "r").exists()
 
 
+def test_resume_of_a_batched_run_in_use_is_refused_before_anything_changes(tmp_path):
+    from pixelrl.errors import RunInUseError
+    from pixelrl.train.batched import BATCH_FILE, BatchedTrainer
+    from pixelrl.train.setup import build_config
+    from pixelrl.utils.dataclass_io import to_dict
+
+    run = tmp_path / "batch"
+    ckpts = run / "s1" / "checkpoints"
+    for name in ("frames_000000001000", "frames_000000002000"):
+        (ckpts / name).mkdir(parents=True)
+        (ckpts / name / "manifest.json").write_text("{}")
+    (ckpts / "latest.json").write_text(json.dumps({"name": "frames_000000002000"}))
+    cfg = build_config("dmc/cartpole-swingup", "drqv2", "none", "cpu", run_dir=str(run))
+    (run / BATCH_FILE).write_text(json.dumps({"seeds": [1, 2], "config": to_dict(cfg)}))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pixelrl.utils.atomic import RunLock; "
+                               f"lock = RunLock({str(run)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunInUseError, match="in use by another pixelrl process"):
+            BatchedTrainer.resume(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in ckpts.iterdir()) == ["frames_000000001000", "frames_000000002000", "latest.json"]
+
+
 def test_parse_seeds():
     assert parse_seeds("1-5") == (1, 2, 3, 4, 5)
     assert parse_seeds("1,3,7") == (1, 3, 7)

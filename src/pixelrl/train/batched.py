@@ -47,7 +47,7 @@ from pixelrl.train.config import TrainConfig, parse_seeds
 from pixelrl.train.episode import EpisodeResult, train_until, warmup_action
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
-from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.utils.atomic import RunLock, write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import derive_seed
 
@@ -138,12 +138,16 @@ class BatchedTrainer:
         if not resume and (self.run_dir / BATCH_FILE).exists():
             raise ConfigError(f"{self.run_dir} already holds a batched run; use `pixelrl resume {self.run_dir}` "
                               "to continue it or choose another --run-dir")
-        if resume:
-            _align_checkpoints(self.run_dir, seeds)
         self.seeds = seeds
         self.trainers: list[Trainer] = []
+        # one writer per batched run, and on resume per seed folder before any of them is changed (the trainers'
+        # own locks on the seed folders are shared with these within this process)
+        self._locks = [RunLock(self.run_dir)]
         generators = []
         try:
+            if resume:
+                self._locks += [RunLock(seed_run_dir(self.run_dir, s)) for s in seeds]
+                _align_checkpoints(self.run_dir, seeds)
             for s in seeds:
                 if resume:
                     seed_cfg = self._seed_config(s, cfg.frames)
@@ -156,20 +160,19 @@ class BatchedTrainer:
                         f: getattr(t.cfg, f) for f in ("decisions",) if hasattr(t.cfg, f)})
                 self.trainers.append(t)
                 generators.append(_fork_rng(t.device))  # the agent's torch stream, as a single run would draw it
+            counters = [{k: v for k, v in t.counters.items() if k != "wall_s"} for t in self.trainers]
+            if any(c != counters[0] for c in counters):
+                raise ConfigError(f"{self.run_dir}: the seeds' checkpoints are at different points: {counters}")
+            self.learner = BatchedDrQv2([t.agent for t in self.trainers], generators)
         except BaseException:
             self._close()
             raise
         self.generators = generators
         self.device = self.trainers[0].device
-        counters = [{k: v for k, v in t.counters.items() if k != "wall_s"} for t in self.trainers]
-        if any(c != counters[0] for c in counters):
-            self._close()
-            raise ConfigError(f"{self.run_dir}: the seeds' checkpoints are at different points: {counters}")
         self.counters = self.trainers[0].counters
         for t in self.trainers:  # one schedule for all: the seeds step, evaluate and checkpoint together
             t.counters = self.counters
         self.cfg = self.trainers[0].cfg
-        self.learner = BatchedDrQv2([t.agent for t in self.trainers], generators)
         if not resume:
             write_json_atomic(self.run_dir / BATCH_FILE, {"seeds": seeds, "config": to_dict(cfg)})
 
@@ -206,6 +209,8 @@ class BatchedTrainer:
             if t.logger is not None:
                 t._close()
                 t.logger = t.train_env = t.eval_env = None
+        for lock in self._locks:
+            lock.release()
 
     # ---- evaluation and checkpoints: the single trainer's, once per seed ---------------------------------------
     def _evaluate(self, progress: TrainProgress) -> None:
