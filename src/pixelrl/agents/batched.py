@@ -112,6 +112,14 @@ def _stack(xs: Sequence[Any]) -> Any:
     return torch.stack(list(xs))
 
 
+def _slice(v: Any, k: int | None) -> Any:
+    """Agent ``k``'s copy of an optimizer-state value: a slice of a stacked tensor, a copy of a 0-d one (Adam's
+    ``step``, equal for all agents) or the value itself."""
+    if not torch.is_tensor(v):
+        return v
+    return v[k].clone() if k is not None and v.dim() > 0 else v.clone()
+
+
 def _already_augmented(obs, next_obs):
     return obs, next_obs
 
@@ -183,7 +191,9 @@ class BatchedDrQv2:
 
     # ------------------------------------------------------------------ agents <-> stacked state
     def _agent_params(self, agent: DrQv2Agent) -> dict[str, torch.Tensor]:
-        return dict(_Nets(agent).named_parameters())
+        """The agent's parameters and buffers by the names of :attr:`params`."""
+        nets = _Nets(agent)
+        return {**dict(nets.named_parameters()), **dict(nets.named_buffers())}
 
     @torch.no_grad()
     def import_from_agents(self) -> None:
@@ -207,8 +217,7 @@ class BatchedDrQv2:
             if not all(states):
                 raise ConfigError(f"some batched agents have optimizer state for {name} and others not")
             opt.state[p] = {key: (torch.stack([s[key] for s in states]) if torch.is_tensor(v) and v.dim() > 0
-                                  else (v.clone() if torch.is_tensor(v) else v))
-                            for key, v in states[0].items()}
+                                  else _slice(v, None)) for key, v in states[0].items()}
         align_moments((self.critic_opt, self.actor_opt))
 
     @torch.no_grad()
@@ -228,9 +237,7 @@ class BatchedDrQv2:
                 if st is None:
                     agent_opt.state.pop(ps[name], None)
                     continue
-                agent_opt.state[ps[name]] = {
-                    key: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else (v.clone() if torch.is_tensor(v) else v))
-                    for key, v in st.items()}
+                agent_opt.state[ps[name]] = {key: _slice(v, k) for key, v in st.items()}
             align_moments((agent.critic_opt, agent.actor_opt))
 
     @torch.no_grad()
@@ -240,7 +247,7 @@ class BatchedDrQv2:
         bad: dict[int, str] = {}
         for name, p in self.params.items():
             if p.is_floating_point():
-                ok = torch.isfinite(p).flatten(1).all(dim=1).tolist()
+                ok = torch.isfinite(p).reshape(self.K, -1).all(dim=1).tolist()
                 for k, good in enumerate(ok):
                     if not good:
                         bad.setdefault(k, name)
