@@ -135,7 +135,7 @@ def test_divergence_stops_naming_step_and_loss_and_keeps_the_last_good_checkpoin
     (run / "config.json").write_text(json.dumps(cfg))
     rc, err = _cli(capsys, "resume", str(run))
     assert rc == 0, err
-    assert any("agent.lr" in line for line in err)
+    assert any("optimizer learning rate agent.lr" in line for line in err), err
     assert [r["frames"] for r in read_rows(run, "eval")] == [0, 1000, 2000]
 
 

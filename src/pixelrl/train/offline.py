@@ -113,6 +113,7 @@ class OfflineTrainer:
             raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
         self.cfg, self.offline = cfg, offline
         self.run_dir = Path(cfg.run_dir)
+        self.changed_settings: list[str] = []
         self._lock = RunLock(self.run_dir)  # one writer per run folder, released by the OS if this process dies
         try:
             self._init(cfg, offline, resume)
@@ -186,12 +187,17 @@ class OfflineTrainer:
         self.buffers = self._build_buffers(state)
         jsonl_offset = jsonl_copy = None
         if state is not None:
-            from pixelrl.train.setup import load_agent_state
+            from pixelrl.train.setup import apply_changed_learning_rates, config_changes, load_agent_state
 
             now_cfg = {**to_dict(cfg), "offline": to_dict(o)}
+            saved_cfg = json.loads(state["config"]) if "config" in state else None
             load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json",
-                             checkpoint=self._ckpt_path, config=now_cfg,
-                             saved_config=json.loads(state["config"]) if "config" in state else None)
+                             checkpoint=self._ckpt_path, config=now_cfg, saved_config=saved_cfg)
+            if saved_cfg is not None:  # settings edited in config.json since the checkpoint (named by the CLI)
+                changes = config_changes(saved_cfg, now_cfg)
+                self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in changes]
+                self.changed_settings += [f"optimizer learning rate {x}"
+                                          for x in apply_changed_learning_rates(self.agent, changes)]
             restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
             self.counters.update(state["trainer"])
             jsonl_offset = int(state["jsonl_offset"])
