@@ -307,5 +307,19 @@ def test_residual_ignores_base_action_when_told_so_and_pixels_work():
     batch = Batch(obs=px(), action=torch.rand(8, 1) * 2 - 1, reward=torch.rand(8, 1), discount=torch.ones(8, 1),
                   next_obs=px())
     assert math.isfinite(agent.update(batch, step=0)["critic_loss"])
-    loaded = load_base_policy  # public helper exists for the train layer
-    assert callable(loaded)
+
+
+def test_load_base_policy_gives_the_saved_policy_frozen(tmp_path):
+    """The loader the residual agent uses: a BC run folder -> that BC policy (weights and state normaliser as
+    saved), frozen (no parameter requires grad, eval mode), acting exactly as the saved one."""
+    run = write_run(tmp_path / "bc", random_bc())
+    base = load_base_policy(run, obs_space(), act_space())
+    ref = random_bc()
+    assert isinstance(base, BCAgent)
+    assert all(torch.equal(a, b) for a, b in zip(base.actor.parameters(), ref.actor.parameters()))
+    assert not any(p.requires_grad for m in (base.actor, base.encoder) for p in m.parameters())
+    assert not base.actor.training
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        o = rng.normal(size=STATE_DIM).astype(np.float32)
+        np.testing.assert_array_equal(base.act(o, step=0, eval_mode=True), ref.act(o, step=0, eval_mode=True))

@@ -330,6 +330,35 @@ def test_sac_with_drm_mechanisms(kw):
     assert torch.equal(other.log_alpha, agent.log_alpha)
 
 
+def test_sac_with_drm_value_blend_uses_the_formula():
+    """SAC + DrM's expectile value blend: ``y = (1 - lambda) y_soft + lambda (r + d V(s'))`` with SAC's soft target
+    ``y_soft`` (entropy term included) and lambda from the dormant ratio, on mixed discounts (0, 0.99^3)."""
+    from pixelrl.mechanisms.dormant import dormant_tracker
+
+    from helpers import mixed_discount_batch
+
+    agent = make_sac(value_blend="expectile", log_dormant=True)
+    d = agent.cfg.drm
+    dormant_tracker(agent, threshold=d.dormant_threshold, mode=d.dormant_mode).beta = 0.2  # lambda = 0.3
+    assert agent.update_hooks[-1](agent, 2)["drm_lambda"] == pytest.approx(0.3)
+    vnet = next(e.module for e in agent.aux_losses if e.name == "drm_value")
+    batch = mixed_discount_batch(state_space(), n=8)
+    next_feat = agent.encoder(batch.next_obs.float())
+    with torch.no_grad():
+        torch.manual_seed(5)
+        y = agent.critic_target(batch, next_feat, torch.tensor(0.0))
+        torch.manual_seed(5)
+        y_soft = SACAgent.critic_target(agent, batch, next_feat, torch.tensor(0.0))
+        torch.manual_seed(5)
+        a, logp = agent.actor.sample(next_feat)
+        soft = batch.reward + batch.discount * (agent.target_critic.values(next_feat, a).min(0).values
+                                                - agent.alpha * logp)
+        y_v = batch.reward + batch.discount * vnet(next_feat)
+    torch.testing.assert_close(y_soft, soft, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(y, 0.7 * soft + 0.3 * y_v, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(y, soft)
+
+
 def test_learns_a_continuous_bandit():
     """One-step task (discount 0), reward 1 - (a - 0.5)^2: the evaluation action moves to the optimum."""
     from pixelrl.data.batch import Batch
