@@ -292,6 +292,20 @@ def test_disk_full_at_each_write_site_is_one_line_and_loses_nothing(tmp_path, ca
     load_checkpoint(ckpt)
 
 
+def test_disk_full_while_drawing_the_curve_is_one_line(run, capsys, monkeypatch):
+    from pixelrl.train import plot
+
+    def full(runs, out, **kw):
+        Path(out).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    monkeypatch.setattr(plot, "plot_runs", full)
+    rc, err = _cli(capsys, "resume", str(run))
+    assert rc == 1
+    _one_error_line(err, "curve.png", "no space left")
+    assert not (run / "curve.png").exists()
+
+
 def test_after_a_full_disk_is_freed_resume_gives_the_same_rows(finished, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real = os.fsync

@@ -48,7 +48,7 @@ from pixelrl.train.logger import Logger, read_rows
 from pixelrl.train.progress import TrainProgress
 from pixelrl.train.setup import (apply_changed_learning_rates, config_changes, load_agent_state,
                                  record_machine_choices, resolve_agent_for_env)
-from pixelrl.utils.atomic import RunLock, write_json_atomic
+from pixelrl.utils.atomic import RunLock, storage_errors, write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
@@ -233,9 +233,11 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         t0 = time.perf_counter()
         video = self.run_dir / "videos" / f"eval_frames_{c['frames']:09d}.mp4" if cfg.video else None
-        fields, extra = evaluate_agent(self.eval_env, self.agent, step=c["agent_steps"], episodes=cfg.eval_episodes,
-                                       seed=cfg.seed, index=c["evals"], action_space=self.action_space,
-                                       eval_random=cfg.eval_random, video_path=video)
+        with storage_errors(video or self.run_dir / "videos", cleanup=(video,) if video else ()):
+            fields, extra = evaluate_agent(self.eval_env, self.agent, step=c["agent_steps"],
+                                           episodes=cfg.eval_episodes, seed=cfg.seed, index=c["evals"],
+                                           action_space=self.action_space, eval_random=cfg.eval_random,
+                                           video_path=video)
         row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
                                **fields}
         row["eval_s"] = time.perf_counter() - t0
@@ -320,8 +322,9 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         from pixelrl.train.plot import plot_runs
 
-        curve = plot_runs([self.run_dir], self.run_dir / "curve.png",
-                          title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
+        with storage_errors(self.run_dir / "curve.png", cleanup=(self.run_dir / "curve.png",)):
+            curve = plot_runs([self.run_dir], self.run_dir / "curve.png",
+                              title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
         videos = sorted((self.run_dir / "videos").glob("*.mp4")) if self.cfg.video else []
         evals = read_rows(self.run_dir, "eval")
         summary = {

@@ -59,7 +59,7 @@ from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
 from pixelrl.train.plot import save_figure
-from pixelrl.utils.atomic import RunLock, write_json_atomic
+from pixelrl.utils.atomic import RunLock, storage_errors, write_json_atomic
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
@@ -564,8 +564,9 @@ class OfflineTrainer:
     def _finish(self) -> dict[str, Any]:
         evals = self.logger.rows["eval"]
         offline_evals = [r for r in evals if r.get("phase") == "offline"]
-        curve = plot_phases(self.run_dir, self.run_dir / "curve.png",
-                            title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
+        with storage_errors(self.run_dir / "curve.png", cleanup=(self.run_dir / "curve.png",)):
+            curve = plot_phases(self.run_dir, self.run_dir / "curve.png",
+                                title=f"{self.cfg.env} {self.cfg.agent_name} (seed {self.cfg.seed})")
         videos = sorted((self.run_dir / "videos").glob("*.mp4")) if self.cfg.video else []
         c = self.counters
         summary = {
