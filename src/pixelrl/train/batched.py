@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pixelrl.agents.batched import BatchedDrQv2
-from pixelrl.errors import ConfigError, DivergenceError, Interrupted
+from pixelrl.errors import ConfigError, DivergenceError, EnvStepError, Interrupted, PixelRLError
 from pixelrl.train.config import TrainConfig, parse_seeds
 from pixelrl.train.episode import EpisodeResult, train_until, warmup_action
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
@@ -273,7 +273,7 @@ class BatchedTrainer:
                             m[k].append(v)
                     updates += 1
             t2 = time.perf_counter()
-            results = [t.train_env.step_wait() for t in ts]
+            results = [self._step_wait(t, action, step) for t, action in zip(ts, actions)]
             t3 = time.perf_counter()
             frames, ends = set(), []
             for i, (t, action, (o, reward, terminated, truncated, fr)) in enumerate(zip(ts, actions, results)):
@@ -309,6 +309,16 @@ class BatchedTrainer:
             row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
                    **ep.timing(), "wall_s": time.perf_counter() - t._wall_start}
             t.logger.log("train", row)
+
+    def _step_wait(self, t: Trainer, action, step: int):
+        try:
+            return t.train_env.step_wait()
+        except PixelRLError:
+            raise
+        except Exception as e:  # as the single trainer reports it, with the seed
+            raise EnvStepError(f"the environment {self.cfg.env} of seed {t.cfg.seed} raised {type(e).__name__}: "
+                               f"{str(e).strip()} at agent step {step:,} (frame {self.counters['frames']:,}), on the "
+                               f"action {np.array2string(np.asarray(action), precision=4)}") from None
 
     def run(self) -> dict[str, Any]:
         """Train every seed until ``cfg.frames`` (or ``time_budget_min``, counted for the whole batch); returns a
