@@ -102,12 +102,16 @@ class Trainer:
                 _remove_if_only_lock(self.run_dir)
             raise
 
-    def _close(self) -> None:
-        """Close logs and envs and release the run folder (each at most once)."""
-        for obj in (self.logger, self.train_env, self.eval_env):
-            if obj is not None:
-                obj.close()
-        self._lock.release()
+    def _close(self, *, release: bool = True) -> None:
+        """Close logs and envs (each at most once) and release the run folder."""
+        try:
+            for obj in (self.logger, self.train_env, self.eval_env):
+                if obj is not None:
+                    obj.close()
+        finally:
+            self.logger = self.train_env = self.eval_env = None
+            if release:
+                self._lock.release()
 
     def _init(self, cfg: TrainConfig, resume: bool) -> None:
         if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
@@ -285,21 +289,22 @@ class Trainer:
         progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
                                  title=f"{cfg.env} {cfg.agent_name} s{cfg.seed}")
         try:
-            train_until(c, cfg.frames, eval_every=cfg.eval_every_frames, checkpoint_every=cfg.checkpoint_every_frames,
-                        evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
-                        episode=lambda: self._train_episode(progress), stop=self._over_budget)
-        except DivergenceError as e:
-            raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted at frame {c['frames']:,}. "
-                              f"{self._where_to_resume(diverged=False)}") from None
-        finally:
-            progress.close()
             try:
-                self._close()
+                train_until(c, cfg.frames, eval_every=cfg.eval_every_frames,
+                            checkpoint_every=cfg.checkpoint_every_frames, evaluate=lambda: self._evaluate(progress),
+                            checkpoint=self._checkpoint, episode=lambda: self._train_episode(progress),
+                            stop=self._over_budget)
+            except DivergenceError as e:
+                raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted at frame {c['frames']:,}. "
+                                  f"{self._where_to_resume(diverged=False)}") from None
             finally:
-                self.logger = self.train_env = self.eval_env = None
-        return self._finish()
+                progress.close()
+                self._close(release=False)
+            return self._finish()
+        finally:
+            self._lock.release()  # after the summary and curve: the run folder is this process's until then
 
     def _where_to_resume(self, *, diverged: bool) -> str:
         """Where the last checkpoint is and the command that goes on from it."""

@@ -528,25 +528,27 @@ class OfflineTrainer:
     def run(self) -> dict[str, Any]:
         """Run the remaining phases; returns a summary (also written to ``summary.json``)."""
         try:
-            if self.counters["phase"] == "offline":
-                self._offline_phase()
-            if self.online_frames > 0:
-                self._start_online()
-                self._online_phase()
-        except DivergenceError as e:
-            raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted. {self._where_to_resume(diverged=False)}") from None
+            try:
+                if self.counters["phase"] == "offline":
+                    self._offline_phase()
+                if self.online_frames > 0:
+                    self._start_online()
+                    self._online_phase()
+            except DivergenceError as e:
+                raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted. {self._where_to_resume(diverged=False)}") from None
+            finally:
+                self.logger.close()
+                if self._tb is not None:
+                    self._tb.close()
+                    self._tb = None
+                if self.train_env is not None:
+                    self.train_env.close()
+                self.eval_env.close()
+            return self._finish()
         finally:
-            self._lock.release()
-            self.logger.close()
-            if self._tb is not None:
-                self._tb.close()
-                self._tb = None
-            if self.train_env is not None:
-                self.train_env.close()
-            self.eval_env.close()
-        return self._finish()
+            self._lock.release()  # after the summary and curve: the run folder is this process's until then
 
     def _where_to_resume(self, *, diverged: bool) -> str:
         """Where the last checkpoint is and the command that goes on from it."""
