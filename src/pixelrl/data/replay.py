@@ -696,8 +696,10 @@ class ReplayBuffer:
             )
         spec = meta.get("spec")
         mine = self._spec()
+        if not isinstance(spec, dict):
+            raise CorruptFileError(where, "field 'spec' is missing or not a JSON object")
         if spec != mine:
-            diff = sorted(k for k in set(mine) | set(spec or {}) if (spec or {}).get(k) != mine.get(k))
+            diff = sorted(str(k) for k in set(mine) | set(spec) if spec.get(k) != mine.get(k))
             raise ConfigError(
                 f"the replay buffer saved in {where} was built with a different configuration "
                 f"(differs in: {', '.join(diff)}); build the ReplayBuffer with the same spaces, capacity, "
