@@ -192,3 +192,40 @@ def test_readme_and_docs_stand_alone():
     assert arch.exists() and "How to add a mechanism" in arch.read_text()
     agents_line = next(line for line in text.splitlines() if "# agents:" in line)
     assert agents_line.split("# agents:")[1].split() == list(AGENTS)
+
+
+NEGATIVE_OK = {"target_entropy", "log_std_min", "log_std_max", "reward_shift"}
+"""Float fields of the agent configs where a negative value is meaningful (nats, log stds, a reward offset)."""
+
+
+def _agent_config_classes():
+    seen = []
+    for spec in AGENTS.values():
+        if spec.config_cls not in seen:
+            seen.append(spec.config_cls)
+    return seen
+
+
+@pytest.mark.parametrize("cls", _agent_config_classes(), ids=lambda c: c.__name__)
+def test_every_numeric_agent_field_has_a_range(cls):
+    """Every float field of every registered agent's config refuses NaN and infinity, every integer field -1, and
+    every float field -1 unless negative values mean something there (:data:`NEGATIVE_OK`)."""
+    from pixelrl.errors import ConfigError
+
+    hints = typing.get_type_hints(cls)
+    accepted = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if t in (float, typing.Optional[float]):
+            bad = [float("nan"), float("inf"), -float("inf")] + ([] if f.name in NEGATIVE_OK else [-1.0])
+        elif t in (int, typing.Optional[int]):
+            bad = [-1]
+        else:
+            continue
+        for value in bad:
+            try:
+                cls(**{f.name: value})
+            except ConfigError:
+                continue
+            accepted.append(f"{f.name}={value}")
+    assert not accepted, f"{cls.__name__} accepts {accepted}"

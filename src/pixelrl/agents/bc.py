@@ -356,8 +356,10 @@ class BCConfig(OfflineAgentConfig):
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dropout > 0 and self.policy == "deterministic":
             raise ConfigError("dropout is an option of the Gaussian policy; use --agent.policy gaussian or dropout 0")
-        if not self.log_std_min < self.log_std_max:
-            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
+        if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
+                and self.log_std_min < self.log_std_max):
+            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max}), both "
+                              "finite")
         check_offline_mechanisms(self, "BC", allowed=())
         if self.log_dormant:
             raise ConfigError("BC does not support log_dormant (a mechanism of the DrQ-v2 core); drop it")

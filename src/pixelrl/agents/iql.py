@@ -126,8 +126,10 @@ class IQLConfig(OfflineAgentConfig):
             raise ConfigError(f"max_weight must be a finite number > 0, got {self.max_weight}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.log_std_min < self.log_std_max:
-            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
+        if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
+                and self.log_std_min < self.log_std_max):
+            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max}), both "
+                              "finite")
         if self.actor_lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"actor_lr_schedule must be 'cosine' or 'constant', got {self.actor_lr_schedule!r}")
         if self.lr_decay_steps < 1:

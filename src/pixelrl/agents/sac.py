@@ -127,8 +127,10 @@ class SACConfig(DrQv2Config):
             raise ConfigError(f"init_temperature must be > 0, got {self.init_temperature}")
         if not (self.temperature_lr > 0 and math.isfinite(self.temperature_lr)):
             raise ConfigError(f"temperature_lr must be a finite number > 0, got {self.temperature_lr}")
-        if not self.log_std_min < self.log_std_max:
-            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max})")
+        if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
+                and self.log_std_min < self.log_std_max):
+            raise ConfigError(f"log_std_min ({self.log_std_min}) must be < log_std_max ({self.log_std_max}), both "
+                              "finite")
         for name in ("actor_update_every", "target_update_every", "target_augs", "loss_augs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
