@@ -19,6 +19,9 @@ The last printed line is JSON: ``{"frames": ..., "iqm": {agent: ...}, "task_mean
     # CPU, reduced (cpu-fast preset: 64x64, action repeat 8, small nets), one task, every preset:
     python benchmarks/dmc_sample_efficiency.py --preset cpu-fast --tasks cartpole-swingup \\
         --agents drqv2 drm taco mentor sac --seeds 1 --frames 60000 --parallel 2
+    # GPU, one process per (agent, task) for the drqv2 seeds (K agents batched), the issue's six-task table:
+    python benchmarks/dmc_sample_efficiency.py --agents drqv2 drm --seeds 1 2 3 --frames 100000 --batch-seeds \
+        --tasks finger-spin cartpole-swingup reacher-easy cheetah-run walker-walk cup-catch --parallel 12
     # agents take extra flags after the name (quote them):  --agents "drm --agent.critic hl-gauss"
     # only summarise existing runs:  ... --summarize-only
 """
@@ -91,17 +94,56 @@ def command(spec: str, task: str, seed: int, run: Path, args) -> list[str]:
     return cmd + words[1:] + shlex.split(args.extra)
 
 
+def batchable(spec: str, task: str, args) -> bool:
+    """Whether ``--batch-seeds`` can train this agent's seeds in one process: a bare agent name whose resolved
+    config is the DrQ-v2 core that :class:`pixelrl.agents.batched.BatchedDrQv2` supports (drm, taco, ... are not)."""
+    if len(shlex.split(spec)) > 1 or shlex.split(args.extra) and any("agent." in w for w in shlex.split(args.extra)):
+        return False
+    from pixelrl.agents.batched import unsupported_settings
+    from pixelrl.train.setup import build_config
+
+    cfg = build_config(f"dmc/{task}", spec, args.preset, args.device, fill_run_dir=False)
+    return not unsupported_settings(cfg.agent)
+
+
+def batched_command(spec: str, task: str, seeds: list[int], parent: Path, args) -> list[str]:
+    """One ``pixelrl train --seeds`` process for all seeds of (agent, task): seed folders are ``parent/s<seed>``,
+    the same folders a per-seed run uses, so the summary reads both alike."""
+    if (parent / "batch.json").exists():
+        return [sys.executable, "-m", "pixelrl.cli.main", "resume", str(parent), "--frames", str(args.frames)]
+    cmd = command(spec, task, seeds[0], parent, args)
+    i = cmd.index("--seed")
+    return cmd[:i] + ["--seeds", ",".join(map(str, seeds))] + cmd[i + 2:]
+
+
 def run_all(jobs: list[tuple[str, str, int]], args) -> None:
     out_dir = Path(args.out_dir)
-    pending = [(s, t, seed) for s, t, seed in jobs if not is_finished(run_folder(out_dir, s, t, seed), args.frames)]
-    print(f"{len(jobs)} runs, {len(jobs) - len(pending)} already finished, {len(pending)} to run "
-          f"({args.parallel} at a time)", flush=True)
+    pending: list = [(s, t, seed) for s, t, seed in jobs
+                     if not is_finished(run_folder(out_dir, s, t, seed), args.frames)]
+    if args.batch_seeds:  # group the seeds of each batchable (agent, task) into one job
+        grouped: dict[tuple[str, str], list[int]] = {}
+        rest = []
+        for s, t, seed in pending:
+            (grouped.setdefault((s, t), []).append(seed) if batchable(s, t, args) else rest.append((s, t, seed)))
+        pending = [(s, t, tuple(seeds)) for (s, t), seeds in grouped.items()] + rest
+    print(f"{len(jobs)} runs, {len(jobs) - sum(len(j[2]) if isinstance(j[2], tuple) else 1 for j in pending)} "
+          f"already finished, {len(pending)} processes to run ({args.parallel} at a time)", flush=True)
     running: list[tuple[subprocess.Popen, Path, object]] = []
     t0 = time.time()
     last_report = 0.0
     while pending or running:
         while pending and len(running) < args.parallel:
             spec, task, seed = pending.pop(0)
+            if isinstance(seed, tuple):  # K seeds batched in one process
+                parent = run_folder(out_dir, spec, task, seed[0]).parent
+                parent.mkdir(parents=True, exist_ok=True)
+                cmd = batched_command(spec, task, list(seed), parent, args)
+                run, log = run_folder(out_dir, spec, task, seed[0]), open(parent.parent / f"{task}.log", "a")
+                log.write("$ " + shlex.join(cmd) + "\n")
+                log.flush()
+                env = dict(os.environ, PYTHONUNBUFFERED="1")
+                running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), run, log))
+                continue
             run = run_folder(out_dir, spec, task, seed)
             run.parent.mkdir(parents=True, exist_ok=True)
             cmd = command(spec, task, seed, run, args)
@@ -306,6 +348,9 @@ def main() -> None:
     ap.add_argument("--extra", default="", help="flags added to every run, e.g. '--fast-render'")
     ap.add_argument("--out-dir", default="runs/dmc_sample_efficiency")
     ap.add_argument("--report-every", type=float, default=60.0, help="seconds between progress lines")
+    ap.add_argument("--batch-seeds", action="store_true",
+                    help="train all seeds of an agent the batched learner supports (drqv2) in one process "
+                         "(pixelrl train --seeds); other agents run one process per seed")
     ap.add_argument("--summarize-only", action="store_true")
     ap.add_argument("--result", default=None, help="also copy summary.json here (e.g. benchmarks/results/...)")
     args = ap.parse_args()
