@@ -130,6 +130,30 @@ def test_checkpoint_loads_intact_or_is_named(checkpoint_dir, damage):
         shutil.rmtree(d.parent)
 
 
+@FUZZ
+@given(damage=damages(["frames_000000001000/state.json", "frames_000000001000/tensors.safetensors"]))
+def test_checkpoint_edited_and_re_signed_loads_or_is_named(checkpoint_dir, damage):
+    """Past the manifest: sizes and sha256 recomputed after the damage, so decoding must catch it."""
+    from pixelrl.utils.atomic import sha256_file
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+    pristine, _ = checkpoint_dir
+    d = fuzz_copy(pristine)
+    try:
+        apply_damage(d, damage)
+        ckpt = d / "frames_000000001000"
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+        for fname, meta in manifest["files"].items():
+            meta["bytes"], meta["sha256"] = (ckpt / fname).stat().st_size, sha256_file(ckpt / fname)
+        (ckpt / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            load_checkpoint(latest_checkpoint(d))
+        except CorruptFileError:
+            return
+    finally:
+        shutil.rmtree(d.parent)
+
+
 # ------------------------------------------------------------------------------------------ replay chunks
 
 OBS = gym.spaces.Box(0, 255, (6, 8, 8), np.uint8)  # 2 stacked RGB frames
