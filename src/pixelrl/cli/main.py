@@ -186,10 +186,11 @@ def _parse_train_args(argv: list[str], defaults, preset: str):
     where = "a CUDA device" if defaults.preset == "paper" else "no CUDA device"
     resolved = (f"preset '{preset}' resolves to '{defaults.preset}' here ({where})" if preset == "auto"
                 else f"preset '{preset}'")
+    whose = ("the agent's own settings over its config's defaults, with no per-task values" if defaults.preset == "none"
+             else "that preset's values, not the plain field defaults")
     args_cls.__doc__ = (f"{TrainConfig.__doc__}\n\nThe defaults shown below are the resolved values for --env "
-                        f"{defaults.env} --agent {defaults.agent_name}: {resolved}, so they are that preset's "
-                        "values, not the plain field defaults. Put --env / --agent / --preset / --device before "
-                        "--help to see another combination's.")
+                        f"{defaults.env} --agent {defaults.agent_name}: {resolved}, so they are {whose}. Pass --env / "
+                        "--agent / --preset / --device with --help to see another combination's.")
     values = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}
     values.update(preset=preset, agent=from_dict(agent_cls, to_dict(defaults.agent), where="--agent"))
     return tyro.cli(args_cls, default=args_cls(**values), args=argv, prog="pixelrl train")
