@@ -4,7 +4,6 @@ A mechanism that breaks learning (a perturbation that wrecks the nets, an explor
 loss that swamps the critic) fails these. Each runs a few seconds on one CPU thread: a 1-D reach task on states,
 tiny nets, 800 updates."""
 
-import dataclasses
 
 import gymnasium as gym
 import numpy as np
