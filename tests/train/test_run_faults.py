@@ -156,6 +156,9 @@ def test_a_loss_growing_by_orders_of_magnitude_is_warned_about_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Trainer._warn_if_losses_explode(t, {"critic_loss": 5e7})
+    t2 = types.SimpleNamespace(counters={"frames": 1000}, _warned_losses=set(), _loss_ref={})
+    with pytest.warns(DivergenceWarning, match=r"critic_loss averaged 1.06e\+06 .*a very large loss"):
+        Trainer._warn_if_losses_explode(t2, {"critic_loss": 1.06e6})  # --agent.lr 3: huge from the first episode
 
 
 def test_non_finite_parameters_are_never_checkpointed(tmp_path):
@@ -234,7 +237,8 @@ def test_a_non_finite_action_stops_before_it_reaches_the_env():
         def step_wait(self):
             return np.zeros(3, np.float32), 0.0, False, False, None
 
-    with pytest.raises(DivergenceError, match=r"action is not finite .* at agent step 3"):
+    with pytest.raises(DivergenceError, match=r"action is not finite .* at agent step 3 .*diverged \(the last "
+                                              r"update \(agent step 2\) had critic_loss = 1\)"):
         _episode(Env(), _Agent(), seed_steps=0)
 
 

@@ -121,13 +121,34 @@ def _finite(x) -> bool:
     return not np.issubdtype(a.dtype, np.floating) or bool(np.isfinite(a).all())
 
 
-def check_finite_parameters(agent, where: str) -> None:
-    """Raise :class:`DivergenceError` naming the first parameter of the agent's networks that is not finite."""
+def _first_non_finite_parameter(agent) -> str | None:
     for attr, mod in vars(agent).items():
         if isinstance(mod, torch.nn.Module):
             for name, p in mod.named_parameters():
                 if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-                    raise DivergenceError(f"parameter {attr}.{name} is not finite {where}: the training diverged")
+                    return f"{attr}.{name}"
+    return None
+
+
+def check_finite_parameters(agent, where: str) -> None:
+    """Raise :class:`DivergenceError` naming the first parameter of the agent's networks that is not finite."""
+    bad = _first_non_finite_parameter(agent)
+    if bad is not None:
+        raise DivergenceError(f"parameter {bad} is not finite {where}: the training diverged")
+
+
+def _diagnosis(agent, last_update: tuple[int, dict] | None) -> str:
+    """What a non-finite action comes from: the first non-finite parameter, and the losses of the last update."""
+    parts = []
+    bad = _first_non_finite_parameter(agent)
+    if bad is not None:
+        parts.append(f"parameter {bad} is not finite")
+    if last_update is not None:
+        step, m = last_update
+        losses = ", ".join(f"{k} = {float(v):.4g}" for k, v in m.items() if "loss" in k)
+        if losses:
+            parts.append(f"the last update (agent step {step:,}) had {losses}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _where(counters: dict[str, Any], step: int) -> str:
@@ -202,6 +223,7 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
     env_s = act_s = update_s = 0.0
     t_ep = time.perf_counter()
     done = False
+    last_update: tuple[int, dict] | None = None
     while not done:
         t0 = time.perf_counter()
         step = step_offset + c["agent_steps"]
@@ -212,12 +234,13 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
                 action = agent.act(obs, step=step, eval_mode=False)
             if not _finite(action):
                 raise DivergenceError(f"the policy's action is not finite ({action}) at {_where(c, step)}: the "
-                                      "networks diverged")
+                                      f"networks diverged{_diagnosis(agent, last_update)}")
         t1 = time.perf_counter()
         env.step_async(action)
         if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:
             for _ in range(updates_per_step):
                 m = agent.update(sample(), step=step)
+                last_update = (step, m)
                 for values in (m, batch_extras() if batch_extras is not None else {}):
                     for k, v in values.items():
                         metrics[k].append(float(v))

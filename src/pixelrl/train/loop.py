@@ -54,8 +54,9 @@ from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
 TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM, SNAPSHOT_STREAM = 1, 4, 5, 6
-LOSS_GROWTH = 1e4
-"""A loss this many times its first episode's mean (and above 1000) triggers a :class:`DivergenceWarning`."""
+LOSS_GROWTH, LOSS_LARGE = 1e4, 1e6
+"""An episode's mean of a loss above ``LOSS_LARGE``, or ``LOSS_GROWTH`` times its first episode's mean (and above
+1000), triggers a :class:`DivergenceWarning`."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -268,20 +269,21 @@ class Trainer:
         self.logger.log("train", row)
 
     def _warn_if_losses_explode(self, metrics: dict[str, float]) -> None:
-        """Warn (once per loss) when an episode's mean of a ``*loss*`` metric exceeds ``LOSS_GROWTH`` times its
-        first value and 1000: a run diverging slowly (e.g. a learning rate too high) whose losses are still
-        finite. The first value is taken anew after a resume; the run is not changed."""
+        """Warn (once per loss) when an episode's mean of a ``*loss*`` metric exceeds ``LOSS_LARGE``, or
+        ``LOSS_GROWTH`` times its first value and 1000: a run diverging (e.g. a learning rate too high) whose losses
+        are still finite. The first value is taken anew after a resume; the run is not changed."""
         ref = self._loss_ref
         for k, v in metrics.items():
             if "loss" not in k or not math.isfinite(v):
                 continue
             first = ref.setdefault(k, abs(v))
-            if abs(v) > max(LOSS_GROWTH * first, 1000.0) and k not in self._warned_losses:
+            grew = abs(v) > max(LOSS_GROWTH * first, 1000.0)
+            if (grew or abs(v) > LOSS_LARGE) and k not in self._warned_losses:
                 self._warned_losses.add(k)
+                how = f"{abs(v) / max(first, 1e-12):.3g}x its first value" if grew else "a very large loss"
                 warnings.warn(f"{k} averaged {v:.3g} over the episode ending at frame {self.counters['frames']:,}, "
-                              f"{abs(v) / max(first, 1e-12):.3g}x its first value: the training is likely diverging "
-                              "(a learning rate too high?). It stops if a loss becomes non-finite.",
-                              DivergenceWarning, stacklevel=2)
+                              f"{how}: the training is likely diverging (a learning rate too high?). It stops if a "
+                              "loss becomes non-finite.", DivergenceWarning, stacklevel=2)
 
     def run(self) -> dict[str, Any]:
         """Train until ``cfg.frames``; returns a summary with the paths of the run folder, plot and video."""
