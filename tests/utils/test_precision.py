@@ -12,7 +12,8 @@ from pixelrl.utils import precision as P
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
+def _fresh_cache(monkeypatch):
+    monkeypatch.delenv(P.ENV_VAR, raising=False)  # the suite's conftest pins auto to fp32; these tests decide
     P._CACHE.clear()
     yield
     P._CACHE.clear()
@@ -63,7 +64,7 @@ def test_very_slow_bf16_is_not_repeated(monkeypatch):
 
     def probe(bf16):
         calls.append(bf16)
-        time.sleep(0.03 if bf16 else 0.002)
+        time.sleep(0.04 if bf16 else 0.005)
 
     assert P.choose_precision("cpu", probe, key=("slow",))[0] == "fp32"
     assert calls.count(True) == 1
@@ -112,3 +113,26 @@ def test_agent_auto_resolves_and_matches_fp32_agent(monkeypatch):
 def test_bad_precision_is_one_clear_error():
     with pytest.raises(ConfigError, match="'auto', 'fp32' or 'bf16'"):
         DrQv2Config(precision="fp16")
+
+
+def test_tiny_networks_keep_fp32_without_timing_bf16(monkeypatch):
+    _native(monkeypatch)
+    calls = []
+    choice, reason = P.choose_precision("cpu", calls.append, key=("tiny",))
+    assert choice == "fp32" and "gain nothing from bf16" in reason and True not in calls
+
+
+@pytest.mark.parametrize("value", ["fp32", "bf16"])
+def test_environment_variable_fixes_what_auto_means(monkeypatch, value):
+    monkeypatch.setenv(P.ENV_VAR, value)
+    assert P.choose_precision("cpu", _never) == (value, f"{value}: set by the environment variable {P.ENV_VAR}")
+    kw = dict(batch_size=8, feature_dim=8, hidden_dim=16, encoder_channels=(8, 8), encoder_strides=(2, 1))
+    assert DrQv2Agent(pixel_space(), act_space(), DrQv2Config(**kw)).precision == value
+    # an explicit config value is not overridden
+    assert DrQv2Agent(pixel_space(), act_space(), DrQv2Config(precision="fp32", **kw)).precision == "fp32"
+
+
+def test_bad_environment_variable_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(P.ENV_VAR, "fp16")
+    with pytest.raises(ConfigError, match="PIXELRL_PRECISION"):
+        P.choose_precision("cpu", _never)

@@ -15,13 +15,16 @@ keeps it without measuring again.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["PRECISIONS", "BF16_MIN_SPEEDUP", "cpu_flags", "native_bf16", "choose_precision"]
+from pixelrl.errors import ConfigError
+
+__all__ = ["PRECISIONS", "BF16_MIN_SPEEDUP", "MIN_PROBE_S", "ENV_VAR", "cpu_flags", "native_bf16", "choose_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 """Accepted values of an agent config's ``precision`` field."""
@@ -29,6 +32,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_SPEEDUP = 1.15
 """``auto`` picks bf16 only when the probe runs at least this much faster in bf16 than in fp32: a smaller gain is
 within timing noise and not worth bf16's rounding."""
+
+MIN_PROBE_S = 0.002
+"""A probe pass faster than this in fp32 means networks too small for bf16 to pay off (and a timing too short to
+trust): ``auto`` keeps fp32 without timing bf16."""
+
+ENV_VAR = "PIXELRL_PRECISION"
+"""Set to ``fp32`` or ``bf16``, it is what ``auto`` resolves to in every process that inherits it (a cluster's or a
+test suite's fixed choice); explicit ``fp32`` / ``bf16`` configs are unaffected."""
 
 _CACHE: dict[tuple, tuple[str, str]] = {}
 
@@ -89,6 +100,11 @@ def choose_precision(device: torch.device | str, probe: Callable[[bool], None], 
     determine the cost (network widths, batch) as ``key``.
     """
     device = torch.device(device)
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ConfigError(f"{ENV_VAR}={forced!r}: must be 'fp32' or 'bf16' (or unset to decide per machine)")
+        return forced, f"{forced}: set by the environment variable {ENV_VAR}"
     ok, why = native_bf16(device)
     if not ok:
         return "fp32", f"fp32: {why}"
@@ -99,6 +115,11 @@ def choose_precision(device: torch.device | str, probe: Callable[[bool], None], 
     with torch.random.fork_rng(devices=devices):
         _time(lambda: probe(False), device)
         t32 = [_time(lambda: probe(False), device)]
+        if t32[0] < MIN_PROBE_S:
+            result = ("fp32", f"fp32: {why}, but a probe update takes {t32[0] * 1e3:.2f} ms in fp32: networks this "
+                              "small gain nothing from bf16")
+            _CACHE[cache_key] = result
+            return result
         t16 = [_time(lambda: probe(True), device)]  # includes bf16's own warm-up (weight casts, kernel choice)
         if t16[0] < 3 * t32[0]:  # a bf16 pass 3x slower than fp32 even cold: no point measuring it again
             for _ in range(reps):
