@@ -504,6 +504,24 @@ def cmd_list(argv: list[str]) -> int:
                                                      "presets": (_ListPresets, _list_presets)})
 
 
+def _warning_printer(cmd: str, fallback):
+    """``warnings.showwarning`` for the CLI: pixelrl's own warnings as one line (``pixelrl train: warning: ...``),
+    others as Python prints them."""
+    import os
+
+    import pixelrl
+
+    package = os.path.dirname(os.path.abspath(pixelrl.__file__))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(str(filename)).startswith(package + os.sep):
+            print(f"pixelrl {cmd}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
             "dataset": cmd_dataset, "snapshots": cmd_snapshots, "list": cmd_list}
 
@@ -522,10 +540,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if cmd not in COMMANDS:
         print(f"pixelrl: unknown command '{cmd}'\n\n{USAGE}", file=sys.stderr)
         return 2
+    import warnings
+
     from pixelrl.errors import Interrupted
 
     try:
-        return COMMANDS[cmd](rest)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(cmd, warnings.showwarning)
+            return COMMANDS[cmd](rest)
     except Interrupted as e:
         print(f"pixelrl {cmd}: {e}", file=sys.stderr)
         return 130
