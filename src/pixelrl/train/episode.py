@@ -246,7 +246,8 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
                         metrics[k].append(float(v))
                 bad = {k: metrics[k][-1] for k in m if "loss" in k and not math.isfinite(metrics[k][-1])}
                 if bad:
-                    env.discard()
+                    if hasattr(env, "discard"):
+                        env.discard()
                     raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at {_where(c, step)} "
                                           f"(update {updates + 1} of the episode): the training diverged")
                 updates += 1
@@ -256,7 +257,7 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
         except PixelRLError:
             raise
         except Exception as e:
-            raise EnvStepError(f"the environment {env.env_id} raised {type(e).__name__}: {str(e).strip()} at "
+            raise EnvStepError(f"the environment {getattr(env, 'env_id', '')} raised {type(e).__name__}: {str(e).strip()} at "
                                f"{_where(c, step)}, on the action {np.array2string(np.asarray(action), precision=4)}"
                                ) from None
         t3 = time.perf_counter()

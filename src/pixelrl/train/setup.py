@@ -142,7 +142,6 @@ def record_machine_choices(cfg: TrainConfig, agent: Any) -> TrainConfig:
     return dataclasses.replace(cfg, decisions=decisions)
 
 
-
 def load_run_config(run_dir: str | Any) -> TrainConfig:
     """The :class:`TrainConfig` of the run in ``run_dir``, read from its ``config.json`` and validated: a file that is
     not JSON, a field that is unknown or of the wrong type raise one error naming the file and the field."""
