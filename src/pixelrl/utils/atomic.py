@@ -118,9 +118,11 @@ class RunLock:
     NAME = ".lock"
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
-        import fcntl
-
         self._key: str | None = None
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no locking
+            return
         self.path = Path(run_dir) / self.NAME
         key = str(self.path.resolve())
         if key in _HELD:
