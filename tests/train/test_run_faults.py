@@ -83,16 +83,21 @@ def test_truncated_config_json_is_one_line_naming_the_file(run, capsys, cmd):
 
 
 @pytest.mark.parametrize("cmd", ["resume", "eval"])
-def test_a_shape_edited_in_config_json_names_the_field(run, capsys, cmd):
+@pytest.mark.parametrize("field, was, now", [("agent.hidden_dim", 16, 24), ("size", 32, 40)])
+def test_a_shape_edited_in_config_json_names_the_field(run, capsys, cmd, field, was, now):
     cfg = run / "config.json"
     doc = json.loads(cfg.read_text())
-    doc["agent"]["hidden_dim"] = 24
+    *parents, key = field.split(".")
+    node = doc
+    for p in parents:
+        node = node[p]
+    node[key] = now
     cfg.write_text(json.dumps(doc))
-    before = (run / "metrics.jsonl").read_bytes()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     rc, err = _cli(capsys, cmd, str(run), *(["--episodes", "1"] if cmd == "eval" else []))
     assert rc == 1
-    _one_error_line(err, "config.json", "agent.hidden_dim: 16 in the checkpoint, 24 in config.json")
-    assert (run / "metrics.jsonl").read_bytes() == before
+    _one_error_line(err, "config.json", f"{field}: {was} in the checkpoint, {now} in config.json")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_a_value_of_the_wrong_type_in_config_json_names_the_field(run, capsys):
