@@ -23,6 +23,8 @@ The last printed line is JSON: ``{"frames": ..., "iqm": {agent: ...}, "task_mean
     python benchmarks/dmc_sample_efficiency.py --agents drqv2 drm --seeds 1 2 3 --frames 100000 --batch-seeds \
         --tasks finger-spin cartpole-swingup reacher-easy cheetah-run walker-walk cup-catch --parallel 12
     # agents take extra flags after the name (quote them):  --agents "drm --agent.critic hl-gauss"
+    # a wall-clock deadline (a GPU lease): every run ends, final evaluation included, within 9 minutes; a run
+    # the deadline cuts is evaluated where it stopped and marked "(at Nk)" in the table:  ... --deadline-min 9
     # only summarise existing runs:  ... --summarize-only
 """
 
@@ -67,9 +69,15 @@ def eval_rows(run: Path) -> list[dict]:
         return [r for r in csv.DictReader(f) if r.get("eval_return") not in (None, "")]
 
 
-def last_frames(run: Path) -> int:
-    rows = eval_rows(run)
-    return int(float(rows[-1]["frames"])) if rows else 0
+def train_frames(run: Path) -> int:
+    """Env frames of the run's last training episode (``train.csv``'s last row; 0 before the first)."""
+    try:
+        with open(run / "train.csv", "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            last = f.read().decode(errors="replace").strip().splitlines()[-1]
+        return int(float(last.split(",")[0]))
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def is_finished(run: Path, frames: int) -> bool:
@@ -84,14 +92,23 @@ def is_finished(run: Path, frames: int) -> bool:
 
 def command(spec: str, task: str, seed: int, run: Path, args) -> list[str]:
     words = shlex.split(spec)
-    if (run / "metrics.jsonl").exists():
+    if (run / "metrics.jsonl").exists():  # (a resume takes no time budget: --deadline-min stops it instead)
         return [sys.executable, "-m", "pixelrl.cli.main", "resume", str(run), "--frames", str(args.frames)]
     cmd = [sys.executable, "-m", "pixelrl.cli.main", "train", "--env", f"dmc/{task}", "--agent", words[0],
            "--seed", str(seed), "--frames", str(args.frames), "--preset", args.preset, "--device", args.device,
            "--run-dir", str(run), "--eval-every-frames", str(args.eval_every_frames),
            "--eval-episodes", str(args.eval_episodes), "--no-video", "--no-tensorboard", "--no-progress",
            "--threads", str(args.threads)]
-    return cmd + words[1:] + shlex.split(args.extra)
+    return cmd + words[1:] + shlex.split(args.extra) + time_budget(args)
+
+
+def time_budget(args) -> list[str]:
+    """``--time-budget-min`` for a train process started now, so that it ends (its final evaluation and
+    checkpoint included) by ``--deadline-min``: the minutes left minus ``--deadline-margin-s``."""
+    if args.deadline_min is None:
+        return []
+    left_s = args.deadline_at - time.time() - args.deadline_margin_s
+    return ["--time-budget-min", f"{max(left_s, 6.0) / 60:.3f}"]
 
 
 def batchable(spec: str, task: str, args) -> bool:
@@ -131,7 +148,23 @@ def run_all(jobs: list[tuple[str, str, int]], args) -> None:
     running: list[tuple[subprocess.Popen, Path, object]] = []
     t0 = time.time()
     last_report = 0.0
+    stopping = False
     while pending or running:
+        if pending and args.deadline_min is not None and \
+                args.deadline_at - time.time() - args.deadline_margin_s < args.min_run_s:
+            print(f"[{(time.time() - t0) / 60:5.1f} min] deadline: {len(pending)} processes not started "
+                  f"(less than {args.min_run_s:.0f} s of training time would be left)", flush=True)
+            pending = []
+        if running and args.deadline_min is not None and not stopping and time.time() > args.deadline_at:
+            stopping = True  # time budgets end runs at an episode boundary; a run still going is stopped
+            print(f"[{(time.time() - t0) / 60:5.1f} min] deadline passed: stopping {len(running)} runs", flush=True)
+            for proc, _, _ in running:
+                proc.terminate()
+            kill_at = time.time() + 10.0
+        if stopping and time.time() > kill_at:
+            for proc, _, _ in running:
+                if proc.poll() is None:
+                    proc.kill()
         while pending and len(running) < args.parallel:
             spec, task, seed = pending.pop(0)
             if isinstance(seed, tuple):  # K seeds batched in one process
@@ -164,7 +197,7 @@ def run_all(jobs: list[tuple[str, str, int]], args) -> None:
         running = still
         if time.time() - last_report > args.report_every and running:
             last_report = time.time()
-            prog = ", ".join(f"{r.parent.parent.name}/{r.parent.name}/{r.name}:{last_frames(r) // 1000}k"
+            prog = ", ".join(f"{r.parent.parent.name}/{r.parent.name}/{r.name}:{train_frames(r) // 1000}k"
                              for _, r, _ in running)
             print(f"[{(time.time() - t0) / 60:5.1f} min] running: {prog}", flush=True)
 
@@ -255,6 +288,8 @@ def summarize(jobs: list[tuple[str, str, int]], args, wall_s: float) -> dict:
         "frames": args.frames, "preset": args.preset, "tasks": tasks, "seeds": seeds, "agents": labels,
         "iqm": iqms, "iqm_ci95": cis, "task_means": task_means,
         "scores": {lab: scores[lab] for lab in labels},
+        "eval_frames": {lab: frames_reached[lab] for lab in labels},  # frames of each score's evaluation
+        "deadline_min": args.deadline_min,
         "published_task_means": {m: {t: pub.get(t.replace("-", "_"), {}).get(m) for t in tasks}
                                  for m in published["methods"]},
         "published_mean_over_tasks": pub_means,
@@ -351,6 +386,15 @@ def main() -> None:
     ap.add_argument("--batch-seeds", action="store_true",
                     help="train all seeds of an agent the batched learner supports (drqv2) in one process "
                          "(pixelrl train --seeds); other agents run one process per seed")
+    ap.add_argument("--deadline-min", type=float, default=None,
+                    help="wall minutes from this script's start by which every run must have ended: each train "
+                         "process gets --time-budget-min for what is left (less --deadline-margin-s, for its "
+                         "start-up and final evaluation), none starts with under --min-run-s left, and a run still "
+                         "going at the deadline is stopped (SIGTERM, then SIGKILL after 10 s); then the summary")
+    ap.add_argument("--deadline-margin-s", type=float, default=75.0,
+                    help="seconds kept back from each run's time budget for its start-up and final evaluation")
+    ap.add_argument("--min-run-s", type=float, default=60.0,
+                    help="with --deadline-min: start no run that would get less training time than this")
     ap.add_argument("--summarize-only", action="store_true")
     ap.add_argument("--result", default=None, help="also copy summary.json here (e.g. benchmarks/results/...)")
     args = ap.parse_args()
@@ -358,6 +402,7 @@ def main() -> None:
         args.eval_every_frames = max(args.frames // 4, 1)
     jobs = [(s, t, seed) for s in args.agents for t in args.tasks for seed in args.seeds]
     t0 = time.time()
+    args.deadline_at = t0 + 60.0 * args.deadline_min if args.deadline_min is not None else None
     if not args.summarize_only:
         run_all(jobs, args)
     result = summarize(jobs, args, time.time() - t0)
