@@ -278,6 +278,18 @@ class _AuxEntry:
     module: torch.nn.Module | None = field(default=None)
 
 
+def critic_metrics(target: torch.Tensor, q: torch.Tensor, loss: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    """The critic step's logged values (0-d tensors, synced to the host once per update): mean TD target, mean
+    Q of the first and last head ``q[num_q, B, 1]``, the loss and the batch's mean reward."""
+    return {
+        "critic_target_q": target.mean(),
+        "critic_q1": q[0].mean(),
+        "critic_q2": q[-1].mean(),
+        "critic_loss": loss.detach(),
+        "batch_reward": batch.reward.mean(),
+    }
+
+
 class _IdentityActionEncoder(torch.nn.Module):
     """The default action encoder: the critic sees the raw action."""
 
@@ -608,13 +620,7 @@ class DrQv2Agent(ObsTensorMixin):
             raw = self.critic(feat, self.action_encoder(batch.action))
             q = self.critic.head.value(raw).float()
             loss = self.critic.head.loss(raw.float(), target)
-        metrics = {
-            "critic_target_q": target.mean(),
-            "critic_q1": q[0].mean(),
-            "critic_q2": q[-1].mean(),
-            "critic_loss": loss.detach(),
-            "batch_reward": batch.reward.mean(),
-        }
+        metrics = critic_metrics(target, q, loss, batch)
         if self.aux_losses:
             inputs = AuxInputs(self, batch, obs, next_obs, feat, next_feat, step, raw)
             loss = self._add_aux(self.aux_losses, inputs, loss, metrics)

@@ -45,7 +45,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from pixelrl.agents.drqv2 import AuxInputs, DrQv2Agent, DrQv2Config
+from pixelrl.agents.drqv2 import AuxInputs, DrQv2Agent, DrQv2Config, critic_metrics
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.nets.critic import QHead
@@ -320,13 +320,7 @@ class SACAgent(DrQv2Agent):
             raw = self.critic(feat, self.action_encoder(batch.action.repeat(m, 1)))
             q = self.critic.head.value(raw[:, :b]).float()
             loss = m * self.critic.head.loss(raw.float(), target.repeat(m, 1))
-        metrics = {
-            "critic_target_q": target.mean(),
-            "critic_q1": q[0].mean(),
-            "critic_q2": q[-1].mean(),
-            "critic_loss": loss.detach(),
-            "batch_reward": batch.reward.mean(),
-        }
+        metrics = critic_metrics(target, q, loss, batch)
         if self.aux_losses:  # on the first copy, as the actor
             inputs = AuxInputs(self, batch, _head(obs, b), _head(next_obs, b), feat[:b], next_feat[:b], step,
                                raw[:, :b])
