@@ -332,3 +332,72 @@ def test_seeds_run_folders_and_resume_after_kill(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for s in (1, 2):
         assert _comparable(read_rows(run / f"s{s}")) == _comparable(read_rows(ref / f"s{s}")), s
+
+
+@pytest.mark.slow
+def test_seeds_run_ended_by_the_time_budget_exits_cleanly_and_says_so(tmp_path):
+    pytest.importorskip("dm_control")
+    run = tmp_path / "budget"
+    args = [a if a != "3000" else "200000" for a in CLI]
+    p = _pixelrl("train", "--seeds", "1,2", *args, "--run-dir", str(run), "--time-budget-min", "0.05")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ended_by"] == "time_budget" and summary["frames"] < 200_000
+    assert summary["target_frames"] == 200_000 and summary["time_budget_min"] == 0.05
+    assert "time budget" in " ".join(p.stdout.split())
+
+
+TINIER = [
+    "--env", "dmc/cartpole-swingup", "--preset", "none", "--size", "32", "--action-repeat", "8", "--fast-render",
+    "--frames", "1000", "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random", "--threads", "1",
+    "--device", "cpu", "--no-progress", "--no-video", "--no-tensorboard", "--no-async-env",
+    "--agent.batch-size", "16", "--agent.hidden-dim", "16", "--agent.feature-dim", "8",
+    "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "60",
+    "--agent.update-every-steps", "2", "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
+]
+
+
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_a_failed_batched_resume_changes_no_file(tmp_path, capsys):
+    """`pixelrl resume RUN --frames N` of a --seeds run loads every seed (config.json, the checkpoint all seeds have,
+    replay, log) before it writes anything: a seed that fails to load leaves every file as it was (no new frame
+    budget in batch.json or config.json, no checkpoint of another seed deleted, no log cut back); once repaired, the
+    same resume works and records the new budget."""
+    pytest.importorskip("dm_control")
+    from pixelrl.cli.main import main
+
+    run = tmp_path / "batch"
+    assert main(["train", "--seeds", "1,2", *TINIER, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    # seed 2 one checkpoint behind seed 1 (killed between the two seeds' checkpoints at 1000 frames), and seed 2's
+    # older checkpoint damaged: seed 1 loads first, then seed 2 fails
+    ckpts2 = run / "s2" / "checkpoints"
+    shutil.rmtree(ckpts2 / "frames_000000001000")
+    (ckpts2 / "latest.json").write_text(json.dumps({"name": "frames_000000000000"}))
+    tensors = ckpts2 / "frames_000000000000" / "tensors.safetensors"
+    good = tensors.read_bytes()
+    tensors.write_bytes(good[:-50])
+    before = _files(run)
+    assert main(["resume", str(run), "--frames", "2000"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "tensors.safetensors" in err[0] and "Traceback" not in err[0], err
+    assert _files(run) == before
+
+    batch = run / "batch.json"
+    batch_text = batch.read_text()
+    batch.write_text(batch_text[:40])
+    assert main(["resume", str(run), "--frames", "2000"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "batch.json" in err[0] and "not valid JSON" in err[0], err
+    batch.write_text(batch_text)
+
+    tensors.write_bytes(good)
+    assert main(["resume", str(run), "--frames", "2000"]) == 0, capsys.readouterr().err
+    assert json.loads(batch.read_text())["config"]["frames"] == 2000
+    for s in (1, 2):
+        assert json.loads((run / f"s{s}" / "config.json").read_text())["frames"] == 2000
+        assert [r["frames"] for r in read_rows(run / f"s{s}", "eval")] == [0, 1000, 2000]

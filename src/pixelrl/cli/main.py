@@ -257,8 +257,9 @@ def _print_summary(summary: dict) -> None:
         done = f"{summary['offline_updates']:,} offline updates, {summary['frames']:,} online frames"
     c.print(f"[bold green]done[/bold green] {done} in {summary['wall_s'] / 60:.1f} min")
     if summary.get("ended_by") == "time_budget":
-        c.print(f"  ended by the {summary['time_budget_min']:g}-minute time budget at {summary['frames']:,} of "
-                f"{summary['target_frames']:,} frames (this machine is slower than the preset's budget assumes; "
+        budget, target = summary.get("time_budget_min"), summary.get("target_frames")
+        c.print(f"  ended by the {budget or 0:g}-minute time budget at {summary['frames']:,} of "
+                f"{target or 0:,} frames (this machine is slower than the preset's budget assumes; "
                 "`pixelrl resume RUN --frames N` continues it)")
     if fin is not None:
         ratio = f" ({fin / rnd:.1f}x the random policy's {rnd:.1f})" if rnd else ""

@@ -42,9 +42,10 @@ import numpy as np
 import torch
 
 from pixelrl.agents.batched import BatchedDrQv2
-from pixelrl.errors import ConfigError, DivergenceError, EnvStepError, Interrupted, PixelRLError
+from pixelrl.errors import (ConfigError, CorruptFileError, DivergenceError, Interrupted,
+                            NotFoundError, PixelRLError)
 from pixelrl.train.config import TrainConfig, parse_seeds
-from pixelrl.train.episode import EpisodeResult, train_until, warmup_action
+from pixelrl.train.episode import EpisodeResult, env_step_error, train_until, warmup_action
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
 from pixelrl.utils.atomic import RunLock, write_json_atomic
@@ -78,23 +79,56 @@ def _fork_rng(device: torch.device) -> torch.Generator:
     return g
 
 
-def _align_checkpoints(parent: Path, seeds: Sequence[int]) -> None:
-    """Point every seed's ``latest.json`` at the newest checkpoint all seeds have; delete newer ones."""
-    names = []
-    for s in seeds:
-        d = seed_run_dir(parent, s) / "checkpoints"
-        found = {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
-                 and (p / "manifest.json").exists()} if d.is_dir() else set()
-        names.append(found)
-    common = set.intersection(*names) if names else set()
+def _finished_checkpoints(parent: Path, seed: int) -> set[str]:
+    d = seed_run_dir(parent, seed) / "checkpoints"
+    return {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and (p / "manifest.json").exists()} if d.is_dir() else set()
+
+
+def _common_checkpoint(parent: Path, seeds: Sequence[int]) -> str:
+    """The newest checkpoint all seeds have (read only)."""
+    common = set.intersection(*(_finished_checkpoints(parent, s) for s in seeds)) if seeds else set()
     if not common:
         raise ConfigError(f"{parent}: the seeds {list(seeds)} have no checkpoint in common to resume from")
-    name = max(common)  # frames_<12 digits>: the lexical order is the frame order
-    for s, found in zip(seeds, names):
+    return max(common)  # frames_<12 digits>: the lexical order is the frame order
+
+
+def _align_checkpoints(parent: Path, seeds: Sequence[int], name: str) -> None:
+    """Point every seed's ``latest.json`` at checkpoint ``name``; delete newer ones (only what differs is written)."""
+    for s in seeds:
         d = seed_run_dir(parent, s) / "checkpoints"
-        for newer in sorted(n for n in found if n > name):
+        for newer in sorted(n for n in _finished_checkpoints(parent, s) if n > name):
             shutil.rmtree(d / newer)
-        write_json_atomic(d / "latest.json", {"name": name})
+        try:
+            current = json.loads((d / "latest.json").read_text()).get("name")
+        except (OSError, ValueError, AttributeError):
+            current = None
+        if current != name:
+            write_json_atomic(d / "latest.json", {"name": name})
+
+
+def read_batch_file(run_dir: str | Path) -> tuple[list[int], TrainConfig]:
+    """``(seeds, shared config)`` of the batched run in ``run_dir``, from its ``batch.json``; a damaged file is
+    one :class:`~pixelrl.errors.CorruptFileError` naming it."""
+    from pixelrl.train.setup import config_from_run
+
+    path = Path(run_dir) / BATCH_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFoundError(f"{run_dir} is not a batched run folder (no {BATCH_FILE})") from None
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(path, f"not valid JSON ({e}); fix or restore the file") from None
+    seeds = meta.get("seeds") if isinstance(meta, dict) else None
+    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise CorruptFileError(path, "expected an object with 'seeds' (a list of integers) and 'config'")
+    if not isinstance(meta.get("config"), dict):
+        raise CorruptFileError(path, "field 'config' is missing or not an object")
+    try:
+        cfg = config_from_run(meta["config"])
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: invalid configuration ({e})") from None
+    return seeds, cfg
 
 
 class _SeedProgress:
@@ -145,15 +179,17 @@ class BatchedTrainer:
         self._locks = [RunLock(self.run_dir)]
         generators = []
         try:
+            common = None
             if resume:
                 self._locks += [RunLock(seed_run_dir(self.run_dir, s)) for s in seeds]
-                _align_checkpoints(self.run_dir, seeds)
+                common = _common_checkpoint(self.run_dir, seeds)
             for s in seeds:
                 if resume:
                     seed_cfg = self._seed_config(s, cfg.frames)
                 else:
                     seed_cfg = dataclasses.replace(cfg, seed=s, seeds=None, run_dir=str(seed_run_dir(self.run_dir, s)))
-                t = Trainer(seed_cfg, resume=resume)
+                # on resume every seed loads (the common checkpoint) before any run folder changes
+                t = Trainer(seed_cfg, resume=resume, checkpoint=common, defer_writes=resume)
                 if not resume and not self.trainers:
                     # what the first seed chose for this machine (precision 'auto') holds for all: one computation
                     cfg = dataclasses.replace(cfg, agent=t.cfg.agent, **{
@@ -164,6 +200,8 @@ class BatchedTrainer:
             if any(c != counters[0] for c in counters):
                 raise ConfigError(f"{self.run_dir}: the seeds' checkpoints are at different points: {counters}")
             self.learner = BatchedDrQv2([t.agent for t in self.trainers], generators)
+            if resume:  # everything has loaded: only now do the run folders change
+                self._commit_resume(cfg, common)
         except BaseException:
             self._close()
             raise
@@ -177,38 +215,44 @@ class BatchedTrainer:
             write_json_atomic(self.run_dir / BATCH_FILE, {"seeds": seeds, "config": to_dict(cfg)})
 
     def _seed_config(self, seed: int, frames: int) -> TrainConfig:
-        from pixelrl.train.setup import config_from_run
+        """Seed ``seed``'s config (its config.json, validated) with the frame budget ``frames``; writes nothing."""
+        from pixelrl.train.setup import load_run_config
 
         d = seed_run_dir(self.run_dir, seed)
         if not (d / "config.json").exists():
             raise ConfigError(f"{d} is missing (no config.json): not the folder of a batched run's seed")
-        seed_cfg = config_from_run(json.loads((d / "config.json").read_text()))
-        seed_cfg = dataclasses.replace(seed_cfg, run_dir=str(d))
-        if frames != seed_cfg.frames:
-            seed_cfg = dataclasses.replace(seed_cfg, frames=frames)
-            write_json_atomic(d / "config.json", to_dict(seed_cfg))
-        return seed_cfg
+        seed_cfg = load_run_config(d)
+        return dataclasses.replace(seed_cfg, run_dir=str(d), frames=frames)
+
+    def _commit_resume(self, cfg: TrainConfig, checkpoint: str) -> None:
+        """The writes of a resume, once every seed has loaded: the seeds' checkpoints aligned on ``checkpoint``, a
+        new frame budget recorded (each seed's config.json and batch.json), each seed's log and replay folder put
+        back to the checkpoint."""
+        _align_checkpoints(self.run_dir, self.seeds, checkpoint)
+        for t in self.trainers:
+            path = t.run_dir / "config.json"
+            saved = json.loads(path.read_text())
+            if saved.get("frames") != cfg.frames:
+                write_json_atomic(path, {**saved, "frames": cfg.frames})
+        _, batch_cfg = read_batch_file(self.run_dir)
+        if batch_cfg.frames != cfg.frames:
+            write_json_atomic(self.run_dir / BATCH_FILE, {"seeds": self.seeds, "config": to_dict(cfg)})
+        for t in self.trainers:
+            t.commit_resume()
 
     @classmethod
     def resume(cls, run_dir: str | Path, *, frames: int | None = None) -> "BatchedTrainer":
         """The trainer of the batched run in ``run_dir``, restored from the newest checkpoint of all its seeds;
-        ``frames`` extends the budget."""
-        from pixelrl.train.setup import config_from_run
-
+        ``frames`` extends the budget. Nothing in the run folder changes until every seed has loaded."""
         run_dir = Path(run_dir)
-        meta = json.loads((run_dir / BATCH_FILE).read_text())
-        cfg = config_from_run(meta["config"])
+        seeds, cfg = read_batch_file(run_dir)
         cfg = dataclasses.replace(cfg, run_dir=str(run_dir), frames=frames if frames is not None else cfg.frames)
-        if frames is not None:
-            write_json_atomic(run_dir / BATCH_FILE, {**meta, "config": to_dict(cfg)})
-        return cls(cfg, meta["seeds"], resume=True)
+        return cls(cfg, seeds, resume=True)
 
     def _close(self) -> None:
         """Close every seed's logs and envs and release its run folder (once)."""
         for t in self.trainers:
-            if t.logger is not None:
-                t._close()
-                t.logger = t.train_env = t.eval_env = None
+            t._close()  # each part at most once (a seed that failed to resume may have envs but no log yet)
         for lock in self._locks:
             lock.release()
 
@@ -316,9 +360,8 @@ class BatchedTrainer:
         except PixelRLError:
             raise
         except Exception as e:  # as the single trainer reports it, with the seed
-            raise EnvStepError(f"the environment {self.cfg.env} of seed {t.cfg.seed} raised {type(e).__name__}: "
-                               f"{str(e).strip()} at agent step {step:,} (frame {self.counters['frames']:,}), on the "
-                               f"action {np.array2string(np.asarray(action), precision=4)}") from None
+            raise env_step_error(f"{self.cfg.env} of seed {t.cfg.seed}", e,
+                                 f"agent step {step:,} (frame {self.counters['frames']:,})", action) from None
 
     def run(self) -> dict[str, Any]:
         """Train every seed until ``cfg.frames`` (or ``time_budget_min``, counted for the whole batch); returns a
@@ -361,6 +404,7 @@ class BatchedTrainer:
             "final_eval_return": float(np.mean(finals)) if None not in finals else None,
             "random_return": float(np.mean(randoms)) if randoms else None,
             "wall_s": max(r["wall_s"] for r in runs), "ended_by": runs[0].get("ended_by"),
+            "time_budget_min": self.cfg.time_budget_min, "target_frames": self.cfg.frames,
             "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
         }
         write_json_atomic(self.run_dir / "summary.json", summary)
