@@ -139,5 +139,5 @@ def test_presets_are_valid_configs():
     from pixelrl.train.config import TrainConfig
 
     trainer_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(cpu_fast) - fields == {"size", "action_repeat", "fast_render", "frames", "eval_episodes"} <= trainer_fields
+    assert set(cpu_fast) - fields == {"size", "action_repeat", "fast_render", "frames", "eval_episodes", "time_budget_min"} <= trainer_fields
     assert cpu_fast["encoder_strides"] == (2, 2, 1, 1) and cpu_fast["update_every_steps"] == 1
