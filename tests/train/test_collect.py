@@ -112,3 +112,46 @@ def test_collect_cli_pixels_state(tmp_path, capsys):
     assert set(ds.observation_keys) == {"pixels", "state"}
     with pytest.raises(ConfigError, match="--env is required"):
         cmd_collect(["--out", str(tmp_path / "e")])
+
+
+def test_a_damaged_run_is_one_named_line_for_collect_and_snapshots(tmp_path, capsys):
+    """collect and snapshots collect read a run as eval does (load_run_config, resolve_checkpoint, load_agent_state):
+    a corrupt config.json, a checkpoint that is not there, or an edited shape is one line, and nothing is written."""
+    from pixelrl.cli.main import main
+
+    run = _fake_run(tmp_path)
+
+    def one_line(*args):
+        capsys.readouterr()
+        assert main(list(args)) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "Traceback" not in err[0], err
+        return err[0]
+
+    collect_cmd = ["collect", "--policy", str(run), "--episodes", "1", "--no-progress", "--device", "cpu"]
+    snap_cmd = ["snapshots", "collect", "--policy", str(run), "--episodes", "1", "--no-progress", "--device", "cpu"]
+    for cmd in (collect_cmd, snap_cmd):
+        line = one_line(*cmd, "--out", str(tmp_path / "o"), "--checkpoint", "frames_123")
+        assert "not found" in line and "frames_000000000800" in line
+    ckpts = run / "checkpoints"
+    (ckpts / "latest.json").rename(ckpts / "latest.moved")
+    for cmd in (collect_cmd, snap_cmd):
+        assert "has no checkpoint yet" in one_line(*cmd, "--out", str(tmp_path / "o"))
+    (ckpts / "latest.moved").rename(ckpts / "latest.json")
+
+    cfg = run / "config.json"
+    good = cfg.read_text()
+    doc = json.loads(good)
+    doc["agent"]["hidden_dim"] = 24  # an edited shape: the checkpoint no longer fits
+    cfg.write_text(json.dumps(doc))
+    for cmd in (collect_cmd, snap_cmd):
+        line = one_line(*cmd, "--out", str(tmp_path / "o"))
+        assert "config.json" in line and "hidden_dim" in line
+    cfg.write_text(good[: len(good) // 2])  # truncated
+    for cmd in (collect_cmd, snap_cmd):
+        line = one_line(*cmd, "--out", str(tmp_path / "o"))
+        assert str(cfg) in line and "not valid JSON" in line
+    assert not (tmp_path / "o").exists()
+
+    cfg.write_text(good)  # a name is accepted as eval accepts it
+    assert main([*collect_cmd, "--out", str(tmp_path / "o"), "--checkpoint", "frames_000000000800"]) == 0

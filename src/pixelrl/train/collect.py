@@ -47,9 +47,9 @@ def policy_env_settings(policy: str, env_id: str | None, given: dict[str, Any]) 
     if not (run / "config.json").is_file():
         raise ConfigError(f"--policy must be 'random' or a run folder made by `pixelrl train` (with config.json); "
                           f"{run} is neither")
-    from pixelrl.train.setup import config_from_run
+    from pixelrl.train.setup import load_run_config
 
-    cfg = config_from_run(json.loads((run / "config.json").read_text()))
+    cfg = load_run_config(run)  # a damaged or edited config.json is one error naming the file and the field
     if env_id is not None and env_id != cfg.env:
         raise ConfigError(f"the run {run} was trained on {cfg.env}, not {env_id}; leave --env out or pass the run's env")
     return cfg.env, cfg.env_kwargs(), cfg
@@ -127,39 +127,33 @@ def collect(
         env.close()
 
 
-def _resolve_checkpoint(run: Path, checkpoint: str | Path | None) -> Path:
-    """The checkpoint folder to load: ``checkpoint`` as a path, else as the name of one of ``run``'s checkpoints
-    (``frames_000000010000``), else the run's latest."""
-    if checkpoint is None:
-        from pixelrl.utils.checkpoint import latest_checkpoint
-
-        ckpt = latest_checkpoint(run / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(f"{run} has no checkpoint yet (checkpoints/latest.json is missing); train it first")
-        return ckpt
-    for cand in (Path(checkpoint), run / "checkpoints" / str(checkpoint)):
-        if cand.is_dir():
-            return cand
-    names = sorted(p.name for p in (run / "checkpoints").glob("*") if p.is_dir() and not p.name.startswith("."))
-    raise ConfigError(f"checkpoint {checkpoint!r} is neither a folder nor a checkpoint of {run} (its checkpoints: "
-                      f"{', '.join(names) or 'none'}); leave --checkpoint out to use the latest")
-
-
 def _load_run_agent(env: Any, run_cfg: Any, run: Path, checkpoint: str | Path | None,
                     device: str) -> tuple[Any, int, dict[str, Any]]:
     """``(agent, agent steps, metadata)``: the agent of a run's checkpoint, built for ``env``'s spaces."""
     from pixelrl.agents import make_agent
-    from pixelrl.utils.checkpoint import load_checkpoint
+    from pixelrl.errors import CorruptFileError
     from pixelrl.train.loop import resolve_device
+    from pixelrl.train.setup import load_agent_state
+    from pixelrl.utils.checkpoint import load_checkpoint, resolve_checkpoint
+    from pixelrl.utils.dataclass_io import to_dict
 
-    ckpt = _resolve_checkpoint(run, checkpoint)
+    ckpt = resolve_checkpoint(run, checkpoint)  # the forms `pixelrl eval --checkpoint` accepts, "not found" if none
+    state = load_checkpoint(ckpt)
     agent = make_agent(run_cfg.agent_name, env.observation_space, env.action_space, run_cfg.agent,
                        resolve_device(device))
-    state = load_checkpoint(ckpt)
-    agent.load_state_dict(state["agent"])
-    step = int(state["trainer"]["agent_steps"])
+    try:
+        saved = json.loads(state["config"]) if "config" in state else None
+        trainer = state["trainer"]
+        step = int(trainer["agent_steps"])
+        frames = int(trainer.get("frames", 0))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CorruptFileError(ckpt / "state.json", f"no agent step count ({type(e).__name__}: {e})") from None
+    if "agent" not in state:
+        raise CorruptFileError(ckpt / "state.json", "holds no agent state")
+    load_agent_state(agent, state["agent"], config_path=run / "config.json", checkpoint=ckpt, saved_config=saved,
+                     config=to_dict(run_cfg))
     meta = {"policy": "run", "run_dir": str(run), "checkpoint": ckpt.name, "agent": run_cfg.agent_name,
-            "agent_steps": step, "frames": int(state["trainer"].get("frames", 0))}
+            "agent_steps": step, "frames": frames}
     return agent, step, meta
 
 

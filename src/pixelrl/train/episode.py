@@ -29,7 +29,8 @@ import torch
 from pixelrl.envs import make, make_vector
 from pixelrl.errors import DivergenceError, EnvStepError, PixelRLError
 
-__all__ = ["EnvRunner", "EpisodeResult", "check_finite_parameters", "train_episode", "train_until", "warmup_action"]
+__all__ = ["EnvRunner", "EpisodeResult", "check_finite_parameters", "env_step_error", "train_episode", "train_until",
+           "warmup_action"]
 
 
 class EnvRunner:
@@ -151,6 +152,15 @@ def _diagnosis(agent, last_update: tuple[int, dict] | None) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def env_step_error(env_id: str, error: BaseException, where: str, action: Any = None) -> EnvStepError:
+    """The one-line error for an env that raised while stepping (or resetting, ``action`` None): the env, its
+    error, where it happened and the action it was given. Training, batched training and evaluation all use it."""
+    msg = " ".join(str(error).split()) or "(no message)"
+    shown = None if action is None else np.array2string(np.asarray(action), precision=4, max_line_width=10**6)
+    on = "" if shown is None else f", on the action {shown}"
+    return EnvStepError(f"the environment {env_id} raised {type(error).__name__}: {msg} at {where}{on}")
+
+
 def _where(counters: dict[str, Any], step: int) -> str:
     return f"agent step {step:,} (frame {counters['frames']:,})"
 
@@ -257,9 +267,7 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
         except PixelRLError:
             raise
         except Exception as e:
-            raise EnvStepError(f"the environment {getattr(env, 'env_id', '')} raised {type(e).__name__}: {str(e).strip()} at "
-                               f"{_where(c, step)}, on the action {np.array2string(np.asarray(action), precision=4)}"
-                               ) from None
+            raise env_step_error(getattr(env, "env_id", ""), e, _where(c, step), action) from None
         t3 = time.perf_counter()
         replay.add(action, reward, obs, terminated, truncated)
         frames = action_repeat if frames is None else frames

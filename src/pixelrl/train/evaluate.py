@@ -1,4 +1,9 @@
-"""Policy evaluation: deterministic episodes on a separate env, optional video of the first one."""
+"""Policy evaluation: deterministic episodes on a separate env, optional video of the first one.
+
+An env that raises while resetting or stepping is reported as the training env's error is
+(:func:`pixelrl.train.episode.env_step_error`: the env's error, where -- evaluation episode, its step, the agent
+step -- and the action), and a non-finite action stops evaluation with a
+:class:`~pixelrl.errors.DivergenceError` before it reaches the env."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pixelrl.errors import DivergenceError, PixelRLError
+from pixelrl.train.episode import env_step_error
 from pixelrl.train.video import frame_from_obs, write_video
 from pixelrl.utils.seeding import derive_seed
 
@@ -15,22 +22,33 @@ RANDOM_STREAM = 3
 
 
 def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int, index: int,
-                 record: bool = False) -> dict:
+                 record: bool = False, where: str = "") -> dict:
     """Run ``episodes`` episodes of ``policy(obs) -> action``; episode ``e`` of call ``index`` is reset with a
     seed derived from (seed, stream, index, e), so evaluation never touches the training RNGs.
+
+    An env that raises is an :class:`~pixelrl.errors.EnvStepError` naming the env, its error, the episode, the step
+    and the action (``where`` adds context, e.g. the agent step); a non-finite action a
+    :class:`~pixelrl.errors.DivergenceError`.
 
     Returns ``{"returns": [...], "lengths": [...], "frames": [...video frames of episode 0...]}``.
     """
     returns, lengths, frames = [], [], []
+    context = f" ({where})" if where else ""
     for e in range(episodes):
-        obs, _ = env.reset(seed=derive_seed(seed, stream, index, e))
+        at = f"evaluation episode {e + 1} of {episodes}"
+        obs = _reset(env, derive_seed(seed, stream, index, e), f"the reset of {at}{context}")
         if e == 0:
             record = record and has_pixels(obs)  # state observations: no video
         if record and e == 0:
             frames.append(frame_from_obs(obs))
         total, length, done = 0.0, 0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            action = policy(obs)
+            here = f"step {length} of {at}{context}"
+            if not _finite(action):
+                raise DivergenceError(f"the policy's action is not finite ({action}) at {here}: the networks "
+                                      "diverged")
+            obs, reward, terminated, truncated, _ = _step(env, action, here)
             total += float(reward)
             length += 1
             done = terminated or truncated
@@ -39,6 +57,40 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
         returns.append(total)
         lengths.append(length)
     return {"returns": returns, "lengths": lengths, "frames": frames}
+
+
+def _env_id(env) -> str:
+    for get in (lambda: env.get_wrapper_attr("env_id"), lambda: env.env_id, lambda: env.spec.id):
+        try:
+            return str(get())
+        except Exception:
+            pass
+    return type(env).__name__
+
+
+def _reset(env, seed: int, where: str):
+    try:
+        return env.reset(seed=seed)[0]
+    except PixelRLError:
+        raise
+    except Exception as e:
+        raise env_step_error(_env_id(env), e, where) from None
+
+
+def _step(env, action, where: str):
+    try:
+        return env.step(action)
+    except PixelRLError:
+        raise
+    except Exception as e:  # as the training env's error: the env's error, where, the action
+        raise env_step_error(_env_id(env), e, where, action) from None
+
+
+def _finite(action) -> bool:
+    try:
+        return bool(np.all(np.isfinite(np.asarray(action, dtype=np.float64))))
+    except (TypeError, ValueError):
+        return True  # not numeric (e.g. a dict): the env judges it
 
 
 def has_pixels(obs) -> bool:
@@ -69,14 +121,15 @@ def evaluate_agent(env, agent, *, step: int, episodes: int, seed: int, index: in
         with torch.no_grad():
             return agent.act(obs, step=step, eval_mode=True)
 
+    where = f"agent step {step:,}"
     res = run_episodes(env, policy, episodes, seed=seed, stream=EVAL_STREAM, index=index,
-                       record=video_path is not None)
+                       record=video_path is not None, where=where)
     row = {"eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
            "eval_length": float(np.mean(res["lengths"]))}
     extra = ""
     if index == 0 and eval_random:
         rnd = run_episodes(env, random_policy(action_space, derive_seed(seed, RANDOM_STREAM)), episodes, seed=seed,
-                           stream=RANDOM_STREAM, index=0)
+                           stream=RANDOM_STREAM, index=0, where=f"{where}, the random policy's baseline")
         row["random_return"] = float(np.mean(rnd["returns"]))
         extra = f" (random policy: {row['random_return']:.1f})"
     if video_path is not None and res["frames"]:

@@ -82,7 +82,11 @@ def _remove_if_only_lock(run_dir: Path) -> None:
 class Trainer:
     """Builds env, agent and replay from a resolved :class:`TrainConfig` and runs (or resumes) training."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, checkpoint: str | None = None,
+                 defer_writes: bool = False) -> None:
+        """``resume`` restores the run in ``cfg.run_dir`` from its latest checkpoint, or from the one named
+        ``checkpoint`` (a folder under ``checkpoints/``); with ``defer_writes`` the run folder is left untouched until
+        :meth:`commit_resume` (the batched trainer loads every seed before any of them changes a file)."""
         if cfg.run_dir is None:
             raise ConfigError("TrainConfig.run_dir must be set (the CLI fills it in)")
         if cfg.agent is None:
@@ -96,7 +100,9 @@ class Trainer:
         existed = self.run_dir.exists()
         self._lock = RunLock(self.run_dir)  # one writer per run folder, released by the OS if this process dies
         try:
-            self._init(cfg, resume)
+            self._init(cfg, resume, checkpoint)
+            if resume and not defer_writes:
+                self.commit_resume()
         except BaseException:
             self._close()
             if not existed:
@@ -114,7 +120,7 @@ class Trainer:
             if release:
                 self._lock.release()
 
-    def _init(self, cfg: TrainConfig, resume: bool) -> None:
+    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
         if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
@@ -162,16 +168,23 @@ class Trainer:
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,
                          "last_checkpoint_frames": -1, "wall_s": 0.0}
-        jsonl_offset = jsonl_copy = replay_manifest = None
+        self._restored = None
         if resume:
-            jsonl_offset, jsonl_copy, replay_manifest = self._restore()
+            self._restored = self._restore(checkpoint)  # writes nothing: commit_resume() does
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
-        self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard, jsonl_offset=jsonl_offset,
-                             purge_step=self.counters["frames"] if resume else None, jsonl_copy=jsonl_copy)
-        if replay_manifest is not None:  # everything has loaded: the replay folder goes back to the checkpoint's
-            write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(replay_manifest))
+            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
+            self._wall_start = time.perf_counter() - self.counters["wall_s"]
+
+    def commit_resume(self) -> None:
+        """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint and put the
+        replay folder back to the checkpoint's manifest -- the first changes a resume makes to the run folder."""
+        jsonl_offset, jsonl_copy, replay_manifest = self._restored
+        self._restored = None
+        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
+                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
+        write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(replay_manifest))
         self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
@@ -195,11 +208,15 @@ class Trainer:
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
-    def _restore(self) -> tuple[int, bytes | None, str]:
-        """Load the latest checkpoint into the agent, replay, RNGs and counters, writing nothing (the caller puts
-        the replay manifest back once everything has loaded). Returns the log's size at the checkpoint, the
-        checkpoint's copy of the log (None for checkpoints older than that copy) and the replay manifest."""
-        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+    def _restore(self, checkpoint: str | None = None) -> tuple[int, bytes | None, str]:
+        """Load the latest checkpoint (or the one named ``checkpoint``) into the agent, replay, RNGs and counters,
+        writing nothing (the caller puts the replay manifest back once everything has loaded). Returns the log's
+        size at the checkpoint, the checkpoint's copy of the log (None for checkpoints older than that copy) and the
+        replay manifest."""
+        if checkpoint is not None:
+            ckpt = self.run_dir / "checkpoints" / checkpoint
+        else:
+            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         if ckpt is None:
             raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing)")
         state = load_checkpoint(ckpt)
