@@ -259,8 +259,7 @@ def _print_summary(summary: dict) -> None:
     if summary.get("ended_by") == "time_budget":
         budget, target = summary.get("time_budget_min"), summary.get("target_frames")
         c.print(f"  ended by the {budget or 0:g}-minute time budget at {summary['frames']:,} of "
-                f"{target or 0:,} frames (this machine is slower than the preset's budget assumes; "
-                "`pixelrl resume RUN --frames N` continues it)")
+                f"{target or 0:,} frames; `pixelrl resume RUN --frames N` trains on to N frames")
     if fin is not None:
         ratio = f" ({fin / rnd:.1f}x the random policy's {rnd:.1f})" if rnd else ""
         c.print(f"  final eval return: {fin:.1f}{ratio}")

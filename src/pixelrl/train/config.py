@@ -158,8 +158,8 @@ class TrainConfig:
     time_budget_min: Optional[float] = None
     """Wall-clock budget in minutes: stop at the first episode boundary after this much training time (counted
     from the trainer's start, across resumes), then run the final evaluation and checkpoint, as at ``frames``.
-    None = no budget. The ``cpu-fast`` preset sets 14 so that ``make train`` ends within 15 minutes on slower CPUs
-    too (where ``frames`` is not reached in time); the summary says which of the two ended the run."""
+    None = no budget. The ``cpu-fast`` preset sets 13.5 so that ``make train`` ends within 15 minutes on any CPU
+    (``frames`` is then an upper bound only a fast CPU reaches); the summary says which of the two ended the run."""
     eval_every_frames: int = 10_000
     """Evaluate every this many env frames (at the first episode boundary at or after each multiple)."""
     eval_episodes: int = 10
