@@ -218,7 +218,9 @@ class Trainer:
         else:
             ckpt = latest_checkpoint(self.run_dir / "checkpoints")
         if ckpt is None:
-            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing)")
+            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing: "
+                              "the run stopped before its first checkpoint, so nothing can be continued); delete the "
+                              "folder and start the run again with `pixelrl train`")
         state = load_checkpoint(ckpt)
         saved_cfg = json.loads(state["config"]) if "config" in state else None
         now_cfg = to_dict(self.cfg)
