@@ -65,8 +65,30 @@ class StorageError(PixelRLError, OSError):
             need = f"at least {_size(needed)}" if needed else "more space"
             have = f" ({_size(free)} free now)" if free is not None else ""
             todo = f"free disk space: the write needs {need}{have}"
-        super().__init__(f"cannot write {path}: {what}. Nothing half-written was left; the last complete checkpoint "
-                         f"is intact. To continue: {todo}, then `pixelrl resume <run folder>`")
+        run, has_checkpoint = _run_folder_of(path)
+        if run is not None and not has_checkpoint:
+            after = (f"Nothing half-written was left; {run} has no checkpoint yet, so there is nothing to resume. "
+                     f"To continue: {todo}, then delete {run} and start the run again")
+        else:
+            where = f"`pixelrl resume {run}`" if run is not None else "`pixelrl resume <run folder>`"
+            after = (f"Nothing half-written was left; the last complete checkpoint is intact. To continue: {todo}, "
+                     f"then {where}")
+        super().__init__(f"cannot write {path}: {what}. {after}")
+
+
+def _run_folder_of(path: object):
+    """``(run folder, whether it has a finished checkpoint)`` for a path inside a run folder (one holding
+    ``config.json`` or ``checkpoints/``), or ``(None, False)`` when the path is not inside one."""
+    from pathlib import Path
+
+    try:
+        p = Path(str(path)).resolve()
+    except (OSError, RuntimeError):
+        return None, False
+    for d in (p, *p.parents):
+        if (d / "config.json").is_file() or (d / "checkpoints").is_dir():
+            return d, (d / "checkpoints" / "latest.json").is_file()
+    return None, False
 
 
 def _existing_parent(path: object):

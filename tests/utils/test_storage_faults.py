@@ -164,3 +164,21 @@ def test_loading_a_missing_checkpoint_says_not_found(tmp_path):
     with pytest.raises(NotFoundError, match="not found") as info:
         load_checkpoint(tmp_path / "nope")
     assert "never finished" not in str(info.value)
+
+
+def test_storage_error_says_resume_only_where_a_checkpoint_exists(tmp_path):
+    import errno
+
+    from pixelrl.errors import StorageError
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    fresh = str(StorageError(run / "metrics.jsonl", full, needed=1000))
+    assert "no checkpoint yet" in fresh and "start the run again" in fresh and "pixelrl resume" not in fresh
+    (run / "checkpoints" / "latest.json").write_text('{"name": "frames_000000001000"}')
+    later = str(StorageError(run / "replay" / "chunk.npz", full, needed=1000))
+    assert f"pixelrl resume {run.resolve()}" in later and "intact" in later
+    outside = str(StorageError(tmp_path / "elsewhere.bin", full))
+    assert "pixelrl resume <run folder>" in outside
