@@ -142,8 +142,10 @@ def test_trained_teacher_values_are_its_q(tmp_path, capsys):
     assert rtg.meta["teacher"]["checkpoint"] == "frames_000000000800" and rtg.meta["teacher"]["noise_std"] == 0.3
     assert rtg.meta["value"] == "return_to_go" and rtg.meta["discount"] == 0.99
     assert not np.allclose(rtg.values, q.values)
-    with pytest.raises(ConfigError, match="neither a folder nor a checkpoint"):
-        from pixelrl.train.snapshots import collect_snapshot_bank
+    from pixelrl.errors import NotFoundError
+    from pixelrl.train.snapshots import collect_snapshot_bank
+
+    with pytest.raises(NotFoundError, match="not found: it is neither a folder nor a checkpoint"):
 
         collect_snapshot_bank(None, str(run), 1, tmp_path / "x", checkpoint="frames_nope")
     assert main(["snapshots", "collect", "--out", str(tmp_path / "x"), *common, "--size", "64"]) == 1
