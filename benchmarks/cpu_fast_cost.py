@@ -4,8 +4,10 @@ limited to AVX2 (an approximation of an AVX2-only CPU such as the AMD EPYC where
 
 Every arm runs in its own subprocess (the kernel limits are read at process start), timing the agent's real
 ``update`` on a synthetic batch: a few warm-up updates, then the median of ``--reps``. It also prints what
-``precision='auto'`` chooses in each setting and projects the preset's training time: updates x update time (the
-env steps in a subprocess, overlapped with the update; evaluation is not counted).
+``precision='auto'`` chooses in each setting, the preset's update time for its frames (updates x update time; the env
+steps in a subprocess, overlapped with the update; evaluation is not counted) and, for the current preset, the
+frames its time budget allows at that update time (an upper bound: acting and evaluation also take time). Every arm
+runs once per round (``--rounds``), so a noisy stretch of a shared machine hits all arms alike; medians over rounds.
 
     .venv/bin/python benchmarks/cpu_fast_cost.py              # writes benchmarks/results/cpu_fast_cost_cpu.json
 """
@@ -61,6 +63,7 @@ def child(size: int, precision: str, reps: int, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/cpu_fast_cost_cpu.json")
     ap.add_argument("--child", nargs=2, metavar=("SIZE", "PRECISION"), help=argparse.SUPPRESS)
@@ -75,20 +78,31 @@ def main() -> None:
 
     env0 = {k: v for k, v in os.environ.items() if k not in AVX2_ENV and k != "PIXELRL_PRECISION"}
     presets = {"before (64x64)": OLD_PRESET, "current": {"size": cpu_fast["size"], "frames": cpu_fast["frames"]}}
+    arms = [(kernels, extra, name, p, precision) for kernels, extra in (("native", {}), ("AVX2-limited", AVX2_ENV))
+            for name, p in presets.items() for precision in ("fp32", "bf16")]
+    samples: dict[int, list[dict]] = {i: [] for i in range(len(arms))}
+    for rnd in range(args.rounds):  # every arm once per round: a noisy stretch of the machine hits all arms alike
+        for i, (kernels, extra, name, p, precision) in enumerate(arms):
+            out = subprocess.run([sys.executable, __file__, "--child", str(p["size"]), precision,
+                                  "--reps", str(args.reps), "--threads", str(args.threads)],
+                                 env={**env0, **extra}, capture_output=True, text=True, check=True)
+            samples[i].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"round {rnd + 1}: {kernels:13s} {name:15s} {precision}: {samples[i][-1]['update_ms']:7.1f} ms",
+                  flush=True)
     rows = []
-    for kernels, extra in (("native", {}), ("AVX2-limited", AVX2_ENV)):
-        for name, p in presets.items():
-            for precision in ("fp32", "bf16"):
-                out = subprocess.run([sys.executable, __file__, "--child", str(p["size"]), precision,
-                                      "--reps", str(args.reps), "--threads", str(args.threads)],
-                                     env={**env0, **extra}, capture_output=True, text=True, check=True)
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                updates = p["frames"] // cpu_fast["action_repeat"] - cpu_fast["num_seed_steps"]
-                r.update(kernels=kernels, preset=name, size=p["size"], precision=precision, frames=p["frames"],
-                         updates=updates, projected_update_min=updates * r["update_ms"] / 6e4)
-                rows.append(r)
-                print(f"{kernels:13s} {name:15s} {precision}: {r['update_ms']:7.1f} ms/update, {updates} updates "
-                      f"-> {r['projected_update_min']:5.1f} min; auto -> {r['auto']}", flush=True)
+    for i, (kernels, extra, name, p, precision) in enumerate(arms):
+        per_round = [s["update_ms"] for s in samples[i]]
+        r = {"update_ms": statistics.median(per_round), "update_ms_rounds": per_round,
+             "auto": [s["auto"] for s in samples[i]], "auto_reason": samples[i][-1]["auto_reason"]}
+        updates = p["frames"] // cpu_fast["action_repeat"] - cpu_fast["num_seed_steps"]
+        r.update(kernels=kernels, preset=name, size=p["size"], precision=precision, frames=p["frames"],
+                 updates=updates, projected_update_min=updates * r["update_ms"] / 6e4,
+                 frames_in_budget=None if p is OLD_PRESET else int(
+                     cpu_fast["time_budget_min"] * 6e4 / r["update_ms"] + cpu_fast["num_seed_steps"])
+                 * cpu_fast["action_repeat"])
+        rows.append(r)
+        print(f"{kernels:13s} {name:15s} {precision}: median {r['update_ms']:7.1f} ms/update over {args.rounds} rounds; "
+              f"auto -> {sorted(set(r['auto']))}", flush=True)
     ratios = {}
     for kernels in ("native", "AVX2-limited"):
         def ms(preset, prec):
@@ -101,7 +115,8 @@ def main() -> None:
               "avx2_env": AVX2_ENV, "rows": rows, "ratios": ratios,
               "note": "AVX2-limited = torch/oneDNN/MKL kernels limited by environment variables on this CPU: an "
                       "approximation of an AVX2-only machine of the same clock, not a measurement on one.",
-              "reproduce": f"python benchmarks/cpu_fast_cost.py --reps {args.reps} --threads {args.threads}"}
+              "reproduce": f"python benchmarks/cpu_fast_cost.py --reps {args.reps} --rounds {args.rounds} "
+                           f"--threads {args.threads}"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"ratios": ratios, "machine": result["machine"]}))
