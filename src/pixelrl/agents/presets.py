@@ -181,10 +181,10 @@ Precision is not set here: the agent's ``auto`` picks bf16 only where the CPU ru
 
 Why each choice (cartpole-swingup, fp32, measured on 2 cores; details in benchmarks/README.md):
 
-* 48x48 instead of 64x64 (the preset before): the update costs about half (fp32, AVX-512 EPYC: 26 vs 60 ms; with
-  kernels limited to AVX2: 31 vs 72 ms; benchmarks/results/cpu_fast_cost_cpu.json) and seed 1 learned no worse per
-  frame (eval 383 at 90k frames vs 349 for the 64x64 bf16 run of seed 1). The cheaper update buys frames: on an
-  AVX2-only CPU the 64x64 fp32 preset reached only 50k frames in 15 minutes.
+* 48x48 instead of 64x64 (the preset before): the update costs about half (fp32 on an AVX-512 EPYC: 38 vs 74 ms;
+  with the kernels limited to AVX2: 48 vs 94 ms; benchmarks/results/cpu_fast_cost_cpu.json) and seed 1 learned no
+  worse per frame (eval 383 at 90k frames vs 349 for the 64x64 bf16 run of seed 1). The cheaper update buys frames:
+  on an AVX2-only CPU the 64x64 fp32 preset reached only 50k frames in 15 minutes.
 * sigma over 3k agent steps instead of 10k: the 10k schedule spent 70% of the old run exploring with sigma > 0.1.
 * A time budget rather than a frame count: the curves still rise at 110k-150k frames, so the best use of 15
   minutes is to train for all of them; a fixed frame count either wastes a fast CPU's time or overruns a slow one.
@@ -193,4 +193,9 @@ Why each choice (cartpole-swingup, fp32, measured on 2 cores; details in benchma
   learning; lr 1e-3 (210 vs 215 at 40k).
 * ``actor_pre_tanh_penalty`` 1e-3 (DrQ-v2-style agents; SAC and residual skip it): without it the deterministic
   actor could saturate at +-1 within the first thousand updates and the run stalled at ~75 on some seeds
-  (benchmarks/results/cpu_fast_actor_penalty_states.json)."""
+  (benchmarks/results/cpu_fast_actor_penalty_states.json).
+
+Measured (fp32, by env frames; benchmarks/results/cpu_default_learning_48px_fp32_seeds123.json): eval at 110k / 160k
+frames, seed 1 447 / 800, seed 2 788 / 746, seed 3 276 / 337 (random ~125). The 13.5-minute budget allows ~215k
+frames on the AVX-512 EPYC (bf16) and ~115-140k on an AVX2-only CPU (fp32), so the goal of eval >= 750 on every seed
+within 15 minutes is not met yet: seed 3 learns slowly, and slower CPUs stop before the curves level."""
