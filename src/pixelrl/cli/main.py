@@ -230,6 +230,8 @@ def _announce(cfg) -> None:
         budget = f"offline_updates={updates:,} online_frames={online_frames:,}"
     else:
         budget = f"frames={cfg.frames:,}"
+        if cfg.time_budget_min is not None:
+            budget += f" or {cfg.time_budget_min:g} min (time budget, whichever comes first)"
     c.print(f"[bold]pixelrl train[/bold] {cfg.env} agent={cfg.agent_name} preset={cfg.preset} "
             f"{f'seeds={cfg.seeds} (batched)' if cfg.seeds else f'seed={cfg.seed}'} "
             f"{budget} device={cfg.device}")
