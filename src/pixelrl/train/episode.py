@@ -21,6 +21,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
@@ -329,3 +330,23 @@ def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int,
             c[last_checkpoint_key] = c["frames"]
             checkpoint()
         episode()
+
+
+def where_to_resume(run_dir: Path, *, diverged: bool) -> str:
+    """Where a run's last checkpoint is and the command that goes on from it (the end of a divergence or Ctrl-C
+    message of the online and offline trainers)."""
+    from pixelrl.errors import PixelRLError
+    from pixelrl.utils.checkpoint import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    try:
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+    except PixelRLError:
+        ckpt = None
+    if ckpt is None:
+        return "No checkpoint was written yet; start a new run."
+    if diverged:
+        return (f"The last good checkpoint is kept: {ckpt}. To continue from it with other settings, edit them in "
+                f"{run_dir / 'config.json'} (e.g. a lower agent.lr), then run `pixelrl resume {run_dir}`.")
+    return f"The last checkpoint is {ckpt}; `pixelrl resume {run_dir}` continues from it."
+

@@ -52,9 +52,10 @@ from pixelrl.agents import make_agent
 from pixelrl.data.mixing import MixedSampler
 from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.envs import make
-from pixelrl.errors import ConfigError, DivergenceError, Interrupted, PixelRLError
+from pixelrl.errors import ConfigError, DivergenceError, Interrupted
 from pixelrl.train.config import OfflineConfig
-from pixelrl.train.episode import EnvRunner, check_finite_parameters, train_episode, train_until
+from pixelrl.train.episode import (EnvRunner, check_finite_parameters, train_episode, train_until,
+                                   where_to_resume)
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
 from pixelrl.train.logger import Logger
@@ -551,17 +552,7 @@ class OfflineTrainer:
             self._lock.release()  # after the summary and curve: the run folder is this process's until then
 
     def _where_to_resume(self, *, diverged: bool) -> str:
-        """Where the last checkpoint is and the command that goes on from it."""
-        try:
-            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
-        except PixelRLError:
-            ckpt = None
-        if ckpt is None:
-            return "No checkpoint was written yet; start a new run."
-        if diverged:
-            return (f"The last good checkpoint is kept: {ckpt}. To continue from it with other settings, edit them in "
-                    f"{self.run_dir / 'config.json'} (e.g. a lower agent.lr), then run `pixelrl resume {self.run_dir}`.")
-        return f"The last checkpoint is {ckpt}; `pixelrl resume {self.run_dir}` continues from it."
+        return where_to_resume(self.run_dir, diverged=diverged)
 
     def _finish(self) -> dict[str, Any]:
         evals = self.logger.rows["eval"]
