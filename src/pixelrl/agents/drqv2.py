@@ -371,15 +371,23 @@ class ObsTensorMixin:
             return torch.randn((n, *space.shape), generator=gen).to(self.device)
 
         space = self.observation_space
-        if self.obs_kind == "dict":
-            obs = {k: synthetic(space.spaces[k], k == "pixels") for k in ("pixels", "state") if k in space.spaces}
-        else:
-            obs = synthetic(space, self.obs_kind == "pixels")
-        action = (torch.rand((n, self.action_dim), generator=gen) * 2 - 1).to(self.device)
+        inputs: dict = {}  # built at the first probe call: no batch is allocated where bf16 is not even timed
+
+        def batch():
+            if not inputs:
+                if self.obs_kind == "dict":
+                    inputs["obs"] = {k: synthetic(space.spaces[k], k == "pixels") for k in ("pixels", "state")
+                                     if k in space.spaces}
+                else:
+                    inputs["obs"] = synthetic(space, self.obs_kind == "pixels")
+                inputs["action"] = (torch.rand((n, self.action_dim), generator=gen) * 2 - 1).to(self.device)
+            return inputs["obs"], inputs["action"]
+
         critic = getattr(self, "critic", None)
         modules = [m for m in (self.encoder, self.actor, critic) if m is not None]
 
         def loss() -> torch.Tensor:
+            obs, action = batch()
             feat = self.encoder(obs)
             out = self.actor(feat.detach())
             total = (out[0] if isinstance(out, tuple) else out).float().sum()
