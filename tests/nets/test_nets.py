@@ -84,3 +84,23 @@ def test_sample_action_clip_and_straight_through():
     x = torch.tensor([2.0, -3.0, 0.5], requires_grad=True)
     y = clamp_straight_through(x)
     assert y.tolist() == pytest.approx([1 - 1e-6, -1 + 1e-6, 0.5])
+
+
+def test_nature_cnn_shapes_scale_and_orthogonal_init():
+    import pytest
+    import torch
+
+    from pixelrl.nets import NatureCNN, orthogonal_init
+
+    net = NatureCNN(4)
+    assert net.conv_dim == 3136 and net.repr_dim == 512
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    # uint8 and the same pixels as float give the same features (the /255 happens inside)
+    assert torch.equal(net(x), net(x.float()))
+    assert NatureCNN(4, out_dim=0).repr_dim == 3136
+    with pytest.raises(ValueError, match="too small"):
+        NatureCNN(4, (32, 32))
+    orthogonal_init(net, gain=2 ** 0.5, bias=0.0)
+    w = net.fc[0].weight  # [512, 3136]: orthogonal rows scaled by the gain
+    assert torch.allclose(w @ w.T, 2.0 * torch.eye(512), atol=1e-4)
+    assert torch.count_nonzero(net.fc[0].bias) == 0

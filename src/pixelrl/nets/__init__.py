@@ -3,7 +3,7 @@
 from pixelrl.nets.actor import Actor, clamp_straight_through, sample_action
 from pixelrl.nets.augment import RandomShift, random_shift, random_shift_index
 from pixelrl.nets.critic import Critic, QHead, ScalarQHead
-from pixelrl.nets.encoders import ConvEncoder, ObsEncoder, conv_output_size
+from pixelrl.nets.encoders import ConvEncoder, NatureCNN, ObsEncoder, conv_output_size, orthogonal_init
 from pixelrl.nets.layers import EnsembleLinear, mlp, weight_init
 from pixelrl.nets.moe import MoE, MoEConfig
 
@@ -14,6 +14,7 @@ __all__ = [
     "EnsembleLinear",
     "MoE",
     "MoEConfig",
+    "NatureCNN",
     "ObsEncoder",
     "QHead",
     "RandomShift",
@@ -21,6 +22,7 @@ __all__ = [
     "clamp_straight_through",
     "conv_output_size",
     "mlp",
+    "orthogonal_init",
     "random_shift",
     "random_shift_index",
     "sample_action",

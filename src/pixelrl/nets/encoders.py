@@ -10,7 +10,7 @@ from torch import nn
 
 from pixelrl.nets.layers import weight_init
 
-__all__ = ["conv_output_size", "ConvEncoder", "ObsEncoder"]
+__all__ = ["conv_output_size", "ConvEncoder", "NatureCNN", "ObsEncoder", "orthogonal_init"]
 
 
 def conv_output_size(size: int, strides: Sequence[int], kernel: int = 3) -> int:
@@ -64,6 +64,47 @@ class ConvEncoder(nn.Module):
         h = F.conv2d(x, w / 255.0, conv0.bias - 0.5 * w.sum(dim=(1, 2, 3)), conv0.stride)
         h = self.convnet[1:](h)
         return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)
+
+
+class NatureCNN(nn.Module):
+    """The Nature-DQN encoder (Mnih et al. 2015), used by DQN-family agents and by PPO on Atari: ``x/255``, then
+    32 8x8/4, 64 4x4/2, 64 3x3/1 convolutions with ReLU, flattened (3136 features at 84x84), then a linear layer to
+    ``out_dim`` (512) with ReLU. ``out_dim=0`` leaves the flattened conv features (``repr_dim`` = their size).
+
+    Initialisation is PyTorch's default; an agent that follows a reference with another init (CleanRL's PPO:
+    orthogonal, gain sqrt(2), bias 0) applies it itself (:func:`orthogonal_init`)."""
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int] = (84, 84), out_dim: int = 512) -> None:
+        super().__init__()
+        self.convnet = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Flatten())
+        h, w = image_size
+        for k, s in ((8, 4), (4, 2), (3, 1)):
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+            if h <= 0 or w <= 0:
+                raise ValueError(f"image {image_size} too small for the Nature CNN (needs at least 36x36)")
+        self.conv_dim = 64 * h * w
+        self.fc = nn.Sequential(nn.Linear(self.conv_dim, out_dim), nn.ReLU(inplace=True)) if out_dim else None
+        self.repr_dim = out_dim or self.conv_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: pixels in [0, 255] (uint8 or float) ``[B, C, H, W]`` -> features ``[B, repr_dim]``."""
+        h = self.convnet(x.float() / 255.0)
+        return self.fc(h) if self.fc is not None else h
+
+
+def orthogonal_init(module: nn.Module, gain: float = 2 ** 0.5, bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights with ``gain`` and constant ``bias`` for every Linear / Conv2d in ``module`` (CleanRL's
+    ``layer_init``); returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(m.weight, gain)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
+    return module
 
 
 class ObsEncoder(nn.Module):
