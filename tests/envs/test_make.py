@@ -242,6 +242,42 @@ def test_ale_pong():
     np.testing.assert_array_equal(seq[-1][0], seq2[-1][0])
 
 
+def test_ale_life_loss_flag_and_fire_reset():
+    if not HAS_ALE:
+        pytest.skip("ale-py / opencv not installed (pip install 'pixelrl[atari]')")
+    env = make("ale/Breakout", repeat_action_probability=0.0, fire_reset=True)
+    obs, info = env.reset(seed=3)
+    lives, losses, rng = info["lives"], [], np.random.default_rng(0)
+    for _ in range(5000):
+        obs, r, term, trunc, info = env.step(int(rng.integers(4)))
+        if info["life_loss"]:
+            losses.append(info["lives"])
+        if term or trunc:
+            break
+    assert term and lives == 5
+    assert losses == [4, 3, 2, 1, 0]  # one flag per life lost, the last one at game over
+    with pytest.raises(ConfigError, match="unknown env option"):
+        make("ale/Breakout", sticky=0.0)
+    # without fire_reset Breakout waits for FIRE: the ball is not in play after NOOPs
+    plain = make("ale/Breakout", repeat_action_probability=0.0, noop_max=0)
+    plain.reset(seed=3)
+    fired = make("ale/Breakout", repeat_action_probability=0.0, noop_max=0, fire_reset=True)
+    fired.reset(seed=3)
+    a = [plain.step(0)[0] for _ in range(8)][-1]
+    b = [fired.step(0)[0] for _ in range(8)][-1]
+    assert not np.array_equal(a, b)
+
+
+def test_action_kind_without_starting_a_simulator():
+    from pixelrl.envs import action_kind
+
+    assert action_kind("dmc/cartpole-swingup") == "continuous"
+    assert action_kind("ale/Pong") == "discrete"
+    assert action_kind("gym/CartPole-v1") == "discrete"
+    assert action_kind("gym/Pendulum-v1") == "continuous"
+    assert action_kind("gym/NoSuchEnv-v0") is None and action_kind("nonsense") is None
+
+
 # --------------------------------------------------------------------------------------------- errors
 
 

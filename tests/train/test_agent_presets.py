@@ -171,3 +171,34 @@ def test_taco_walker_setting_and_reference_double_step_train_and_resume_exactly(
 
     for kind in ("train", "eval"):
         assert strip(read_rows(straight.run_dir, kind)) == strip(read_rows(first.run_dir, kind)), kind
+
+
+def test_agent_env_mismatch_fails_before_any_env_with_the_agents_that_fit(monkeypatch):
+    import pixelrl.envs.factory as factory
+    from pixelrl.agents import AGENTS, AgentSpec
+    from pixelrl.errors import ConfigError
+    from pixelrl.train.setup import build_config
+
+    def no_env(*a, **k):
+        raise AssertionError("an env was made before the mismatch was reported")
+
+    monkeypatch.setattr(factory, "_make_ale", no_env)
+    monkeypatch.setattr(factory, "_make_dmc", no_env)
+    with pytest.raises(ConfigError) as e:
+        build_config("ale/Pong", "drqv2", "auto", "cpu")
+    msg = str(e.value)
+    assert "\n" not in msg and "'drqv2' needs a continuous" in msg and "ale/Pong has discrete" in msg
+    # the message lists the agents that fit, from the registry
+    monkeypatch.setitem(AGENTS, "fake-dqn", AgentSpec(*AGENTS["drqv2"][:2], actions=("discrete",)))
+    with pytest.raises(ConfigError, match="agents for discrete actions: fake-dqn"):
+        build_config("ale/Pong", "sac", "auto", "cpu")
+
+
+def test_cpu_fast_dmc_render_settings_stay_on_dmc():
+    from pixelrl.train.setup import build_config
+
+    dmc = build_config("dmc/cartpole-swingup", "drqv2", "cpu-fast", "cpu")
+    assert (dmc.size, dmc.action_repeat, dmc.fast_render) == (48, 8, True)
+    gym_cfg = build_config("gym/Pendulum-v1", "drqv2", "cpu-fast", "cpu")
+    assert (gym_cfg.size, gym_cfg.action_repeat, gym_cfg.fast_render) == (84, None, False)
+    assert gym_cfg.agent.batch_size == dmc.agent.batch_size  # the agent's CPU sizes still apply

@@ -62,6 +62,14 @@ class AgentSpec(NamedTuple):
     on a CPU. Off for the offline agents, whose published state-based settings are already CPU-sized."""
     cpu_fast_skip: tuple[str, ...] = ()
     """Agent fields of the ``cpu-fast`` preset not applied to this agent (settings it does not support)."""
+    actions: tuple[str, ...] = ("continuous",)
+    """Action spaces the agent can act in: ``"continuous"`` (a ``Box`` in [-1, 1]) and / or ``"discrete"``
+    (``Discrete(n)``). A run whose env does not fit fails before any env process starts, naming the agents that
+    do (:func:`agents_for`)."""
+    trainer: str = "off-policy"
+    """Which trainer runs the agent: ``"off-policy"`` (the online replay loop, ``pixelrl.train.loop``),
+    ``"on-policy"`` (rollouts, ``pixelrl.train.onpolicy``) or ``"sqirl"`` (SQIRL's horizon-by-horizon
+    fitted Q-iteration, ``pixelrl.train.sqirl``). Offline runs (``--dataset``) use the offline trainer."""
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -80,6 +88,23 @@ AGENTS: dict[str, AgentSpec] = {
                           cpu_fast_skip=("actor_pre_tanh_penalty",)),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
+
+
+def agents_for(action_kind: str) -> list[str]:
+    """Names of the registered agents that can act in ``action_kind`` (``"continuous"`` or ``"discrete"``)."""
+    return sorted(n for n, spec in AGENTS.items() if action_kind in spec.actions)
+
+
+def check_agent_fits(name: str, action_kind: str | None, env_id: str) -> None:
+    """Raise one ``ConfigError`` if agent ``name`` cannot act in ``env_id``'s action space (``action_kind`` as given
+    by :func:`pixelrl.envs.action_kind`; None = unknown, not checked)."""
+    spec = get_spec(name)
+    if action_kind is None or action_kind in spec.actions:
+        return
+    fit = agents_for(action_kind)
+    raise ConfigError(f"agent {name!r} needs a {' or '.join(spec.actions)} action space, but {env_id} has "
+                      f"{action_kind} actions; agents for {action_kind} actions: "
+                      f"{', '.join(fit) if fit else 'none yet'}")
 
 
 def nest_overrides(flat: dict) -> dict:
@@ -149,5 +174,5 @@ def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu
     return spec.agent_cls(observation_space, action_space, cfg, device)
 
 
-__all__ = ["AGENTS", "AgentSpec", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
+__all__ = ["AGENTS", "AgentSpec", "agents_for", "check_agent_fits", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
            "agent_train_preset", "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

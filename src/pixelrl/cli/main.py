@@ -122,14 +122,9 @@ def cmd_train(argv: list[str]) -> int:
     if cfg.run_dir is None:
         cfg = dataclasses.replace(cfg, run_dir=default_run_dir(cfg.env, cfg.agent_name, cfg.seed))
     _announce(cfg)
-    if cfg.offline is not None and cfg.offline.active:
-        from pixelrl.train.offline import OfflineTrainer
+    from pixelrl.train.setup import trainer_class
 
-        trainer = OfflineTrainer(cfg)
-    else:
-        from pixelrl.train.loop import Trainer
-
-        trainer = Trainer(cfg)
+    trainer = trainer_class(cfg)(cfg)
     _announce_decisions(trainer.cfg)
     summary = trainer.run()
     _print_summary(summary)
@@ -272,7 +267,6 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_resume(argv: list[str]) -> int:
-    from pixelrl.train.loop import Trainer
     from pixelrl.train.setup import load_run_config
 
     args = _parse(_Resume, argv, "pixelrl resume")
@@ -294,12 +288,9 @@ def cmd_resume(argv: list[str]) -> int:
     new_budget = args.frames is not None and (args.frames != cfg.frames or cfg.time_budget_min is not None)
     if new_budget:
         cfg = dataclasses.replace(cfg, frames=args.frames, time_budget_min=None)  # a frame budget replaces the time one
-    if offline:
-        from pixelrl.train.offline import OfflineTrainer
+    from pixelrl.train.setup import trainer_class
 
-        trainer = OfflineTrainer(cfg, resume=True)
-    else:
-        trainer = Trainer(cfg, resume=True)
+    trainer = trainer_class(cfg)(cfg, resume=True)
     # Everything the run depends on has loaded (checkpoint, replay, log): only now does the run folder change.
     for change in getattr(trainer, "changed_settings", []):
         print(f"pixelrl resume: config.json differs from the checkpoint, resuming with {change}", file=sys.stderr)

@@ -5,7 +5,7 @@ On Linux ``MUJOCO_GL`` defaults to ``egl`` if unset (see :mod:`pixelrl.envs._gl`
 """
 
 from pixelrl.envs._gl import ensure_mujoco_gl as _ensure_mujoco_gl
-from pixelrl.envs.factory import list_envs, make, make_vector
+from pixelrl.envs.factory import action_kind, list_envs, make, make_vector
 from pixelrl.envs.snapshot import SnapshotBank, SnapshotResetWrapper, collect_snapshots  # noqa: F401
 from pixelrl.envs.wrappers import (
     ActionRepeat,
@@ -20,6 +20,7 @@ from pixelrl.envs.wrappers import (
 _ensure_mujoco_gl()
 
 __all__ = [
+    "action_kind",
     "ActionRepeat",
     "ActionScale",
     "ChannelFirst",

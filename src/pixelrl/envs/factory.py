@@ -7,10 +7,12 @@ imported inside functions, so ``import pixelrl.envs`` works without any of them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import multiprocessing as mp
 import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -113,6 +115,41 @@ def _split(env_id: str) -> tuple[str, str]:
 
 def _all_ids_for_suggestions() -> list[str]:
     return list_envs()
+
+
+def action_kind(env_id: str) -> str | None:
+    """``"continuous"`` or ``"discrete"``: the kind of action space ``make(env_id)`` gives, known without starting a
+    simulator where the family fixes it (dmc/: continuous, ale/: discrete); gym/ ids are made once without
+    rendering to read it. None when it cannot be told here (an unknown id: :func:`make` names the problem)."""
+    try:
+        prefix, name = _split(env_id)
+    except UnknownEnvError:
+        return None
+    if prefix == "dmc":
+        return "continuous"
+    if prefix == "ale":
+        return "discrete"
+    try:
+        with _quiet_make():
+            env = gym.make(name)
+        try:
+            space = env.action_space
+        finally:
+            env.close()
+    except Exception:  # noqa: BLE001 -- unknown id or missing extra: make() reports it properly
+        return None
+    if isinstance(space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(space, gym.spaces.Box):
+        return "continuous"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_make():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 # ---------------------------------------------------------------------------------------------- make
@@ -259,14 +296,22 @@ def _make_ale(env_id, name, seed, action_repeat, frame_stack, size, obs, camera,
     kwargs = dict(options)
     noop_max = int(kwargs.pop("noop_max", 30))
     life_loss = bool(kwargs.pop("terminal_on_life_loss", False))
+    fire_reset = bool(kwargs.pop("fire_reset", False))
     kwargs["frameskip"] = 1
-    base = gym.make(f"ALE/{game}-v5", **kwargs)
+    try:
+        base = gym.make(f"ALE/{game}-v5", **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"ale/{game}: unknown env option ({e}); ale options are noop_max, terminal_on_life_loss, "
+                          "fire_reset and ALE's own (repeat_action_probability, full_action_space, "
+                          "max_num_frames_per_episode, mode, difficulty)") from None
     repeat = 4 if action_repeat is None else int(action_repeat)
     env = gym.wrappers.AtariPreprocessing(
         base, noop_max=noop_max, frame_skip=repeat, screen_size=size, terminal_on_life_loss=life_loss,
         grayscale_obs=True, grayscale_newaxis=False, scale_obs=False,
     )
     env = _AleFrames(env)
+    if fire_reset:
+        env = _FireReset(env)
     env = ChannelFirst(env)
     stack = _default_stack(frame_stack, obs, 4)
     env = FrameStack(env, stack)
@@ -274,25 +319,53 @@ def _make_ale(env_id, name, seed, action_repeat, frame_stack, size, obs, camera,
 
 
 class _AleFrames(gym.Wrapper):
-    """Set ``info["frames"]`` from ALE's ``episode_frame_number`` (fewer than frame_skip at game over)."""
+    """Set ``info["frames"]`` from ALE's ``episode_frame_number`` (fewer than frame_skip at game over), and
+    ``info["life_loss"]``: True on the step that lost a life (game over included). Learners that treat a lost life
+    as the end of their return -- DQN's Atari-100k protocol, PPO's ``EpisodicLifeEnv`` -- read it while the scored
+    episode runs on to game over."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self._last = 0
+        self._lives = 0
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._last = int(info.get("episode_frame_number", 0))
+        self._lives = int(info.get("lives", 0))
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info)
         if "episode_frame_number" in info:
             now = int(info["episode_frame_number"])
-            info = dict(info)
             info["frames"] = now - self._last
             self._last = now
+        lives = int(info.get("lives", self._lives))
+        info["life_loss"] = bool(terminated or lives < self._lives)
+        self._lives = lives
         return obs, reward, terminated, truncated, info
+
+
+class _FireReset(gym.Wrapper):
+    """Press FIRE (then action 2) after every reset, for games that wait for it (CleanRL's / baselines'
+    ``FireResetEnv``); a no-op wrapper for games without FIRE."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self._active = len(meanings) >= 3 and meanings[1] == "FIRE"
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        if not self._active:
+            return obs, info
+        for action in (1, 2):
+            obs, _, terminated, truncated, _ = self.env.step(action)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        return obs, info
 
 
 # -------------------------------------------------------------------------------------------- vector

@@ -208,6 +208,10 @@ class TrainConfig:
     """S3RL: agent steps before an episode started from a snapshot is truncated (paper: 100)."""
     snapshot_active_agent_steps: int = 100_000
     """S3RL: agent steps during which resets use snapshots (paper: the first 100k steps)."""
+    env_options: Annotated[Optional[dict], tyro.conf.Suppress] = None
+    """Family-specific options passed to ``pixelrl.envs.make`` (e.g. for ``ale/``: ``repeat_action_probability``,
+    ``noop_max``, ``fire_reset``, ``max_num_frames_per_episode``); set by agent presets (the Atari protocols of
+    PPO and the DQN family) and recorded in config.json. None: the family's defaults."""
     agent: Any = None
     """Agent hyper-parameters (``--agent.<field>``); filled with the chosen agent's config and preset."""
     decisions: Annotated[Optional[dict], tyro.conf.Suppress] = None
@@ -234,4 +238,6 @@ class TrainConfig:
             kw["action_repeat"] = self.action_repeat
         if self.frame_stack is not None:
             kw["frame_stack"] = self.frame_stack
+        if self.env_options:
+            kw.update(self.env_options)
         return kw

@@ -15,6 +15,30 @@ from pixelrl.train.config import TrainConfig
 from pixelrl.utils.dataclass_io import from_dict
 
 PRESETS = ("auto", "paper", "cpu-fast", "none")
+CPU_FAST_DMC_ONLY = ("size", "action_repeat", "fast_render")
+"""Settings of the ``cpu-fast`` preset measured on DeepMind Control renders (48x48 frames, action repeat 8, the fast
+renderer); other env families keep their own (Atari: 84x84, frame skip 4)."""
+
+
+def trainer_class(cfg: TrainConfig) -> type:
+    """The trainer that runs ``cfg``: the offline trainer for ``--dataset`` / ``--demos`` runs, else the one the
+    agent's :class:`~pixelrl.agents.AgentSpec` names (off-policy replay loop, on-policy rollouts, SQIRL)."""
+    if cfg.offline is not None and cfg.offline.active:
+        from pixelrl.train.offline import OfflineTrainer
+
+        return OfflineTrainer
+    kind = get_spec(cfg.agent_name).trainer
+    if kind == "on-policy":
+        from pixelrl.train.onpolicy import OnPolicyTrainer
+
+        return OnPolicyTrainer
+    if kind == "sqirl":
+        from pixelrl.train.sqirl import SQIRLTrainer
+
+        return SQIRLTrainer
+    from pixelrl.train.loop import Trainer
+
+    return Trainer
 
 
 def agent_config_class(agent_name: str) -> type:
@@ -43,6 +67,10 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
     < the ``cpu-fast`` preset < ``overrides``."""
     resolved = resolve_preset_name(preset, device)
     cfg_cls = agent_config_class(agent_name)
+    from pixelrl.agents import check_agent_fits
+    from pixelrl.envs import action_kind
+
+    check_agent_fits(agent_name, action_kind(env), env)  # before any preset or env process
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     agent_fields = {f.name for f in dataclasses.fields(cfg_cls)}
     train_over: dict[str, Any] = {}
@@ -67,8 +95,10 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
     split(agent_train_preset(agent_name, env, obs), f"agent '{agent_name}' preset")  # e.g. drq's action repeat
     if resolved == "cpu-fast":
         spec = get_spec(agent_name)
+        on_dmc = env.startswith("dmc/")
         split({k: v for k, v in cpu_fast.items()
-               if k in train_fields or (spec.cpu_fast and k not in spec.cpu_fast_skip)}, "preset 'cpu-fast'")
+               if (on_dmc or k not in CPU_FAST_DMC_ONLY)
+               and (k in train_fields or (spec.cpu_fast and k not in spec.cpu_fast_skip))}, "preset 'cpu-fast'")
     agent_user = nest_overrides(overrides.pop("agent", None) or {})
     agent_over = merge_overrides(agent_over, agent_user)
     train_over.update(overrides)
