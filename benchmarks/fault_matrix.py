@@ -404,29 +404,11 @@ def _disk_full(site: str):
         armed["on"] = True
         return out
 
-    class HalfWriter:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            if not armed["on"]:
-                return self.f.write(data)
-            self.f.write(data[: len(data) // 2])
-            self.f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
+    from pixelrl.utils.testing import HalfWriter
 
     def fake_open(path, mode="r", *a, **k):
         f = builtins.open(path, mode, *a, **k)
-        return HalfWriter(f) if str(path).endswith("metrics.jsonl") and "a" in mode else f
+        return HalfWriter(f, lambda: armed["on"]) if str(path).endswith("metrics.jsonl") and "a" in mode else f
 
     def plot_runs(runs, out, **kw):
         if not armed["on"]:

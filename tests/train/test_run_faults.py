@@ -343,23 +343,7 @@ def test_disk_full_while_appending_a_row_leaves_no_partial_row(tmp_path, monkeyp
     log.log("train", {"frames": 1, "agent_steps": 1})
     before = (tmp_path / "metrics.jsonl").read_bytes()
 
-    class HalfWriter:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            self.f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
+    from pixelrl.utils.testing import HalfWriter
 
     def fake_open(path, mode="r", *a, **k):
         f = builtins.open(path, mode, *a, **k)
