@@ -402,6 +402,7 @@ def make_vector(
     seed: int = 0,
     asynchronous: bool = True,
     context: str | None = None,
+    autoreset_mode: str = "NextStep",
     **make_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of ``make(env_id, seed=seed + i, **make_kwargs)`` in a Gymnasium vector env.
@@ -411,8 +412,9 @@ def make_vector(
     the multiprocessing start method: ``"forkserver"`` (the default, where available, else ``"spawn"``),
     ``"spawn"`` or ``"fork"``. Only use ``"fork"`` if this process has not rendered yet: a child forked
     after the parent created an EGL/OSMesa context can hang on its first render.
-    Sub-envs auto-reset (Gymnasium's next-step mode); call ``reset(seed=[...])`` for explicit per-episode
-    seeds. The returned env has ``env_id``, ``action_repeat``, ``frame_stack`` attributes.
+    Sub-envs auto-reset (Gymnasium's next-step mode; ``autoreset_mode="SameStep"`` resets in the step that ends
+    the episode and puts its last observation and info under ``info["final_obs"]`` / ``info["final_info"]``, as
+    on-policy rollouts need); call ``reset(seed=[...])`` for explicit per-episode seeds. The returned env has ``env_id``, ``action_repeat``, ``frame_stack`` attributes.
     """
     if int(num_envs) < 1:
         raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
@@ -425,9 +427,10 @@ def make_vector(
     if asynchronous:
         if context is None:
             context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        vec = gym.vector.AsyncVectorEnv(fns, shared_memory=True, context=context, worker=_quiet_worker)
+        vec = gym.vector.AsyncVectorEnv(fns, shared_memory=True, context=context, worker=_quiet_worker,
+                                        autoreset_mode=autoreset_mode)
     else:
-        vec = gym.vector.SyncVectorEnv(fns)
+        vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
     for attr in ("env_id", "action_repeat", "frame_stack"):
         setattr(vec, attr, vec.get_attr(attr)[0])
     vec.action_space.seed(int(seed))
