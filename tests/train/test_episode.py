@@ -149,3 +149,20 @@ def test_stop_ends_the_run_at_a_boundary_with_final_eval_and_checkpoint():
     events = _cadence(c, 10_000, None, stop=stop)
     assert events == ["E0", "C0", "ep", "ep", "E800", "C800"]
     assert checks == [0, 400, 800]  # asked once per boundary
+
+
+def test_where_to_resume_names_the_checkpoint_or_the_seed_runs(tmp_path):
+    from pixelrl.train.episode import where_to_resume
+    from pixelrl.utils.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    assert where_to_resume(run, diverged=False) == "No checkpoint was written yet; start a new run."
+    ckpt = save_checkpoint(run / "checkpoints", "frames_000000000100", {"x": np.zeros(2)})
+    msg = where_to_resume(run, diverged=True)
+    assert str(ckpt) in msg and f"pixelrl resume {run}" in msg and "config.json" in msg
+    # a --seeds run: the checkpoints live in the seed folders, the resume command names the batch folder
+    seeds = [run / "s1", run / "s2"]
+    assert where_to_resume(run, diverged=False, seed_dirs=seeds).startswith("No checkpoint")
+    save_checkpoint(seeds[1] / "checkpoints", "frames_000000000100", {"x": np.zeros(2)})
+    msg = where_to_resume(run, diverged=True, seed_dirs=seeds)
+    assert "one per seed" in msg and "each seed's config.json" in msg and msg.endswith(f"`pixelrl resume {run}`.")

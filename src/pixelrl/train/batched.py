@@ -45,7 +45,7 @@ from pixelrl.agents.batched import BatchedDrQv2
 from pixelrl.errors import (ConfigError, CorruptFileError, DivergenceError, Interrupted,
                             NotFoundError, PixelRLError)
 from pixelrl.train.config import TrainConfig, parse_seeds
-from pixelrl.train.episode import EpisodeResult, env_step_error, train_until, warmup_action
+from pixelrl.train.episode import EpisodeResult, env_step_error, train_until, warmup_action, where_to_resume
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
 from pixelrl.utils.atomic import RunLock, write_json_atomic
@@ -374,20 +374,18 @@ class BatchedTrainer:
                         evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
                         episode=lambda: self._episode(progress), stop=self.trainers[0]._over_budget)
         except DivergenceError as e:
-            todo = "continue from them with other settings: edit them in each seed's config.json, then run"
-            raise DivergenceError(f"{e}. {self._where_to_resume(todo)}") from None
+            raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
         except KeyboardInterrupt:
-            raise Interrupted(f"interrupted at frame {c['frames']:,}. {self._where_to_resume('continue with')}"
+            raise Interrupted(f"interrupted at frame {c['frames']:,}. {self._where_to_resume(diverged=False)}"
                               ) from None
         finally:
             progress.close()
             self._close()
         return self._finish()
 
-    def _where_to_resume(self, todo: str) -> str:
-        if not any((seed_run_dir(self.run_dir, s) / "checkpoints" / "latest.json").exists() for s in self.seeds):
-            return "No checkpoint was written yet; start a new run."
-        return f"The last good checkpoints are kept. To {todo} `pixelrl resume {self.run_dir}`."
+    def _where_to_resume(self, *, diverged: bool) -> str:
+        return where_to_resume(self.run_dir, diverged=diverged,
+                               seed_dirs=[seed_run_dir(self.run_dir, s) for s in self.seeds])
 
     def _finish(self) -> dict[str, Any]:
         from pixelrl.train.plot import plot_runs

@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,8 @@ class EnvRunner:
                  wrap: Any = None) -> None:
         self.env_id = env_id
         self.vector = asynchronous and wrap is None
+        self.life_loss = False
+        """Whether the last step lost a life (``info["life_loss"]`` of ``ale/`` envs; always False elsewhere)."""
         if self.vector:
             self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
         else:
@@ -81,9 +83,11 @@ class EnvRunner:
             with _quiet_gymnasium():  # an env error comes back as one exception, without the worker's log lines
                 obs, r, term, trunc, info = self.env.step_wait()
             frames = info.get("frames")
+            self.life_loss = bool(info["life_loss"][0]) if "life_loss" in info else False
             return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
                 int(frames[0]) if frames is not None else None)
         obs, r, term, trunc, info = self.env.step(self._pending)
+        self.life_loss = bool(info.get("life_loss", False))
         return obs, float(r), bool(term), bool(trunc), info.get("frames")
 
     def discard(self) -> None:
@@ -225,8 +229,15 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
     * ``batch_extras()``, called after each update, gives more per-update values to average with the update
       metrics (the offline trainer's realised share of each source).
     * ``reset_seed`` seeds the env reset; a step whose env reports no ``frames`` counts ``action_repeat``.
+    * What the learner stores may differ from what is scored, when the agent asks for it (DQN's Atari protocol):
+      ``agent.reward_clip`` (a number > 0) stores rewards clipped to ``[-reward_clip, reward_clip]``, and
+      ``agent.life_loss_terminal`` (True) stores a step on which the env lost a life (``env.life_loss``) as
+      terminal for the learner (``replay.add(..., learner_terminal=True)``) while the episode runs on to game over.
+      The episode return and the logs always use the raw rewards.
     """
     c = counters
+    reward_clip = float(getattr(agent, "reward_clip", 0.0) or 0.0)
+    life_loss_terminal = bool(getattr(agent, "life_loss_terminal", False))
     obs = env.reset(seed=reset_seed)
     replay.add_first(obs)
     ep_return, ep_len, ep_frames, updates = 0.0, 0, 0, 0
@@ -270,7 +281,12 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
         except Exception as e:
             raise env_step_error(getattr(env, "env_id", ""), e, _where(c, step), action) from None
         t3 = time.perf_counter()
-        replay.add(action, reward, obs, terminated, truncated)
+        learn_reward = min(max(reward, -reward_clip), reward_clip) if reward_clip > 0 else reward
+        lost_life = life_loss_terminal and bool(getattr(env, "life_loss", False))
+        if lost_life:
+            replay.add(action, learn_reward, obs, terminated, truncated, learner_terminal=True)
+        else:
+            replay.add(action, learn_reward, obs, terminated, truncated)
         frames = action_repeat if frames is None else frames
         ep_return += reward
         ep_len += 1
@@ -332,19 +348,29 @@ def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int,
         episode()
 
 
-def where_to_resume(run_dir: Path, *, diverged: bool) -> str:
+def where_to_resume(run_dir: Path, *, diverged: bool, seed_dirs: Sequence[Path] = ()) -> str:
     """Where a run's last checkpoint is and the command that goes on from it (the end of a divergence or Ctrl-C
-    message of the online and offline trainers)."""
+    message of every trainer). ``seed_dirs``: the per-seed folders of a ``--seeds`` run, each with its own
+    ``checkpoints/``, resumed together from ``run_dir``."""
     from pixelrl.errors import PixelRLError
     from pixelrl.utils.checkpoint import latest_checkpoint
 
     run_dir = Path(run_dir)
-    try:
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
-    except PixelRLError:
-        ckpt = None
-    if ckpt is None:
+    dirs = [Path(d) for d in seed_dirs] or [run_dir]
+    ckpts = []
+    for d in dirs:
+        try:
+            ckpts.append(latest_checkpoint(d / "checkpoints"))
+        except PixelRLError:
+            ckpts.append(None)
+    if all(c is None for c in ckpts):
         return "No checkpoint was written yet; start a new run."
+    if len(dirs) > 1:
+        if diverged:
+            return ("The last good checkpoints are kept (one per seed). To continue from them with other settings, "
+                    f"edit them in each seed's config.json, then run `pixelrl resume {run_dir}`.")
+        return f"The last checkpoints are kept (one per seed); `pixelrl resume {run_dir}` continues from them."
+    ckpt = ckpts[0]
     if diverged:
         return (f"The last good checkpoint is kept: {ckpt}. To continue from it with other settings, edit them in "
                 f"{run_dir / 'config.json'} (e.g. a lower agent.lr), then run `pixelrl resume {run_dir}`.")
