@@ -15,13 +15,18 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pixelrl.agents import bc, drm, iql, mentor, residual, sac, taco, td3bc
+from pixelrl.agents import bc, drm, iql, mentor, ppo, residual, sac, taco, td3bc
 from pixelrl.agents.bc import BCAgent, BCConfig
+from pixelrl.agents import dqn
+from pixelrl.agents.dqn import DQNAgent, DQNConfig
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
 from pixelrl.agents.iql import IQLAgent, IQLConfig
+from pixelrl.agents.ppo import PPOAgent, PPOConfig
 from pixelrl.agents.residual import ResidualAgent, ResidualConfig
 from pixelrl.agents.sac import SACAgent, SACConfig
 from pixelrl.agents.td3bc import TD3BCAgent, TD3BCConfig
+from pixelrl.agents import sqirl
+from pixelrl.agents.sqirl import SQIRLAgent, SQIRLConfig
 from pixelrl.errors import ConfigError
 
 
@@ -84,8 +89,15 @@ AGENTS: dict[str, AgentSpec] = {
     "iql": AgentSpec(IQLConfig, IQLAgent, iql.preset, iql.SUMMARY, cpu_fast=False),
     "td3bc": AgentSpec(TD3BCConfig, TD3BCAgent, td3bc.preset, td3bc.SUMMARY, cpu_fast=False),
     "bc": AgentSpec(BCConfig, BCAgent, bc.preset, bc.SUMMARY, cpu_fast=False),
+    "dqn": AgentSpec(DQNConfig, DQNAgent, _no_preset, dqn.SUMMARY, cpu_fast=False, actions=("discrete",)),
+    "drq-eps": AgentSpec(DQNConfig, DQNAgent, dqn.drq_eps_preset, dqn.DRQ_EPS_SUMMARY, cpu_fast=False,
+                         actions=("discrete",)),
+    "sqirl": AgentSpec(SQIRLConfig, SQIRLAgent, sqirl.preset, sqirl.SUMMARY, cpu_fast=False, actions=("discrete",),
+                       trainer="sqirl"),
     "residual": AgentSpec(ResidualConfig, ResidualAgent, residual.preset, residual.SUMMARY,
                           cpu_fast_skip=("actor_pre_tanh_penalty",)),
+    "ppo": AgentSpec(PPOConfig, PPOAgent, ppo.preset, ppo.SUMMARY, cpu_fast=False, actions=("discrete", "continuous"),
+                     trainer="on-policy"),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
 
@@ -174,5 +186,5 @@ def make_agent(name: str, observation_space, action_space, cfg=None, device="cpu
     return spec.agent_cls(observation_space, action_space, cfg, device)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agents_for", "check_agent_fits", "BCAgent", "BCConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
+__all__ = ["AGENTS", "AgentSpec", "agents_for", "check_agent_fits", "BCAgent", "BCConfig", "DQNAgent", "DQNConfig", "DrQv2Agent", "DrQv2Config", "IQLAgent", "IQLConfig", "PPOAgent", "PPOConfig", "ResidualAgent", "ResidualConfig", "TD3BCAgent", "TD3BCConfig", "SACAgent", "SACConfig", "agent_preset",
            "agent_train_preset", "get_spec", "make_agent", "merge_overrides", "nest_overrides"]

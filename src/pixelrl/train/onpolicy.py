@@ -1,0 +1,299 @@
+"""The on-policy trainer (PPO): N envs stepped together, rollouts of T steps, GAE, one update per rollout; the
+same run folder, logs, evaluation, checkpoints, faults handling and exact resume as the off-policy
+:class:`~pixelrl.train.loop.Trainer`, whose evaluation, summary, budget and divergence-warning code it inherits.
+
+One rollout (:meth:`OnPolicyTrainer._train_episode`): for ``t = 0 .. T-1`` the agent samples actions for the N
+current observations (``policy_step``: action, log-prob, value), the vector env steps, and the row goes into the
+:class:`~pixelrl.data.rollout.RolloutBuffer` with the rewards the learner sees (``agent.learn_rewards``: sign or
+return-normalised), a termination flag (the env's, or also a lost Atari life with ``life_loss_terminal``) and a
+truncation flag whose bootstrap value is the critic's value of the episode's true final observation. Envs reset
+in the step that ends their episode (Gymnasium's same-step autoreset), so every row is a real decision. Then the
+value of the next observations closes the GAE recursion and ``agent.update`` runs its epochs. A ``train`` row is
+logged per rollout: frames, agent steps, the returns of the episodes that finished in it (raw env scores), the
+update's metrics and timings.
+
+Vector env: subprocess envs (``AsyncVectorEnv``, one process per env) for pixel observations, where rendering or
+emulation costs more than the inter-process round trip; in-process envs (``SyncVectorEnv``) for state
+observations (``--obs state``), whose step is microseconds (CartPole, 4 envs, 2-core CPU: 11.7k agent steps/s in
+process vs 2.6k in subprocesses; HalfCheetah, 1 env: 9.9k vs 3.5k; see docs/agents/ppo.md). ``--no-async-env``
+forces in-process envs for pixels too. ALE's own vector env (``ale_py.vector_env.AtariVectorEnv``, C++ threads)
+is not used: its preprocessing is its own (resize, no-op RNG, fire and life handling inside the emulator loop), so
+its observations would not be those of ``pixelrl.envs.make`` that evaluation and ``pixelrl eval`` see, and its
+sub-envs cannot be reset one by one with the per-env seeds the exact resume below needs.
+
+Exact resume: checkpoints are written only at rollout boundaries (the evaluation / checkpoint cadence of
+:func:`~pixelrl.train.episode.train_until`, with rollouts as its episodes), and every checkpoint is a reset point
+of all training envs, in the uninterrupted run as in a resumed one: after a checkpoint, env ``i`` is reset with the
+seed ``(seed, reset index, i)``. The episodes the reset cuts are not logged as finished (the partial returns are
+dropped) and their last row is bootstrapped with the value of the observation that followed it, like any rollout's
+last row. Everything else a rollout depends on is in the checkpoint: networks, optimizer, observation and reward
+normaliser statistics, torch's RNG (action sampling, minibatch permutations), counters, and the log's size. A run
+killed mid-rollout and resumed therefore redoes that rollout and writes the same rows (timing columns aside) as a
+run never interrupted, on the same machine with the same thread count. Evaluation runs on its own env and draws
+no random number from the training streams. The cost of the design: one episode per env is cut at each
+checkpoint, so the presets checkpoint rarely (Atari: every 2M frames; state tasks: every 100k).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelrl.agents import make_agent
+from pixelrl.data.rollout import RolloutBuffer
+from pixelrl.envs import make, make_vector
+from pixelrl.errors import ConfigError, DivergenceError, PixelRLError
+from pixelrl.train.config import TrainConfig
+from pixelrl.train.episode import check_finite_parameters, env_step_error
+from pixelrl.train.evaluate import EVAL_STREAM
+from pixelrl.train.logger import Logger
+from pixelrl.train.loop import TRAIN_STREAM, Trainer, resolve_device
+from pixelrl.train.progress import TrainProgress
+from pixelrl.train.setup import (apply_changed_learning_rates, config_changes, load_agent_state,
+                                 record_machine_choices)
+from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pixelrl.utils.dataclass_io import to_dict
+from pixelrl.utils.malloc import tune_glibc_malloc
+from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+
+__all__ = ["OnPolicyTrainer"]
+
+
+class _VectorEnv:
+    """The training envs: a Gymnasium vector env with same-step autoreset, closed quietly."""
+
+    def __init__(self, env_id: str, num_envs: int, *, asynchronous: bool, seed: int, env_kwargs: dict) -> None:
+        self.env_id = env_id
+        self.vec = make_vector(env_id, num_envs, seed=seed, asynchronous=asynchronous, autoreset_mode="SameStep",
+                               **env_kwargs)
+
+    def close(self) -> None:
+        import gymnasium.logger as glog
+
+        level, glog.min_level = glog.min_level, glog.ERROR + 100
+        try:
+            self.vec.close()
+        except (BrokenPipeError, EOFError, ConnectionError):  # a worker is already gone
+            pass
+        finally:
+            glog.min_level = level
+
+
+def _per_env(info: dict, key: str, done: np.ndarray, default: Any) -> np.ndarray:
+    """``info[key]`` of each env for the step just taken: from ``final_info`` for the envs whose episode ended
+    (their ``info`` is the reset's), else from ``info``; ``default`` where an env did not report it."""
+    n = len(done)
+    out = np.full(n, default)
+    for src, mask in ((info, ~done), (info.get("final_info", {}), done)):
+        if key in src:
+            have = np.asarray(src.get(f"_{key}", np.ones(n, bool)), bool) & mask
+            out[have] = np.asarray(src[key])[have]
+    return out
+
+
+class OnPolicyTrainer(Trainer):
+    """Builds the vector envs, the agent and the rollout storage from a resolved :class:`TrainConfig` whose agent is
+    on-policy (``AgentSpec.trainer == "on-policy"``), and runs (or resumes) training. ``run()`` returns the same
+    summary as :class:`~pixelrl.train.loop.Trainer`."""
+
+    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
+        if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
+            raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
+                              "continue it or choose another --run-dir")
+        a = cfg.agent
+        for name in ("num_envs", "rollout_steps", "gamma", "gae_lambda"):
+            if not hasattr(a, name):
+                raise ConfigError(f"agent {cfg.agent_name!r} has no {name}; the on-policy trainer runs rollout "
+                                  "agents such as ppo")
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        if cfg.tune_malloc and self.device.type == "cpu":
+            tune_glibc_malloc()
+        seed_everything(cfg.seed)
+        env_kwargs = cfg.env_kwargs()
+        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
+        self.obs_space = self.eval_env.observation_space
+        self.action_space = self.eval_env.action_space
+        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        self.asynchronous = bool(cfg.async_env and cfg.obs != "state")
+        if not resume:
+            cfg = self.cfg = record_machine_choices(cfg, self.agent)
+            cfg.decisions.setdefault(
+                "vector_env", ("subprocesses (AsyncVectorEnv)" if self.asynchronous else "in-process (SyncVectorEnv)")
+                + f", {a.num_envs} envs" + ("" if cfg.obs != "state" else ": state envs step in microseconds, "
+                                            "faster in process than through pipes"))
+        self.train_env = _VectorEnv(cfg.env, a.num_envs, asynchronous=self.asynchronous,
+                                    seed=derive_seed(cfg.seed, TRAIN_STREAM), env_kwargs=env_kwargs)
+        self.rollout = RolloutBuffer(a.rollout_steps, a.num_envs, tuple(self.obs_space.shape), self.agent.obs_dtype,
+                                     self.agent.action_shape, torch.int64 if self.agent.discrete else torch.float32,
+                                     self.device)
+        self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "rollouts": 0, "resets": 0, "evals": 0,
+                         "next_eval": 0, "next_checkpoint": 0, "last_eval_frames": -1, "last_checkpoint_frames": -1,
+                         "wall_s": 0.0}
+        self._needs_reset = True  # the first rollout, and the first after every checkpoint, reset every env
+        self._next_obs: torch.Tensor | None = None
+        self._ep_return = np.zeros(a.num_envs)
+        self._ep_length = np.zeros(a.num_envs, np.int64)
+        self._restored = None
+        if resume:
+            self._restored = self._restore(checkpoint)  # writes nothing: commit_resume() does
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
+            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
+            self._wall_start = time.perf_counter() - self.counters["wall_s"]
+
+    def commit_resume(self) -> None:
+        """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint."""
+        jsonl_offset, jsonl_copy = self._restored
+        self._restored = None
+        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
+                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
+        self._wall_start = time.perf_counter() - self.counters["wall_s"]
+
+    # ---- checkpoint / resume -------------------------------------------------------------------------------
+    def _checkpoint(self) -> Path:
+        check_finite_parameters(self.agent, f"at frame {self.counters['frames']:,}")  # never save a diverged agent
+        self.counters["wall_s"] = time.perf_counter() - self._wall_start
+        self.logger.flush()
+        state = {
+            "trainer": dict(self.counters),
+            "jsonl_offset": self.logger.offset(),
+            "agent": self.agent.state_dict(),
+            "rng": capture_rng_state(),
+            "config": json.dumps(to_dict(self.cfg)),
+            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
+        }
+        name = f"frames_{self.counters['frames']:012d}"
+        path = save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
+        self._needs_reset = True  # a resumed run starts here with fresh envs: so does this one
+        return path
+
+    def _restore(self, checkpoint: str | None = None) -> tuple[int, bytes | None]:
+        """Load the latest checkpoint (or the one named ``checkpoint``) into the agent, RNGs and counters, writing
+        nothing. Returns the log's size at the checkpoint and the checkpoint's copy of the log."""
+        ckpt = (self.run_dir / "checkpoints" / checkpoint if checkpoint is not None
+                else latest_checkpoint(self.run_dir / "checkpoints"))
+        if ckpt is None:
+            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing: "
+                              "the run stopped before its first checkpoint, so nothing can be continued); delete the "
+                              "folder and start the run again with `pixelrl train`")
+        state = load_checkpoint(ckpt)
+        saved_cfg = json.loads(state["config"]) if "config" in state else None
+        now_cfg = to_dict(self.cfg)
+        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
+                         saved_config=saved_cfg, config=now_cfg)
+        if saved_cfg is not None:
+            changes = config_changes(saved_cfg, now_cfg)
+            self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in changes]
+            self.changed_settings += [f"optimizer learning rate {x}"
+                                      for x in apply_changed_learning_rates(self.agent, changes)]
+        restore_rng_state(state["rng"])
+        self.counters.update(state["trainer"])
+        copy = state.get("metrics_jsonl")
+        return int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes()
+
+    # ---- rollouts --------------------------------------------------------------------------------------------
+    def _reset_envs(self) -> None:
+        """Reset every training env with the seeds of reset ``counters['resets']`` (a rollout boundary)."""
+        c, n = self.counters, self.cfg.agent.num_envs
+        seeds = [derive_seed(self.cfg.seed, TRAIN_STREAM, c["resets"], i) for i in range(n)]
+        try:
+            obs, _ = self.train_env.vec.reset(seed=seeds)
+        except PixelRLError:
+            raise
+        except Exception as e:
+            raise env_step_error(self.cfg.env, e, f"the reset of the training envs (frame {c['frames']:,})") from None
+        c["resets"] += 1
+        self._next_obs = self.agent.observe(obs, update=True)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        self.agent.reset_returns()
+        self._needs_reset = False
+
+    def _train_episode(self, progress: TrainProgress) -> None:
+        """One rollout and one update (the unit :func:`train_until` alternates with evaluations and checkpoints)."""
+        cfg, c, a, agent, ro = self.cfg, self.counters, self.cfg.agent, self.agent, self.rollout
+        t_start = time.perf_counter()
+        if self._needs_reset:
+            self._reset_envs()
+        budget_done = c["frames"] / max(cfg.frames, 1)
+        frames_before = c["frames"]
+        life_loss = bool(getattr(a, "life_loss_terminal", False))
+        vec = self.train_env.vec
+        ro.reset()
+        finished_returns, finished_lengths = [], []
+        env_s = act_s = 0.0
+        for t in range(a.rollout_steps):
+            t0 = time.perf_counter()
+            x = self._next_obs
+            action, logprob, value = agent.policy_step(x)
+            env_action = agent.env_action(action)
+            if not np.isfinite(env_action).all():
+                raise DivergenceError(f"the policy's action is not finite at agent step {c['agent_steps']:,} (frame "
+                                      f"{c['frames']:,}): the networks diverged")
+            t1 = time.perf_counter()
+            try:
+                obs, reward, term, trunc, info = vec.step(env_action)
+            except PixelRLError:
+                raise
+            except Exception as e:
+                raise env_step_error(cfg.env, e, f"agent step {c['agent_steps']:,} (frame {c['frames']:,})",
+                                     env_action) from None
+            t2 = time.perf_counter()
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            done = term | trunc
+            frames = _per_env(info, "frames", done, self.action_repeat).astype(np.int64)
+            learn_term = term | (_per_env(info, "life_loss", done, False).astype(bool) if life_loss else False)
+            cut = trunc & ~learn_term  # truncated while the learner's episode goes on: bootstrap
+            self._ep_return += reward
+            self._ep_length += 1
+            for i in np.flatnonzero(done):
+                finished_returns.append(float(self._ep_return[i]))
+                finished_lengths.append(int(self._ep_length[i]))
+                self._ep_return[i], self._ep_length[i] = 0.0, 0
+            c["episodes"] += int(done.sum())
+            ro.add(x, action, logprob, value, agent.learn_rewards(reward, done), learn_term, cut)
+            if cut.any():
+                idx = np.flatnonzero(cut)
+                final = np.stack([np.asarray(info["final_obs"][i]) for i in idx])
+                ro.set_bootstrap(idx, agent.value(agent.observe(final, update=False)))
+            self._next_obs = agent.observe(obs, update=True)
+            c["agent_steps"] += a.num_envs
+            c["frames"] += int(frames.sum())
+            act_s += t1 - t0 + time.perf_counter() - t2
+            env_s += t2 - t1
+            if t % 16 == 15:
+                progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=0.0)
+        t3 = time.perf_counter()
+        ro.compute_returns(agent.value(self._next_obs), gamma=a.gamma, gae_lambda=a.gae_lambda)
+        metrics = agent.update(ro, step=c["agent_steps"], progress=budget_done)
+        update_s = time.perf_counter() - t3
+        c["rollouts"] += 1
+        bad = {k: v for k, v in metrics.items() if "loss" in k and not math.isfinite(v)}
+        if bad:
+            raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} in the update after rollout "
+                                  f"{c['rollouts']:,} (frame {c['frames']:,}): the training diverged")
+        check_finite_parameters(self.agent, f"after rollout {c['rollouts']:,} (frame {c['frames']:,})")
+        self._warn_if_losses_explode(metrics)
+        progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
+        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
+                               "rollout": c["rollouts"], "episodes_finished": len(finished_returns)}
+        if finished_returns:
+            row.update(episode_return=float(np.mean(finished_returns)),
+                       episode_return_max=float(np.max(finished_returns)),
+                       episode_length=float(np.mean(finished_lengths)))
+        seconds = time.perf_counter() - t_start
+        row.update(metrics)
+        row.update(fps=(c["frames"] - frames_before) / max(seconds, 1e-9), env_s=env_s, act_s=act_s,
+                   update_s=update_s, wall_s=time.perf_counter() - self._wall_start)
+        self.logger.log("train", row)
