@@ -3,14 +3,15 @@
 #   1. Debian packages for headless MuJoCo rendering (EGL and OSMesa),
 #   2. a virtual environment in .venv,
 #   3. PyTorch (the CPU build torch==2.13.0 on machines without an NVIDIA GPU),
-#   4. pixelrl itself, editable, with the extras named in PIXELRL_EXTRAS (default: dmc,gym,atari,offline,dev).
+#   4. pixelrl itself, editable, with the extras named in PIXELRL_EXTRAS (default: dmc,gym,atari,offline,rewards,dev;
+#      rewards is transformers, for the CLIP reward model; it leaves the torch installed in step 3 as it is).
 # Re-running it is cheap: a stamp file records the hash of pyproject.toml and the extras installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,dev}
+EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,dev}
 APT_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libosmesa6"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }

@@ -11,10 +11,12 @@ import tyro
 
 from pixelrl.cli.subcommands import run_subcommand
 
-DATASET_USAGE = """usage: pixelrl dataset {stats,convert} [options]
+DATASET_USAGE = """usage: pixelrl dataset {stats,convert,relabel} [options]
 
   stats    size, return distribution, TQ and SACo:  pixelrl dataset stats data/walker --reference data/replay
   convert  Minari dataset on disk -> pixelrl:        pixelrl dataset convert D4RL/door/human-v2 --out data/door
+  relabel  a reward model's rewards, new dataset:   pixelrl dataset relabel data/cartpole --out data/cartpole-vlm
+                                                    --reward "vlm:a pole standing upright" --reward.baseline "a pole"
 
 `pixelrl dataset <command> --help` lists every option with its documentation."""
 
@@ -103,6 +105,27 @@ class ConvertArgs:
     """Store float64 state observations as float32, as pixelrl's envs return them."""
 
 
+@dataclass(frozen=True)
+class RelabelArgs:
+    """Write a copy of a dataset whose rewards come from a reward model (docs/rewards.md). Everything but the rewards
+    is copied bit for bit; the source is only read; the new dataset appears at --out only once complete. Reward
+    options: --reward.mode (replace | add), --reward.scale, --reward.batch-size, --reward.device, and for vlm:
+    --reward.baseline, --reward.alpha, --reward.model, --reward.autocast."""
+
+    src: tyro.conf.Positional[str]
+    """The dataset folder to relabel."""
+    out: str
+    """The new dataset folder (must not exist)."""
+    reward: Optional[str] = None
+    """The reward model (required): ``vlm:<goal prompt>`` (VLM-RM; several prompts separated by ``|``)."""
+    dataset_id: Optional[str] = None
+    """Id of the new dataset (default: from --out)."""
+    device: str = "auto"
+    """Device of the reward model when --reward.device is not given: auto (cuda if available), cpu, cuda..."""
+    progress: bool = True
+    """Print a line per 10% of the episodes."""
+
+
 def cmd_collect(argv: list[str]) -> int:
     """``pixelrl collect ...``"""
     from pixelrl.train.collect import collect
@@ -119,9 +142,52 @@ def cmd_collect(argv: list[str]) -> int:
 
 
 def cmd_dataset(argv: list[str]) -> int:
-    """``pixelrl dataset stats|convert ...``"""
+    """``pixelrl dataset stats|convert|relabel ...``"""
+    argv, reward = list(argv), None
+    if argv and argv[0] == "relabel":  # --reward SPEC and --reward.* are parsed on their own (not tyro fields)
+        from pixelrl.rewards.base import reward_config_from_args
+
+        rest = argv[1:]
+        reward = reward_config_from_args(rest)
+        argv = [argv[0], *rest]
     return run_subcommand(argv, "dataset", DATASET_USAGE,
-                          {"stats": (StatsArgs, _stats), "convert": (ConvertArgs, _convert)})
+                          {"stats": (StatsArgs, _stats), "convert": (ConvertArgs, _convert),
+                           "relabel": (RelabelArgs, lambda a: _relabel(a, reward))})
+
+
+def _relabel(a: RelabelArgs, reward) -> int:
+    from pixelrl.data.dataset import load_dataset
+    from pixelrl.errors import ConfigError
+    from pixelrl.rewards.base import accepted_specs, build_reward_model, check_observations
+    from pixelrl.rewards.relabel import relabel_dataset
+    from pixelrl.utils.dataclass_io import to_dict
+
+    if reward is None:
+        raise ConfigError(f"pixelrl dataset relabel needs --reward SPEC; accepted: {accepted_specs()}")
+    ds = load_dataset(a.src)  # verified (checksums) before the model is loaded
+    from pathlib import Path
+
+    if Path(a.out).exists():
+        raise ConfigError(f"{a.out} already exists; choose a new --out folder (relabelling never overwrites a dataset)")
+    check_observations(reward, ds.observation_space, ds.frame_stack)
+    device = a.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_reward_model(reward, device=device)
+    step = max(ds.num_episodes // 10, 1)
+
+    def progress(done: int, total: int) -> None:
+        if a.progress and (done % step == 0 or done == total):
+            print(f"  relabelled {done}/{total} episodes", flush=True)
+
+    s = relabel_dataset(ds, a.out, model, spec=to_dict(reward), dataset_id=a.dataset_id, progress=progress)
+    print(f"wrote {s['out']} ({s['dataset_id']}): {s['episodes']} episodes, {s['transitions']:,} transitions relabelled "
+          f"by {reward.spec!r}; mean return {s['mean_return_before']:.2f} -> {s['mean_return_after']:.2f} "
+          f"in {s['seconds']:.1f} s")
+    print(json.dumps(s))
+    return 0
 
 
 def _stats(a: StatsArgs) -> int:

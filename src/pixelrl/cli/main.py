@@ -22,6 +22,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,list
   plot    learning curves:        pixelrl plot runs/a runs/b --out curves.png
   collect record a dataset:       pixelrl collect --env dmc/walker-walk --policy runs/<run>/ --episodes 100 --out PATH
   dataset inspect / convert:      pixelrl dataset stats PATH   |   pixelrl dataset convert MINARI_ID --out PATH
+          relabel with a reward model: pixelrl dataset relabel PATH --reward "vlm:a pole upright" --out NEW
   snapshots S3RL snapshot banks:  pixelrl snapshots collect --env dmc/walker-walk --policy runs/<run>/ --out PATH
                                   pixelrl snapshots info PATH
   list    what can be chosen:     pixelrl list envs [dmc|gym|ale]   |   pixelrl list agents   |   pixelrl list presets
@@ -86,6 +87,9 @@ def cmd_train(argv: list[str]) -> int:
 
     argv = list(argv)
     offline_args = _pop_offline_args(argv)
+    from pixelrl.rewards.base import reward_config_from_args
+
+    reward = reward_config_from_args(argv)  # --reward SPEC and --reward.* (not tyro fields: parsed on their own)
     offline = None
     if offline_args:
         parsed_offline = tyro.cli(_unchecked(OfflineConfig), prog="pixelrl train (offline options)",
@@ -116,7 +120,7 @@ def cmd_train(argv: list[str]) -> int:
         raise ConfigError(f"--agent {agent_name}: {e}") from None
     cfg = TrainConfig(**{**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)},
                          "agent_name": agent_name, "preset": defaults.preset, "agent": agent})
-    cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline)
+    cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline, reward=reward)
     if cfg.seeds is not None:
         return _train_seeds(cfg)
     if cfg.run_dir is None:
@@ -241,6 +245,11 @@ def _announce(cfg) -> None:
                 f"({cfg.size}x{cfg.size} frames, action repeat {cfg.action_repeat}, encoder strides "
                 f"{tuple(a.encoder_strides)}, batch {a.batch_size}, hidden {a.hidden_dim}, lr {a.lr}). "
                 "Pass --preset paper for the published DrQ-v2 configuration (meant for a GPU).")
+    if cfg.reward is not None:
+        r = cfg.reward
+        c.print(f"  reward: {r.spec!r} ({r.mode}, scale {r.scale:g}"
+                + (f", baseline {r.baseline!r}, alpha {r.alpha:g}, model {r.model}" if r.kind == "vlm" else "")
+                + "); evaluations report the env's return", markup=False, highlight=False)
     c.print(f"  run folder: {cfg.run_dir}")
 
 

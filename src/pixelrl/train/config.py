@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import tyro
 
 from pixelrl.errors import ConfigError
+from pixelrl.rewards.base import RewardConfig
 
 
 def parse_seeds(spec: str) -> tuple[int, ...]:
@@ -131,7 +132,11 @@ class TrainConfig:
     collect`; env settings default to the dataset's), --offline-steps N (gradient updates, default 1M),
     --online-frames N (then fine-tune online), --offline-ratio F (share of offline rows per online batch; default:
     one shared buffer as in D5RL), --demos PATH --demo-ratio F (mix demos into every batch of an online run, RLPD),
-    --eval-every-steps, --log-every-steps, --checkpoint-every-steps, --online-seed-steps, --allow-env-mismatch."""
+    --eval-every-steps, --log-every-steps, --checkpoint-every-steps, --online-seed-steps, --allow-env-mismatch.
+
+    Reward models (docs/rewards.md): --reward SPEC (e.g. "vlm:a pole standing upright": VLM-RM) replaces or adds to the
+    env's reward in what the learner stores; --reward.baseline, --reward.alpha, --reward.model, --reward.mode,
+    --reward.scale, --reward.batch-size, --reward.device, --reward.autocast."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
@@ -222,6 +227,10 @@ class TrainConfig:
     offline: Annotated[Optional[OfflineConfig], tyro.conf.Suppress] = None
     """Offline / offline->online / demo settings (``--dataset``, ``--offline-steps``, ``--online-frames``,
     ``--offline-ratio``, ``--demos``, ``--demo-ratio``, ...; see :class:`OfflineConfig`). None: a plain online run."""
+    reward: Annotated[Optional[RewardConfig], tyro.conf.Suppress] = None
+    """A reward model whose rewards replace or add to the env's in what the learner stores (``--reward SPEC`` and
+    ``--reward.*``; see :class:`~pixelrl.rewards.base.RewardConfig` and docs/rewards.md); the off-policy trainer
+    applies it. None: the env's reward. Evaluations always report the env's return."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -231,6 +240,8 @@ class TrainConfig:
                 raise ConfigError(f"--time-budget-min must be a number of minutes > 0 (or None: no budget), got {v!r}")
         if self.obs not in OBS_MODES:
             raise ConfigError(f"--obs must be one of {', '.join(OBS_MODES)}, got {self.obs!r}")
+        if self.reward is not None:
+            _check_reward_fits(self)
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"size": self.size, "fast_render": self.fast_render, "obs": self.obs}
@@ -241,3 +252,24 @@ class TrainConfig:
         if self.env_options:
             kw.update(self.env_options)
         return kw
+
+
+def _check_reward_fits(cfg: TrainConfig) -> None:
+    """``--reward`` is applied by the online off-policy trainer (pixelrl.train.loop): refuse the runs it is not."""
+    if not isinstance(cfg.reward, RewardConfig):
+        raise ConfigError(f"TrainConfig.reward must be a RewardConfig (--reward SPEC), got {type(cfg.reward).__name__}")
+    if cfg.obs == "state" and cfg.reward.kind == "vlm":
+        raise ConfigError("--reward vlm:... scores rendered frames, but --obs state gives no frames; use --obs pixels "
+                          "or --obs pixels+state")
+    if cfg.seeds is not None:
+        raise ConfigError("--reward is applied by the single-seed trainer; run one seed at a time (--seed N) instead "
+                          "of --seeds")
+    if cfg.offline is not None and cfg.offline.active:
+        raise ConfigError("--reward is applied online; to train on a dataset with a model's rewards, relabel it "
+                          "first: pixelrl dataset relabel SRC --reward SPEC --out DST, then --dataset DST")
+    from pixelrl.agents import AGENTS
+
+    spec = AGENTS.get(cfg.agent_name)
+    if spec is not None and getattr(spec, "trainer", "off-policy") != "off-policy":
+        raise ConfigError(f"--reward is applied by the off-policy replay trainer; agent {cfg.agent_name!r} uses the "
+                          f"{spec.trainer} trainer, which does not apply it yet")

@@ -135,12 +135,19 @@ class Trainer:
         if cfg.tune_malloc and self.device.type == "cpu":
             tune_glibc_malloc()
         seed_everything(cfg.seed)
+        self.reward_model = None  # --reward: loaded before any env starts (a missing model is one line, at once)
+        if cfg.reward is not None:
+            from pixelrl.rewards import build_reward_model
+
+            self.reward_model = build_reward_model(cfg.reward, device=self.device)
         env_kwargs = cfg.env_kwargs()
         self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
         self.obs_space = self.eval_env.observation_space
         self.action_space = self.eval_env.action_space
         self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
+        if self.reward_model is not None:
+            self.reward_model.bind(self.obs_space, frame_stack)
         self.snapshot_wrapper = None
         wrap = None
         if cfg.snapshot_bank is not None:
@@ -165,6 +172,11 @@ class Trainer:
         self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
                                    nstep=a.nstep, discount=a.discount, device=self.device,
                                    seed=derive_seed(cfg.seed, REPLAY_STREAM))
+        self.store = self.replay  # what episodes are added to; with --reward, the replay behind the reward model
+        if self.reward_model is not None:
+            from pixelrl.rewards.wrapper import RewardedReplay
+
+            self.store = RewardedReplay(self.replay, self.reward_model)
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,
@@ -206,6 +218,8 @@ class Trainer:
         }
         if self.snapshot_wrapper is not None:
             state["snapshot_wrapper"] = self.snapshot_wrapper.state_dict()
+        if self.reward_model is not None:  # at an episode boundary: every step is in the replay with its reward
+            state["reward_model"] = self.reward_model.state_dict()
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
@@ -248,6 +262,8 @@ class Trainer:
                 raise ConfigError("the checkpoint has no snapshot-reset state; it was saved by a run without "
                                   "--snapshot-bank")
             self.snapshot_wrapper.load_state_dict(state["snapshot_wrapper"])
+        if self.reward_model is not None and "reward_model" in state:
+            self.reward_model.load_state_dict(state["reward_model"])
         self.counters.update(state["trainer"])
         copy = state.get("metrics_jsonl")
         return (int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes(),
@@ -277,15 +293,19 @@ class Trainer:
         cfg, c, a = self.cfg, self.counters, self.cfg.agent
         batch_size = int(a.batch_size)
         ep = train_episode(
-            self.train_env, self.agent, self.replay, lambda: self.replay.sample(batch_size, **self._sample_kwargs),
+            self.train_env, self.agent, self.store, lambda: self.store.sample(batch_size, **self._sample_kwargs),
             counters=c, reset_seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]),
             seed_steps=int(getattr(a, "num_seed_steps", 0)), update_every=int(getattr(a, "update_every_steps", 1)),
             updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
             action_space=self.action_space, action_repeat=self.action_repeat, progress=progress)
         check_finite_parameters(self.agent, f"after episode {c['episodes']:,} (frame {c['frames']:,})")
         self._warn_if_losses_explode(ep.metrics)
+        timing, rewards = ep.timing(), {}
+        if self.reward_model is not None:  # the env's return stays episode_return; the model's is logged beside it
+            rewards = self.store.episode_stats()
+            timing["env_s"] += rewards.pop("seconds")  # the reward is part of what the env step gives the learner
         row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
-               **ep.timing(), "wall_s": time.perf_counter() - self._wall_start}
+               **rewards, **timing, "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)
 
     def _warn_if_losses_explode(self, metrics: dict[str, float]) -> None:

@@ -1,0 +1,312 @@
+"""The reward-model protocol, the reward configuration (``--reward SPEC`` and ``--reward.*``), spec parsing and the
+registry of reward kinds.
+
+A reward model maps a batch of transitions to one float32 reward each. The trainer, the replay relabeller and the
+dataset relabeller all call it the same way::
+
+    rewards = model(obs, actions=actions, next_obs=next_obs)      # float32 [B]
+
+``obs`` / ``next_obs`` are observations as the environment returns them, batched: ``uint8 [B, S*C, H, W]`` frame
+stacks (oldest frame first, so the newest frame is the last ``C`` channels: the last 3 for RGB), ``float32 [B, d]``
+states, or a dict of those. The reward of a transition ``(o_t, a_t, o_{t+1})`` is the reward of the step that led to
+``o_{t+1}``, as the environment's own reward is; a model that scores states scores ``next_obs`` (VLM-RM scores the
+frame rendered after the step). A model says what it reads in ``needs`` so that callers build only that.
+
+This module imports neither torch nor transformers: the trainer's config (:class:`RewardConfig`) lives here and the
+command line reads it before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+from pixelrl.errors import ConfigError
+
+__all__ = ["RewardModel", "RewardConfig", "RewardKind", "REWARD_KINDS", "MODES", "parse_spec", "split_prompts",
+           "build_reward_model", "check_observations", "combine", "split_reward_args", "reward_config_from_args", "accepted_specs"]
+
+MODES = ("replace", "add")
+INPUTS = ("obs", "actions", "next_obs")
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """What every reward model provides. Models that learn (preference models, classifiers) also have
+    ``fit(...) -> dict[str, float]``; a frozen model (VLM-RM) has none."""
+
+    mode: str
+    """``replace``: the learner's reward is ``scale * r_model``; ``add``: ``r_env + scale * r_model``."""
+    scale: float
+    """Factor on the model's reward."""
+    batch_size: int
+    """Transitions scored per forward pass; callers may hand over more (the model splits them) or fewer."""
+    needs: frozenset
+    """Which of ``obs``, ``actions``, ``next_obs`` the model reads; callers pass None for the others."""
+
+    def bind(self, observation_space: Any, frame_stack: int) -> None:
+        """Check that the model can score observations of this space (frame-stacked ``frame_stack`` times) and
+        record how to read them; raise :class:`ConfigError` (one line) otherwise. Called before training starts."""
+
+    def __call__(self, obs: Any, *, actions: Any = None, next_obs: Any = None) -> np.ndarray:
+        """float32 rewards ``[B]`` of a batch of transitions."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the model (a learned model's weights; a frozen model's fingerprint)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore (or, for a frozen model, check) what :meth:`state_dict` returned."""
+
+
+def combine(model: RewardModel, env_reward: Any, model_reward: Any) -> np.ndarray:
+    """The learner's reward from the env's and the model's: ``scale * r_model`` (``replace``) or
+    ``r_env + scale * r_model`` (``add``), float32."""
+    r = np.float32(model.scale) * np.asarray(model_reward, dtype=np.float32)
+    if model.mode == "add":
+        r = np.asarray(env_reward, dtype=np.float32) + r
+    return r.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- spec parsing
+
+
+class RewardKind(NamedTuple):
+    """One kind of ``--reward`` spec: ``<name>:<argument>``."""
+
+    name: str
+    usage: str
+    """The accepted form, e.g. ``vlm:<goal prompt>[|<goal prompt>...]``."""
+    summary: str
+    check: Callable[["RewardConfig"], dict]
+    """Checks a config of this kind (one :class:`ConfigError` line) and returns resolved values of its fields."""
+    build: Callable[["RewardConfig", Any], RewardModel]
+    """``build(cfg, device)``: the model, loaded on ``device``."""
+    check_space: Callable[[Any, int], Any]
+    """``check_space(observation_space, frame_stack)``: one ConfigError line when the kind cannot score such
+    observations (checked before the model is loaded)."""
+
+
+def _check_vlm(cfg: "RewardConfig") -> dict:
+    from pixelrl.rewards.vlm import check_config
+
+    return check_config(cfg)
+
+
+def _build_vlm(cfg: "RewardConfig", device: Any) -> RewardModel:
+    from pixelrl.rewards.vlm import VLMRewardModel
+
+    return VLMRewardModel.from_config(cfg, device=device)
+
+
+def _vlm_space(space: Any, frame_stack: int) -> Any:
+    from pixelrl.rewards.vlm import image_key
+
+    return image_key(space, frame_stack)
+
+
+REWARD_KINDS: dict[str, RewardKind] = {
+    "vlm": RewardKind("vlm", "vlm:<goal prompt>[|<goal prompt>...]",
+                      "VLM-RM, the CLIP similarity of each frame to a sentence; options --reward.baseline, "
+                      "--reward.alpha, --reward.model", _check_vlm, _build_vlm, _vlm_space),
+}
+"""The reward kinds ``--reward`` accepts, by the name before the colon."""
+
+
+def accepted_specs() -> str:
+    return "; ".join(f"{k.usage} ({k.summary})" for k in REWARD_KINDS.values())
+
+
+def parse_spec(spec: Any) -> tuple[str, str]:
+    """``'vlm:a pole upright'`` -> ``('vlm', 'a pole upright')``; anything else is one ConfigError line naming what
+    was wrong and the accepted forms."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"--reward needs a spec, got {spec!r}; accepted: {accepted_specs()}")
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if not sep:
+        if kind in REWARD_KINDS:
+            raise ConfigError(f"--reward {spec!r} has no argument after '{kind}:'; use {REWARD_KINDS[kind].usage}")
+        raise ConfigError(f"--reward {spec!r} is not a reward spec (no ':'); accepted: {accepted_specs()}")
+    if kind not in REWARD_KINDS:
+        raise ConfigError(f"--reward {spec!r}: unknown reward kind {kind!r}; accepted: {accepted_specs()}")
+    if not arg.strip():
+        raise ConfigError(f"--reward {spec!r} has nothing after '{kind}:'; use {REWARD_KINDS[kind].usage}")
+    return kind, arg
+
+
+def split_prompts(text: str, what: str) -> tuple[str, ...]:
+    """``'a b|c d'`` -> ``('a b', 'c d')``; an empty prompt is one ConfigError line naming ``what``."""
+    prompts = tuple(p.strip() for p in str(text).split("|"))
+    if not prompts or any(not p for p in prompts):
+        raise ConfigError(f"{what} {text!r} holds an empty prompt; give one or more non-empty prompts separated by '|'"
+                          " (e.g. 'a pole standing upright|a balanced pole')")
+    return prompts
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """A reward model that replaces or adds to the env's reward (``pixelrl train --reward SPEC``) or relabels a
+    dataset (``pixelrl dataset relabel SRC --reward SPEC --out DST``). Options: ``--reward.mode``,
+    ``--reward.scale``, ``--reward.batch-size``, ``--reward.device``, and for ``vlm:`` ``--reward.baseline``,
+    ``--reward.alpha``, ``--reward.model``, ``--reward.autocast`` (see docs/rewards.md)."""
+
+    spec: str
+    """What gives the reward (``--reward SPEC``): ``vlm:<goal prompt>`` -- VLM-RM (Rocamonde et al. 2024), the CLIP
+    similarity of the newest frame of each observation to a sentence; several goal prompts are separated by ``|``
+    (their normalised embeddings are averaged)."""
+    mode: str = "replace"
+    """``replace`` (VLM-RM: the learner sees only ``scale * r_model``) or ``add`` (``r_env + scale * r_model``: shaping
+    on top of the task reward). Evaluation always reports the env's own return."""
+    scale: float = 1.0
+    """Factor on the model's reward in both modes (VLM-RM: 1)."""
+    batch_size: int = 64
+    """Frames per forward pass of the reward model. Online, steps are stored in the replay once their rewards are
+    computed: every ``batch_size`` steps and at the end of each episode (see docs/rewards.md). Deviation: vlmrm uses
+    1600 frames spread over its GPUs after whole episodes; 64 keeps a ViT-L/14's activations within a CPU's memory
+    (benchmarks/vlm_reward_throughput.py measures the speed of both ways)."""
+    device: Optional[str] = None
+    """Device of the reward model: None = the training device (``pixelrl dataset relabel``: cuda if available), or
+    ``cpu``, ``cuda``, ``cuda:1``..."""
+    baseline: Optional[str] = None
+    """``vlm:`` baseline prompt(s) b describing the scene without the goal (e.g. ``a cartpole``); several separated by
+    ``|``, as many as goal prompts (vlmrm requires equal lengths). Needed when ``alpha`` > 0."""
+    alpha: Optional[float] = None
+    """``vlm:`` projection strength in [0, 1]: 0 = cosine similarity to the goal, 1 = only the component along the
+    goal-baseline direction counts. None: 0.5 with a baseline (the value of the vlmrm README's config), 0 without one.
+    (The authors' humanoid runs used 0 with a baseline given.)"""
+    model: str = "openai/clip-vit-base-patch32"
+    """``vlm:`` CLIP model in transformers format: a local folder (config.json, weights, tokenizer files) or a Hugging
+    Face hub id (used from the local cache, downloaded when the network allows). Deviation: the authors used open_clip's
+    ViT-bigG-14 laion2b_s39b_b160k (humanoid; hub id laion/CLIP-ViT-bigG-14-laion2B-39B-b160k, about 2.5B parameters)
+    and ViT-g-14 in the README; the default is ViT-B/32, which runs on a CPU (docs/rewards.md has the measured
+    frames/s). The paper reports that larger CLIP models give better rewards."""
+    autocast: bool = True
+    """``vlm:`` encode frames under fp16 autocast on CUDA, as the authors do (no effect on CPU, where it is fp32)."""
+
+    def __post_init__(self) -> None:
+        kind, _ = parse_spec(self.spec)
+        if self.mode not in MODES:
+            raise ConfigError(f"--reward.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        s = self.scale
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+            raise ConfigError(f"--reward.scale must be a finite number, got {s!r}")
+        b = self.batch_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"--reward.batch-size must be an integer >= 1, got {b!r}")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device.strip()):
+            raise ConfigError(f"--reward.device must be a device name such as cpu or cuda, got {self.device!r}")
+        for name, value in REWARD_KINDS[kind].check(self).items():
+            object.__setattr__(self, name, value)  # resolved values (e.g. alpha None -> 0.5), recorded in config.json
+
+    @property
+    def kind(self) -> str:
+        return parse_spec(self.spec)[0]
+
+    @property
+    def argument(self) -> str:
+        return parse_spec(self.spec)[1]
+
+
+def check_observations(cfg: RewardConfig, observation_space: Any, frame_stack: int) -> None:
+    """One ConfigError line when the reward ``cfg`` describes cannot score these observations; loads no model."""
+    REWARD_KINDS[cfg.kind].check_space(observation_space, frame_stack)
+
+
+def build_reward_model(cfg: RewardConfig, device: Any = "cpu") -> RewardModel:
+    """The reward model ``cfg`` describes, loaded on ``cfg.device`` or else ``device``."""
+    kind = REWARD_KINDS[cfg.kind]
+    return kind.build(cfg, cfg.device if cfg.device is not None else device)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+
+def split_reward_args(argv: list[str]) -> tuple[Optional[str], list[str]]:
+    """Remove ``--reward SPEC`` and every ``--reward.<option> VALUE`` from ``argv`` (in place); return the spec (None
+    if not given; the last one wins) and the options as ``--<option> VALUE`` arguments."""
+    spec, options, i = None, [], 0
+    while i < len(argv):
+        a = argv[i]
+        key, eq, value = a.partition("=")
+        if key == "--reward":
+            if eq:
+                spec = value
+                del argv[i]
+            elif i + 1 < len(argv):
+                spec = argv[i + 1]
+                del argv[i:i + 2]
+            else:
+                raise ConfigError(f"--reward needs a spec; accepted: {accepted_specs()}")
+        elif key.startswith("--reward."):
+            name = "--" + key[len("--reward."):].replace("_", "-")
+            del argv[i]
+            options.append(f"{name}={value}" if eq else name)
+            if not eq and i < len(argv) and not argv[i].startswith("--"):
+                options.append(argv.pop(i))
+        else:
+            i += 1
+    return spec, options
+
+
+def _option_names() -> dict[str, dataclasses.Field]:
+    return {"--" + f.name.replace("_", "-"): f for f in dataclasses.fields(RewardConfig) if f.name != "spec"}
+
+
+def reward_config_from_args(argv: list[str]) -> Optional[RewardConfig]:
+    """Take ``--reward SPEC`` and ``--reward.*`` out of ``argv`` (in place) and build the :class:`RewardConfig`
+    (None when neither is given). An unknown option, a value of the wrong type or a bad spec is one ConfigError
+    line."""
+    spec, options = split_reward_args(argv)
+    if spec is None:
+        if options:
+            raise ConfigError(f"{' '.join(options[:1]).replace('--', '--reward.', 1)} needs --reward SPEC; accepted: "
+                              f"{accepted_specs()}")
+        return None
+    known = _option_names()
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(options):
+        key, eq, value = options[i].partition("=")
+        negated = key.startswith("--no-") and "--" + key[5:] in known
+        f = known.get("--" + key[5:] if negated else key)
+        if f is None:
+            valid = ", ".join("--reward." + n[2:] for n in known)
+            raise ConfigError(f"unknown option --reward.{key[2:]}; the reward options are {valid}")
+        if str(f.type) == "bool":
+            if eq:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ConfigError(f"--reward.{key[2:]} takes true or false, got {value!r}")
+                values[f.name] = value.lower() in ("true", "1")
+            else:
+                values[f.name] = not negated
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(options) or options[i + 1].startswith("--"):
+                raise ConfigError(f"--reward.{key[2:]} needs a value")
+            value = options[i + 1]
+            i += 1
+        i += 1
+        values[f.name] = _convert(f, value)
+    return RewardConfig(spec=spec, **values)
+
+
+def _convert(f: dataclasses.Field, value: str) -> Any:
+    t = str(f.type)
+    option = "--reward." + f.name.replace("_", "-")
+    if "Optional" in t and value.lower() in ("none", "null"):
+        return None
+    try:
+        if "float" in t:
+            return float(value)
+        if "int" in t:
+            return int(value)
+    except ValueError:
+        kind = "a number" if "float" in t else "an integer"
+        raise ConfigError(f"{option} must be {kind}, got {value!r}") from None
+    return value
+
