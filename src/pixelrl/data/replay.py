@@ -365,8 +365,14 @@ class ReplayBuffer:
         self._write_slot(self._split_obs(obs), first=True)
         self._state["episode_open"] = True
 
-    def add(self, action: Any, reward: float, next_obs: Any, terminated: bool, truncated: bool) -> None:
-        """Store one environment step: the action taken, its reward and the observation it led to."""
+    def add(self, action: Any, reward: float, next_obs: Any, terminated: bool, truncated: bool, *,
+            learner_terminal: bool = False) -> None:
+        """Store one environment step: the action taken, its reward and the observation it led to.
+
+        ``learner_terminal``: store the step as terminated for the learner (no bootstrap from ``next_obs``; n-step
+        returns and action windows stop at it) while the episode stays open, so later steps continue it and frame
+        stacks run across it (DQN's Atari protocol: a lost life ends the learner's return, not the scored
+        episode)."""
         s = self._state
         if not s["episode_open"]:
             raise ConfigError(
@@ -383,7 +389,7 @@ class ReplayBuffer:
         values = self._split_obs(next_obs)
         s["len"] += 1
         self._write_slot(values, first=False, action=a, reward=float(reward),
-                         terminated=bool(terminated), truncated=bool(truncated))
+                         terminated=bool(terminated or learner_terminal), truncated=bool(truncated))
         if terminated or truncated:
             s["episode_open"] = False
 
