@@ -299,9 +299,9 @@ class PPONetwork(nn.Module):
         h = self.trunk(obs) if self.trunk is not None else obs
         out = self.actor(h)
         value = self.critic(h).squeeze(-1)
-        if self.discrete:
-            return Categorical(logits=out), value
-        return Normal(out, self.actor_logstd.expand_as(out).exp()), value
+        if self.discrete:  # no argument validation: it costs more than the tiny state networks' forward pass
+            return Categorical(logits=out, validate_args=False), value
+        return Normal(out, self.actor_logstd.expand_as(out).exp(), validate_args=False), value
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         h = self.trunk(obs) if self.trunk is not None else obs
