@@ -343,7 +343,7 @@ def cmd_eval(argv: list[str]) -> int:
             return agent.act(obs, step=step, eval_mode=True)
 
     res = run_episodes(env, policy, args.episodes, seed=args.seed, stream=EVAL_STREAM + 100, index=0,
-                       record=args.video)
+                       record=args.video, on_reset=getattr(agent, "begin_episode", None))
     out = {"run_dir": str(run), "checkpoint": str(ckpt), "episodes": args.episodes,
            "mean_return": float(np.mean(res["returns"])), "std_return": float(np.std(res["returns"])),
            "returns": res["returns"]}

@@ -256,6 +256,8 @@ def _run(env: Any, env_kwargs: dict, run_cfg: Any, given: dict, *, policy: str, 
             for e in range(episodes):
                 ep_seed = derive_seed(seed, COLLECT_STREAM, e)
                 o, _ = env.reset(seed=ep_seed)
+                if hasattr(behaviour.agent, "begin_episode"):  # a timestep-indexed policy (SQIRL)
+                    behaviour.agent.begin_episode()
                 ep: dict[str, list] = {"observations": [o], "actions": [], "rewards": [], "terminations": [],
                                        "truncations": []}
                 done = False

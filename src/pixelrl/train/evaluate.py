@@ -22,9 +22,11 @@ RANDOM_STREAM = 3
 
 
 def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int, index: int,
-                 record: bool = False, where: str = "") -> dict:
+                 record: bool = False, where: str = "", on_reset: Callable[[], None] | None = None) -> dict:
     """Run ``episodes`` episodes of ``policy(obs) -> action``; episode ``e`` of call ``index`` is reset with a
     seed derived from (seed, stream, index, e), so evaluation never touches the training RNGs.
+    ``on_reset()``, if given, is called after every reset (a policy that depends on the episode's timestep, e.g.
+    SQIRL's ``agent.begin_episode``).
 
     An env that raises is an :class:`~pixelrl.errors.EnvStepError` naming the env, its error, the episode, the step
     and the action (``where`` adds context, e.g. the agent step); a non-finite action a
@@ -37,6 +39,8 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
     for e in range(episodes):
         at = f"evaluation episode {e + 1} of {episodes}"
         obs = _reset(env, derive_seed(seed, stream, index, e), f"the reset of {at}{context}")
+        if on_reset is not None:
+            on_reset()
         if e == 0:
             record = record and has_pixels(obs)  # state observations: no video
         if record and e == 0:
@@ -123,7 +127,7 @@ def evaluate_agent(env, agent, *, step: int, episodes: int, seed: int, index: in
 
     where = f"agent step {step:,}"
     res = run_episodes(env, policy, episodes, seed=seed, stream=EVAL_STREAM, index=index,
-                       record=video_path is not None, where=where)
+                       record=video_path is not None, where=where, on_reset=getattr(agent, "begin_episode", None))
     row = {"eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
            "eval_length": float(np.mean(res["lengths"]))}
     extra = ""
