@@ -166,8 +166,9 @@ class RewardConfig:
     batch_size: int = 64
     """Frames per forward pass of the reward model. Online, steps are stored in the replay once their rewards are
     computed: every ``batch_size`` steps and at the end of each episode (see docs/rewards.md). Deviation: vlmrm uses
-    1600 frames spread over its GPUs after whole episodes; 64 keeps a ViT-L/14's activations within a CPU's memory
-    (benchmarks/vlm_reward_throughput.py measures the speed of both ways)."""
+    1600 frames spread over its GPUs after whole episodes; on a CPU, chunks of 64 ran 1.5x faster than chunks of 16
+    and 6.9x faster than one frame per call for ViT-B/32 (benchmarks/vlm_reward_throughput.py) while 1600 frames of
+    224x224 would hold about 1 GB of input alone; raise it on a GPU."""
     device: Optional[str] = None
     """Device of the reward model: None = the training device (``pixelrl dataset relabel``: cuda if available), or
     ``cpu``, ``cuda``, ``cuda:1``..."""

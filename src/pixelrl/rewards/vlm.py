@@ -37,7 +37,7 @@ from pixelrl.errors import ConfigError, MissingExtraError
 from pixelrl.rewards.base import RewardConfig, split_prompts
 
 __all__ = ["OPENAI_MEAN", "OPENAI_STD", "CLIPEmbedder", "VLMRewardModel", "check_config", "image_key", "load_clip", "preprocess",
-           "projection_matrix", "vlm_reward", "HOW_TO_GET"]
+           "projection_matrix", "vlm_reward", "write_byte_tokenizer", "HOW_TO_GET"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -355,6 +355,32 @@ def image_key(observation_space: Any, frame_stack: int) -> Any:
                           f"{channels / stack:g}-channel frames ({channels} channels in a stack of {stack}); grayscale "
                           "frames (Atari) cannot be scored by CLIP")
     return key
+
+
+def write_byte_tokenizer(folder: str | Path) -> dict[str, int]:
+    """Write a CLIP tokenizer that needs no download to ``folder`` (``vocab.json`` + ``merges.txt``, which
+    ``CLIPTokenizer.from_pretrained`` reads): CLIP's byte-level BPE with the smallest vocabulary that encodes any
+    text -- the 256 byte symbols of GPT-2's byte-to-unicode table, each also with CLIP's end-of-word suffix
+    ``</w>``, then ``<|startoftext|>`` and ``<|endoftext|>`` -- and no merges, so every word becomes its characters.
+    For offline tests and benchmarks with randomly initialised CLIPs (their text towers need a tokenizer); returns
+    ``{"vocab_size", "bos_token_id", "eos_token_id"}`` for the model's text config."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    symbols = [chr(c) for c in cs]
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    bos, eos = len(vocab), len(vocab) + 1
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = bos, eos
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return {"vocab_size": len(vocab), "bos_token_id": bos, "eos_token_id": eos}
 
 
 def _is_image(space: Any) -> bool:
