@@ -49,7 +49,7 @@ from pixelrl.errors import ConfigError
 from pixelrl.nets.encoders import NatureCNN
 
 __all__ = ["SQIRLConfig", "SQIRLAgent", "QNetwork", "SUMMARY", "preset", "sqirl_targets", "scaled_head_loss",
-           "qvi_min_k", "qvi_q_functions", "horizon_estimate", "ATARI_ENV_OPTIONS", "TASK_SETTINGS"]
+           "qvi_min_k", "qvi_q_functions", "horizon_estimate", "ATARI_ENV_OPTIONS", "GYM_SETTINGS", "TASK_SETTINGS"]
 
 SUMMARY = ("SQIRL (Laidlaw et al. 2024): per-timestep policies from random rollouts + k steps of fitted "
            "Q-iteration; reports an effective-horizon estimate; discrete actions")
@@ -59,8 +59,8 @@ SUMMARY = ("SQIRL (Laidlaw et al. 2024): per-timestep policies from random rollo
 class SQIRLConfig:
     """SQIRL hyper-parameters. Defaults are the authors' (cassidylaidlaw/effective-horizon, ``sb3/train.py``'s SQIRL
     ``algo_args`` and the ``SQIRL`` class): k = m = 1, lr 1e-4, batch 128, 10 epochs, loss scaling on, MSE, gradient
-    clip 10, replay 1M, up to 8 parallel envs. The paper tunes k and m per environment; the preset sets the values
-    measured here for the small gym tasks (see docs/agents/sqirl.md).
+    clip 10, replay 1M, up to 8 parallel envs. The paper tunes k and m per environment; the preset (:func:`preset`)
+    sets m = 16 and lr 1e-3 for the small gym tasks, measured on CartPole (:data:`GYM_SETTINGS`).
 
     Options of the authors' class left at their defaults and not implemented: ``separate_networks`` (False: one
     network with k heads), ``dueling`` (False), ``num_atoms`` (1: no distributional heads), ``ema_alpha`` (0),
@@ -135,26 +135,38 @@ ATARI_ENV_OPTIONS = {"repeat_action_probability": 0.25, "terminal_on_life_loss":
 "action_repeat_probability": 0.25}`` through SB3's ``make_atari_env``: 30 no-op starts, FIRE on reset, frame skip 4
 with max-pooling, 84x84 grey, 4 stacked frames)."""
 
+GYM_SETTINGS = {"episodes_per_timestep": 16, "lr": 1e-3}
+"""SQIRL on the small discrete gym tasks (state observations), which the paper does not run: m = 16 episodes per
+timestep and lr 1e-3 (authors' defaults: m = 1, lr 1e-4). Measured on CartPole-v1
+(``benchmarks/results/sqirl_effective_horizon_cpu.json``): with the authors' m = 1 or lr 1e-4 the first timesteps'
+~50 gradient steps leave the network nearly untrained, its greedy policy drops the pole within ~10 steps, no episode
+reaches the timestep being learned and the authors' stop rule ends the run (eval 9, random 15-20); with these values
+k = 1 passes 195 within 60k frames."""
+
 TASK_SETTINGS: dict[str, dict[str, Any]] = {
-    "gym/CartPole-v1": {"planning_depth": 1, "episodes_per_timestep": 1, "frames": 200_000},
-    "gym/Acrobot-v1": {"planning_depth": 1, "episodes_per_timestep": 1, "frames": 500_000},
-    "gym/MountainCar-v0": {"planning_depth": 3, "episodes_per_timestep": 8, "frames": 2_000_000},
+    "gym/CartPole-v1": {"frames": 200_000},
+    "gym/Acrobot-v1": {"frames": 2_000_000},
+    "gym/MountainCar-v0": {"frames": 2_000_000},
 }
-"""Per-task k, m and frame budgets of the small gym tasks, which the paper does not run: chosen here (CartPole's k = 1,
-m = 1 measured in ``benchmarks/results/sqirl_effective_horizon_cpu.json``); MountainCar's random policy never reaches
-the flag in 200 steps, so SQIRL is expected to fail there at any k and m that fit a CPU -- its effective horizon is
-long."""
+"""Frame budgets of the small gym tasks: SQIRL's cost grows with the square of the horizon it learns (horizon step i
+replays the i-step greedy prefix m times), e.g. ~16 * 500 * 500 / 2 = 2M frames to learn all 500 timesteps of
+CartPole; CartPole's budget stops at 200k because the last frozen policy acts for the timesteps beyond (eval 420
+at 180k frames with m = 32). Acrobot's and MountainCar's are not measured; MountainCar's random policy never reaches
+the flag within its 200 steps, so every Q^k of the random policy is flat and SQIRL is expected to fail there -- its
+effective horizon is long."""
 
 
 def preset(env_id: str, obs: str = "pixels") -> dict:
     """SQIRL's settings for ``env_id``. ``ale/``: the authors' stochastic full-length Atari setting (sticky actions
     0.25, no life-loss terminals, clipped rewards, gamma 0.99, 10M agent steps = 40M frames, evaluation every 100k
-    agent steps); the small gym tasks: :data:`TASK_SETTINGS`. Keys that are not :class:`SQIRLConfig` fields are
+    agent steps); gym/ tasks on states: :data:`GYM_SETTINGS` and the budgets of :data:`TASK_SETTINGS`. Keys that are not :class:`SQIRLConfig` fields are
     trainer fields."""
     if env_id.startswith("ale/"):
         return {"clip_rewards": True, "discount": 0.99, "frames": 40_000_000, "eval_every_frames": 400_000,
                 "env_options": dict(ATARI_ENV_OPTIONS)}
-    return dict(TASK_SETTINGS.get(env_id, {}))
+    if env_id.startswith("gym/") and obs == "state":
+        return {**GYM_SETTINGS, **TASK_SETTINGS.get(env_id, {})}
+    return {}
 
 
 # ---------------------------------------------------------------------------------------------- the math
