@@ -85,3 +85,13 @@ def test_resume_continues_exactly_with_the_reward_model(straight, tmp_path, tiny
         assert _comparable(read_rows(run, kind)) == _comparable(read_rows(straight, kind)), kind
     a, b = _replay_rewards(run).state_dict()["arrays"], _replay_rewards(straight).state_dict()["arrays"]
     assert np.array_equal(a["reward"], b["reward"]) and np.array_equal(a["obs_0"], b["obs_0"])
+
+
+def test_a_missing_model_is_one_line_before_any_env_starts(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", *TINY, "--reward.model", str(tmp_path / "models" / "clip"), "--frames", "1000",
+               "--run-dir", str(run)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and len(err) == 1, err
+    assert "no such folder" in err[0] and "hf download openai/clip-vit-base-patch32" in err[0]
+    assert not run.exists()  # nothing was started or written

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelrl.errors import ConfigError, MissingExtraError
-from pixelrl.rewards.base import RewardConfig, split_prompts
+from pixelrl.rewards.base import MODES, RewardConfig, split_prompts
 
 __all__ = ["OPENAI_MEAN", "OPENAI_STD", "CLIPEmbedder", "VLMRewardModel", "check_config", "image_key", "load_clip", "preprocess",
            "projection_matrix", "vlm_reward", "write_byte_tokenizer", "HOW_TO_GET"]
@@ -259,6 +259,9 @@ class VLMRewardModel:
         if baseline_prompts and len(baseline_prompts) != len(goal_prompts):
             raise ConfigError(f"{len(goal_prompts)} goal prompt(s) but {len(baseline_prompts)} baseline prompt(s): "
                               "the lists must have the same length")
+        if mode not in MODES or int(batch_size) < 1:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)} and batch_size >= 1, got {mode!r} and "
+                              f"{batch_size!r}")
         self.embedder = embedder
         self.goal_prompts, self.baseline_prompts = goal_prompts, baseline_prompts
         self.alpha = float(alpha)
