@@ -490,3 +490,34 @@ def test_breakout_life_losses_become_learner_terminals_in_the_replay(tmp_path):
                           discount=0.99)
     replay.load(tmp_path / "bo" / "replay")
     assert np.array_equal(replay._state["terminated"][:hi], term)
+
+
+# ---------------------------------------------------------------------------------------------------- benchmark maths
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "atari100k.py"
+    spec = importlib.util.spec_from_file_location("atari100k_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_atari100k_tables_iqm_and_stratified_bootstrap():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    b = _bench()
+    assert len(b.GAMES) == 26 and set(b.GAMES) == set(b.HUMAN) == set(b.RANDOM) == set(b.DRQ_EPS)
+    published = np.array([b.hns(g, b.DRQ_EPS[g]) for g in b.GAMES])
+    assert published.mean() == pytest.approx(0.465, abs=5e-4)  # DrQ(eps)'s published mean HNS
+    assert np.median(published) == pytest.approx(0.313, abs=1e-3)  # and median (tables: 0.313)
+    x = np.random.default_rng(0).normal(size=(5, 26))
+    assert b.iqm(x) == pytest.approx(scipy_stats.trim_mean(x, 0.25, axis=None))
+    lo, hi = b.stratified_bootstrap_ci(x, reps=300)
+    assert lo < b.iqm(x) < hi
+    # resampling is within each game: runs that agree within every game leave no uncertainty
+    same = np.tile(np.arange(26.0), (4, 1))
+    assert b.stratified_bootstrap_ci(same, reps=50) == pytest.approx((b.iqm(same), b.iqm(same)))
+    agg = b.aggregate([{"game": "Pong", "hns": 0.1}, {"game": "Pong", "hns": 0.3}, {"game": "Breakout", "hns": 0.5},
+                       {"game": "Breakout", "hns": 0.7}], ["Pong", "Breakout"], reps=100)
+    assert agg["runs_per_game"] == 2 and agg["mean_hns"] == pytest.approx(0.4) and len(agg["iqm_hns_ci95"]) == 2
