@@ -88,7 +88,9 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
                 raise ConfigError(f"{source} sets unknown field '{k}'")
         agent_over = merge_overrides(agent_over, nest_overrides(agent_part))
 
-    if resolved != "none":
+    if resolved != "none" and get_spec(agent_name).trainer == "off-policy":
+        # the DMC task files of DrQ-v2 and its forks (sigma schedule, run length, ...): replay actor-critics only;
+        # PPO and SQIRL carry their own per-family settings in their agent presets
         split(task_preset(env, agent_name), f"preset '{resolved}'")
     obs = overrides.get("obs", TrainConfig.obs)
     agent_over = merge_overrides(agent_over, agent_preset(agent_name, env, obs))
