@@ -266,9 +266,16 @@ def _print_summary(summary: dict) -> None:
         budget, target = summary.get("time_budget_min"), summary.get("target_frames")
         c.print(f"  ended by the {budget or 0:g}-minute time budget at {summary['frames']:,} of "
                 f"{target or 0:,} frames; `pixelrl resume RUN --frames N` trains on to N frames")
+    elif summary.get("ended_by") == "horizon_covered":  # SQIRL: its stopping rule
+        c.print("  ended by SQIRL's stopping rule: the learned policies covered the episodes (no random step in "
+                "10 timesteps in a row)")
     if fin is not None:
         ratio = f" ({fin / rnd:.1f}x the random policy's {rnd:.1f})" if rnd else ""
         c.print(f"  final eval return: {fin:.1f}{ratio}")
+    eh = summary.get("effective_horizon")
+    if eh:
+        c.print(f"  effective horizon: <= {eh['estimate_if_solved']:g} if this run solved the task (k={eh['k']}, "
+                f"m={eh['m']}, {eh['timesteps_learned']} timesteps learned; see summary.json)")
     c.print(f"  run folder: {summary['run_dir']}")
     c.print(f"  curve:      {summary['curve']}")
     if summary.get("video"):
