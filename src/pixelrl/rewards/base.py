@@ -108,10 +108,33 @@ def _vlm_space(space: Any, frame_stack: int) -> Any:
     return image_key(space, frame_stack)
 
 
+def _check_prefs(cfg: "RewardConfig") -> dict:
+    from pixelrl.rewards.preference import check_config
+
+    return check_config(cfg)
+
+
+def _build_prefs(cfg: "RewardConfig", device: Any) -> RewardModel:
+    from pixelrl.rewards.preference import build
+
+    return build(cfg, device)
+
+
+def _prefs_space(space: Any, frame_stack: int) -> Any:
+    from pixelrl.rewards.preference import check_space
+
+    return check_space(space, frame_stack)
+
+
 REWARD_KINDS: dict[str, RewardKind] = {
     "vlm": RewardKind("vlm", "vlm:<goal prompt>[|<goal prompt>...]",
                       "VLM-RM, the CLIP similarity of each frame to a sentence; options --reward.baseline, "
                       "--reward.alpha, --reward.model", _check_vlm, _build_vlm, _vlm_space),
+    "prefs": RewardKind("prefs", "prefs:scripted|vlm|person|<model or run folder>",
+                        "a preference reward model (RL-VLM-F): learned online from an oracle's comparisons, or a "
+                        "fitted one loaded from a folder; options --reward.query-batch, --reward.query-every, "
+                        "--reward.max-queries, --reward.queue, ... (docs/rewards.md)", _check_prefs, _build_prefs,
+                        _prefs_space),
 }
 """The reward kinds ``--reward`` accepts, by the name before the colon."""
 
@@ -157,7 +180,9 @@ class RewardConfig:
     spec: str
     """What gives the reward (``--reward SPEC``): ``vlm:<goal prompt>`` -- VLM-RM (Rocamonde et al. 2024), the CLIP
     similarity of the newest frame of each observation to a sentence; several goal prompts are separated by ``|``
-    (their normalised embeddings are averaged)."""
+    (their normalised embeddings are averaged). ``prefs:scripted`` / ``prefs:vlm`` / ``prefs:person`` -- a preference
+    reward model (RL-VLM-F) learned during training from that oracle's comparisons; ``prefs:<folder>`` -- a fitted
+    preference model (a model folder or a run trained with ``prefs:``), frozen."""
     mode: str = "replace"
     """``replace`` (VLM-RM: the learner sees only ``scale * r_model``) or ``add`` (``r_env + scale * r_model``: shaping
     on top of the task reward). Evaluation always reports the env's own return."""
@@ -187,6 +212,41 @@ class RewardConfig:
     frames/s). The paper reports that larger CLIP models give better rewards."""
     autocast: bool = True
     """``vlm:`` encode frames under fp16 autocast on CUDA, as the authors do (no effect on CPU, where it is fp32)."""
+    pref_ensemble: int = 3
+    """``prefs:`` reward nets in the ensemble (RL-VLM-F: 3); the reward is their mean."""
+    pref_lr: float = 3e-4
+    """``prefs:`` Adam learning rate of the reward nets (RL-VLM-F's ``reward_lr`` for cartpole: 3e-4)."""
+    pref_fit_batch: Optional[int] = None
+    """``prefs:`` pairs per minibatch of a fit; None: RL-VLM-F's 64 for the image CNN, 128 for state MLPs."""
+    pref_epochs: int = 50
+    """``prefs:`` most passes over the labels per fit (``reward_update``: 50 in RL-VLM-F's cartpole run)."""
+    pref_target_acc: float = 0.97
+    """``prefs:`` a fit stops after the first pass whose training accuracy exceeds this (RL-VLM-F: 0.97)."""
+    pref_equal: str = "drop"
+    """``prefs:`` what "equal" answers do: ``drop`` (RL-VLM-F drops -1 labels) or ``half`` (PEBBLE's soft target)."""
+    pref_segment: int = 1
+    """``prefs:`` steps per compared segment (RL-VLM-F: 1, single frames); a segment's score sums its rewards."""
+    query_batch: int = 50
+    """``prefs:`` pairs sent to the oracle per round (``reward_batch``; RL-VLM-F's cartpole run.sh: 50)."""
+    query_every: int = 5000
+    """``prefs:`` agent steps between rounds (``num_interact``; cartpole: 5000)."""
+    max_queries: int = 10000
+    """``prefs:`` pairs sent in all, dropped ones included (``max_feedback``; cartpole: 10000)."""
+    first_query: Optional[int] = None
+    """``prefs:`` agent step of the first round; None: when the agent's random warm-up ends. Deviation: RL-VLM-F
+    queries first after PEBBLE's state-entropy exploration (1000 steps for cartpole) and then resets the critic;
+    here no update ever sees an unfitted reward, so there is nothing to reset."""
+    oracle_noise: float = 0.0
+    """``prefs:scripted`` share of labels flipped (PEBBLE's ``teacher_eps_mistake``; RL-VLM-F's runs: 0)."""
+    oracle_equal_rate: float = 0.0
+    """``prefs:scripted`` share of pairs answered "equal" at random, as an unsure VLM does."""
+    queue: Optional[str] = None
+    """``prefs:person`` the label queue folder a person labels with ``pixelrl label QUEUE`` (created if missing)."""
+    goal: Optional[str] = None
+    """``prefs:vlm`` the task's goal in the VLM prompts (RL-VLM-F's cartpole: 'to balance the brown pole on the black
+    cart to be upright')."""
+    vlm: Optional[str] = None
+    """``prefs:vlm`` a local transformers vision-language model folder answering the two-stage query."""
 
     def __post_init__(self) -> None:
         kind, _ = parse_spec(self.spec)

@@ -25,7 +25,8 @@ __all__ = ["relabel_replay", "relabel_dataset"]
 # ------------------------------------------------------------------------------------------- replay
 
 
-def relabel_replay(replay: Any, model: RewardModel, *, chunk: Optional[int] = None) -> dict[str, float]:
+def relabel_replay(replay: Any, model: RewardModel, *, chunk: Optional[int] = None,
+                   base_rewards: Optional[np.ndarray] = None) -> dict[str, float]:
     """Replace the reward of every step stored in ``replay`` (a :class:`~pixelrl.data.replay.ReplayBuffer`) by the
     model's (``mode='replace'``) or add it to the stored one (``add``), in place; the n-step returns sampled
     afterwards use the new rewards. Observations, actions, flags, the sampler's RNG state and every other field stay
@@ -36,6 +37,10 @@ def relabel_replay(replay: Any, model: RewardModel, *, chunk: Optional[int] = No
     Frame stacks are rebuilt as the sampler builds them (clamped to the episode's first frame); where the oldest
     frames of a stack were already evicted from the ring they are replaced by the oldest frame still stored (only
     models that read more than the newest frame see the difference; VLM-RM does not).
+
+    ``base_rewards`` (float ``[hi - lo]``, one per live slot): combine the model's rewards with these instead of the
+    stored ones (a model that relabels the same buffer repeatedly, e.g. a preference model after each fit, passes the
+    env's own rewards so that ``add`` does not add twice).
 
     Returns ``{"steps": relabelled steps, "mean_reward": mean of the new rewards, "seconds": time taken}``.
     """
@@ -49,6 +54,11 @@ def relabel_replay(replay: Any, model: RewardModel, *, chunk: Optional[int] = No
     first, ep_start = arrays["first"], arrays["ep_start"]
     steps = np.flatnonzero(~first)  # rows holding a step record (the step that led into that observation)
     reward = arrays["reward"].copy()
+    if base_rewards is not None:
+        base_rewards = np.asarray(base_rewards, dtype=np.float32)
+        if base_rewards.shape != reward.shape:
+            raise ValueError(f"base_rewards has shape {base_rewards.shape}, the replay holds {reward.shape[0]} slots")
+        reward = base_rewards.copy()
     if steps.size:
         offsets = np.arange(-replay.frame_stack + 1, 1, dtype=np.int64)
         floor = np.maximum(ep_start - lo, 0)  # rows of each slot's episode start, clamped to the oldest stored

@@ -48,6 +48,11 @@ class RewardedReplay:
         self._episode_model_return = 0.0
         self._episode_learn_return = 0.0
         self._seconds = 0.0
+        self.online = getattr(model, "online", None)
+        """A model that learns during training (``prefs:``) has an online loop: it sees every slot stored (with the
+        env's reward) and every agent step, and runs its query / fit / relabel rounds from :meth:`add`."""
+        if self.online is not None:
+            self.online.attach(replay)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.replay, name)
@@ -63,12 +68,16 @@ class RewardedReplay:
     def add_first(self, obs: Any) -> None:
         self.flush()  # an episode cut without an end (add_first ends it) keeps its steps
         self.replay.add_first(obs)
+        if self.online is not None:
+            self.online.record(None)
         self._last_obs = obs
 
     def add(self, action: Any, reward: float, next_obs: Any, terminated: bool, truncated: bool, **kwargs: Any) -> None:
         self._pending.append((action, reward, next_obs, terminated, truncated, kwargs))
         if terminated or truncated or len(self._pending) >= self.model.batch_size:
             self.flush()
+        if self.online is not None:
+            self.online.step(self)  # may flush, fit and relabel the replay (its time is counted as reward time)
 
     def sample(self, *args: Any, **kwargs: Any) -> Any:
         if self._pending and self.replay.num_sampleable() == 0:
@@ -92,8 +101,10 @@ class RewardedReplay:
         if r_model.shape != (len(steps),):
             raise ValueError(f"the reward model returned {r_model.shape[0]} rewards for {len(steps)} steps")
         learn = combine(self.model, np.array([s[1] for s in steps], dtype=np.float32), r_model)
-        for (action, _, nxt, term, trunc, kw), r in zip(steps, learn):
+        for (action, r_env, nxt, term, trunc, kw), r in zip(steps, learn):
             self.replay.add(action, float(r), nxt, term, trunc, **kw)
+            if self.online is not None:
+                self.online.record(r_env)
         self._last_obs = next_obs[-1]
         self._episode_model_return += float(r_model.astype(np.float64).sum())
         self._episode_learn_return += float(learn.astype(np.float64).sum())
@@ -105,5 +116,9 @@ class RewardedReplay:
         (``seconds``, not a logged column: timing differs between runs). Resets the sums."""
         out = {"reward_model_return": self._episode_model_return, "learn_return": self._episode_learn_return,
                "seconds": self._seconds}
+        if self.online is not None:
+            out.update(self.online.stats())
+            out["seconds"] += self.online.seconds
+            self.online.seconds = 0.0
         self._episode_model_return = self._episode_learn_return = self._seconds = 0.0
         return out

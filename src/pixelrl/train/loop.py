@@ -177,6 +177,8 @@ class Trainer:
             from pixelrl.rewards.wrapper import RewardedReplay
 
             self.store = RewardedReplay(self.replay, self.reward_model)
+            if self.store.online is not None:  # prefs: the first query round comes when the random warm-up ends
+                self.store.online.set_warmup(int(getattr(a, "num_seed_steps", 0)))
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,

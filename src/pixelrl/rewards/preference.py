@@ -1,0 +1,919 @@
+"""Preference reward models (RL-VLM-F, Wang et al. 2024; its offline use, Venkataraman et al. 2024): an ensemble of
+small reward nets trained with Bradley-Terry on pairs of frames (or segments) that an oracle -- a script, a VLM or a
+person -- compared.
+
+The math, as in ``reward_model.py`` of github.com/yufeiwang63/RL-VLM-F (``RewardModel.train_reward``):
+
+* each member ``r_k`` maps one observation (the newest RGB frame of a stack, or a state vector) to a reward in
+  [-1, 1] (tanh output); a segment's score is the sum of its steps' rewards;
+* a labelled pair ``(x1, x2, y)``, ``y = 0`` when the first is better and ``1`` when the second is, gives the
+  cross-entropy of the logits ``[sum r_k(x1), sum r_k(x2)]`` with class ``y`` -- ``P(x1 > x2) = e^{R1} / (e^{R1} +
+  e^{R2})``, Bradley-Terry; "equal" answers (``y = -1``) are dropped (RL-VLM-F) or trained towards 1/2 (PEBBLE's
+  ``train_soft_reward``, ``equal='half'``);
+* one fit is up to ``epochs`` passes over all labels; in each pass every member draws its own permutation, the
+  members' losses of a minibatch are summed and one Adam step (one optimizer over all members, kept across fits)
+  is taken; the fit stops after the first pass whose training accuracy (measured during the pass, averaged over
+  members) exceeds ``target_acc`` (0.97);
+* the reward used for RL is the ensemble mean.
+
+Online (:class:`OnlinePreferenceLoop`, PEBBLE's schedule as RL-VLM-F runs it): when the agent's warm-up ends, and
+then every ``query_every`` agent steps until ``max_queries`` pairs were sent (dropped ones count), ``query_batch``
+pairs of steps are drawn uniformly from the replay, sent to the oracle, the model is fitted on every label so far
+and the whole replay is relabelled. Offline (:func:`fit_from_dataset`): pairs drawn from a dataset, labelled, fitted,
+saved as a model folder that ``--reward prefs:DIR`` loads (``pixelrl dataset relabel``, ``pixelrl train``).
+
+A model folder holds ``preference_model.json`` (the input it reads, the architecture, the fit settings and
+history) and ``ensemble.safetensors`` (the members' weights); no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pixelrl.errors import ConfigError, CorruptFileError, NotFoundError
+from pixelrl.rewards.base import MODES
+
+__all__ = ["InputSpec", "ImageRewardNet", "StateRewardNet", "PreferenceRewardModel", "OnlinePreferenceLoop",
+           "Schedule", "bradley_terry_loss", "sample_segment_starts", "segment_rows", "fit_from_dataset",
+           "MODEL_FILE", "WEIGHTS_FILE", "EQUAL", "SKIP", "input_spec", "load_preference_model"]
+
+MODEL_FILE, WEIGHTS_FILE = "preference_model.json", "ensemble.safetensors"
+FORMAT = "pixelrl-preference-model"
+EQUAL, SKIP = -1, -2
+"""Label codes besides 0 (the first of the pair is better) and 1 (the second is): ``EQUAL`` -- equally good or
+unsure (RL-VLM-F's -1), ``SKIP`` -- no answer (unparsable VLM reply, identical images, a person's skip)."""
+
+CONV_KERNELS, CONV_CHANNELS, CONV_STRIDES = (5, 3, 3, 3), (16, 32, 64, 128), (3, 2, 2, 2)
+"""RL-VLM-F's image reward net (``gen_image_net``: the run.sh default for cartpole, drawer, sweep, soccer)."""
+MLP_HIDDEN, MLP_LAYERS = 256, 3
+"""RL-VLM-F's state reward net (``gen_net`` with ``reward_model_H=256``, ``reward_model_layers=3``)."""
+
+
+# ------------------------------------------------------------------------------------------- networks
+
+
+def _fanin_init(t: torch.Tensor) -> None:
+    """rlkit's ``fanin_init`` (RL-VLM-F's conv_net.py): uniform in +-1/sqrt(fan_in)."""
+    fan_in = t.shape[0] if t.dim() == 2 else int(np.prod(t.shape[1:]))
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
+
+
+class ImageRewardNet(nn.Module):
+    """RL-VLM-F's CNN: four valid convolutions (kernels 5, 3, 3, 3; channels 16, 32, 64, 128; strides 3, 2, 2, 2;
+    ReLU; weights fan-in uniform, biases 0), a linear layer to one output (weights and bias uniform in +-1e-3) and
+    tanh. Input: uint8 ``[B, C, H, W]`` scaled to [0, 1]."""
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        super().__init__()
+        layers, c, h, w = [], channels, height, width
+        for out, k, s in zip(CONV_CHANNELS, CONV_KERNELS, CONV_STRIDES):
+            conv = nn.Conv2d(c, out, k, stride=s)
+            _fanin_init(conv.weight)
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
+            c, h, w = out, (h - k) // s + 1, (w - k) // s + 1
+            if h < 1 or w < 1:
+                raise ConfigError(f"frames of {height}x{width} pixels are too small for the preference reward CNN "
+                                  "(RL-VLM-F's 4 valid convolutions need at least 47x47); render larger frames "
+                                  "(e.g. --size 64 or the default 84)")
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Linear(c * h * w, 1)
+        with torch.no_grad():
+            self.head.weight.uniform_(-1e-3, 1e-3)
+            self.head.bias.uniform_(-1e-3, 1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x.float() / 255.0)
+        return torch.tanh(self.head(h.flatten(1))).squeeze(-1)
+
+
+class StateRewardNet(nn.Module):
+    """RL-VLM-F's / PEBBLE's MLP: 3 hidden layers of 256 with LeakyReLU, one output, tanh (PyTorch's default
+    initialisation)."""
+
+    def __init__(self, dim: int, hidden: int = MLP_HIDDEN, layers: int = MLP_LAYERS) -> None:
+        super().__init__()
+        mods, d = [], dim
+        for _ in range(layers):
+            mods += [nn.Linear(d, hidden), nn.LeakyReLU()]
+            d = hidden
+        mods.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(x.float())).squeeze(-1)
+
+
+def bradley_terry_loss(r1: torch.Tensor, r2: torch.Tensor, labels: torch.Tensor, *,
+                       equal: str = "drop") -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the logits ``[R1, R2]`` (segment scores ``[B]``) with the label as the class (mean over the
+    batch) and the number of correct predictions (``argmax == label``; ties count as 0, as ``torch.max`` picks the
+    first). ``equal='half'``: labels ``EQUAL`` get the soft target (1/2, 1/2) (PEBBLE's ``train_soft_reward``) and
+    count as class 0 for the accuracy, as theirs do."""
+    logits = torch.stack([r1, r2], dim=1)
+    if equal == "half":
+        eq = labels == EQUAL
+        cls = torch.where(eq, torch.zeros_like(labels), labels)
+        target = F.one_hot(cls, 2).float()
+        target[eq] = 0.5
+        loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+    else:
+        cls = labels
+        loss = F.cross_entropy(logits, cls)
+    correct = (logits.argmax(1) == cls).sum()
+    return loss, correct
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the reward nets read of an observation: the newest frame (``pixel``: ``shape = (C, H, W)``) or the state
+    vector (``shape = (d,)``), under dict key ``key`` (None: the observation itself)."""
+
+    key: Optional[str]
+    pixel: bool
+    shape: tuple
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "pixel": self.pixel, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "InputSpec":
+        return cls(d.get("key"), bool(d["pixel"]), tuple(int(x) for x in d["shape"]))
+
+
+def input_spec(observation_space: Any, frame_stack: int) -> InputSpec:
+    """The :class:`InputSpec` for observations of this (frame-stacked) space: the ``pixels`` entry of a dict (else
+    its only entry), RGB or grey frames, or states; one ConfigError line otherwise."""
+    from gymnasium import spaces
+
+    space, key = observation_space, None
+    if isinstance(space, spaces.Dict):
+        names = list(space.spaces)
+        key = "pixels" if "pixels" in names else (names[0] if len(names) == 1 else None)
+        if key is None:
+            raise ConfigError(f"the preference reward reads one entry of dict observations ('pixels', or the only "
+                              f"one); these have {names}")
+        space = space.spaces[key]
+    if not isinstance(space, spaces.Box):
+        raise ConfigError(f"the preference reward needs Box observations (frames or states), got "
+                          f"{type(space).__name__}")
+    shape = tuple(int(s) for s in space.shape)
+    if space.dtype == np.uint8 and len(shape) == 3:
+        s = max(int(frame_stack), 1)
+        if shape[0] % s:
+            raise ConfigError(f"pixel observations of {shape[0]} channels are not {s} stacked frames")
+        c = shape[0] // s
+        return InputSpec(key, True, (c, shape[1], shape[2]))
+    if len(shape) == 1:
+        return InputSpec(key, False, shape)
+    raise ConfigError(f"the preference reward reads uint8 [C, H, W] frame stacks or float [d] states, got "
+                      f"{space.dtype} {list(shape)}")
+
+
+def extract_inputs(obs: Any, spec: InputSpec) -> np.ndarray:
+    """A batch of observations as the environment gives them (stacks, states, dicts) -> the nets' inputs
+    ``[B, *spec.shape]`` (the newest frame of each stack)."""
+    if isinstance(obs, dict):
+        if spec.key is None or spec.key not in obs:
+            raise ConfigError(f"the preference reward got a dict observation without its entry {spec.key!r} "
+                              f"(keys {list(obs)})")
+        obs = obs[spec.key]
+    if isinstance(obs, torch.Tensor):
+        obs = obs.detach().cpu().numpy()
+    arr = np.asarray(obs)
+    if spec.pixel:
+        c = spec.shape[0]
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[2:] != spec.shape[1:] or arr.shape[1] % c:
+            raise ConfigError(f"the preference reward scores uint8 [B, k*{c}, {spec.shape[1]}, {spec.shape[2]}] "
+                              f"frame stacks, got {arr.dtype} {list(arr.shape)}")
+        return arr[:, -c:]
+    if arr.ndim != 2 or arr.shape[1:] != spec.shape:
+        raise ConfigError(f"the preference reward scores [B, {spec.shape[0]}] states, got {list(arr.shape)}")
+    return arr.astype(np.float32, copy=False)
+
+
+def to_rgb(frames: np.ndarray) -> np.ndarray:
+    """Net inputs ``uint8 [..., C, H, W]`` (C = 3 or 1) -> displayable ``uint8 [..., H, W, 3]``."""
+    x = np.moveaxis(np.asarray(frames), -3, -1)
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+
+def sample_segment_starts(first: np.ndarray, ep_start: np.ndarray, n: int, segment: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """``n`` rows drawn uniformly (with replacement) among the rows that start a segment of ``segment`` consecutive
+    steps of one episode. Rows are those of a replay's live slots: ``first[i]`` marks an episode's first
+    observation (not a step), ``ep_start[i]`` the absolute slot of its episode's start and ``base`` the absolute
+    slot of row 0 (steps whose episode start was evicted still count). Returns int64 ``[n]`` (empty when no segment
+    fits)."""
+    first = np.asarray(first, dtype=bool)
+    m = len(first)
+    if m == 0 or n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    ok = ~first
+    if segment > 1:
+        end = np.arange(m) + segment - 1
+        inside = end < m
+        ok = ok & inside
+        idx = np.flatnonzero(ok)
+        same = (~first[np.minimum(idx[:, None] + np.arange(segment)[None], m - 1)]).all(1)
+        same &= ep_start[np.minimum(idx + segment - 1, m - 1)] == ep_start[idx]
+        valid = idx[same]
+    else:
+        valid = np.flatnonzero(ok)
+    if valid.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return valid[rng.integers(0, valid.size, size=n)].astype(np.int64)
+
+
+def segment_rows(starts: np.ndarray, segment: int) -> np.ndarray:
+    """``[n] -> [n, segment]`` row indices of each segment."""
+    return np.asarray(starts, dtype=np.int64)[:, None] + np.arange(segment, dtype=np.int64)[None]
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+class PreferenceRewardModel:
+    """An ensemble of reward nets fitted with Bradley-Terry, behind the
+    :class:`~pixelrl.rewards.base.RewardModel` protocol (scores ``next_obs``: the frame or state after the step, as
+    RL-VLM-F scores the image rendered after each step and the offline paper the next observation).
+
+    ``spec`` None: the nets are built by :meth:`bind` from the observation space. ``seed`` fixes the nets'
+    initialisation and the fit's shuffles (a model draws nothing from the global RNGs after construction)."""
+
+    needs = frozenset({"next_obs"})
+
+    def __init__(self, spec: Optional[InputSpec] = None, *, ensemble: int = 3, lr: float = 3e-4,
+                 fit_batch_size: Optional[int] = None, epochs: int = 50, target_acc: float = 0.97,
+                 equal: str = "drop", segment: int = 1, mode: str = "replace", scale: float = 1.0,
+                 batch_size: int = 64, device: str | torch.device = "cpu", seed: int = 0) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if equal not in ("drop", "half"):
+            raise ConfigError(f"equal must be 'drop' or 'half', got {equal!r}")
+        for name, v, lo in (("ensemble", ensemble, 1), ("epochs", epochs, 1), ("segment", segment, 1),
+                            ("batch_size", batch_size, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+        self.mode, self.scale, self.batch_size = mode, float(scale), int(batch_size)
+        self.ensemble_size, self.lr, self.epochs = int(ensemble), float(lr), int(epochs)
+        self.fit_batch_size, self.target_acc, self.equal = fit_batch_size, float(target_acc), equal
+        self.segment, self.device, self.seed = int(segment), torch.device(device), int(seed)
+        self.spec: Optional[InputSpec] = None
+        self.members: nn.ModuleList | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+        self.labels_a: list[np.ndarray] = []  # [n, segment, *shape] chunks
+        self.labels_b: list[np.ndarray] = []
+        self.labels_y: list[np.ndarray] = []  # int64 [n] in {0, 1, EQUAL}
+        self.history: list[dict] = []  # one entry per fit
+        self.online: Optional[OnlinePreferenceLoop] = None
+        if spec is not None:
+            self._build(spec)
+
+    # ---- construction
+    def _build(self, spec: InputSpec) -> None:
+        self.spec = spec
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if spec.pixel:
+                nets = [ImageRewardNet(*spec.shape) for _ in range(self.ensemble_size)]
+            else:
+                nets = [StateRewardNet(spec.shape[0]) for _ in range(self.ensemble_size)]
+        self.members = nn.ModuleList(nets).to(self.device)
+        self.opt = torch.optim.Adam(self.members.parameters(), lr=self.lr)
+
+    def bind(self, observation_space: Any, frame_stack: int) -> None:
+        """Build the nets for these observations, or check that a loaded model reads this kind of observation."""
+        spec = input_spec(observation_space, frame_stack)
+        if self.spec is None:
+            self._build(spec)
+        elif spec != self.spec:
+            raise ConfigError(f"this preference reward model reads {_describe(self.spec)} but the observations give "
+                              f"{_describe(spec)}; use a model fitted on the same observations (env, --size, --obs)")
+        if self.online is not None:
+            self.online.check_oracle(self.spec)
+
+    @property
+    def fit_batch(self) -> int:
+        """Pairs per minibatch: RL-VLM-F's ``train_batch_size`` (64 for the image CNN, 128 for states) unless set."""
+        if self.fit_batch_size is not None:
+            return int(self.fit_batch_size)
+        return 64 if (self.spec is None or self.spec.pixel) else 128
+
+    # ---- scoring
+    def _net_in(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(x), device=self.device)
+
+    @torch.no_grad()
+    def member_rewards(self, inputs: np.ndarray) -> np.ndarray:
+        """float32 ``[ensemble, B]`` rewards of net inputs ``[B, *spec.shape]``."""
+        self._need_nets()
+        out = np.empty((self.ensemble_size, len(inputs)), dtype=np.float32)
+        for i in range(0, len(inputs), self.batch_size):
+            x = self._net_in(inputs[i:i + self.batch_size])
+            for k, net in enumerate(self.members):
+                out[k, i:i + len(x)] = net(x).float().cpu().numpy()
+        return out
+
+    def rewards(self, inputs: np.ndarray) -> np.ndarray:
+        """The ensemble-mean reward ``[B]`` of net inputs."""
+        return self.member_rewards(inputs).mean(0).astype(np.float32)
+
+    def __call__(self, obs: Any = None, *, actions: Any = None, next_obs: Any = None) -> np.ndarray:
+        """float32 rewards ``[B]`` of each ``next_obs`` (of ``obs`` when ``next_obs`` is None)."""
+        self._need_nets()
+        return self.rewards(extract_inputs(next_obs if next_obs is not None else obs, self.spec))
+
+    def _need_nets(self) -> None:
+        if self.members is None:
+            raise ConfigError("the preference reward model has no networks yet: call bind(observation_space, "
+                              "frame_stack) first")
+
+    # ---- labels and fitting
+    @property
+    def num_labels(self) -> int:
+        return int(sum(len(y) for y in self.labels_y))
+
+    def add_labels(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int]) -> int:
+        """Keep the answered pairs: ``first`` / ``second`` are net inputs ``[n, segment, *shape]`` (or
+        ``[n, *shape]`` for segment 1), ``labels`` ``[n]`` in {0, 1, EQUAL, SKIP}. ``SKIP`` is dropped, and so is
+        ``EQUAL`` unless ``equal='half'``. Returns the number kept."""
+        self._need_nets()
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        a, b = np.asarray(first), np.asarray(second)
+        if a.ndim == len(self.spec.shape) + 1:
+            a, b = a[:, None], b[:, None]
+        if a.shape != b.shape or a.shape[0] != y.size or a.shape[2:] != self.spec.shape:
+            raise ConfigError(f"pairs of shape {list(a.shape)} / {list(b.shape)} with {y.size} labels do not fit "
+                              f"segments of {list(self.spec.shape)}")
+        bad = ~np.isin(y, (0, 1, EQUAL, SKIP))
+        if bad.any():
+            raise ConfigError(f"labels must be 0, 1, {EQUAL} (equal) or {SKIP} (skip), got {y[bad][:5].tolist()}")
+        keep = (y == 0) | (y == 1) | ((y == EQUAL) & (self.equal == "half"))
+        if keep.any():
+            self.labels_a.append(np.ascontiguousarray(a[keep]))
+            self.labels_b.append(np.ascontiguousarray(b[keep]))
+            self.labels_y.append(y[keep])
+        return int(keep.sum())
+
+    def _segment_scores(self, net: nn.Module, x: np.ndarray) -> torch.Tensor:
+        n, s = x.shape[:2]
+        r = net(self._net_in(x.reshape(n * s, *x.shape[2:])))
+        return r.reshape(n, s).sum(1)
+
+    def fit(self) -> dict[str, float]:
+        """Fit the ensemble on every label kept so far (see the module docstring). Returns ``labels``, ``epochs``
+        run, the last pass's ``acc`` (mean over members) and ``loss``, and ``seconds``."""
+        self._need_nets()
+        t0 = time.perf_counter()
+        n = self.num_labels
+        if n == 0:
+            out = {"labels": 0, "epochs": 0, "acc": float("nan"), "loss": float("nan"), "seconds": 0.0}
+            self.history.append(out)
+            return out
+        A = np.concatenate(self.labels_a)
+        B = np.concatenate(self.labels_b)
+        Y = torch.as_tensor(np.concatenate(self.labels_y), device=self.device)
+        bs = self.fit_batch
+        acc = loss_mean = float("nan")
+        epochs = 0
+        self.members.train()
+        for _ in range(self.epochs):
+            perms = [self.rng.permutation(n) for _ in range(self.ensemble_size)]
+            correct = np.zeros(self.ensemble_size)
+            losses = []
+            for s in range(0, n, bs):
+                self.opt.zero_grad(set_to_none=True)
+                total = 0.0
+                for k, net in enumerate(self.members):
+                    idx = perms[k][s:s + bs]
+                    r1 = self._segment_scores(net, A[idx])
+                    r2 = self._segment_scores(net, B[idx])
+                    loss, c = bradley_terry_loss(r1, r2, Y[torch.as_tensor(idx, device=self.device)],
+                                                 equal=self.equal)
+                    total = total + loss
+                    correct[k] += float(c)
+                    losses.append(float(loss.detach()))
+                total.backward()
+                self.opt.step()
+            epochs += 1
+            acc = float((correct / n).mean())
+            loss_mean = float(np.mean(losses))
+            if acc > self.target_acc:
+                break
+        self.members.eval()
+        out = {"labels": n, "epochs": epochs, "acc": acc, "loss": loss_mean, "seconds": time.perf_counter() - t0}
+        self.history.append({k: v for k, v in out.items() if k != "seconds"})
+        return out
+
+    @torch.no_grad()
+    def accuracy(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int]) -> float:
+        """Share of pairs (labels 0/1 only) whose ensemble-mean segment scores order them as labelled."""
+        y = np.asarray(labels).reshape(-1)
+        a, b = np.asarray(first), np.asarray(second)
+        if a.ndim == len(self.spec.shape) + 1:
+            a, b = a[:, None], b[:, None]
+        m = (y == 0) | (y == 1)
+        if not m.any():
+            return float("nan")
+        n, s = a.shape[:2]
+        ra = self.rewards(a[m].reshape(-1, *a.shape[2:])).reshape(-1, s).sum(1)
+        rb = self.rewards(b[m].reshape(-1, *b.shape[2:])).reshape(-1, s).sum(1)
+        return float(((rb > ra).astype(int) == y[m]).mean())
+
+    # ---- state (checkpoints) and model folders
+    def settings(self) -> dict:
+        return {"ensemble": self.ensemble_size, "lr": self.lr, "fit_batch_size": self.fit_batch_size,
+                "epochs": self.epochs, "target_acc": self.target_acc, "equal": self.equal, "segment": self.segment,
+                "seed": self.seed}
+
+    def state_dict(self) -> dict:
+        """Weights, the optimizer, the kept labels, the fit RNG and history, and the online loop's state: what an
+        exact resume needs."""
+        self._need_nets()
+        shape = (0, self.segment, *self.spec.shape)
+        dtype = np.uint8 if self.spec.pixel else np.float32
+        state = {
+            "spec": self.spec.to_json(),
+            "settings": self.settings(),
+            "members": {k: v.detach().clone() for k, v in self.members.state_dict().items()},
+            "optimizer": _optimizer_state(self.opt),
+            "labels_a": np.concatenate(self.labels_a) if self.labels_a else np.zeros(shape, dtype),
+            "labels_b": np.concatenate(self.labels_b) if self.labels_b else np.zeros(shape, dtype),
+            "labels_y": np.concatenate(self.labels_y) if self.labels_y else np.zeros(0, np.int64),
+            "rng": self.rng.bit_generator.state,
+            "history": json.dumps(self.history),
+        }
+        if self.online is not None:
+            state["online"] = self.online.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        spec = InputSpec.from_json(state["spec"])
+        if self.spec is None:
+            self._build(spec)
+        elif spec != self.spec:
+            raise ConfigError(f"the checkpoint's preference model reads {_describe(spec)}, this one "
+                              f"{_describe(self.spec)}")
+        self.members.load_state_dict({k: torch.as_tensor(v) for k, v in state["members"].items()})
+        _load_optimizer_state(self.opt, state["optimizer"])
+        y = np.asarray(state["labels_y"], dtype=np.int64)
+        self.labels_a = [np.asarray(state["labels_a"])] if y.size else []
+        self.labels_b = [np.asarray(state["labels_b"])] if y.size else []
+        self.labels_y = [y] if y.size else []
+        self.rng.bit_generator.state = state["rng"]
+        self.history = json.loads(state["history"])
+        if self.online is not None:
+            if "online" not in state:
+                raise ConfigError("the checkpoint's preference model was not learning online; resume with the "
+                                  "original --reward spec")
+            self.online.load_state_dict(state["online"])
+
+    def save(self, folder: str | os.PathLike, *, extra: Optional[dict] = None) -> Path:
+        """Write a model folder (``preference_model.json`` + ``ensemble.safetensors``), atomically per file; the
+        labels are not included (they stay in the run's checkpoints or the label queue)."""
+        from safetensors.torch import save_file
+
+        from pixelrl.utils.atomic import storage_errors, write_json_atomic
+
+        self._need_nets()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        with storage_errors(folder / WEIGHTS_FILE, cleanup=(tmp,)):
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.members.state_dict().items()}, str(tmp))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / WEIGHTS_FILE)
+        write_json_atomic(folder / MODEL_FILE, {"format": FORMAT, "version": 1, "spec": self.spec.to_json(),
+                                                "settings": self.settings(), "labels": self.num_labels,
+                                                "history": self.history, **(extra or {})})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, mode: str = "replace", scale: float = 1.0, batch_size: int = 64,
+             device: str | torch.device = "cpu") -> "PreferenceRewardModel":
+        """A model folder written by :meth:`save`, or a run folder whose checkpoints hold an online-learned model
+        (the latest checkpoint's)."""
+        return load_preference_model(folder, mode=mode, scale=scale, batch_size=batch_size, device=device)
+
+
+def load_preference_model(folder: str | os.PathLike, *, mode: str = "replace", scale: float = 1.0,
+                          batch_size: int = 64, device: str | torch.device = "cpu") -> PreferenceRewardModel:
+    """See :meth:`PreferenceRewardModel.load`; a folder that is neither is one line saying what to pass."""
+    folder = Path(folder)
+    if (folder / MODEL_FILE).is_file():
+        try:
+            meta = json.loads((folder / MODEL_FILE).read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError("not a preference model file")
+            spec, settings = InputSpec.from_json(meta["spec"]), meta["settings"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptFileError(f"{folder / MODEL_FILE} is not a readable preference model description ({e})")
+        model = PreferenceRewardModel(spec, mode=mode, scale=scale, batch_size=batch_size, device=device,
+                                      **{k: settings[k] for k in ("ensemble", "lr", "fit_batch_size", "epochs",
+                                                                  "target_acc", "equal", "segment", "seed")})
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(folder / WEIGHTS_FILE))
+            model.members.load_state_dict(weights)
+        except (FileNotFoundError, SafetensorError, RuntimeError, OSError) as e:
+            raise CorruptFileError(f"{folder / WEIGHTS_FILE} does not hold this model's weights "
+                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        model.history = list(meta.get("history", []))
+        model.members.eval()
+        return model
+    if (folder / "checkpoints" / "latest.json").is_file():
+        from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+        state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
+        rm = state.get("reward_model")
+        if not isinstance(rm, dict) or "members" not in rm:
+            raise ConfigError(f"{folder} is a run folder whose checkpoints hold no preference reward model (it was "
+                              "not trained with --reward prefs:...)")
+        spec, settings = InputSpec.from_json(rm["spec"]), rm["settings"]
+        model = PreferenceRewardModel(spec, mode=mode, scale=scale, batch_size=batch_size, device=device,
+                                      **{k: settings[k] for k in ("ensemble", "lr", "fit_batch_size", "epochs",
+                                                                  "target_acc", "equal", "segment", "seed")})
+        model.members.load_state_dict({k: torch.as_tensor(v) for k, v in rm["members"].items()})
+        model.history = json.loads(rm["history"])
+        model.members.eval()
+        return model
+    if not folder.exists():
+        raise NotFoundError(f"preference model folder {folder} does not exist; pass a folder written by "
+                            "PreferenceRewardModel.save / `pixelrl label QUEUE --fit DIR`, or a run folder trained "
+                            "with --reward prefs:scripted|vlm|person")
+    raise ConfigError(f"{folder} holds neither {MODEL_FILE} (a fitted preference model) nor checkpoints/ of a run "
+                      "trained with --reward prefs:...; pass one of those")
+
+
+def _describe(spec: InputSpec) -> str:
+    where = f" under key {spec.key!r}" if spec.key else ""
+    if spec.pixel:
+        return f"{spec.shape[0]}-channel {spec.shape[1]}x{spec.shape[2]} frames{where}"
+    return f"{spec.shape[0]}-d states{where}"
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> dict:
+    sd = opt.state_dict()
+    state = {str(k): {n: (t.detach().clone() if isinstance(t, torch.Tensor) else t) for n, t in v.items()}
+             for k, v in sd["state"].items()}  # copies: the optimizer keeps updating its own tensors in place
+    return {"state": state, "param_groups": json.dumps(sd["param_groups"])}
+
+
+def _load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    opt.load_state_dict({"state": {int(k): v for k, v in state["state"].items()},
+                         "param_groups": json.loads(state["param_groups"])})
+
+
+# ------------------------------------------------------------------------------------------- the online loop
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """PEBBLE's feedback schedule as RL-VLM-F runs it (defaults: its run.sh for CartPole)."""
+
+    query_batch: int = 50
+    """Pairs sent per round (``reward_batch``)."""
+    query_every: int = 5000
+    """Agent steps between rounds after the first (``num_interact``)."""
+    max_queries: int = 10000
+    """Pairs sent in all, dropped ones included (``max_feedback``); the last round sends what is left."""
+    first_query: Optional[int] = None
+    """Agent step of the first round; None: when the agent's warm-up (random seed steps) ends."""
+
+
+class OnlinePreferenceLoop:
+    """The online part of a preference model: counts the agent steps stored through
+    :class:`~pixelrl.rewards.wrapper.RewardedReplay`, keeps the env's reward of every replay slot (the scripted
+    oracle compares true returns; relabelling combines with them), and runs a round -- sample, query, fit, relabel
+    the replay -- when the schedule says so. Its whole state is in the model's ``state_dict`` (exact resume)."""
+
+    def __init__(self, model: PreferenceRewardModel, oracle: Any, schedule: Schedule, *, seed: int = 0) -> None:
+        self.model, self.oracle, self.schedule = model, oracle, schedule
+        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+        self.first_query = schedule.first_query
+        self.steps = 0
+        self.next_query: Optional[int] = None
+        self.sent = 0
+        self.kept = 0
+        self.rounds = 0
+        self.last: dict = {}
+        self._ring: Optional[np.ndarray] = None  # env reward of absolute slot g at g % len
+        self._hi = 0
+        self.replay: Any = None
+        self.seconds = 0.0
+
+    # ---- wiring
+    def check_oracle(self, spec: InputSpec) -> None:
+        check = getattr(self.oracle, "check", None)
+        if check is not None:
+            check(spec)
+
+    def set_warmup(self, seed_steps: int) -> None:
+        """The agent's warm-up length (its random seed steps): the first round, unless ``first_query`` is set."""
+        if self.first_query is None:
+            self.first_query = max(int(seed_steps), 1)
+
+    def attach(self, replay: Any) -> None:
+        self.replay = replay
+        n = int(replay.capacity) + 1
+        if self._ring is None or len(self._ring) != n:
+            self._ring = np.zeros(n, dtype=np.float32)
+
+    def record(self, env_reward: Optional[float]) -> None:
+        """One replay slot was written: an episode's first observation (None) or a step with the env's reward."""
+        self._ring[self._hi % len(self._ring)] = 0.0 if env_reward is None else env_reward
+        self._hi += 1
+
+    def due(self) -> bool:
+        if self.sent >= self.schedule.max_queries:
+            return False
+        if self.next_query is None:
+            return self.steps >= (self.first_query if self.first_query is not None else 1)
+        return self.steps >= self.next_query
+
+    def step(self, store: Any) -> Optional[dict]:
+        """Called after every stored agent step; runs a round when one is due. ``store`` is the
+        :class:`~pixelrl.rewards.wrapper.RewardedReplay` (flushed first so every step is in the replay)."""
+        self.steps += 1
+        if not self.due():
+            return None
+        store.flush()
+        return self.round()
+
+    # ---- one round
+    def round(self) -> dict:
+        t0 = time.perf_counter()
+        model, replay = self.model, self.replay
+        state = replay.state_dict()
+        meta, arrays = state["meta"], state["arrays"]
+        lo, hi = int(meta["lo"]), int(meta["hi"])
+        if hi != self._hi:
+            raise RuntimeError(f"the preference loop recorded {self._hi} replay slots but the replay holds up to "
+                               f"{hi}: the replay was changed outside RewardedReplay")
+        n_ring = len(self._ring)
+        env_r = self._ring[np.arange(lo, hi) % n_ring]
+        k = min(self.schedule.query_batch, self.schedule.max_queries - self.sent)
+        seg = model.segment
+        a0 = sample_segment_starts(arrays["first"], arrays["ep_start"], k, seg, self.rng)
+        b0 = sample_segment_starts(arrays["first"], arrays["ep_start"], k, seg, self.rng)
+        if a0.size == 0:  # nothing stored that fits a segment yet: try again at the next step
+            return {}
+        ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
+        x = self._inputs(arrays)
+        query = PairQuery(first=x[ra], second=x[rb], returns_first=env_r[ra].astype(np.float64).sum(1),
+                          returns_second=env_r[rb].astype(np.float64).sum(1), round=self.rounds,
+                          pixel=model.spec.pixel)
+        labels = np.asarray(self.oracle.label(query), dtype=np.int64)
+        kept = model.add_labels(query.first, query.second, labels)
+        self.sent += k
+        self.kept += kept
+        fit = model.fit()
+        from pixelrl.rewards.relabel import relabel_replay
+
+        relabel_replay(replay, model, base_rewards=env_r)
+        self.rounds += 1
+        self.next_query = self.steps + self.schedule.query_every
+        truth = (query.returns_first < query.returns_second).astype(np.int64)
+        answered = (labels == 0) | (labels == 1)
+        self.last = {"pref_round": self.rounds, "pref_sent": self.sent, "pref_labels": self.kept,
+                     "pref_fit_acc": fit["acc"], "pref_fit_epochs": fit["epochs"],
+                     "pref_label_agreement": float((labels[answered] == truth[answered]).mean())
+                     if answered.any() else float("nan")}
+        self.seconds += time.perf_counter() - t0
+        return self.last
+
+    def _inputs(self, arrays: dict) -> np.ndarray:
+        """The nets' input of every live slot (the newest frame or the state stored there)."""
+        from pixelrl.data.replay import parse_obs_space
+
+        keys = parse_obs_space(self.replay.observation_space, self.replay.frame_stack, store="the replay stores")
+        spec = self.model.spec
+        for i, key in enumerate(keys):
+            if key.name == spec.key:
+                return arrays[f"obs_{i}"]
+        raise ConfigError(f"the replay stores no observation entry {spec.key!r}")
+
+    def stats(self) -> dict[str, float]:
+        """What the train rows log: pairs sent, labels kept, rounds, and the last fit's accuracy."""
+        return {"pref_sent": float(self.sent), "pref_labels": float(self.kept), "pref_rounds": float(self.rounds),
+                "pref_fit_acc": float(self.last.get("pref_fit_acc", float("nan")))}
+
+    # ---- state
+    def state_dict(self) -> dict:
+        oracle_state = getattr(self.oracle, "state_dict", None)
+        return {"steps": self.steps, "next_query": -1 if self.next_query is None else self.next_query,
+                "first_query": -1 if self.first_query is None else self.first_query,
+                "sent": self.sent, "kept": self.kept, "rounds": self.rounds, "hi": self._hi,
+                "ring": self._ring if self._ring is not None else np.zeros(0, np.float32),
+                "rng": self.rng.bit_generator.state, "last": json.dumps(self.last),
+                "oracle": oracle_state() if oracle_state is not None else {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.sent, self.kept = int(state["steps"]), int(state["sent"]), int(state["kept"])
+        self.rounds, self._hi = int(state["rounds"]), int(state["hi"])
+        nq, fq = int(state["next_query"]), int(state["first_query"])
+        self.next_query = None if nq < 0 else nq
+        self.first_query = None if fq < 0 else fq
+        ring = np.asarray(state["ring"], dtype=np.float32)
+        if self._ring is not None and len(ring) != len(self._ring):
+            raise ConfigError(f"the checkpoint's preference loop kept {len(ring)} replay slots, this replay has "
+                              f"{len(self._ring)}: the replay capacity changed; put it back to resume")
+        self._ring = ring.copy()
+        self.rng.bit_generator.state = state["rng"]
+        self.last = json.loads(state["last"])
+        load = getattr(self.oracle, "load_state_dict", None)
+        if load is not None:
+            load(state.get("oracle", {}))
+
+
+@dataclass
+class PairQuery:
+    """A batch of pairs to compare: net inputs ``[n, segment, *shape]`` of each side, their true returns where
+    known (the env's rewards summed over the segment; None offline without rewards), the round number (a person's
+    queue keeps one batch per round) and whether the inputs are frames."""
+
+    first: np.ndarray
+    second: np.ndarray
+    returns_first: Optional[np.ndarray] = None
+    returns_second: Optional[np.ndarray] = None
+    round: int = 0
+    pixel: bool = True
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """``uint8 [n, segment, H, W, 3]`` of each side, for a VLM or a person."""
+        if not self.pixel:
+            raise ConfigError("this oracle compares images, but the preference model reads states")
+        return to_rgb(self.first), to_rgb(self.second)
+
+
+# ------------------------------------------------------------------------------------------- offline
+
+
+def fit_from_dataset(dataset: Any, oracle: Any, *, queries: int, out: Optional[str | os.PathLike] = None,
+                     model: Optional[PreferenceRewardModel] = None, query_batch: int = 50, seed: int = 0,
+                     **model_kwargs: Any) -> PreferenceRewardModel:
+    """Offline RL-VLM-F: draw ``queries`` pairs of steps uniformly from a dataset (``pixelrl.data.dataset``
+    folder or :class:`~pixelrl.data.dataset.OfflineDataset`), label them with ``oracle`` in batches of
+    ``query_batch``, fit the model once on all labels, and save it to ``out`` (a model folder for
+    ``--reward prefs:DIR``). Each step is represented by its next observation, the image the offline paper scores."""
+    from pixelrl.data.dataset import OfflineDataset, load_dataset
+
+    ds = dataset if isinstance(dataset, OfflineDataset) else load_dataset(dataset)
+    if model is None:
+        model = PreferenceRewardModel(seed=seed, **model_kwargs)
+    model.bind(ds.observation_space, ds.frame_stack)
+    inputs, rewards, first, ep_start = dataset_steps(ds, model.spec)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
+    seg = model.segment
+    sent = 0
+    while sent < queries:
+        k = min(query_batch, queries - sent)
+        a0 = sample_segment_starts(first, ep_start, k, seg, rng)
+        b0 = sample_segment_starts(first, ep_start, k, seg, rng)
+        if a0.size == 0:
+            raise ConfigError(f"the dataset has no {seg} consecutive steps of one episode to compare")
+        ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
+        q = PairQuery(inputs[ra], inputs[rb], rewards[ra].sum(1), rewards[rb].sum(1), round=sent // query_batch,
+                      pixel=model.spec.pixel)
+        model.add_labels(q.first, q.second, oracle.label(q))
+        sent += k
+    model.fit()
+    if out is not None:
+        model.save(out, extra={"dataset": str(ds.path), "queries": queries})
+    return model
+
+
+def dataset_steps(ds: Any, spec: InputSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every step of a dataset laid out like replay slots: per episode its first observation, then one row per
+    step holding the step's next observation (net input) and reward. Returns ``(inputs, rewards, first,
+    ep_start)``."""
+    xs, rs, fs, es = [], [], [], []
+    row = 0
+    for ep in ds.iter_episodes(stacked=True):
+        obs = extract_inputs(ep["observations"], spec)  # [T+1, ...]
+        t = len(ep["rewards"])
+        xs.append(obs)
+        rs.append(np.concatenate([[0.0], np.asarray(ep["rewards"], dtype=np.float64)]))
+        f = np.zeros(t + 1, dtype=bool)
+        f[0] = True
+        fs.append(f)
+        es.append(np.full(t + 1, row, dtype=np.int64))
+        row += t + 1
+    if not xs:
+        raise ConfigError(f"dataset {ds.path} holds no episodes")
+    return np.concatenate(xs), np.concatenate(rs), np.concatenate(fs), np.concatenate(es)
+
+
+# ------------------------------------------------------------------------------------------- --reward prefs:...
+
+
+def _oracle_name(cfg: Any) -> Optional[str]:
+    from pixelrl.rewards.oracles import ORACLES
+
+    arg = cfg.argument.strip()
+    return arg if arg in ORACLES else None
+
+
+def check_config(cfg: Any) -> dict:
+    """Check the ``prefs:`` fields of a :class:`~pixelrl.rewards.base.RewardConfig` (one ConfigError line each)."""
+    ints = {"pref_ensemble": 1, "pref_epochs": 1, "pref_segment": 1, "query_batch": 1, "query_every": 1,
+            "max_queries": 1}
+    for name, lo in ints.items():
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"--reward.{name.replace('_', '-')} must be an integer >= {lo}, got {v!r}")
+    for name in ("pref_fit_batch", "first_query"):
+        v = getattr(cfg, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"--reward.{name.replace('_', '-')} must be an integer >= 1 (or None), got {v!r}")
+    for name, lo, hi in (("pref_lr", 0.0, None), ("pref_target_acc", 0.0, 1.0), ("oracle_noise", 0.0, 1.0),
+                         ("oracle_equal_rate", 0.0, 1.0)):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo or \
+                (hi is not None and v > hi) or (name == "pref_lr" and v <= 0):
+            rng = f"in [{lo:g}, {hi:g}]" if hi is not None else "> 0"
+            raise ConfigError(f"--reward.{name.replace('_', '-')} must be a number {rng}, got {v!r}")
+    if cfg.pref_equal not in ("drop", "half"):
+        raise ConfigError(f"--reward.pref-equal must be drop or half, got {cfg.pref_equal!r}")
+    oracle = _oracle_name(cfg)
+    if oracle == "person" and not (isinstance(cfg.queue, str) and cfg.queue.strip()):
+        raise ConfigError("--reward prefs:person needs --reward.queue DIR, the label queue a person answers with "
+                          "`pixelrl label DIR`")
+    if oracle == "vlm":
+        if not (isinstance(cfg.goal, str) and cfg.goal.strip()):
+            raise ConfigError("--reward prefs:vlm needs --reward.goal 'SENTENCE' (e.g. 'to balance the brown pole on "
+                              "the black cart to be upright')")
+        if not (isinstance(cfg.vlm, str) and cfg.vlm.strip()):
+            raise ConfigError("--reward prefs:vlm needs --reward.vlm DIR, a local transformers vision-language model "
+                              "folder (none is downloaded)")
+        if not (Path(cfg.vlm) / "config.json").is_file():
+            raise NotFoundError(f"--reward.vlm {cfg.vlm} is not a transformers model folder (no config.json)")
+    if oracle is None:
+        folder = Path(cfg.argument.strip())
+        if not folder.exists():
+            raise NotFoundError(f"--reward {cfg.spec!r}: {folder} does not exist; pass prefs:scripted, prefs:vlm, "
+                                "prefs:person (learn online) or a fitted model / run folder")
+        if not ((folder / MODEL_FILE).is_file() or (folder / "checkpoints" / "latest.json").is_file()):
+            raise ConfigError(f"--reward {cfg.spec!r}: {folder} holds neither {MODEL_FILE} (a fitted preference "
+                              "model) nor checkpoints/ of a run trained with --reward prefs:...")
+    return {}
+
+
+def check_space(space: Any, frame_stack: int) -> InputSpec:
+    """One ConfigError line when a ``prefs:`` reward cannot read these observations (checked before any model is
+    built)."""
+    return input_spec(space, frame_stack)
+
+
+def build(cfg: Any, device: Any) -> PreferenceRewardModel:
+    """The model a ``prefs:`` config describes: a fresh ensemble learning online from the oracle named, or a fitted
+    model loaded from a folder. The online model's seed is drawn from torch's global generator (seeded with the
+    run's seed before the model is built), so a run's seed fixes it."""
+    oracle_name = _oracle_name(cfg)
+    if oracle_name is None:
+        return load_preference_model(cfg.argument.strip(), mode=cfg.mode, scale=cfg.scale,
+                                     batch_size=cfg.batch_size, device=device)
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    model = PreferenceRewardModel(ensemble=cfg.pref_ensemble, lr=cfg.pref_lr, fit_batch_size=cfg.pref_fit_batch,
+                                  epochs=cfg.pref_epochs, target_acc=cfg.pref_target_acc, equal=cfg.pref_equal,
+                                  segment=cfg.pref_segment, mode=cfg.mode, scale=cfg.scale,
+                                  batch_size=cfg.batch_size, device=device, seed=seed)
+    from pixelrl.rewards import oracles
+
+    if oracle_name == "scripted":
+        oracle = oracles.ScriptedOracle(cfg.oracle_noise, cfg.oracle_equal_rate, seed=seed)
+    elif oracle_name == "vlm":
+        oracle = oracles.VLMOracle(oracles.TransformersVLM(cfg.vlm, device=str(device)), cfg.goal)
+    else:
+        oracle = oracles.PersonOracle(cfg.queue, segment=cfg.pref_segment, goal=cfg.goal)
+    schedule = Schedule(query_batch=cfg.query_batch, query_every=cfg.query_every, max_queries=cfg.max_queries,
+                        first_query=cfg.first_query)
+    model.online = OnlinePreferenceLoop(model, oracle, schedule, seed=seed)
+    return model

@@ -1,0 +1,250 @@
+"""Preference reward models: Bradley-Terry against hand computations, a fit that recovers a synthetic reward's
+ordering (states and pixels), the scripted oracle's noise / equal statistics, the VLM oracle's parsing and dropping
+with a fake VLM, pair sampling within episodes, model folders and ``prefs:`` specs, and the online loop through the
+real trainer (query budget, relabelled replay, exact resume)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from scipy.stats import spearmanr
+
+from pixelrl.errors import ConfigError, NotFoundError
+from pixelrl.rewards import RewardConfig, build_reward_model
+from pixelrl.rewards.oracles import ScriptedOracle, VLMOracle, parse_vlm_label
+from pixelrl.rewards.preference import (EQUAL, SKIP, PairQuery, PreferenceRewardModel, bradley_terry_loss,
+                                        sample_segment_starts, segment_rows)
+
+H = 48  # the smallest frames RL-VLM-F's four valid convolutions take are 47 px
+
+
+def true_state_reward(x):
+    return np.sin(x @ np.array([1.0, -0.5, 0.3, 0.0]))
+
+
+def square_frames(pos: np.ndarray, size: int = H) -> np.ndarray:
+    """uint8 [n, 3, size, size] frames with a white square whose horizontal position is ``pos`` in [0, 1]."""
+    f = np.zeros((len(pos), 3, size, size), np.uint8)
+    for i, p in enumerate(pos):
+        c = int(p * (size - 8))
+        f[i, :, 20:28, c:c + 8] = 255
+    return f
+
+
+def state_model(**kw):
+    m = PreferenceRewardModel(seed=kw.pop("seed", 0), **kw)
+    m.bind(spaces.Box(-2, 2, (4,), np.float32), 1)
+    return m
+
+
+# ------------------------------------------------------------------------------------------- the loss
+
+
+def test_bradley_terry_loss_is_the_cross_entropy_of_the_segment_scores():
+    r1, r2 = torch.tensor([1.0, 0.5, -0.2]), torch.tensor([2.0, -0.5, -0.2])
+    loss, correct = bradley_terry_loss(r1, r2, torch.tensor([1, 0, 1]))
+    p_label = [math.exp(2) / (math.exp(1) + math.exp(2)), math.exp(0.5) / (math.exp(0.5) + math.exp(-0.5)), 0.5]
+    assert float(loss) == pytest.approx(-np.mean(np.log(p_label)), rel=1e-6)
+    assert int(correct) == 2  # a tie predicts class 0 (torch.max picks the first), as RL-VLM-F counts it
+    # equal='half': an EQUAL label is the soft target (1/2, 1/2): its loss is log 2 at equal scores
+    loss, _ = bradley_terry_loss(torch.tensor([0.3]), torch.tensor([0.3]), torch.tensor([EQUAL]), equal="half")
+    assert float(loss) == pytest.approx(math.log(2), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def _fit_states(n_pairs, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    m = state_model(seed=seed, **kw)
+    a, b = (rng.uniform(-2, 2, (n_pairs, 4)).astype(np.float32) for _ in range(2))
+    q = PairQuery(a[:, None], b[:, None], true_state_reward(a), true_state_reward(b), pixel=False)
+    m.add_labels(q.first, q.second, ScriptedOracle(seed=seed).label(q))
+    return m, m.fit(), rng
+
+
+def test_bradley_terry_recovers_the_ordering_of_a_synthetic_state_reward():
+    m, fit, rng = _fit_states(500)
+    x = rng.uniform(-2, 2, (2000, 4)).astype(np.float32)
+    rho = spearmanr(m.rewards(x), true_state_reward(x)).statistic
+    assert rho > 0.85, rho
+    assert fit["labels"] == 500 and fit["acc"] > 0.75
+    # an untrained ensemble orders nothing: the fit is what did it
+    fresh = state_model(seed=0)
+    assert abs(spearmanr(fresh.rewards(x), true_state_reward(x)).statistic) < 0.6
+    # the reward is the ensemble mean and lies in [-1, 1] (tanh)
+    per = m.member_rewards(x[:10])
+    assert per.shape == (3, 10) and np.allclose(per.mean(0), m.rewards(x[:10]), atol=1e-6)
+    assert np.abs(per).max() <= 1.0
+
+
+def test_bradley_terry_recovers_the_ordering_of_a_pixel_reward():
+    rng = np.random.default_rng(1)
+    m = PreferenceRewardModel(seed=1, epochs=15)
+    m.bind(spaces.Box(0, 255, (9, H, H), np.uint8), 3)  # 3 stacked RGB frames: the net reads the newest
+    pa, pb = rng.random(256), rng.random(256)
+    q = PairQuery(square_frames(pa)[:, None], square_frames(pb)[:, None], pa, pb)
+    m.add_labels(q.first, q.second, ScriptedOracle(seed=1).label(q))
+    m.fit()
+    pt = rng.random(200)
+    stacks = np.concatenate([np.zeros((200, 6, H, H), np.uint8), square_frames(pt)], axis=1)
+    rho = spearmanr(m(next_obs=stacks), pt).statistic
+    assert rho > 0.8, rho
+
+
+def test_a_fit_stops_once_training_accuracy_exceeds_the_target():
+    rng = np.random.default_rng(2)
+    m = state_model(seed=2, epochs=200, target_acc=0.8)
+    a = rng.uniform(-2, 2, (200, 4)).astype(np.float32)
+    b = rng.uniform(-2, 2, (200, 4)).astype(np.float32)
+    r = lambda x: x[:, 0]  # noqa: E731 -- linear and noiseless: well above 0.8 within a few passes
+    m.add_labels(a, b, (r(a) < r(b)).astype(int))
+    fit = m.fit()
+    assert fit["acc"] > 0.8 and fit["epochs"] < 200
+    capped = state_model(seed=2, epochs=3, target_acc=1.0)
+    capped.add_labels(a, b, (r(a) < r(b)).astype(int))
+    assert capped.fit()["epochs"] == 3
+
+
+def test_skips_and_equal_answers_are_dropped_or_kept_as_half():
+    m = state_model()
+    a, b = np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)
+    assert m.add_labels(a, b, [0, 1, EQUAL, SKIP]) == 2 and m.num_labels == 2
+    half = state_model(equal="half")
+    assert half.add_labels(a, b, [0, 1, EQUAL, SKIP]) == 3
+    with pytest.raises(ConfigError, match="labels must be"):
+        m.add_labels(a, b, [0, 1, 2, 0])
+
+
+def test_too_small_frames_are_one_line():
+    m = PreferenceRewardModel()
+    with pytest.raises(ConfigError, match="at least 47x47"):
+        m.bind(spaces.Box(0, 255, (9, 32, 32), np.uint8), 3)
+
+
+# ------------------------------------------------------------------------------------------- oracles
+
+
+def test_the_scripted_oracle_flips_and_answers_equal_at_the_configured_rates():
+    rng = np.random.default_rng(3)
+    n = 20000
+    r1, r2 = rng.normal(size=n), rng.normal(size=n)
+    truth = (r1 < r2).astype(int)
+    q = PairQuery(np.zeros((n, 1, 1)), np.zeros((n, 1, 1)), r1, r2, pixel=False)
+    assert np.array_equal(ScriptedOracle(seed=0).label(q), truth)
+    labels = ScriptedOracle(noise=0.2, equal_rate=0.1, seed=0).label(q)
+    equal = labels == EQUAL
+    flipped = (labels != truth) & ~equal
+    sd = lambda p: math.sqrt(p * (1 - p) / n)  # noqa: E731
+    assert abs(equal.mean() - 0.1) < 4 * sd(0.1)
+    assert abs(flipped[~equal].mean() - 0.2) < 4 * sd(0.2) * 1.1
+    # ties go to the first, as PEBBLE's 1 * (r1 < r2) does
+    tie = PairQuery(np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), np.array([1.0, 0.0]), np.array([1.0, 0.0]), pixel=False)
+    assert ScriptedOracle().label(tie).tolist() == [0, 0]
+    with pytest.raises(ConfigError, match="probability"):
+        ScriptedOracle(noise=1.5)
+
+
+@pytest.mark.parametrize("reply, expected", [("0", 0), ("1", 1), ("-1", -1), (" 1 \nbecause the pole is up", 1),
+                                              ("2", None), ("Image 1", None), ("", None), ("0.5", None),
+                                              (None, None), (-1, None)])
+def test_vlm_replies_are_parsed_as_rl_vlm_f_does(reply, expected):
+    assert parse_vlm_label(reply) == expected
+
+
+class FakeVLM:
+    """Stage 1: 'brighter: 1|2' from the images; stage 2: a reply chosen by the test from the analysis."""
+
+    def __init__(self, replies):
+        self.calls, self.replies = [], replies
+
+    def __call__(self, images, prompt):
+        self.calls.append((len(images), prompt))
+        if images:
+            return f"brighter: {1 if images[0].mean() > images[1].mean() else 2}"
+        return self.replies.pop(0)
+
+
+def test_the_vlm_oracle_queries_in_two_stages_and_drops_what_it_cannot_use():
+    dark, mid, bright = (np.full((1, 1, 3, H, H), v, np.uint8) for v in (10, 100, 200))
+    first = np.concatenate([bright, dark, mid, mid, dark])
+    second = np.concatenate([dark, bright, mid, bright, mid])  # pair 2: identical images
+    vlm = FakeVLM(["0", "1", "I cannot tell", "-1"])
+    oracle = VLMOracle(vlm, "to make the image bright")
+    labels = oracle.label(PairQuery(first, second))
+    assert labels.tolist() == [0, 1, SKIP, SKIP, EQUAL]
+    assert oracle.counts == {"answered": 2, "equal": 1, "dropped": 1, "identical": 1}
+    assert len(vlm.calls) == 8  # two stages for each of the 4 different pairs; none for the identical one
+    stage1, stage2 = vlm.calls[0], vlm.calls[1]
+    assert stage1[0] == 2 and "The goal is to make the image bright" in stage1[1] and "Image 2" in stage1[1]
+    assert stage2[0] == 0 and "brighter: 1" in stage2[1] and "Reply -1 if the text is unsure" in stage2[1]
+    m = PreferenceRewardModel(seed=0)
+    m.bind(spaces.Box(0, 255, (3, H, H), np.uint8), 1)
+    assert m.add_labels(first, second, labels) == 2  # unparsable, identical and equal are not trained on
+    with pytest.raises(ConfigError, match="goal"):
+        VLMOracle(vlm, " ")
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+
+def test_segments_are_sampled_within_one_episode_and_never_start_at_a_first_observation():
+    # two episodes of 5 and 3 steps, then an open one of 2: first rows 0, 6, 10
+    first = np.zeros(13, bool)
+    first[[0, 6, 10]] = True
+    ep_start = np.array([0] * 6 + [6] * 4 + [10] * 3)
+    rng = np.random.default_rng(0)
+    s1 = sample_segment_starts(first, ep_start, 2000, 1, rng)
+    assert set(s1.tolist()) == {1, 2, 3, 4, 5, 7, 8, 9, 11, 12}
+    s3 = sample_segment_starts(first, ep_start, 2000, 3, rng)
+    assert set(s3.tolist()) == {1, 2, 3, 7}
+    rows = segment_rows(s3, 3)
+    assert (ep_start[rows] == ep_start[rows[:, :1]]).all() and not first[rows].any()
+    assert sample_segment_starts(first, ep_start, 5, 4, rng).size == 5
+    assert sample_segment_starts(first, ep_start, 5, 6, rng).size == 0
+
+
+# ------------------------------------------------------------------------------------------- folders and specs
+
+
+def test_a_model_folder_round_trips_and_loads_through_the_prefs_spec(tmp_path):
+    m, _, rng = _fit_states(200)
+    m.save(tmp_path / "rm")
+    meta = json.loads((tmp_path / "rm" / "preference_model.json").read_text())
+    assert meta["labels"] == 200 and meta["spec"]["shape"] == [4]
+    x = rng.uniform(-2, 2, (50, 4)).astype(np.float32)
+    cfg = RewardConfig(f"prefs:{tmp_path / 'rm'}", mode="add", scale=2.0)
+    loaded = build_reward_model(cfg)
+    loaded.bind(spaces.Box(-2, 2, (4,), np.float32), 1)
+    np.testing.assert_array_equal(loaded(next_obs=x), m(next_obs=x))
+    assert loaded.mode == "add" and loaded.scale == 2.0 and loaded.online is None
+    with pytest.raises(ConfigError, match="reads 4-d states"):
+        loaded.bind(spaces.Box(-2, 2, (5,), np.float32), 1)
+    with pytest.raises(NotFoundError, match="does not exist"):
+        RewardConfig(f"prefs:{tmp_path / 'nothing'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds neither"):
+        RewardConfig(f"prefs:{tmp_path / 'empty'}")
+    with pytest.raises(ConfigError, match="--reward.queue"):
+        RewardConfig("prefs:person")
+    with pytest.raises(ConfigError, match="--reward.goal"):
+        RewardConfig("prefs:vlm")
+    with pytest.raises(ConfigError, match="query-batch"):
+        RewardConfig("prefs:scripted", query_batch=0)
+
+
+def test_state_dict_continues_a_fit_exactly():
+    a, _, _ = _fit_states(100, seed=4, epochs=3)
+    b = state_model(seed=4, epochs=3)
+    b.load_state_dict(a.state_dict())
+    x = np.random.default_rng(5).uniform(-2, 2, (64, 4)).astype(np.float32)
+    ya = (true_state_reward(x[:32]) < true_state_reward(x[32:])).astype(int)
+    for m in (a, b):
+        m.add_labels(x[:32], x[32:], ya)
+        m.fit()
+    np.testing.assert_array_equal(a.rewards(x), b.rewards(x))
