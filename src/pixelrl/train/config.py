@@ -10,6 +10,7 @@ import tyro
 
 from pixelrl.errors import ConfigError
 from pixelrl.rewards.base import RewardConfig
+from pixelrl.rewards.interventions import InterventionConfig
 
 
 def parse_seeds(spec: str) -> tuple[int, ...]:
@@ -136,7 +137,11 @@ class TrainConfig:
 
     Reward models (docs/rewards.md): --reward SPEC (e.g. "vlm:a pole standing upright": VLM-RM) replaces or adds to the
     env's reward in what the learner stores; --reward.baseline, --reward.alpha, --reward.model, --reward.mode,
-    --reward.scale, --reward.batch-size, --reward.device, --reward.autocast."""
+    --reward.scale, --reward.batch-size, --reward.device, --reward.autocast.
+
+    Interventions (docs/interventions.md): --intervention.expert SPEC (policy:RUN_DIR, scripted:cartpole, keyboard,
+    gamepad) takes over the agent's actions when --intervention.trigger fires; intervened steps also go to a buffer
+    mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
@@ -147,11 +152,12 @@ class TrainConfig:
     agents with ``--agent.critic``, ``--agent.aux``, ``--agent.exploration``, ``--agent.perturb``,
     ``--agent.value-blend``, ``--agent.moe``."""
     preset: str = "auto"
-    """Hyper-parameter preset applied under your flags: ``paper`` (the published DrQ-v2 configuration for the
-    task: easy/medium/hard schedules, walker n=1 and batch 512, ...), ``cpu-fast`` (a lean DrQ-v2 that learns on a
-    2-core CPU in ~15 min: 110k frames at 64x64 with the fast renderer, action repeat 8, strides 2,2,1,1, batch
-    128, hidden 256, lr 3e-4, precision auto), ``auto``
-    (``paper`` when a CUDA device is used, else ``cpu-fast``), or ``none`` (plain defaults)."""
+    """Hyper-parameter preset applied under your flags: ``paper`` (the published configuration of the agent's
+    method for the task: DrQ-v2's easy/medium/hard schedules, walker n=1 and batch 512, ...; PPO's and the DQN
+    family's Atari settings on ``ale/``), ``cpu-fast`` (a lean DrQ-v2 for DeepMind Control that learns on a 2-core
+    CPU within 15 minutes: 48x48 frames from the fast renderer, action repeat 8, strides 2,2,1,1, batch 128, hidden
+    256, lr 3e-4, a 13.5-minute time budget; see ``pixelrl.agents.presets.cpu_fast``), ``auto`` (``cpu-fast`` for
+    ``dmc/`` envs on a CPU, else ``paper``), or ``none`` (plain defaults)."""
     seed: int = 1
     """Seed of Python, NumPy, torch and every environment episode. Same seed, same machine: same run on CPU."""
     seeds: Optional[str] = None
@@ -231,6 +237,10 @@ class TrainConfig:
     """A reward model whose rewards replace or add to the env's in what the learner stores (``--reward SPEC`` and
     ``--reward.*``; see :class:`~pixelrl.rewards.base.RewardConfig` and docs/rewards.md); the off-policy trainer
     applies it. None: the env's reward. Evaluations always report the env's return."""
+    intervention: Annotated[Optional[InterventionConfig], tyro.conf.Suppress] = None
+    """An expert that takes over the agent's actions (HIL-SERL, RLIF; ``--intervention.expert SPEC`` and
+    ``--intervention.*``; see :class:`~pixelrl.rewards.interventions.InterventionConfig` and docs/interventions.md);
+    the off-policy trainer applies it. None: the agent acts alone."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -242,6 +252,8 @@ class TrainConfig:
             raise ConfigError(f"--obs must be one of {', '.join(OBS_MODES)}, got {self.obs!r}")
         if self.reward is not None:
             _check_reward_fits(self)
+        if self.intervention is not None:
+            _check_intervention_fits(self)
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"size": self.size, "fast_render": self.fast_render, "obs": self.obs}
@@ -252,6 +264,27 @@ class TrainConfig:
         if self.env_options:
             kw.update(self.env_options)
         return kw
+
+
+def _check_intervention_fits(cfg: TrainConfig) -> None:
+    """Interventions are applied by the online off-policy trainer (pixelrl.train.loop): refuse the runs it is not."""
+    if not isinstance(cfg.intervention, InterventionConfig):
+        raise ConfigError("TrainConfig.intervention must be an InterventionConfig (--intervention.expert SPEC), got "
+                          f"{type(cfg.intervention).__name__}")
+    if cfg.seeds is not None:
+        raise ConfigError("--intervention.* is applied by the single-seed trainer; run one seed at a time (--seed N)")
+    if cfg.offline is not None and cfg.offline.active:
+        raise ConfigError("--intervention.* runs in the online trainer, which keeps its own intervention buffer; it "
+                          "does not combine with --dataset / --demos yet")
+    if cfg.reward is not None and cfg.intervention.reward == "rlif":
+        raise ConfigError("--intervention.reward rlif replaces the reward with RLIF's; it does not combine with "
+                          "--reward SPEC (use --intervention.reward env to keep the reward model's)")
+    from pixelrl.agents import AGENTS
+
+    spec = AGENTS.get(cfg.agent_name)
+    if spec is not None and getattr(spec, "trainer", "off-policy") != "off-policy":
+        raise ConfigError(f"--intervention.* is applied by the off-policy replay trainer; agent {cfg.agent_name!r} "
+                          f"uses the {spec.trainer} trainer")
 
 
 def _check_reward_fits(cfg: TrainConfig) -> None:

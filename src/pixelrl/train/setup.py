@@ -45,13 +45,16 @@ def agent_config_class(agent_name: str) -> type:
     return get_spec(agent_name).config_cls
 
 
-def resolve_preset_name(preset: str, device: str) -> str:
+def resolve_preset_name(preset: str, device: str, env: str = "dmc/") -> str:
+    """``auto`` -> ``paper`` on CUDA, and on a CPU for env families other than ``dmc/`` (the ``cpu-fast`` preset was
+    measured on DeepMind Control pixels; Atari and Gymnasium runs keep their agents' published settings), else
+    ``cpu-fast``."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     if preset != "auto":
         return preset
     on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return "paper" if on_cuda else "cpu-fast"
+    return "paper" if on_cuda or not env.startswith("dmc/") else "cpu-fast"
 
 
 def default_run_dir(env: str, agent_name: str, seed: int) -> str:
@@ -65,7 +68,7 @@ def build_config(env: str = TrainConfig.env, agent_name: str = TrainConfig.agent
     preset < ``overrides['agent']`` (a dict; dotted keys reach nested configs).
     TrainConfig fields: defaults < the per-task preset < the agent's own preset (e.g. drq's per-task action repeat)
     < the ``cpu-fast`` preset < ``overrides``."""
-    resolved = resolve_preset_name(preset, device)
+    resolved = resolve_preset_name(preset, device, env)
     cfg_cls = agent_config_class(agent_name)
     from pixelrl.agents import check_agent_fits
     from pixelrl.envs import action_kind
