@@ -282,7 +282,7 @@ class DQNAgent:
         self.action_start = int(getattr(action_space, "start", 0))
         self.pixels = len(observation_space.shape) == 3
         if cfg.augment and not self.pixels:
-            raise ConfigError("augment=True needs pixel observations; turn it off (--agent.augment False) for "
+            raise ConfigError("augment=True needs pixel observations; turn it off (--agent.no-augment) for "
                               "state observations")
         self.value_head = make_head(cfg.hl_gauss).to(self.device) if cfg.critic == "hl-gauss" else None
         bins = self.value_head.out_dim if self.value_head is not None else 1
