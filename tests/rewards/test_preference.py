@@ -248,3 +248,76 @@ def test_state_dict_continues_a_fit_exactly():
         m.add_labels(x[:32], x[32:], ya)
         m.fit()
     np.testing.assert_array_equal(a.rewards(x), b.rewards(x))
+
+
+# ------------------------------------------------------------------------------------------- online, through the trainer
+
+ONLINE = [
+    "--env", "dmc/cartpole-swingup", "--preset", "none", "--size", str(H), "--action-repeat", "8",
+    "--fast-render", "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random",
+    "--threads", "1", "--device", "cpu", "--no-progress", "--no-video", "--no-tensorboard", "--no-async-env",
+    "--agent.batch-size", "16", "--agent.hidden-dim", "16", "--agent.feature-dim", "8",
+    "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "60",
+    "--agent.update-every-steps", "2", "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
+    "--reward", "prefs:scripted", "--reward.query-batch", "20", "--reward.query-every", "100",
+    "--reward.max-queries", "50", "--reward.pref-epochs", "5",
+]
+
+
+def _replay(run):
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.envs import make
+    from pixelrl.train.setup import load_run_config
+
+    cfg = load_run_config(run)
+    env = make(cfg.env, seed=0, **cfg.env_kwargs())
+    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity, frame_stack=3,
+                          nstep=cfg.agent.nstep, discount=cfg.agent.discount)
+    env.close()
+    replay.load(run / "replay")
+    return replay
+
+
+@pytest.fixture(scope="module")
+def online_run(tmp_path_factory):
+    pytest.importorskip("dm_control")
+    from pixelrl.cli.main import main
+
+    run = tmp_path_factory.mktemp("prefs") / "run"
+    assert main(["train", *ONLINE, "--frames", "3000", "--run-dir", str(run)]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_the_online_loop_queries_on_schedule_fits_and_relabels_the_replay(online_run):
+    from pixelrl.train.logger import read_rows
+
+    rows = read_rows(online_run, "train")
+    # rounds after the 60 warm-up steps, then every 100 agent steps: steps 60, 160, 260 (20 + 20 + the last 10)
+    assert [r["pref_sent"] for r in rows] == [20, 40, 50] and [r["pref_rounds"] for r in rows] == [1, 2, 3]
+    assert all(0.5 <= r["pref_labels"] <= r["pref_sent"] for r in rows) and rows[-1]["pref_labels"] == 50
+    assert "critic_loss" in rows[0] and rows[0]["learn_return"] == pytest.approx(rows[0]["reward_model_return"])
+    # the model of the run (loaded from the run folder through the prefs: spec) gives every stored reward: the
+    # replay was relabelled after the last fit and later steps were scored by the same model
+    model = build_reward_model(RewardConfig(f"prefs:{online_run}"))
+    replay = _replay(online_run)
+    model.bind(replay.observation_space, 3)
+    a = replay.state_dict()["arrays"]
+    steps = ~a["first"]
+    np.testing.assert_allclose(a["reward"][steps], model.rewards(a["obs_0"][steps]), atol=1e-6)
+    assert len(model.history) == 3 and model.history[-1]["labels"] == 50
+
+
+@pytest.mark.slow
+def test_resume_with_the_preference_loop_continues_exactly(online_run, tmp_path):
+    from pixelrl.cli.main import main
+    from pixelrl.train.logger import TIMING_COLUMNS, read_rows
+
+    run = tmp_path / "run"
+    assert main(["train", *ONLINE, "--frames", "2000", "--run-dir", str(run)]) == 0  # stops between rounds 2 and 3
+    assert main(["resume", str(run), "--frames", "3000"]) == 0
+    for kind in ("train", "eval"):
+        strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]  # noqa: E731
+        assert strip(read_rows(run, kind)) == strip(read_rows(online_run, kind)), kind
+    a, b = _replay(run).state_dict()["arrays"], _replay(online_run).state_dict()["arrays"]
+    assert np.array_equal(a["reward"], b["reward"]) and np.array_equal(a["obs_0"], b["obs_0"])
