@@ -14,7 +14,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,list} [options]   |   pixelrl --version
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -25,6 +25,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,list
           relabel with a reward model: pixelrl dataset relabel PATH --reward "vlm:a pole upright" --out NEW
   snapshots S3RL snapshot banks:  pixelrl snapshots collect --env dmc/walker-walk --policy runs/<run>/ --out PATH
                                   pixelrl snapshots info PATH
+  reward  fit a success classifier: pixelrl reward fit-classifier --positives DIR --negatives DIR --out DIR
   list    what can be chosen:     pixelrl list envs [dmc|gym|ale]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
@@ -90,6 +91,9 @@ def cmd_train(argv: list[str]) -> int:
     from pixelrl.rewards.base import reward_config_from_args
 
     reward = reward_config_from_args(argv)  # --reward SPEC and --reward.* (not tyro fields: parsed on their own)
+    from pixelrl.rewards.interventions import intervention_config_from_args
+
+    intervention = intervention_config_from_args(argv)  # --intervention.* (docs/interventions.md)
     offline = None
     if offline_args:
         parsed_offline = tyro.cli(_unchecked(OfflineConfig), prog="pixelrl train (offline options)",
@@ -120,7 +124,7 @@ def cmd_train(argv: list[str]) -> int:
         raise ConfigError(f"--agent {agent_name}: {e}") from None
     cfg = TrainConfig(**{**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(TrainConfig)},
                          "agent_name": agent_name, "preset": defaults.preset, "agent": agent})
-    cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline, reward=reward)
+    cfg = dataclasses.replace(reconcile_cli_agent(cfg, argv), offline=offline, reward=reward, intervention=intervention)
     if cfg.seeds is not None:
         return _train_seeds(cfg)
     if cfg.run_dir is None:
@@ -439,6 +443,12 @@ def cmd_dataset(argv: list[str]) -> int:
     return run(argv)
 
 
+def cmd_reward(argv: list[str]) -> int:
+    from pixelrl.cli.reward import cmd_reward as run
+
+    return run(argv)
+
+
 def cmd_snapshots(argv: list[str]) -> int:
     from pixelrl.cli.snapshots import cmd_snapshots as run
 
@@ -532,7 +542,7 @@ def _warning_printer(cmd: str, fallback):
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
-            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "list": cmd_list}
+            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "list": cmd_list, "reward": cmd_reward}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -126,10 +126,61 @@ def _prefs_space(space: Any, frame_stack: int) -> Any:
     return check_space(space, frame_stack)
 
 
+def _check_classifier(cfg: "RewardConfig") -> dict:
+    from pixelrl.rewards.classifier import check_config
+
+    return check_config(cfg)
+
+
+def _build_classifier(cfg: "RewardConfig", device: Any) -> RewardModel:
+    from pixelrl.rewards.classifier import ClassifierReward
+
+    return ClassifierReward.from_config(cfg, device=device)
+
+
+def _frames_space(what: str) -> Callable[[Any, int], Any]:
+    def check(space: Any, frame_stack: int) -> Any:
+        from pixelrl.rewards.classifier import image_layout
+
+        return image_layout(space, frame_stack, what)
+
+    return check
+
+
+def _check_demo_reward(cfg: "RewardConfig") -> dict:
+    from pixelrl.rewards.perceptual import check_config
+
+    return check_config(cfg)
+
+
+def _build_ot(cfg: "RewardConfig", device: Any) -> RewardModel:
+    from pixelrl.rewards.perceptual import OTReward
+
+    return OTReward.from_config(cfg, device=device)
+
+
+def _build_perceptual(cfg: "RewardConfig", device: Any) -> RewardModel:
+    from pixelrl.rewards.perceptual import PerceptualReward
+
+    return PerceptualReward.from_config(cfg, device=device)
+
+
 REWARD_KINDS: dict[str, RewardKind] = {
     "vlm": RewardKind("vlm", "vlm:<goal prompt>[|<goal prompt>...]",
                       "VLM-RM, the CLIP similarity of each frame to a sentence; options --reward.baseline, "
                       "--reward.alpha, --reward.model", _check_vlm, _build_vlm, _vlm_space),
+    "classifier": RewardKind("classifier", "classifier:<folder>",
+                             "a success classifier (SERL): 1 where the frame after a step shows success, else 0; "
+                             "options --reward.threshold, --reward.end-on-success", _check_classifier,
+                             _build_classifier, _frames_space("the success classifier")),
+    "ot": RewardKind("ot", "ot:<demo dataset or frame folder>",
+                     "RAPL's optimal-transport reward of each episode's frames against a preferred demonstration's; "
+                     "options --reward.encoder, --reward.ot-eps, --reward.ot-iters", _check_demo_reward, _build_ot,
+                     _frames_space("the OT reward")),
+    "perceptual": RewardKind("perceptual", "perceptual:<demo dataset or folder of demo folders>",
+                             "Sermanet et al.'s unsupervised perceptual reward from a few demos' features; options "
+                             "--reward.encoder, --reward.subgoals, --reward.features", _check_demo_reward,
+                             _build_perceptual, _frames_space("the perceptual reward")),
     "prefs": RewardKind("prefs", "prefs:scripted|vlm|person|<model or run folder>",
                         "a preference reward model (RL-VLM-F): learned online from an oracle's comparisons, or a "
                         "fitted one loaded from a folder; options --reward.query-batch, --reward.query-every, "
@@ -212,6 +263,25 @@ class RewardConfig:
     frames/s). The paper reports that larger CLIP models give better rewards."""
     autocast: bool = True
     """``vlm:`` encode frames under fp16 autocast on CUDA, as the authors do (no effect on CPU, where it is fp32)."""
+    threshold: Optional[float] = None
+    """``classifier:`` success when the ensemble's probability is >= this; None: the threshold saved with the
+    classifier (``pixelrl reward fit-classifier --threshold``, default SERL's 0.5; HIL-SERL uses 0.7 - 0.85)."""
+    end_on_success: bool = False
+    """``classifier:`` also end a training episode (terminated) at the first step the classifier calls a success,
+    as SERL / HIL-SERL do (``done = done or success``). Evaluation episodes run to the env's own end."""
+    encoder: Optional[str] = None
+    """``ot:`` / ``perceptual:`` frozen image encoder: None or ``random`` -- DrQ-v2's conv net with fixed random
+    weights (no pretrained weights can be downloaded here; RAPL uses an ImageNet ResNet-18 fine-tuned on preferences,
+    Sermanet et al. an ImageNet Inception); a pixelrl run folder -- the encoder of that run's agent."""
+    ot_eps: float = 1.0
+    """``ot:`` entropic regularisation of Sinkhorn (RAPL's reference scripts: gamma = 1 (verify)); smaller is closer to
+    exact OT and needs more iterations."""
+    ot_iters: int = 100
+    """``ot:`` Sinkhorn iterations (log domain)."""
+    subgoals: int = 2
+    """``perceptual:`` steps each demonstration is split into (the paper's n; its value per task (verify))."""
+    features: int = 32
+    """``perceptual:`` features kept per step (the paper selects a few per step; the count (verify))."""
     pref_ensemble: int = 3
     """``prefs:`` reward nets in the ensemble (RL-VLM-F: 3); the reward is their mean."""
     pref_lr: float = 3e-4
@@ -260,6 +330,8 @@ class RewardConfig:
             raise ConfigError(f"--reward.batch-size must be an integer >= 1, got {b!r}")
         if self.device is not None and (not isinstance(self.device, str) or not self.device.strip()):
             raise ConfigError(f"--reward.device must be a device name such as cpu or cuda, got {self.device!r}")
+        if self.end_on_success and kind != "classifier":
+            raise ConfigError(f"--reward.end-on-success needs a success classifier (--reward classifier:DIR), not {kind}:")
         for name, value in REWARD_KINDS[kind].check(self).items():
             object.__setattr__(self, name, value)  # resolved values (e.g. alpha None -> 0.5), recorded in config.json
 

@@ -216,7 +216,7 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
                   reset_seed: int, seed_steps: int, update_every: int, updates_per_step: int,
                   warmup_rng: np.random.Generator, action_space, action_repeat: int, progress: _Progress,
                   step_offset: int = 0, batch_extras: Optional[Callable[[], dict[str, float]]] = None,
-                  ) -> EpisodeResult:
+                  intervene: Optional[Callable[..., Any]] = None) -> EpisodeResult:
     """Run one whole training episode: act, step the env, update, store, until the episode ends.
 
     * ``replay`` receives the new transitions (``add_first`` / ``add``); ``sample()`` returns one batch for one
@@ -234,6 +234,9 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
       ``agent.life_loss_terminal`` (True) stores a step on which the env lost a life (``env.life_loss``) as
       terminal for the learner (``replay.add(..., learner_terminal=True)``) while the episode runs on to game over.
       The episode return and the logs always use the raw rewards.
+    * ``intervene(obs, action, step=, warmup=)`` (interventions, :mod:`pixelrl.rewards.interventions`), called at every
+      agent step before the action reaches the env, returns the action the env receives (an expert's during an
+      intervention); ``replay`` then receives that action.
     """
     c = counters
     reward_clip = float(getattr(agent, "reward_clip", 0.0) or 0.0)
@@ -257,6 +260,8 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
             if not _finite(action):
                 raise DivergenceError(f"the policy's action is not finite ({action}) at {_where(c, step)}: the "
                                       f"networks diverged{_diagnosis(agent, last_update)}")
+        if intervene is not None:
+            action = intervene(obs, action, step=step, warmup=c["agent_steps"] < seed_steps)
         t1 = time.perf_counter()
         env.step_async(action)
         if c["agent_steps"] >= seed_steps and c["agent_steps"] % update_every == 0:

@@ -55,6 +55,7 @@ from pixelrl.utils.malloc import tune_glibc_malloc
 from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 
 TRAIN_STREAM, REPLAY_STREAM, WARMUP_STREAM, SNAPSHOT_STREAM = 1, 4, 5, 6
+INTERVENTION_STREAM, INTERVENTION_REPLAY_STREAM = 8, 9
 LOSS_GROWTH, LOSS_LARGE = 1e4, 1e6
 """An episode's mean of a loss above ``LOSS_LARGE``, or ``LOSS_GROWTH`` times its first episode's mean (and above
 1000), triggers a :class:`DivergenceWarning`."""
@@ -161,6 +162,26 @@ class Trainer:
                     seed=derive_seed(cfg.seed, SNAPSHOT_STREAM))
                 return self.snapshot_wrapper
 
+        self.interventions = None  # --intervention.*: the expert is loaded before the training env starts
+        if cfg.intervention is not None:
+            from pixelrl.rewards.interventions import build_interventions
+
+            self.interventions = build_interventions(cfg.intervention, seed=derive_seed(cfg.seed, INTERVENTION_STREAM),
+                                                     device=self.device)
+        end_on_success = cfg.reward is not None and cfg.reward.end_on_success
+        if end_on_success or self.interventions is not None:  # both need the training env in this process
+            inner = wrap
+
+            def wrap(env):
+                env = inner(env) if inner is not None else env
+                if end_on_success:  # SERL: done = done or success (the classifier scores every step's frame)
+                    from pixelrl.rewards.classifier import end_on_success as end_wrap
+
+                    env = end_wrap(env, self.reward_model)
+                if self.interventions is not None:
+                    self.interventions.bind(env, self.action_space, self.action_repeat, cfg.obs)
+                return env
+
         self.train_env = EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
                                     env_kwargs=env_kwargs, wrap=wrap)
         cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
@@ -179,6 +200,11 @@ class Trainer:
             self.store = RewardedReplay(self.replay, self.reward_model)
             if self.store.online is not None:  # prefs: the first query round comes when the random warm-up ends
                 self.store.online.set_warmup(int(getattr(a, "num_seed_steps", 0)))
+        self.sampler = self.store  # what batches are drawn from; with interventions, a mix with their buffer
+        if self.interventions is not None:
+            self.store, self.sampler = self.interventions.setup_buffers(
+                self.replay, self.store, self.reward_model, capacity=a.replay_capacity,
+                seed=derive_seed(cfg.seed, INTERVENTION_REPLAY_STREAM))
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,
@@ -200,6 +226,8 @@ class Trainer:
         self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
                              purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
         write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(replay_manifest))
+        if self.interventions is not None:
+            self.interventions.commit_resume(self.run_dir / "interventions")
         self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
@@ -222,6 +250,8 @@ class Trainer:
             state["snapshot_wrapper"] = self.snapshot_wrapper.state_dict()
         if self.reward_model is not None:  # at an episode boundary: every step is in the replay with its reward
             state["reward_model"] = self.reward_model.state_dict()
+        if self.interventions is not None:  # its RNG, counters and buffer (saved incrementally like the replay)
+            state["interventions"] = self.interventions.checkpoint(self.run_dir / "interventions")
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
@@ -266,6 +296,8 @@ class Trainer:
             self.snapshot_wrapper.load_state_dict(state["snapshot_wrapper"])
         if self.reward_model is not None and "reward_model" in state:
             self.reward_model.load_state_dict(state["reward_model"])
+        if self.interventions is not None:
+            self.interventions.restore(state.get("interventions"), self.run_dir / "interventions")
         self.counters.update(state["trainer"])
         copy = state.get("metrics_jsonl")
         return (int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes(),
@@ -295,11 +327,13 @@ class Trainer:
         cfg, c, a = self.cfg, self.counters, self.cfg.agent
         batch_size = int(a.batch_size)
         ep = train_episode(
-            self.train_env, self.agent, self.store, lambda: self.store.sample(batch_size, **self._sample_kwargs),
+            self.train_env, self.agent, self.store, lambda: self.sampler.sample(batch_size, **self._sample_kwargs),
             counters=c, reset_seed=derive_seed(cfg.seed, TRAIN_STREAM, c["episodes"]),
             seed_steps=int(getattr(a, "num_seed_steps", 0)), update_every=int(getattr(a, "update_every_steps", 1)),
             updates_per_step=int(getattr(a, "updates_per_step", 1)), warmup_rng=self.warmup_rng,
-            action_space=self.action_space, action_repeat=self.action_repeat, progress=progress)
+            action_space=self.action_space, action_repeat=self.action_repeat, progress=progress,
+            intervene=self.interventions,
+            batch_extras=self.interventions.batch_extras if self.interventions is not None else None)
         check_finite_parameters(self.agent, f"after episode {c['episodes']:,} (frame {c['frames']:,})")
         self._warn_if_losses_explode(ep.metrics)
         timing, rewards = ep.timing(), {}
@@ -307,7 +341,8 @@ class Trainer:
             rewards = self.store.episode_stats()
             timing["env_s"] += rewards.pop("seconds")  # the reward is part of what the env step gives the learner
         row = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episode": c["episodes"], **ep.stats(),
-               **rewards, **timing, "wall_s": time.perf_counter() - self._wall_start}
+               **rewards, **(self.interventions.episode_stats() if self.interventions is not None else {}), **timing,
+               "wall_s": time.perf_counter() - self._wall_start}
         self.logger.log("train", row)
 
     def _warn_if_losses_explode(self, metrics: dict[str, float]) -> None:
