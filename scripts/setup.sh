@@ -13,6 +13,8 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,dev}
 APT_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libosmesa6"
+# Debian's chromium and its driver: the labelling page's browser test (tests/web) drives them with Selenium (dev extra)
+case ",$EXTRAS," in *,dev,*) APT_PACKAGES="$APT_PACKAGES chromium chromium-driver" ;; esac
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 

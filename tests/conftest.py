@@ -16,7 +16,8 @@ import torch
 torch.set_num_threads(1)
 
 EXTRA_MODULES = {"dm_control": "dmc", "mujoco": "dmc", "ale_py": "atari", "ale-py": "atari", "cv2": "atari",
-                 "opencv": "atari", "h5py": "offline", "minari": "offline", "transformers": "rewards"}
+                 "opencv": "atari", "h5py": "offline", "minari": "offline", "transformers": "rewards",
+                 "selenium": "dev", "chromium": "dev", "chromedriver": "dev"}
 """Import and package names of the optional extras' packages (pyproject.toml ``[project.optional-dependencies]``)
 -> extra."""
 

@@ -14,7 +14,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,list} [options]   |   pixelrl --version
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -26,6 +26,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,rewa
   snapshots S3RL snapshot banks:  pixelrl snapshots collect --env dmc/walker-walk --policy runs/<run>/ --out PATH
                                   pixelrl snapshots info PATH
   reward  fit a success classifier: pixelrl reward fit-classifier --positives DIR --negatives DIR --out DIR
+  label   compare clips in a page: pixelrl label QUEUE [--port 8765]   |   pixelrl label QUEUE --fit MODEL_DIR
   list    what can be chosen:     pixelrl list envs [dmc|gym|ale]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
@@ -449,6 +450,12 @@ def cmd_reward(argv: list[str]) -> int:
     return run(argv)
 
 
+def cmd_label(argv: list[str]) -> int:
+    from pixelrl.cli.label import cmd_label as run
+
+    return run(argv)
+
+
 def cmd_snapshots(argv: list[str]) -> int:
     from pixelrl.cli.snapshots import cmd_snapshots as run
 
@@ -542,7 +549,7 @@ def _warning_printer(cmd: str, fallback):
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
-            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "list": cmd_list, "reward": cmd_reward}
+            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "label": cmd_label, "list": cmd_list, "reward": cmd_reward}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
