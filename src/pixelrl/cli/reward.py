@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
-from typing import Annotated, Optional
+from typing import Optional
 
 import tyro
 
@@ -22,14 +22,14 @@ USAGE = """usage: pixelrl reward fit-classifier [options]
 
 
 @dataclass(frozen=True)
-class _FitClassifier:
+class _FitClassifier(ClassifierConfig):
     """Fit a success classifier (SERL / HIL-SERL) on labelled frames and save it as a folder (model.safetensors +
     classifier.json) for ``pixelrl train --reward classifier:DIR``. Labelled frames come from two folders of images
     (--positives / --negatives: PNG files of one size) or from a pixelrl dataset (--dataset PATH --key NAME: the frame
     after each step is a positive where the episode's per-step array NAME is > --key-threshold). See docs/rewards.md."""
 
-    out: str
-    """Folder to write the classifier to (created; its two files are replaced atomically)."""
+    out: Optional[str] = None
+    """Folder to write the classifier to (created; its two files are replaced atomically). Required."""
     positives: Optional[str] = None
     """Folder of success frames (images)."""
     negatives: Optional[str] = None
@@ -43,8 +43,6 @@ class _FitClassifier:
     """With --dataset: a step is a success where its value of --key is > this."""
     device: str = "cpu"
     """Device to fit on (cpu, cuda)."""
-    model: Annotated[ClassifierConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=ClassifierConfig)
-    """Architecture and fit (every field of ClassifierConfig)."""
 
 
 def _fit_classifier(args: _FitClassifier) -> int:
@@ -53,7 +51,10 @@ def _fit_classifier(args: _FitClassifier) -> int:
     from pixelrl.rewards.classifier import SuccessClassifier, frames_from_dataset, load_image_folder
     from pixelrl.utils.dataclass_io import from_dict, to_dict
 
-    cfg = from_dict(ClassifierConfig, to_dict(args.model), where="classifier options")
+    if args.out is None:
+        raise ConfigError("pixelrl reward fit-classifier needs --out DIR (the folder to write the classifier to)")
+    names = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    cfg = from_dict(ClassifierConfig, {k: v for k, v in to_dict(args).items() if k in names}, where="classifier options")
     folders = args.positives is not None or args.negatives is not None
     if args.dataset is not None and folders:
         raise ConfigError("give either --dataset PATH or --positives DIR --negatives DIR, not both")

@@ -124,8 +124,9 @@ def ot_rewards(agent_emb: torch.Tensor, demo_emb: torch.Tensor, *, eps: float = 
 
 
 class RandomConvEncoder(nn.Module):
-    """DrQ-v2's conv encoder with random weights from a fixed seed, strides (2, 2, 2, 1) to keep the features few:
-    ``uint8 [B, C, H, W]`` -> ``float32 [B, 32 * h * w]``."""
+    """DrQ-v2's conv encoder (four 3x3 convs, 32 filters) with random weights from a fixed seed: ``uint8 [B, C, H,
+    W]`` -> ``float32 [B, 32 * h * w]``. Each layer strides 2 while the feature map stays at least 7 wide, to keep the
+    features few (84x84: strides 2, 2, 2, 1 -> 32x7x7)."""
 
     def __init__(self, in_channels: int, size: Sequence[int], seed: int = ENCODER_SEED) -> None:
         super().__init__()
@@ -133,7 +134,11 @@ class RandomConvEncoder(nn.Module):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = ConvEncoder(int(in_channels), (int(size[0]), int(size[1])), (32, 32, 32, 32), (2, 2, 2, 1))
+            strides, side = [], min(int(size[0]), int(size[1]))
+            for _ in range(4):
+                strides.append(2 if (side - 3) // 2 + 1 >= 7 else 1)
+                side = (side - 3) // strides[-1] + 1
+            self.net = ConvEncoder(int(in_channels), (int(size[0]), int(size[1])), (32, 32, 32, 32), tuple(strides))
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
