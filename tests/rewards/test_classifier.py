@@ -179,3 +179,26 @@ def test_labels_from_a_dataset(tmp_path):
     np.testing.assert_array_equal(neg, frames[1:4])
     with pytest.raises(ConfigError, match="no per-step array 'success'"):
         frames_from_dataset(tmp_path / "ds", "success")
+
+
+@pytest.mark.slow
+def test_end_on_success_in_the_trainer(tmp_path):
+    """A classifier that calls every frame a success (threshold 0) ends every training episode after one step."""
+    pytest.importorskip("dm_control")
+    from pixelrl.train.logger import read_rows
+
+    model = SuccessClassifier(3, (32, 32), ClassifierConfig(ensemble=1, channels=(4,), strides=(2,), hidden=4))
+    clf = model.save(tmp_path / "clf")
+    run = tmp_path / "run"
+    args = ["train", "--env", "dmc/cartpole-swingup", "--preset", "none", "--size", "32", "--action-repeat", "8",
+            "--fast-render", "--frames", "80", "--eval-every-frames", "1000", "--eval-episodes", "1",
+            "--no-eval-random", "--threads", "1", "--device", "cpu", "--no-progress", "--no-video",
+            "--no-tensorboard", "--agent.batch-size", "4", "--agent.hidden-dim", "8", "--agent.feature-dim", "4",
+            "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "100",
+            "--agent.precision", "fp32", "--run-dir", str(run), "--reward", f"classifier:{clf}",
+            "--reward.threshold", "0", "--reward.end-on-success"]
+    assert main(args) == 0
+    rows = read_rows(run, "train")
+    assert len(rows) == 10 and all(r["episode_length"] == 1 for r in rows)
+    assert all(r["reward_model_return"] == 1.0 for r in rows)
+    assert read_rows(run, "eval")[-1]["eval_return"] > 1  # evaluation runs to the env's own end

@@ -234,3 +234,24 @@ def test_bad_intervention_options_are_one_line_before_anything_starts(tmp_path, 
                "scripted:cartpole", "--seeds", "1-2"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and "single-seed trainer" in err[0], err
+
+
+@pytest.mark.slow
+def test_policy_expert_with_rlifs_value_trigger(tmp_path):
+    """A (briefly) trained state run is the expert and judge: its critic's Q decides, its actor acts."""
+    from pixelrl.rewards.interventions import PolicyExpert
+
+    expert = tmp_path / "expert"
+    assert main(["train", *TINY, "--frames", "1000", "--run-dir", str(expert)]) == 0
+    pe = PolicyExpert(str(expert))
+    obs = np.zeros(5, np.float32)
+    q = pe.q_values(obs, [np.array([0.3], np.float32), pe.action(obs)])
+    assert q.shape == (2,) and np.isfinite(q).all()
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
+                 f"policy:{expert}", "--intervention.threshold", "0.99"]) == 0
+    rows = read_rows(run, "train")
+    assert rows and all(0 <= r["intervention_rate"] <= 1 for r in rows)
+    import json
+
+    assert json.loads((run / "config.json").read_text())["intervention"]["trigger"] == "value"
