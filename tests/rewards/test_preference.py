@@ -321,3 +321,86 @@ def test_resume_with_the_preference_loop_continues_exactly(online_run, tmp_path)
         assert strip(read_rows(run, kind)) == strip(read_rows(online_run, kind)), kind
     a, b = _replay(run).state_dict()["arrays"], _replay(online_run).state_dict()["arrays"]
     assert np.array_equal(a["reward"], b["reward"]) and np.array_equal(a["obs_0"], b["obs_0"])
+
+
+# ------------------------------------------------------------------------------------------- offline and a person
+
+
+def _square_dataset(path, episodes=6, steps=30, seed=0):
+    """Frames with a square moving at random; the reward of a step is the square's position in its next frame."""
+    pytest.importorskip("h5py", reason="h5py not installed (pip install 'pixelrl[offline]')")
+    from pixelrl.data.dataset import DatasetWriter
+
+    rng = np.random.default_rng(seed)
+    space = spaces.Box(0, 255, (3, H, H), np.uint8)
+    with DatasetWriter(path, space, spaces.Box(-1, 1, (1,), np.float32), env_id="dmc/cartpole-swingup",
+                       frame_stack=1) as w:
+        for _ in range(episodes):
+            pos = rng.random(steps + 1)
+            w.add_episode(square_frames(pos), rng.uniform(-1, 1, (steps, 1)).astype(np.float32), pos[1:],
+                          [False] * steps, [False] * (steps - 1) + [True])
+    return path
+
+
+def _square_position(frames: np.ndarray) -> np.ndarray:
+    """The square's position back from frames [n, 3, H, H] (its left column / (H - 8))."""
+    return np.argmax(frames[:, 0, 24] > 0, axis=1) / (H - 8)
+
+
+def test_offline_a_person_labels_a_dataset_the_fit_model_relabels_it(tmp_path, capsys):
+    from pixelrl.cli.main import main
+    from pixelrl.data.dataset import load_dataset
+    from pixelrl.rewards.queue import LabelQueue
+
+    ds = _square_dataset(tmp_path / "data")
+    q = tmp_path / "queue"
+    assert main(["label", str(q), "--dataset", str(ds), "--pairs", "200", "--goal", "square to the right",
+                 "--fit", str(tmp_path / "rm"), "--epochs", "1"]) == 1  # nothing labelled yet: refused
+    assert "no left/right answers yet" in capsys.readouterr().err
+    queue = LabelQueue(q)
+    first, second, ids = queue.pairs()
+    with queue.writer():  # the person: prefers the square further right
+        for i, a, b in zip(ids, first[:, 0], second[:, 0]):
+            pa, pb = _square_position(a[None])[0], _square_position(b[None])[0]
+            queue.append_label(i, "equal" if pa == pb else ("right" if pb > pa else "left"))
+    assert main(["label", str(q), "--fit", str(tmp_path / "rm"), "--epochs", "15"]) == 0
+    fit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fit["answers"] == 200 and fit["labels"] <= 200 and fit["acc"] > 0.7
+    assert main(["dataset", "relabel", str(ds), "--out", str(tmp_path / "relabelled"), "--reward",
+                 f"prefs:{tmp_path / 'rm'}", "--device", "cpu", "--no-progress"]) == 0
+    new, old = load_dataset(tmp_path / "relabelled"), load_dataset(ds)
+    r_new = np.concatenate([e["rewards"] for e in new.iter_episodes()])
+    r_old = np.concatenate([e["rewards"] for e in old.iter_episodes()])
+    assert spearmanr(r_new, r_old).statistic > 0.8  # the true reward's ordering, learned from the labels alone
+
+
+def test_the_person_oracle_waits_for_the_queue_and_a_resumed_round_reuses_its_batch(tmp_path):
+    import threading
+
+    from pixelrl.rewards.oracles import PersonOracle
+    from pixelrl.rewards.queue import LabelQueue
+
+    msgs = []
+    oracle = PersonOracle(tmp_path / "q", poll_s=0.02, timeout_s=20, notify=msgs.append)
+    a, b = square_frames(np.array([0.1, 0.9, 0.5]))[:, None], square_frames(np.array([0.8, 0.2, 0.5]))[:, None]
+    query = PairQuery(a, b, round=0)
+
+    def person():
+        q = LabelQueue(tmp_path / "q")
+        while q.batch_ids(0) is None:
+            threading.Event().wait(0.02)
+        with q.writer():
+            for i, key in zip(q.batch_ids(0), ("right", "left", "skip")):
+                q.append_label(i, key)
+
+    t = threading.Thread(target=person)
+    t.start()
+    labels = oracle.label(query)
+    t.join()
+    assert labels.tolist() == [1, 0, SKIP] and "3 pairs wait for labels" in msgs[0]
+    # the same round again (a run resumed from a checkpoint before this round): no new batch, the answers on disk
+    again = PersonOracle(tmp_path / "q", poll_s=0.02, timeout_s=0.5, notify=msgs.append)
+    assert again.label(query).tolist() == [1, 0, SKIP]
+    assert LabelQueue(tmp_path / "q").num_pairs() == 3
+    with pytest.raises(TimeoutError):
+        again.label(PairQuery(a, b, round=1))

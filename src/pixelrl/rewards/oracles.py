@@ -221,10 +221,11 @@ class PersonOracle:
         self.queue.set_spec(spec.to_json())
 
     def label(self, query: PairQuery) -> np.ndarray:
-        f1, f2 = query.frames()
+        if not query.pixel:
+            raise ConfigError("prefs:person shows clips to a person and these pairs are states")
         batch = self.queue.batch_ids(query.round)
-        if batch is None:
-            batch = self.queue.add_batch(f1, f2, batch=query.round)
+        if batch is None:  # a resumed run re-asks its round: the batch (and any answers) are on disk already
+            batch = self.queue.add_batch(query.first, query.second, batch=query.round)
         self.notify(f"{len(batch)} pairs wait for labels at `pixelrl label {self.queue.path}` "
                     f"({self.queue.num_labelled()}/{self.queue.num_pairs()} labelled)")
         t0 = time.monotonic()
