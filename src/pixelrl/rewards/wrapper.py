@@ -15,6 +15,11 @@ Exact resume: the trainer checkpoints only at episode boundaries, where nothing 
 batches rewards are computed depends only on the step counts, and the model draws no random numbers, so a resumed
 run stores the same rewards as an uninterrupted one. The steps of an episode become visible to the sampler at most
 ``batch_size`` steps later than without a reward model (DrQ-v2 itself samples only finished episodes).
+
+A model that learns during training (``prefs:``, :class:`~pixelrl.rewards.preference.OnlinePreferenceLoop` as its
+``online`` attribute) also sees every slot stored with the env's reward and every agent step; from :meth:`add` it
+runs its query rounds (flush, sample pairs from the replay, ask the oracle, fit, relabel the whole replay). Its
+whole state is in the model's ``state_dict``, so exact resume holds as above.
 """
 
 from __future__ import annotations
