@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 from scipy.stats import spearmanr
 
-from pixelrl.errors import ConfigError, NotFoundError
+from pixelrl.errors import ConfigError
 from pixelrl.rewards import RewardConfig, build_reward_model
 from pixelrl.rewards.oracles import ScriptedOracle, VLMOracle, parse_vlm_label
 from pixelrl.rewards.preference import (EQUAL, SKIP, PairQuery, PreferenceRewardModel, bradley_terry_loss,
@@ -225,7 +225,7 @@ def test_a_model_folder_round_trips_and_loads_through_the_prefs_spec(tmp_path):
     assert loaded.mode == "add" and loaded.scale == 2.0 and loaded.online is None
     with pytest.raises(ConfigError, match="reads 4-d states"):
         loaded.bind(spaces.Box(-2, 2, (5,), np.float32), 1)
-    with pytest.raises(NotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         RewardConfig(f"prefs:{tmp_path / 'nothing'}")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds neither"):

@@ -874,11 +874,12 @@ def check_config(cfg: Any) -> dict:
             raise ConfigError("--reward prefs:vlm needs --reward.vlm DIR, a local transformers vision-language model "
                               "folder (none is downloaded)")
         if not (Path(cfg.vlm) / "config.json").is_file():
-            raise NotFoundError(f"--reward.vlm {cfg.vlm} is not a transformers model folder (no config.json)")
+            raise ConfigError(f"--reward.vlm {cfg.vlm} is not a transformers model folder (no config.json); pass a "
+                              "local vision-language model folder")
     if oracle is None:
         folder = Path(cfg.argument.strip())
         if not folder.exists():
-            raise NotFoundError(f"--reward {cfg.spec!r}: {folder} does not exist; pass prefs:scripted, prefs:vlm, "
+            raise ConfigError(f"--reward {cfg.spec!r}: {folder} does not exist; pass prefs:scripted, prefs:vlm, "
                                 "prefs:person (learn online) or a fitted model / run folder")
         if not ((folder / MODEL_FILE).is_file() or (folder / "checkpoints" / "latest.json").is_file()):
             raise ConfigError(f"--reward {cfg.spec!r}: {folder} holds neither {MODEL_FILE} (a fitted preference "
