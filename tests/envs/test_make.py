@@ -344,3 +344,26 @@ def test_import_without_optional_packages():
         "assert 'ale/Pong' in E.list_envs('ale')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_builtin_family_makes_registered_envs_lazily(monkeypatch):
+    import gymnasium as gym
+
+    from pixelrl.envs import action_kind, builtin
+
+    made = {}
+
+    def fake_maker(**kw):
+        made.update(kw)
+        return gym.make("CartPole-v1")
+
+    monkeypatch.setattr("tests.envs.test_make._fake_maker", fake_maker, raising=False)
+    monkeypatch.setitem(builtin.BUILTIN_ENVS, "toy", builtin.BuiltinEnv("tests.envs.test_make:_fake_maker", "discrete"))
+    assert "builtin/toy" in list_envs("builtin") and action_kind("builtin/toy") == "discrete"
+    env = make("builtin/toy", seed=3, size=32, fancy=1)
+    assert env.action_space.n == 2
+    assert made == {"seed": 3, "size": 32, "obs": "pixels", "action_repeat": None, "frame_stack": None, "fancy": 1}
+    with pytest.raises(UnknownEnvError, match="builtin/toy"):
+        make("builtin/tyo")
+    with pytest.raises(ConfigError, match="do not apply to builtin"):
+        make("builtin/toy", fast_render=True)

@@ -18,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from pixelrl.envs import builtin as _builtin
 from pixelrl.envs import dmc as _dmc
 from pixelrl.envs._gl import ensure_mujoco_gl, gl_environment
 from pixelrl.envs.wrappers import (
@@ -31,7 +32,7 @@ from pixelrl.envs.wrappers import (
 )
 from pixelrl.errors import ConfigError, MissingExtraError, UnknownEnvError
 
-PREFIXES = ("dmc", "gym", "ale")
+PREFIXES = ("dmc", "gym", "ale", "builtin")
 OBS_MODES = ("pixels", "state", "pixels+state")
 
 #: Atari 100k games; ale/ suggestions when ale-py is not installed.
@@ -87,6 +88,8 @@ def list_envs(prefix: str | None = None) -> list[str]:
         out += [f"gym/{k}" for k in _gym_ids()]
     if prefix in (None, "ale"):
         out += [f"ale/{g}" for g in _ale_games()]
+    if prefix in (None, "builtin"):
+        out += [f"builtin/{n}" for n in sorted(_builtin.BUILTIN_ENVS)]
     return out
 
 
@@ -129,6 +132,9 @@ def action_kind(env_id: str) -> str | None:
         return "continuous"
     if prefix == "ale":
         return "discrete"
+    if prefix == "builtin":
+        entry = _builtin.BUILTIN_ENVS.get(name)
+        return entry.action_kind if entry is not None else None
     try:
         with _quiet_make():
             env = gym.make(name)
@@ -170,7 +176,8 @@ def make(
     """Create an environment from an id (see ``docs/envs.md`` for the full table).
 
     Args:
-        env_id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>``.
+        env_id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>`` or ``builtin/<name>`` (pixelrl's own
+            simulators, :mod:`pixelrl.envs.builtin`).
         seed: seed of the first ``reset()`` and of the action space. ``reset(seed=s)`` fully determines an
             episode afterwards.
         action_repeat: simulator frames per ``step`` (rewards summed). Default 2 for dmc (DrQ-v2), 1 for gym
@@ -200,7 +207,19 @@ def make(
         return _make_dmc(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render, options)
     if prefix == "gym":
         return _make_gym(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render, options)
+    if prefix == "builtin":
+        return _make_builtin(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render,
+                             options)
     return _make_ale(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render, options)
+
+
+def _make_builtin(env_id, name, seed, action_repeat, frame_stack, size, obs, camera, fast_render, options):
+    if name not in _builtin.BUILTIN_ENVS:
+        raise _unknown(env_id, [f"builtin/{n}" for n in _builtin.BUILTIN_ENVS])
+    if camera is not None or fast_render:
+        raise ConfigError("camera= and fast_render= do not apply to builtin envs")
+    return _builtin.maker(name)(seed=seed, size=size, obs=obs, action_repeat=action_repeat, frame_stack=frame_stack,
+                                **options)
 
 
 def _default_stack(frame_stack: int | None, obs: str, pixels_default: int) -> int:
