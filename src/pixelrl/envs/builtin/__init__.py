@@ -23,6 +23,8 @@ class BuiltinEnv(NamedTuple):
 
 BUILTIN_ENVS: dict[str, BuiltinEnv] = {
     # "name": BuiltinEnv("pixelrl.envs.builtin.<module>:<maker>", "continuous" | "discrete", "summary"),
+    "quadrotor-hover": BuiltinEnv("pixelrl.envs.builtin.quadrotor:make_hover", "continuous",
+                                  "Crazyflie 2.1 hover from random starts (Learning to Fly in Seconds)"),
 }
 """name (the part after ``builtin/``) -> :class:`BuiltinEnv`: pixelrl's own envs are listed here (their modules are
 imported only when one is made); other code may add envs with :func:`register`."""
