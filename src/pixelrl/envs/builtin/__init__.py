@@ -25,6 +25,17 @@ BUILTIN_ENVS: dict[str, BuiltinEnv] = {
     # "name": BuiltinEnv("pixelrl.envs.builtin.<module>:<maker>", "continuous" | "discrete", "summary"),
     "quadrotor-hover": BuiltinEnv("pixelrl.envs.builtin.quadrotor:make_hover", "continuous",
                                   "Crazyflie 2.1 hover from random starts (Learning to Fly in Seconds)"),
+    **{name: BuiltinEnv(f"pixelrl.envs.builtin.shapes:make_{name[7:].replace('-', '_')}", "discrete", summary)
+       for name, summary in (  # the object-centric benchmark of Yoon et al. 2023 (pixelrl.envs.builtin.shapes)
+           ("shapes-object-goal", "reach the blue square among 4 objects (object-centric benchmark)"),
+           ("shapes-object-interaction", "push the blue square onto the corner goal (object-centric benchmark)"),
+           ("shapes-object-comparison", "reach the odd one out, others identical (object-centric benchmark)"),
+           ("shapes-property-comparison", "reach the object with a unique colour or shape (object-centric benchmark)"),
+           ("shapes-object-comparison-ood-seen-color", "object comparison, OOD colour seen in pretraining only"),
+           ("shapes-object-comparison-ood-unseen-color", "object comparison, OOD colour unseen in pretraining"),
+           ("shapes-property-comparison-pairing-train", "property comparison, blue/yellow pairing held out"),
+           ("shapes-property-comparison-pairing-test", "property comparison, only the held-out blue/yellow pairing"),
+       )},
 }
 """name (the part after ``builtin/``) -> :class:`BuiltinEnv`: pixelrl's own envs are listed here (their modules are
 imported only when one is made); other code may add envs with :func:`register`."""
