@@ -21,7 +21,9 @@ The update reads top to bottom in :meth:`DQNAgent._update`:
    means the online network itself is the target (DrQ(eps): Dopamine syncs after every update, so its target net
    always equals the online net of the moment), and no copy is kept.
 
-Hooks, for mechanisms added later (SPR's self-prediction loss, BBF's resets, ...) without copying the agent:
+Hooks, for mechanisms added later (SPR's self-prediction loss, BBF's resets, ...) without copying the agent (those
+the DrQ-v2 core has too -- ``add_aux_loss``, ``register_state``, ``update_hooks``, ``episode_hooks``,
+``batch_extras``, ``last_feat`` -- are written once, in :class:`pixelrl.agents.hooks.MechanismHooks`):
 
 * ``add_aux_loss(fn, module=None, name=None)`` -- ``fn(DQNAuxInputs) -> loss | (loss, {name: tensor})`` is added to
   the TD loss before the single optimizer step; ``module``'s parameters join the optimizer and its state the
@@ -46,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -55,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixelrl.agents.hooks import MechanismHooks
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.hl_gauss import HLGaussConfig, make_head
@@ -257,13 +259,7 @@ class DQNAuxInputs(NamedTuple):
     step: int
 
 
-class _AuxEntry(NamedTuple):
-    name: str
-    fn: Callable[[DQNAuxInputs], Any]
-    module: torch.nn.Module | None
-
-
-class DQNAgent:
+class DQNAgent(MechanismHooks):
     """The DQN-family agent: ``act`` (epsilon-greedy), ``update`` (one gradient step), ``state_dict`` (checkpoints)."""
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: DQNConfig | None = None,
@@ -302,13 +298,7 @@ class DQNAgent:
         # What the trainer reads (the learner's view of a step):
         self.reward_clip = float(cfg.reward_clip)
         self.life_loss_terminal = bool(cfg.terminal_on_life_loss)
-        # Hooks:
-        self.aux_losses: list[_AuxEntry] = []
-        self.update_hooks: list[Callable[["DQNAgent", int], dict | None]] = []
-        self.episode_hooks: list[Callable[["DQNAgent", float, int], dict | None]] = []
-        self.batch_extras: set[str] | dict[str, Any] = set()
-        self._states: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
-        self.last_feat: torch.Tensor | None = None
+        self._init_hooks()  # aux_losses, update_hooks, episode_hooks, batch_extras, last_feat, mechanism states
         self.num_updates = 0
         self._synced_block = 0  # step // target_update_period at the last copy into the target network
         # Own random streams for acting, drawn from torch's global RNG (seeded by the trainer), so that evaluation
@@ -342,32 +332,9 @@ class DQNAgent:
             self.device, probe_update_fn([self.q_net], lambda: self.q_net(x).float().sum(), self.device), key=key)
 
     # ------------------------------------------------------------------ hooks
-    def add_aux_loss(self, fn: Callable[[DQNAuxInputs], Any], module: torch.nn.Module | None = None,
-                     name: str | None = None) -> None:
-        """Add ``fn(DQNAuxInputs) -> loss | (loss, metrics)`` to the TD loss; ``module``'s parameters join the
-        optimizer (same learning rate) and its state the checkpoint."""
-        name = name or f"aux{len(self.aux_losses)}"
-        if any(e.name == name for e in self.aux_losses):
-            raise ConfigError(f"an auxiliary loss named {name!r} is already registered")
-        if module is not None:
-            module.to(self.device)
-            self.optimizer.add_param_group({"params": list(module.parameters())})
-        self.aux_losses.append(_AuxEntry(name, fn, module))
-
-    def register_state(self, name: str, state_fn: Callable[[], Any], load_fn: Callable[[Any], None]) -> None:
-        """Include a mechanism's state in checkpoints (saved under ``state_dict()["mech"][name]``)."""
-        if name in self._states:
-            raise ConfigError(f"a mechanism state named {name!r} is already registered")
-        self._states[name] = (state_fn, load_fn)
-
-    def observe_episode(self, episode_return: float, step: int) -> dict[str, float]:
-        """Called by the trainer after every training episode; runs ``episode_hooks`` and returns their metrics."""
-        out: dict[str, float] = {}
-        for hook in self.episode_hooks:
-            extra = hook(self, float(episode_return), int(step))
-            if extra:
-                out.update(extra)
-        return out
+    def _aux_optimizer(self) -> torch.optim.Optimizer:
+        """``add_aux_loss``'s modules join the one optimizer (the TD loss's)."""
+        return self.optimizer
 
     def reset_optimizer_state(self) -> None:
         """Drop Adam's moments (after a reset of weights, as BBF does)."""
@@ -457,14 +424,7 @@ class DQNAgent:
         metrics: dict[str, torch.Tensor] = {"td_loss": loss.detach(), "q": q.gather(1, action[:, None]).mean(),
                                             "target_q": target.mean()}
         if self.aux_losses:
-            inputs = DQNAuxInputs(self, batch, obs, next_obs, feat, step)
-            for entry in self.aux_losses:
-                with self._autocast():
-                    res = entry.fn(inputs)
-                aux_loss, aux_metrics = res if isinstance(res, tuple) else (res, {})
-                loss = loss + aux_loss.float()
-                metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
-                metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
+            loss = self._add_aux(self.aux_losses, DQNAuxInputs(self, batch, obs, next_obs, feat, step), loss, metrics)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -504,10 +464,8 @@ class DQNAgent:
         }
         if self.target_net is not None:
             state["target_net"] = self.target_net.state_dict()
-        if self.aux_losses:
-            state["aux"] = {e.name: e.module.state_dict() for e in self.aux_losses if e.module is not None}
-        if self._states:
-            state["mech"] = {name: fns[0]() for name, fns in self._states.items()}
+        self._save_aux(state)
+        self._save_mech(state)
         return snapshot(state)
 
     def load_state_dict(self, state: dict) -> None:
@@ -517,22 +475,12 @@ class DQNAgent:
         if missing:
             raise ConfigError(f"DQN state is missing {missing}; is it a checkpoint of a DQN agent with the same "
                               "target-network settings (target_update_period, target_tau)?")
-        for e in self.aux_losses:
-            if e.module is not None and e.name not in state.get("aux", {}):
-                raise ConfigError(f"checkpoint has no state for auxiliary loss {e.name!r}; was it saved by an agent "
-                                  "with the same mechanisms (config)?")
-        missing_mech = sorted(set(self._states) - set(state.get("mech", {})))
-        if missing_mech:
-            raise ConfigError(f"checkpoint has no state for mechanism(s) {missing_mech}; was it saved by an agent "
-                              "with the same mechanisms (config)?")
+        self._check_hook_state(state)
         self.q_net.load_state_dict(state["q_net"])
         if self.target_net is not None:
             self.target_net.load_state_dict(state["target_net"])
-        for e in self.aux_losses:
-            if e.module is not None:
-                e.module.load_state_dict(state["aux"][e.name])
-        for name, (_, load_fn) in self._states.items():
-            load_fn(state["mech"][name])
+        self._load_aux(state)
+        self._load_mech(state)
         self.optimizer.load_state_dict(state["optimizer"])
         align_moments((self.optimizer,))
         self._explore_gen.set_state(state["rng"]["explore"].to(torch.uint8).cpu())

@@ -14,7 +14,9 @@ The update reads top to bottom in :meth:`DrQv2Agent._update`:
 
 Hooks for mechanisms (kept narrow on purpose; nothing else of the agent is meant to be patched). The mechanisms
 of ``pixelrl.mechanisms`` are switched on by the config's selectors (``critic``, ``aux``, ``exploration``,
-``perturb``, ``value_blend``, ``moe``) and wire themselves in through these hooks in ``_install_mechanisms``:
+``perturb``, ``value_blend``, ``moe``) and wire themselves in through these hooks in ``_install_mechanisms``
+(those the DQN family has too -- ``add_aux_loss``, ``register_state``, ``update_hooks``, ``episode_hooks``,
+``batch_extras``, ``last_feat`` -- are written once, in :class:`pixelrl.agents.hooks.MechanismHooks`):
 
 * ``stddev(step) -> float`` -- the exploration / target-smoothing std. Override in a subclass or compose on an
   instance: ``agent.stddev = lambda step, base=agent.stddev: max(base(step), extra(step))`` (DrM, MENTOR).
@@ -29,8 +31,8 @@ of ``pixelrl.mechanisms`` are switched on by the config's selectors (``critic``,
   ``value``, ``loss``) that replaces the scalar MSE head (HL-Gauss).
 * ``action_encoder`` -- every action the critic sees goes through it (TACO's latent action; Identity by default).
 * ``update_hooks`` -- callables ``fn(agent, step) -> dict | None`` run after each update, outside the hot path
-  (dormant-ratio measurement and perturbation; they may use :meth:`reset_optimizer_state`); ``last_feat`` holds
-  the detached encoder features of the last update's batch.
+  (dormant-ratio measurement and perturbation; they may use ``reset_optimizer_state(which)``, ``which`` one of
+  'actor', 'critic', 'all'); ``last_feat`` holds the detached encoder features of the last update's batch.
 * ``metric_hooks`` -- ``fn(agent, step) -> {name: 0-d tensor}`` run after each update, before its metrics are
   copied to the host in one sync, so their values cost no extra sync (DrM's dormant ratio on a GPU).
 * ``episode_hooks`` -- ``fn(agent, episode_return, step) -> dict | None`` run by the trainer after each training
@@ -54,6 +56,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from pixelrl.agents.hooks import AuxEntry, MechanismHooks
 from pixelrl.agents.schedules import parse_schedule
 from pixelrl.data.batch import Batch
 from pixelrl.errors import ConfigError
@@ -268,16 +271,6 @@ class ActorAuxInputs:
     step: int
 
 
-AuxLoss = Callable[[AuxInputs], "torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]"]
-
-
-@dataclass
-class _AuxEntry:
-    name: str
-    fn: AuxLoss
-    module: torch.nn.Module | None = field(default=None)
-
-
 def critic_metrics(target: torch.Tensor, q: torch.Tensor, loss: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
     """The critic step's logged values (0-d tensors, synced to the host once per update): mean TD target, mean
     Q of the first and last head ``q[num_q, B, 1]``, the loss and the batch's mean reward."""
@@ -401,7 +394,7 @@ class ObsTensorMixin:
             self.device, probe_update_fn(modules, loss, self.device), key=key)
 
 
-class DrQv2Agent(ObsTensorMixin):
+class DrQv2Agent(MechanismHooks, ObsTensorMixin):
     """The DrQ-v2 agent: ``act`` for acting, ``update`` for one gradient update, ``state_dict`` for checkpoints."""
 
     def __init__(
@@ -466,15 +459,10 @@ class DrQv2Agent(ObsTensorMixin):
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.target_critic.parameters())
 
-        self.aux_losses: list[_AuxEntry] = []
-        self.actor_aux_losses: list[_AuxEntry] = []
-        self.update_hooks: list[Callable[[DrQv2Agent, int], dict[str, float] | None]] = []
+        self._init_hooks()  # aux_losses, update_hooks, episode_hooks, batch_extras, last_feat, mechanism states
+        self.actor_aux_losses: list[AuxEntry] = []
         # tensor metrics computed after the update and synced with its metrics in one go (DrM's dormant ratio)
         self.metric_hooks: list[Callable[[DrQv2Agent, int], dict[str, torch.Tensor]]] = []
-        self.episode_hooks: list[Callable[[DrQv2Agent, float, int], dict[str, float] | None]] = []
-        self.batch_extras: set[str] = set()
-        self.last_feat: torch.Tensor | None = None
-        self._states: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
         self.num_updates = 0
         self._aug_buf: torch.Tensor | None = None  # reused float pixel buffer (the update's largest input)
 
@@ -535,38 +523,16 @@ class DrQv2Agent(ObsTensorMixin):
             q = q[torch.randperm(q.shape[0], device=q.device)[:k]]
         return q.min(dim=0).values
 
-    def add_aux_loss(self, fn: AuxLoss, module: torch.nn.Module | None = None, name: str | None = None) -> None:
-        """Add ``fn`` to the critic/encoder loss; ``module``'s parameters are trained by the critic optimizer."""
-        name = name or f"aux{len(self.aux_losses)}"
-        if any(e.name == name for e in self.aux_losses):
-            raise ConfigError(f"an auxiliary loss named {name!r} is already registered")
-        if module is not None:
-            module.to(self.device)
-            self.critic_opt.add_param_group({"params": list(module.parameters())})
-        self.aux_losses.append(_AuxEntry(name, fn, module))
+    def _aux_optimizer(self) -> torch.optim.Optimizer:
+        """``add_aux_loss``'s modules join the critic/encoder optimizer (the loss they are added to)."""
+        return self.critic_opt
 
     def add_actor_aux_loss(self, fn: Callable[[ActorAuxInputs], Any], name: str | None = None) -> None:
         """Add ``fn(ActorAuxInputs) -> loss | (loss, metrics)`` to the actor loss (MENTOR's MoE balance loss)."""
         name = name or f"actor_aux{len(self.actor_aux_losses)}"
         if any(e.name == name for e in self.actor_aux_losses):
             raise ConfigError(f"an actor auxiliary loss named {name!r} is already registered")
-        self.actor_aux_losses.append(_AuxEntry(name, fn, None))
-
-    def register_state(self, name: str, state_fn: Callable[[], Any], load_fn: Callable[[Any], None]) -> None:
-        """Include a mechanism's state in checkpoints: ``state_fn()`` returns tensors / JSON-able values (nested
-        dicts and lists), ``load_fn(state)`` restores them. Saved under ``state_dict()["mech"][name]``."""
-        if name in self._states:
-            raise ConfigError(f"a mechanism state named {name!r} is already registered")
-        self._states[name] = (state_fn, load_fn)
-
-    def observe_episode(self, episode_return: float, step: int) -> dict[str, float]:
-        """Called by the trainer after every training episode; runs ``episode_hooks`` and returns their metrics."""
-        out: dict[str, float] = {}
-        for hook in self.episode_hooks:
-            extra = hook(self, float(episode_return), int(step))
-            if extra:
-                out.update(extra)
-        return out
+        self.actor_aux_losses.append(AuxEntry(name, fn, None))
 
     def reset_optimizer_state(self, which: str = "all") -> None:
         """Drop Adam moments of ``'actor'``, ``'critic'`` (includes encoder and aux modules) or ``'all'``."""
@@ -658,17 +624,6 @@ class DrQv2Agent(ObsTensorMixin):
             loss = self._add_aux(self.actor_aux_losses, ActorAuxInputs(self, feat, step), loss, metrics)
         return loss, metrics
 
-    def _add_aux(self, entries: list[_AuxEntry], inputs, loss: torch.Tensor, metrics: dict) -> torch.Tensor:
-        """``loss`` plus every entry's auxiliary loss; their metrics go into ``metrics`` (prefixed by the name)."""
-        for entry in entries:
-            with self._autocast():
-                out = entry.fn(inputs)
-            aux_loss, aux_metrics = out if isinstance(out, tuple) else (out, {})
-            loss = loss + aux_loss.float()
-            metrics[f"{entry.name}_loss"] = aux_loss.detach().float()
-            metrics.update({f"{entry.name}_{k}": v.detach().float() for k, v in aux_metrics.items()})
-        return loss
-
     def _update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         std = torch.tensor(self.stddev(step), device=self.device)
         feat, metrics = self._critic_step(batch, std, step)
@@ -725,12 +680,10 @@ class DrQv2Agent(ObsTensorMixin):
             "critic_opt": self.critic_opt.state_dict(),
             "counters": {"num_updates": self.num_updates},
         }
-        if self.aux_losses:
-            state["aux"] = {e.name: e.module.state_dict() for e in self.aux_losses if e.module is not None}
+        self._save_aux(state)
         if any(True for _ in self.action_encoder.parameters()):
             state["action_encoder"] = self.action_encoder.state_dict()
-        if self._states:
-            state["mech"] = {name: fns[0]() for name, fns in self._states.items()}
+        self._save_mech(state)
         return snapshot(state)
 
     def load_state_dict(self, state: dict) -> None:
@@ -738,25 +691,15 @@ class DrQv2Agent(ObsTensorMixin):
         missing = [k for k in ("encoder", "actor", "critic", "target_critic", "actor_opt", "critic_opt") if k not in state]
         if missing:
             raise ConfigError(f"DrQ-v2 state is missing {missing}; is it a DrQ-v2 checkpoint?")
+        self._check_hook_state(state)  # aux modules and mechanism states present, before anything is loaded
         self.encoder.load_state_dict(state["encoder"])
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
-        for e in self.aux_losses:
-            if e.module is not None:
-                if e.name not in state.get("aux", {}):
-                    raise ConfigError(f"checkpoint has no state for auxiliary loss {e.name!r}; was it saved by an "
-                                      "agent with the same mechanisms (config)?")
-                e.module.load_state_dict(state["aux"][e.name])
+        self._load_aux(state)
         if "action_encoder" in state:
             self.action_encoder.load_state_dict(state["action_encoder"])
-        mech = state.get("mech", {})
-        missing_mech = sorted(set(self._states) - set(mech))
-        if missing_mech:
-            raise ConfigError(f"checkpoint has no state for mechanism(s) {missing_mech}; was it saved by an agent "
-                              "with the same mechanisms (config)?")
-        for name, (_, load_fn) in self._states.items():
-            load_fn(mech[name])
+        self._load_mech(state)
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         align_moments((self.actor_opt, self.critic_opt))
