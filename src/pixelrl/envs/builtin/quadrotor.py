@@ -16,7 +16,8 @@ re-identified rl-tools "l2f" parameters:
 - Initial states: with probability 0.9 position U(±0.2 m) per axis and a uniform random attitude resampled until
   its angle is ≤ 90°; with probability 0.1 ("guidance") position 0 and level. Velocities are always U(±1 m/s)
   and angular velocities U(±1 rad/s) per axis; the RPMs start at 10851 (a = 0); the action history at 0.
-- Episodes last 500 steps (5 s, truncation) and terminate when |p_i| > 0.6 m on any axis.
+- Episodes last 500 steps (5 s, truncation) and terminate when |p_i| > 0.6 m on any axis (or |v_i|, |ω_i| > 1000,
+  the code's ``fast_learning`` thresholds, which only catch a vehicle spun up until the integration fails).
 
 :class:`QuadrotorBatch` steps N vehicles at once. Its arithmetic is written per state component, so the same code
 runs on NumPy rows (N vehicles as one array operation) and on Python floats (one vehicle, where NumPy's per-call
@@ -57,6 +58,9 @@ RPM_MAX = 21702.0
 DT = 0.01
 EPISODE_STEPS = 500
 POSITION_LIMIT = 0.6
+VELOCITY_LIMIT = 1000.0
+"""|v_i| (m/s) and |ω_i| (rad/s) above which an episode terminates (learning-to-fly's ``termination::fast_learning``:
+in effect only a guard against a vehicle spun up until the integration fails)."""
 HISTORY = 32
 OBS_DIM = 3 + 9 + 3 + 3 + 4 * HISTORY  # 146
 CRITIC_DIM = 3 + 9 + 3 + 3 + 6 + 4  # 28
@@ -228,7 +232,10 @@ class QuadrotorBatch:
                 self.state[i] = out
 
     def terminated(self) -> np.ndarray:
-        return (np.abs(self.state[:, 0:3]) > POSITION_LIMIT).any(1)
+        """|p_i| > 0.6 m, or |v_i|, |ω_i| > 1000 (or not finite), on any axis."""
+        s = self.state
+        return ~((np.abs(s[:, 0:3]) <= POSITION_LIMIT).all(1) & (np.abs(s[:, 3:6]) <= VELOCITY_LIMIT).all(1)
+                 & (np.abs(s[:, 10:13]) <= VELOCITY_LIMIT).all(1))
 
     def critic_obs(self) -> np.ndarray:
         """``[N, 28]``: p, R row-major, v, ω (no noise), disturbance force and torque, RPMs in [−1, 1]."""

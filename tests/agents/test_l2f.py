@@ -1,0 +1,203 @@
+"""l2f (Learning to Fly in Seconds): the NumPy networks against torch autograd, TD3's updates, the schedule, the
+curriculum, checkpoints, and the trainer end to end."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from pixelrl.agents.l2f import Adam, L2FAgent, L2FConfig, MLPStack, curriculum_weights
+from pixelrl.envs.builtin import quadrotor as Q
+from pixelrl.errors import ConfigError
+
+
+def _torch_mlp(net: MLPStack, m: int, flat=None):
+    flat = net.flat if flat is None else flat
+    return [(torch.tensor(w[m], dtype=torch.float64, requires_grad=True),
+             torch.tensor(b[m, 0], dtype=torch.float64, requires_grad=True)) for w, b in net.views(flat)]
+
+
+def _torch_forward(params, x, out_tanh):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = h @ w + b
+        if i < len(params) - 1 or out_tanh:
+            h = torch.tanh(h)
+    return h
+
+
+@pytest.mark.parametrize("out_tanh", [True, False])
+def test_mlp_backward_matches_autograd(out_tanh):
+    rng = np.random.default_rng(0)
+    net = MLPStack(3, (7, 5, 5, 2), out_tanh, rng)
+    x = rng.standard_normal((3, 4, 7)).astype(np.float32)
+    dy = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    y, acts = net.forward(x, cache=True)
+    dx = net.backward(dy, acts, need_dx=True)
+    for m in range(3):
+        params = _torch_mlp(net, m)
+        xt = torch.tensor(x[m], dtype=torch.float64, requires_grad=True)
+        yt = _torch_forward(params, xt, out_tanh)
+        np.testing.assert_allclose(y[m], yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        (yt * torch.tensor(dy[m], dtype=torch.float64)).sum().backward()
+        for (gw, gb), (w, b) in zip(net.views(net.grad), params):
+            np.testing.assert_allclose(gw[m], w.grad.numpy(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(gb[m, 0], b.grad.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(dx[m], xt.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_adam_matches_torch_and_decays_weights_only():
+    rng = np.random.default_rng(1)
+    cfg = L2FConfig(weight_decay=0.0)
+    net = MLPStack(1, (3, 4, 2), False, rng)
+    start = net.flat.copy()
+    ref = torch.tensor(start[0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([ref], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    adam = Adam(net, cfg)
+    for _ in range(5):
+        g = rng.standard_normal(net.flat.shape).astype(np.float32)
+        net.grad[...] = g
+        adam.step()
+        ref.grad = torch.tensor(g[0], dtype=torch.float64)
+        opt.step()
+    np.testing.assert_allclose(net.flat[0], ref.detach().numpy(), rtol=1e-4, atol=1e-6)
+    net2 = MLPStack(1, (3, 4, 2), False, np.random.default_rng(1))
+    adam2 = Adam(net2, L2FConfig(weight_decay=5e-5))
+    before = net2.flat.copy()
+    net2.grad[...] = 0.0
+    adam2.step()  # zero gradient: only the decay moves parameters
+    moved = net2.flat != before
+    np.testing.assert_array_equal(moved[0], net2.weight_mask.astype(bool) & (before[0] != 0))
+    np.testing.assert_allclose(net2.flat[moved], before[moved] * (1 - 5e-5), rtol=1e-6)
+
+
+def _filled_agent(k=2, n=600, seed=0, **over):
+    cfg = L2FConfig(seeds=k, batch_size=16, hidden=8, **over)
+    agent = L2FAgent(None, None, cfg, capacity=n + 10, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for _ in range(n):
+        agent.add(rng.standard_normal((k, 146)).astype(np.float32) * 0.3,
+                  rng.standard_normal((k, 28)).astype(np.float32) * 0.3,
+                  rng.uniform(-1, 1, (k, 4)).astype(np.float32), rng.standard_normal((k, 18)).astype(np.float32) * 0.3,
+                  rng.standard_normal((k, 28)).astype(np.float32) * 0.3, rng.random(k) < 0.1)
+    return agent
+
+
+def test_critic_update_matches_torch():
+    agent = _filled_agent()
+    c, k, bs = agent.cfg, agent.k, agent.cfg.batch_size
+    rng = copy.deepcopy(agent.rng)
+    idx = rng.integers(0, agent.size, (2, k, bs))
+    b = agent.buf
+    crit = [[_torch_mlp(agent.critic, j * k + s) for s in range(k)] for j in range(2)]
+    crit_t = [[_torch_mlp(agent.critic, j * k + s, agent.critic_target) for s in range(k)] for j in range(2)]
+    actor_t = [_torch_mlp(agent.actor, s, agent.actor_target) for s in range(k)]
+    next_a = np.zeros((2, k, bs, 4))
+    for j in range(2):
+        for s in range(k):
+            i = idx[j, s]
+            nxt = np.concatenate([b["anext"][s, i], b["aobs"][s, i, 22:], b["action"][s, i]], -1)
+            next_a[j, s] = _torch_forward(actor_t[s], torch.tensor(nxt, dtype=torch.float64), True).detach().numpy()
+    noise = np.clip(rng.normal(0, c.target_noise, next_a.shape), -c.target_noise_clip, c.target_noise_clip)
+    next_a = np.clip(next_a + noise, -1, 1)
+    grads, losses = [], []
+    for j in range(2):
+        for s in range(k):
+            i = idx[j, s]
+            xn = torch.tensor(np.concatenate([b["cnext"][s, i], next_a[j, s]], -1), dtype=torch.float64)
+            qn = torch.minimum(_torch_forward(crit_t[0][s], xn, False), _torch_forward(crit_t[1][s], xn, False))[:, 0]
+            y = torch.tensor(b["reward"][s, i], dtype=torch.float64) + c.gamma * torch.tensor(
+                ~b["term"][s, i], dtype=torch.float64) * qn.detach()
+            x = torch.tensor(np.concatenate([b["cobs"][s, i], b["action"][s, i]], -1), dtype=torch.float64)
+            loss = ((_torch_forward(crit[j][s], x, False)[:, 0] - y) ** 2).mean()
+            loss.backward()
+            grads.append([(w.grad.numpy(), bb.grad.numpy()) for w, bb in crit[j][s]])
+            losses.append(loss.item())
+    agent.critic_opt.step = lambda: None  # keep the gradient buffer for comparison
+    m = agent.update_critics()
+    assert m["critic_loss"] == pytest.approx(np.mean(losses), rel=1e-4)
+    for model, g in enumerate(grads):
+        for (gw, gb), (tw, tb) in zip(agent.critic.views(agent.critic.grad), g):
+            np.testing.assert_allclose(gw[model], tw, rtol=2e-3, atol=1e-6)
+            np.testing.assert_allclose(gb[model, 0], tb, rtol=2e-3, atol=1e-6)
+
+
+def test_actor_update_matches_torch_and_leaves_critics():
+    agent = _filled_agent()
+    k, bs = agent.k, agent.cfg.batch_size
+    idx = copy.deepcopy(agent.rng).integers(0, agent.size, (k, bs))
+    critic_before = agent.critic.flat.copy()
+    expected = []
+    for s in range(k):
+        actor = _torch_mlp(agent.actor, s)
+        q1 = _torch_mlp(agent.critic, s)  # critic 1 of seed s
+        a = _torch_forward(actor, torch.tensor(agent.buf["aobs"][s, idx[s]], dtype=torch.float64), True)
+        x = torch.cat([torch.tensor(agent.buf["cobs"][s, idx[s]], dtype=torch.float64), a], -1)
+        (-_torch_forward(q1, x, False).mean()).backward()
+        expected.append([(w.grad.numpy(), b.grad.numpy()) for w, b in actor])
+    agent.actor_opt.step = lambda: None
+    agent.update_actor()
+    for s, g in enumerate(expected):
+        for (gw, gb), (tw, tb) in zip(agent.actor.views(agent.actor.grad), g):
+            np.testing.assert_allclose(gw[s], tw, rtol=2e-3, atol=1e-7)
+            np.testing.assert_allclose(gb[s, 0], tb, rtol=2e-3, atol=1e-7)
+    np.testing.assert_array_equal(agent.critic.flat, critic_before)
+
+
+def test_schedule_counts_and_curriculum():
+    cfg = L2FConfig()
+    critic = sum(1 for t in range(1, 300_001) if t > cfg.critic_start and t % cfg.critic_every == 0)
+    actor = sum(1 for t in range(1, 300_001) if t > cfg.actor_start and t % cfg.actor_every == 0)
+    assert (critic, actor) == (28_500, 13_500)
+    agent = _filled_agent(k=1, n=50, critic_start=20, critic_every=10, actor_start=30, actor_every=20,
+                          curriculum_steps=(40,))
+    r0 = agent.buf["reward"][0, :50].copy()
+    for t in range(1, 61):
+        agent.train_step(t)
+    assert agent.updates == {"critic": 4, "actor": 2}  # critic at 30, 40, 50, 60; actor at 40, 60
+    assert agent.weights.position == pytest.approx(6.0)
+    assert not np.allclose(agent.buf["reward"][0, :50], r0)  # rewards recomputed with the new weights
+    assert (agent.buf["reward"][0, :50][agent.buf["term"][0, :50]] == 0).all()
+    w = curriculum_weights(cfg, 300_000)
+    assert (w.position, w.orientation, w.linear_velocity, w.action) == pytest.approx((7.2, 5, 0.0196, 0.0196))
+    w = curriculum_weights(cfg, 150_000)
+    assert (w.position, w.linear_velocity) == pytest.approx((6.0, 0.014))
+
+
+def test_reward_recomputed_from_stored_state_matches_env_reward():
+    sim = Q.QuadrotorBatch(3)
+    sim.reset(np.random.default_rng(2))
+    cobs = sim.critic_obs().astype(np.float32)
+    a = np.random.default_rng(3).uniform(-1, 1, (3, 4))
+    agent = L2FAgent(None, None, L2FConfig(seeds=3, hidden=8), capacity=4)
+    agent.add(np.zeros((3, 146), np.float32), cobs, a, np.zeros((3, 18), np.float32), cobs, np.zeros(3, bool))
+    s = sim.state
+    expected = Q.reward(Q.TRAIN_START_WEIGHTS, s[:, 0:3], s[:, 6], s[:, 3:6], a, np.zeros(3, bool))
+    np.testing.assert_allclose(agent.buf["reward"][:, 0], expected, rtol=1e-5)
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = _filled_agent(k=1, n=100)
+    for t in range(1, 3):
+        a.update_critics(), a.update_actor()
+    b = L2FAgent(None, None, a.cfg, capacity=110, seed=99)
+    b.load_state_dict(a.state_dict())
+    for agent in (a, b):
+        agent.update_critics(), agent.update_actor()
+    np.testing.assert_array_equal(a.actor.flat, b.actor.flat)
+    np.testing.assert_array_equal(a.critic_target, b.critic_target)
+    with pytest.raises(ConfigError, match="shape"):
+        L2FAgent(None, None, L2FConfig(seeds=2, hidden=8, batch_size=16), capacity=110).load_state_dict(
+            a.state_dict())
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="batch_size"):
+        L2FConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="quadrotor"):
+        import gymnasium as gym
+
+        L2FAgent(gym.spaces.Box(-1, 1, (5,)), gym.spaces.Box(-1, 1, (4,)), L2FConfig())
