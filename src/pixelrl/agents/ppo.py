@@ -47,7 +47,8 @@ from pixelrl.errors import ConfigError
 from pixelrl.nets import NatureCNN, orthogonal_init
 from pixelrl.utils.torch_state import align_moments, snapshot
 
-__all__ = ["PPOConfig", "PPOAgent", "RunningMeanStd", "SUMMARY", "ATARI", "MUJOCO", "CARTPOLE", "preset",
+__all__ = ["PPOConfig", "PPOAgent", "RunningMeanStd", "SUMMARY", "ATARI", "MUJOCO", "CARTPOLE", "SHAPES", "preset",
+           "load_slot_encoder",
            "clipped_policy_loss", "value_loss"]
 
 SUMMARY = "PPO (Schulman et al. 2017) as CleanRL: NatureCNN on Atari pixels, 64-64 tanh MLPs on states; on-policy"
@@ -129,6 +130,18 @@ class PPOConfig:
     """Width of the NatureCNN's last (linear) layer on pixels (CleanRL: 512)."""
     precision: str = "fp32"
     """Arithmetic of the networks: ``fp32`` only (PPO's networks are small; bf16 is not offered)."""
+    encoder: str = "nature"
+    """Pixel trunk: ``nature`` (the NatureCNN, trained end to end) or ``slots`` (a frozen pretrained Slot Attention
+    encoder from ``slot_encoder``, then ``pooling``; the object-centric benchmark, ``builtin/shapes-*``). The policy
+    and value heads are linear layers on the trunk's features in both cases."""
+    slot_encoder: Optional[str] = None
+    """With ``encoder=slots``: the folder ``pixelrl pretrain slots --out DIR`` wrote (``slots.json`` +
+    ``encoder.safetensors``). The encoder is frozen (no gradients) and deterministic (one fixed initial-slot noise
+    draw); its weights are also saved in the run's checkpoints."""
+    pooling: str = "transformer"
+    """With ``encoder=slots``: how the slots become one feature vector (trained with PPO): ``transformer`` (a CLS
+    token, 1 layer, 8 heads, d 128, no positional encoding), ``relation`` (a relation network) or ``mlp`` (MLP on
+    the concatenated slots); the benchmark's poolings (``pixelrl.nets.slots``)."""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "rollout_steps", "num_minibatches", "update_epochs", "cnn_features"):
@@ -160,6 +173,12 @@ class PPOConfig:
         if self.precision != "fp32":
             raise ConfigError(f"precision must be 'fp32' for PPO (its networks are small; bf16 is not offered), got "
                               f"{self.precision!r}")
+        if self.encoder not in ("nature", "slots"):
+            raise ConfigError(f"encoder must be 'nature' or 'slots', got {self.encoder!r}")
+        if self.encoder == "slots" and not self.slot_encoder:
+            raise ConfigError("encoder=slots needs slot_encoder=DIR (a folder from `pixelrl pretrain slots --out DIR`)")
+        if self.pooling not in ("transformer", "relation", "mlp"):
+            raise ConfigError(f"pooling must be 'transformer', 'relation' or 'mlp', got {self.pooling!r}")
 
 
 ATARI: dict = {}
@@ -180,6 +199,17 @@ CARTPOLE: dict = {
 4 epochs, clip 0.2, entropy 0.01 -- with lr 2.5e-3 instead of 2.5e-4), which balances the pole (return 500) within
 ~50k steps on one CPU core."""
 
+SHAPES: dict = {
+    "num_envs": 4, "rollout_steps": 2048, "num_minibatches": 256, "update_epochs": 10, "lr": 3e-4,
+    "anneal_lr": False, "clip_coef": 0.2, "clip_vloss": False, "ent_coef": 0.01, "gamma": 0.99,
+    "gae_lambda": 0.95,
+}
+"""The object-centric benchmark (Yoon et al. 2023, ``builtin/shapes-*``; the authors run Stable-Baselines3 PPO,
+``configs/sb3/ppo.yaml``): 4 envs x 2048 steps, minibatches of 32 (256 per rollout), lr 3e-4 constant, gamma 0.99,
+clip 0.2, entropy 0.01, and SB3's defaults for the rest (10 epochs, lambda 0.95, no value clipping, max grad norm
+0.5, advantage normalisation). The paper states entropy 0.01; the authors' ``ppo.yaml`` has ``ent_coef: 0.0``
+(runs may override it): the paper's value is kept."""
+
 
 def preset(env_id: str, obs: str = "pixels") -> dict:
     """PPO's settings for ``env_id``: agent fields and the trainer fields of the protocol.
@@ -191,7 +221,13 @@ def preset(env_id: str, obs: str = "pixels") -> dict:
     * ``gym/CartPole-v1``: :data:`CARTPOLE`, 200k frames.
     * any other state observation (``--obs state``, e.g. ``gym/HalfCheetah-v5``): CleanRL's MuJoCo settings
       (:data:`MUJOCO`), 1M steps, evaluation every 20k frames.
+    * ``builtin/shapes-*`` (pixels or ground-truth state): :data:`SHAPES`, 2M steps, 64x64 frames without stacking,
+      in-process envs (the NumPy renderer is faster than a pipe round trip), 100 evaluation episodes (the success
+      rate is the mean return: +1 only on success) every 100k frames.
     """
+    if env_id.startswith("builtin/shapes-"):  # the object-centric benchmark: 2M steps, 64x64 RGB, no frame stack
+        return {**SHAPES, "frames": 2_000_000, "size": 64, "frame_stack": 1, "async_env": False,
+                "eval_every_frames": 100_000, "eval_episodes": 100, "checkpoint_every_frames": 500_000}
     if env_id.startswith("ale/"):
         return {**ATARI, "sign_reward": True, "life_loss_terminal": True, "eval_sample": True,
                 "env_options": {"repeat_action_probability": 0.0, "fire_reset": True, "noop_max": 30},
@@ -282,7 +318,19 @@ class PPONetwork(nn.Module):
                  cfg: PPOConfig) -> None:
         super().__init__()
         self.pixels, self.discrete = pixels, discrete
-        if pixels:
+        if pixels and cfg.encoder == "slots":
+            from pixelrl.nets.slots import FrozenSlotEncoder, make_pooling
+
+            frozen = FrozenSlotEncoder(load_slot_encoder(cfg.slot_encoder))
+            if frozen.encoder.cfg.image_size != obs_shape[-1]:
+                raise ConfigError(f"the slot encoder in {cfg.slot_encoder} takes {frozen.encoder.cfg.image_size}px "
+                                  f"images, the env gives {obs_shape[-1]}px; use --size "
+                                  f"{frozen.encoder.cfg.image_size}")
+            pool = make_pooling(cfg.pooling, frozen.slot_dim, frozen.num_slots * (obs_shape[0] // 3))
+            self.trunk = nn.Sequential(frozen, pool)
+            self.actor = orthogonal_init(nn.Linear(pool.out_dim, action_dim), 0.01)
+            self.critic = orthogonal_init(nn.Linear(pool.out_dim, 1), 1.0)
+        elif pixels:
             self.trunk = orthogonal_init(NatureCNN(obs_shape[0], tuple(obs_shape[1:]), out_dim=cfg.cnn_features))
             self.actor = orthogonal_init(nn.Linear(cfg.cnn_features, action_dim), 0.01)
             self.critic = orthogonal_init(nn.Linear(cfg.cnn_features, 1), 1.0)
@@ -306,6 +354,34 @@ class PPONetwork(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         h = self.trunk(obs) if self.trunk is not None else obs
         return self.critic(h).squeeze(-1)
+
+
+def load_slot_encoder(path: str, device: str | torch.device = "cpu"):
+    """The Slot Attention encoder that ``pixelrl pretrain slots`` saved in folder ``path`` (``slots.json`` with its
+    architecture + ``encoder.safetensors``)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from pixelrl.errors import CorruptFileError, NotFoundError
+    from pixelrl.nets.slots import SlotConfig, SlotEncoder
+
+    folder = Path(path)
+    meta_path, weights = folder / "slots.json", folder / "encoder.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise NotFoundError(f"{folder} is not a pretrained slot encoder (it needs slots.json and encoder.safetensors; "
+                            "make one with `pixelrl pretrain slots --out DIR`)")
+    try:
+        cfg = SlotConfig(**json.loads(meta_path.read_text())["model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptFileError(meta_path, f"unreadable slot encoder description ({e})") from None
+    enc = SlotEncoder(cfg)
+    try:
+        enc.load_state_dict(load_file(str(weights)))
+    except Exception as e:  # a damaged safetensors header, missing or unexpected keys
+        raise CorruptFileError(weights, f"does not hold this encoder's weights ({e})") from None
+    return enc.to(device)
 
 
 def _logprob(dist, action, discrete: bool) -> torch.Tensor:

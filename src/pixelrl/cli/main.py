@@ -549,7 +549,8 @@ def _warning_printer(cmd: str, fallback):
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
-            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "label": cmd_label, "list": cmd_list, "reward": cmd_reward}
+            "dataset": cmd_dataset, "snapshots": cmd_snapshots, "label": cmd_label, "list": cmd_list, "reward": cmd_reward,
+            "pretrain": lambda argv: __import__("pixelrl.cli.pretrain", fromlist=["cmd_pretrain"]).cmd_pretrain(argv)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
