@@ -58,6 +58,11 @@ def test_frozen_encoder_is_deterministic_and_has_no_gradients():
     assert not any(p.requires_grad for p in frozen.parameters())
     frozen.train()
     assert not frozen.encoder.training
+    cached = FrozenSlotEncoder(enc, noise_seed=3, cache_size=3)  # the cache gives the same slots, also when it fills
+    torch.testing.assert_close(cached(x), a)
+    y = torch.cat([x, torch.randint(0, 256, (2, 6, 32, 32), dtype=torch.uint8)])
+    torch.testing.assert_close(cached(y), frozen(y))
+    torch.testing.assert_close(cached(x), a)
 
 
 @pytest.mark.parametrize("name,invariant", [("transformer", True), ("relation", True), ("mlp", False)])

@@ -321,7 +321,7 @@ class PPONetwork(nn.Module):
         if pixels and cfg.encoder == "slots":
             from pixelrl.nets.slots import FrozenSlotEncoder, make_pooling
 
-            frozen = FrozenSlotEncoder(load_slot_encoder(cfg.slot_encoder))
+            frozen = FrozenSlotEncoder(load_slot_encoder(cfg.slot_encoder), cache_size=65536)  # >= a rollout
             if frozen.encoder.cfg.image_size != obs_shape[-1]:
                 raise ConfigError(f"the slot encoder in {cfg.slot_encoder} takes {frozen.encoder.cfg.image_size}px "
                                   f"images, the env gives {obs_shape[-1]}px; use --size "

@@ -23,6 +23,7 @@ draws the initial-slot noise once (a fixed buffer) so that an image always maps 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -235,11 +236,15 @@ class SlotAutoencoder(nn.Module):
 class FrozenSlotEncoder(nn.Module):
     """A pretrained :class:`SlotEncoder`, frozen (no gradients, eval mode) and deterministic: the initial-slot noise
     is one fixed draw (seed ``noise_seed``), so an image always gives the same slots. Input uint8 ``[B, C, H, W]``
-    (a frame stack of ``s`` RGB frames is encoded frame by frame: ``[B, s*K, D]``)."""
+    (a frame stack of ``s`` RGB frames is encoded frame by frame: ``[B, s*K, D]``). ``cache_size > 0`` keeps the
+    slots of up to that many distinct images (a digest of their bytes as the key): the same output, computed once
+    per image instead of once per PPO epoch."""
 
-    def __init__(self, encoder: SlotEncoder, noise_seed: int = 0) -> None:
+    def __init__(self, encoder: SlotEncoder, noise_seed: int = 0, cache_size: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.cache_size = int(cache_size)
+        self._cache: dict[bytes, torch.Tensor] = {}
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.encoder.eval()
@@ -255,6 +260,23 @@ class FrozenSlotEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cache_size:
+            return self._encode(x)
+        # the encoder is a fixed function: remember the slots of images seen (keyed by a digest of their bytes), so
+        # that PPO's epochs over a rollout encode each observation once; emptied when it holds cache_size images
+        rows = x.reshape(x.shape[0], -1).cpu().numpy()
+        keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing and len(self._cache) + len(missing) > self.cache_size:
+            self._cache.clear()
+            missing = list(range(len(keys)))
+        if missing:
+            new = self._encode(x[missing])
+            for j, i in enumerate(missing):
+                self._cache[keys[i]] = new[j]
+        return torch.stack([self._cache[k] for k in keys])
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         c = self.encoder.cfg.in_channels
         B, C = x.shape[:2]
         if C % c:
