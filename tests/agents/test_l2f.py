@@ -201,3 +201,58 @@ def test_config_errors():
         import gymnasium as gym
 
         L2FAgent(gym.spaces.Box(-1, 1, (5,)), gym.spaces.Box(-1, 1, (4,)), L2FConfig())
+
+
+def _train_cfg(tmp_path, name, frames, **kw):
+    from pixelrl.train.setup import build_config
+
+    agent = {"critic_start": 300, "actor_start": 600, "curriculum_steps": (1500,), "hidden": 16, "batch_size": 32}
+    return build_config("builtin/quadrotor-hover", "l2f", device="cpu", run_dir=str(tmp_path / name), progress=False,
+                        tensorboard=False, threads=1, frames=frames, eval_every_frames=2000, eval_episodes=4,
+                        checkpoint_every_frames=2000, agent=agent, **kw)
+
+
+def test_trainer_runs_evaluates_and_resumes_exactly(tmp_path):
+    from pixelrl.train.l2f import L2FTrainer
+    from pixelrl.train.logger import read_rows
+    from pixelrl.train.setup import trainer_class
+
+    cfg = _train_cfg(tmp_path, "a", 4000, video=True)
+    assert trainer_class(cfg) is L2FTrainer and cfg.obs == "state"
+    summary = trainer_class(cfg)(cfg).run()
+    assert summary["frames"] == 4000
+    evals = read_rows(tmp_path / "a", "eval")
+    assert [e["frames"] for e in evals] == [0, 2000, 4000]
+    assert all(0.0 <= e["success_rate"] <= 1.0 and "seeds_passing" in e for e in evals)
+    assert list((tmp_path / "a" / "videos").glob("*.mp4"))
+    train = read_rows(tmp_path / "a", "train")
+    assert train[-1]["critic_updates"] == sum(1 for t in range(1, 4001) if t > 300 and t % 10 == 0)
+    assert train[-1]["actor_updates"] == sum(1 for t in range(1, 4001) if t > 600 and t % 20 == 0)
+    # stopped at 2000, resumed to 4000: the same rows (timing columns aside)
+    cfg_b = _train_cfg(tmp_path, "b", 2000, video=False)
+    trainer_class(cfg_b)(cfg_b).run()
+    import dataclasses
+
+    resumed = L2FTrainer(dataclasses.replace(cfg_b, frames=4000), resume=True)
+    resumed.run()
+    timing = {"fps", "update_s", "wall_s", "eval_s"}
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in read_rows(tmp_path / "b", "train")]
+    assert strip == [{k: v for k, v in r.items() if k not in timing} for r in train]
+    ev_b = read_rows(tmp_path / "b", "eval")
+    assert [e["eval_return"] for e in ev_b] == [e["eval_return"] for e in evals]
+
+
+def test_pixelrl_eval_reports_success_rate(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = _train_cfg(tmp_path, "e", 1000, video=False)
+    from pixelrl.train.setup import trainer_class
+
+    trainer_class(cfg)(cfg).run()
+    p = subprocess.run([sys.executable, "-m", "pixelrl.cli.main", "eval", str(tmp_path / "e"), "--episodes", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "success_rate" in out and 0.0 <= out["success_rate"] <= 1.0

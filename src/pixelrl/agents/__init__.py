@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
-from pixelrl.agents import bc, drm, iql, mentor, ppo, residual, sac, taco, td3bc
+from pixelrl.agents import bc, drm, iql, l2f, mentor, ppo, residual, sac, taco, td3bc
 from pixelrl.agents.bc import BCAgent, BCConfig
 from pixelrl.agents import dqn
 from pixelrl.agents.dqn import DQNAgent, DQNConfig
@@ -74,7 +74,8 @@ class AgentSpec(NamedTuple):
     trainer: str = "off-policy"
     """Which trainer runs the agent: ``"off-policy"`` (the online replay loop, ``pixelrl.train.loop``),
     ``"on-policy"`` (rollouts, ``pixelrl.train.onpolicy``) or ``"sqirl"`` (SQIRL's horizon-by-horizon
-    fitted Q-iteration, ``pixelrl.train.sqirl``). Offline runs (``--dataset``) use the offline trainer."""
+    fitted Q-iteration, ``pixelrl.train.sqirl``) or ``"l2f"`` (Learning to Fly's built-in quadrotor loop,
+    ``pixelrl.train.l2f``). Offline runs (``--dataset``) use the offline trainer."""
 
 
 AGENTS: dict[str, AgentSpec] = {
@@ -98,6 +99,7 @@ AGENTS: dict[str, AgentSpec] = {
                           cpu_fast_skip=("actor_pre_tanh_penalty",)),
     "ppo": AgentSpec(PPOConfig, PPOAgent, ppo.preset, ppo.SUMMARY, cpu_fast=False, actions=("discrete", "continuous"),
                      trainer="on-policy"),
+    "l2f": AgentSpec(l2f.L2FConfig, l2f.L2FAgent, l2f.preset, l2f.SUMMARY, cpu_fast=False, trainer="l2f"),
 }
 """Registry: agent name -> :class:`AgentSpec`."""
 

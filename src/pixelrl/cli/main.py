@@ -359,10 +359,13 @@ def cmd_eval(argv: list[str]) -> int:
     out = {"run_dir": str(run), "checkpoint": str(ckpt), "episodes": args.episodes,
            "mean_return": float(np.mean(res["returns"])), "std_return": float(np.std(res["returns"])),
            "returns": res["returns"]}
+    if res.get("successes"):
+        out["success_rate"] = float(np.mean(res["successes"]))
     if args.video:
         out["video"] = str(write_video(run / "videos" / f"eval_cli_{ckpt.name}.mp4", res["frames"]))
     print(f"{cfg.env} {cfg.agent_name} @ {ckpt.name}: return {out['mean_return']:.1f} ± {out['std_return']:.1f} "
-          f"over {args.episodes} episodes")
+          f"over {args.episodes} episodes"
+          + (f", success rate {out['success_rate']:.0%}" if "success_rate" in out else ""))
     print(json.dumps(out))
     return 0
 

@@ -32,9 +32,11 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
     and the action (``where`` adds context, e.g. the agent step); a non-finite action a
     :class:`~pixelrl.errors.DivergenceError`.
 
-    Returns ``{"returns": [...], "lengths": [...], "frames": [...video frames of episode 0...]}``.
+    Returns ``{"returns": [...], "lengths": [...], "frames": [...video frames of episode 0...], "successes": [...]}``
+    (``successes``: the last step's ``info["is_success"]`` of each episode whose env reports one). An env whose
+    ``unwrapped.renders_state_video`` is true is filmed with ``env.render()`` when its observations are states.
     """
-    returns, lengths, frames = [], [], []
+    returns, lengths, frames, successes = [], [], [], []
     context = f" ({where})" if where else ""
     for e in range(episodes):
         at = f"evaluation episode {e + 1} of {episodes}"
@@ -42,9 +44,10 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
         if on_reset is not None:
             on_reset()
         if e == 0:
-            record = record and has_pixels(obs)  # state observations: no video
+            render = record and not has_pixels(obs) and bool(getattr(env.unwrapped, "renders_state_video", False))
+            record = record and (has_pixels(obs) or render)  # state observations: no video (unless rendered)
         if record and e == 0:
-            frames.append(frame_from_obs(obs))
+            frames.append(env.render() if render else frame_from_obs(obs))
         total, length, done = 0.0, 0, False
         while not done:
             action = policy(obs)
@@ -52,15 +55,17 @@ def run_episodes(env, policy: Callable, episodes: int, *, seed: int, stream: int
             if not _finite(action):
                 raise DivergenceError(f"the policy's action is not finite ({action}) at {here}: the networks "
                                       "diverged")
-            obs, reward, terminated, truncated, _ = _step(env, action, here)
+            obs, reward, terminated, truncated, info = _step(env, action, here)
             total += float(reward)
             length += 1
             done = terminated or truncated
             if record and e == 0:
-                frames.append(frame_from_obs(obs))
+                frames.append(env.render() if render else frame_from_obs(obs))
+        if isinstance(info, dict) and "is_success" in info:
+            successes.append(bool(info["is_success"]))
         returns.append(total)
         lengths.append(length)
-    return {"returns": returns, "lengths": lengths, "frames": frames}
+    return {"returns": returns, "lengths": lengths, "frames": frames, "successes": successes}
 
 
 def _env_id(env) -> str:
@@ -130,6 +135,8 @@ def evaluate_agent(env, agent, *, step: int, episodes: int, seed: int, index: in
                        record=video_path is not None, where=where, on_reset=getattr(agent, "begin_episode", None))
     row = {"eval_return": float(np.mean(res["returns"])), "eval_return_std": float(np.std(res["returns"])),
            "eval_length": float(np.mean(res["lengths"]))}
+    if res["successes"]:
+        row["success_rate"] = float(np.mean(res["successes"]))
     extra = ""
     if index == 0 and eval_random:
         rnd = run_episodes(env, random_policy(action_space, derive_seed(seed, RANDOM_STREAM)), episodes, seed=seed,

@@ -37,7 +37,7 @@ from pixelrl.errors import ConfigError, DivergenceError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.evaluate import EVAL_STREAM
 from pixelrl.train.logger import Logger
-from pixelrl.train.onpolicy import OnPolicyTrainer
+from pixelrl.train.loop import Trainer
 from pixelrl.train.progress import TrainProgress
 from pixelrl.train.setup import config_changes, load_agent_state, record_machine_choices
 from pixelrl.utils.atomic import storage_errors, write_json_atomic
@@ -209,7 +209,7 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
     return {"agent": agent, "evals": evals, "train_s": train_s, "steps": done, "backend": col.backend}
 
 
-class L2FTrainer(OnPolicyTrainer):
+class L2FTrainer(Trainer):
     """``pixelrl train --agent l2f``: the run folder, logs, success-test evaluation, checkpoints, exact resume and
     time budget of the other trainers, around :class:`HoverCollector`. Rows: one ``train`` row per 1000 env steps
     (finished episodes' returns, success and length; the update metrics; timings), one ``eval`` row per
@@ -248,6 +248,13 @@ class L2FTrainer(OnPolicyTrainer):
             write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
             self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
             self._wall_start = time.perf_counter()
+
+    def commit_resume(self) -> None:
+        """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint."""
+        (jsonl_offset, jsonl_copy), self._restored = self._restored, None
+        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
+                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
+        self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
     def _checkpoint(self) -> Path:
         self._check_finite()

@@ -36,6 +36,10 @@ def trainer_class(cfg: TrainConfig) -> type:
         from pixelrl.train.sqirl import SQIRLTrainer
 
         return SQIRLTrainer
+    if kind == "l2f":
+        from pixelrl.train.l2f import L2FTrainer
+
+        return L2FTrainer
     from pixelrl.train.loop import Trainer
 
     return Trainer

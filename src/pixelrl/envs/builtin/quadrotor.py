@@ -328,6 +328,8 @@ class QuadrotorHoverEnv(gym.Env):
     ``is_success`` (survived 500 steps and ``‖p‖ ≤ 0.2 m``)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    renders_state_video = True
+    """``pixelrl eval --video`` films state-observation episodes with :meth:`render`."""
 
     def __init__(self, *, seed: int | None = None, weights: RewardWeights = TRAIN_START_WEIGHTS,
                  render_size: int = 128, backend: str = "python") -> None:
