@@ -31,7 +31,7 @@ import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -122,20 +122,37 @@ class Trainer:
             if release:
                 self._lock.release()
 
-    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
+    def _begin(self, cfg: TrainConfig, resume: bool) -> None:
+        """The start of every trainer's ``_init``, before any env starts: refuse a folder that already holds a run
+        (unless resuming), pick the device and the thread count, tune malloc, seed every global RNG."""
         if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
             raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
                               "continue it or choose another --run-dir")
-        if cfg.time_budget_min is not None and not cfg.time_budget_min > 0:
-            raise ConfigError(f"time_budget_min must be a number of minutes > 0 (or unset), got {cfg.time_budget_min}")
         self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest conv kernels
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         if cfg.tune_malloc and self.device.type == "cpu":
             tune_glibc_malloc()
         seed_everything(cfg.seed)
+
+    def _open_run(self, resume: bool, checkpoint: str | None) -> None:
+        """The end of every trainer's ``_init``, once agent, replay and counters exist: load the checkpoint into them
+        writing nothing (:meth:`commit_resume` does), or start the run folder (``config.json``, the log)."""
+        self._restored = None
+        if resume:
+            self._restored = self._restore(checkpoint)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run_dir / "config.json", to_dict(self.cfg))
+            self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard)
+            self._wall_start = time.perf_counter() - self.counters["wall_s"]
+
+    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
+        self._begin(cfg, resume)
+        if cfg.time_budget_min is not None and not cfg.time_budget_min > 0:
+            raise ConfigError(f"time_budget_min must be a number of minutes > 0 (or unset), got {cfg.time_budget_min}")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest conv kernels
         self.reward_model = None  # --reward: loaded before any env starts (a missing model is one line, at once)
         if cfg.reward is not None:
             from pixelrl.rewards import build_reward_model
@@ -209,49 +226,62 @@ class Trainer:
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,
                          "last_checkpoint_frames": -1, "wall_s": 0.0}
-        self._restored = None
-        if resume:
-            self._restored = self._restore(checkpoint)  # writes nothing: commit_resume() does
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
-            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
-            self._wall_start = time.perf_counter() - self.counters["wall_s"]
+        self._open_run(resume, checkpoint)
 
     def commit_resume(self) -> None:
         """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint and put the
         replay folder back to the checkpoint's manifest -- the first changes a resume makes to the run folder."""
         jsonl_offset, jsonl_copy, replay_manifest = self._restored
         self._restored = None
-        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
-                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
+        self._resume_log(jsonl_offset, jsonl_copy)
         write_json_atomic(self.run_dir / "replay" / "manifest.json", json.loads(replay_manifest))
         if self.interventions is not None:
             self.interventions.commit_resume(self.run_dir / "interventions")
+
+    def _resume_log(self, jsonl_offset: int, jsonl_copy: bytes | None) -> None:
+        """Reopen the log cut back to (or repaired from) the checkpoint's, and the wall clock at its ``wall_s``."""
+        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
+                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
         self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
     def _checkpoint(self) -> Path:
-        check_finite_parameters(self.agent, f"at frame {self.counters['frames']:,}")  # never save a diverged agent
-        self.counters["wall_s"] = time.perf_counter() - self._wall_start
-        self.logger.flush()
-        self.replay.save(self.run_dir / "replay")
-        manifest = (self.run_dir / "replay" / "manifest.json").read_text()
-        state = {
-            "trainer": dict(self.counters),
-            "jsonl_offset": self.logger.offset(),
-            "agent": self.agent.state_dict(),
-            "rng": capture_rng_state({"warmup": self.warmup_rng}),
-            "replay_manifest": manifest,
-            "config": json.dumps(to_dict(self.cfg)),
-            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
-        }
+        def save_replay() -> str:
+            self.replay.save(self.run_dir / "replay")
+            return (self.run_dir / "replay" / "manifest.json").read_text()
+
+        state = self._checkpoint_state({"warmup": self.warmup_rng}, save_replay)
         if self.snapshot_wrapper is not None:
             state["snapshot_wrapper"] = self.snapshot_wrapper.state_dict()
         if self.reward_model is not None:  # at an episode boundary: every step is in the replay with its reward
             state["reward_model"] = self.reward_model.state_dict()
         if self.interventions is not None:  # its RNG, counters and buffer (saved incrementally like the replay)
             state["interventions"] = self.interventions.checkpoint(self.run_dir / "interventions")
+        return self._save_checkpoint(state)
+
+    def _checkpoint_state(self, generators: dict[str, np.random.Generator] | None = None,
+                          save_replay: Callable[[], str] | None = None) -> dict[str, Any]:
+        """What every trainer's checkpoint holds, once the agent is known to be finite (a diverged agent is never
+        saved) and the log is flushed: the counters, the log's size and copy, the agent, every RNG (with the trainer's
+        own ``generators``), the config and, with ``save_replay`` (which saves the replay and returns its manifest),
+        the replay manifest."""
+        check_finite_parameters(self.agent, f"at frame {self.counters['frames']:,}")
+        self.counters["wall_s"] = time.perf_counter() - self._wall_start
+        self.logger.flush()
+        manifest = save_replay() if save_replay is not None else None
+        state = {
+            "trainer": dict(self.counters),
+            "jsonl_offset": self.logger.offset(),
+            "agent": self.agent.state_dict(),
+            "rng": capture_rng_state(generators),
+        }
+        if manifest is not None:
+            state["replay_manifest"] = manifest
+        state["config"] = json.dumps(to_dict(self.cfg))
+        state["metrics_jsonl"] = np.frombuffer(self.logger.read_bytes(), dtype=np.uint8)
+        return state
+
+    def _save_checkpoint(self, state: dict[str, Any]) -> Path:
         name = f"frames_{self.counters['frames']:012d}"
         return save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
 
@@ -260,17 +290,7 @@ class Trainer:
         writing nothing (the caller puts the replay manifest back once everything has loaded). Returns the log's
         size at the checkpoint, the checkpoint's copy of the log (None for checkpoints older than that copy) and the
         replay manifest."""
-        if checkpoint is not None:
-            ckpt = self.run_dir / "checkpoints" / checkpoint
-        else:
-            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing: "
-                              "the run stopped before its first checkpoint, so nothing can be continued); delete the "
-                              "folder and start the run again with `pixelrl train`")
-        state = load_checkpoint(ckpt)
-        saved_cfg = json.loads(state["config"]) if "config" in state else None
-        now_cfg = to_dict(self.cfg)
+        ckpt, state, saved_cfg, now_cfg = self._load_checkpoint(checkpoint)
         # The replay folder may be ahead of this checkpoint (killed between the replay save and the checkpoint):
         # load the replay manifest recorded with the checkpoint, whose chunks are immutable once written.
         try:
@@ -282,12 +302,7 @@ class Trainer:
             listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.json" for k, a, b in changes)
             raise ConfigError(f"{self.run_dir / 'config.json'} does not match checkpoint {ckpt} ({listed}); put the "
                               "values back or start a new run") from None
-        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
-                         saved_config=saved_cfg, config=now_cfg)
-        if saved_cfg is not None:
-            self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in config_changes(saved_cfg, now_cfg)]
-            lrs = apply_changed_learning_rates(self.agent, config_changes(saved_cfg, now_cfg))
-            self.changed_settings += [f"optimizer learning rate {x}" for x in lrs]
+        self._restore_agent(state, ckpt, saved_cfg, now_cfg)
         restore_rng_state(state["rng"], {"warmup": self.warmup_rng})
         if self.snapshot_wrapper is not None:
             if "snapshot_wrapper" not in state:
@@ -298,10 +313,40 @@ class Trainer:
             self.reward_model.load_state_dict(state["reward_model"])
         if self.interventions is not None:
             self.interventions.restore(state.get("interventions"), self.run_dir / "interventions")
+        return (*self._restore_counters(state), state["replay_manifest"])
+
+    def _load_checkpoint(self, checkpoint: str | None) -> tuple[Path, dict[str, Any], dict | None, dict]:
+        """The checkpoint a resume starts from (the latest, or the one named ``checkpoint``), loaded: its path, its
+        state, the config saved with it (None for checkpoints older than that record) and this run's config."""
+        if checkpoint is not None:
+            ckpt = self.run_dir / "checkpoints" / checkpoint
+        else:
+            ckpt = latest_checkpoint(self.run_dir / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing: "
+                              "the run stopped before its first checkpoint, so nothing can be continued); delete the "
+                              "folder and start the run again with `pixelrl train`")
+        state = load_checkpoint(ckpt)
+        saved_cfg = json.loads(state["config"]) if "config" in state else None
+        return ckpt, state, saved_cfg, to_dict(self.cfg)
+
+    def _restore_agent(self, state: dict[str, Any], ckpt: Path, saved_cfg: dict | None, now_cfg: dict) -> None:
+        """Load the checkpoint's agent (one that does not fit is refused, naming what config.json changed), record
+        the settings config.json changed and give the optimizers a changed ``agent.*lr``."""
+        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
+                         saved_config=saved_cfg, config=now_cfg)
+        if saved_cfg is not None:
+            changes = config_changes(saved_cfg, now_cfg)
+            self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in changes]
+            lrs = apply_changed_learning_rates(self.agent, changes)
+            self.changed_settings += [f"optimizer learning rate {x}" for x in lrs]
+
+    def _restore_counters(self, state: dict[str, Any]) -> tuple[int, bytes | None]:
+        """Put the checkpoint's counters back; returns the log's size at the checkpoint and the checkpoint's copy of
+        the log (None for checkpoints older than that copy)."""
         self.counters.update(state["trainer"])
         copy = state.get("metrics_jsonl")
-        return (int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes(),
-                state["replay_manifest"])
+        return int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes()
 
     # ---- evaluation ------------------------------------------------------------------------------------------
     def _evaluate(self, progress: TrainProgress) -> dict[str, Any]:
@@ -313,14 +358,22 @@ class Trainer:
                                            episodes=cfg.eval_episodes, seed=cfg.seed, index=c["evals"],
                                            action_space=self.action_space, eval_random=cfg.eval_random,
                                            video_path=video)
-        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
-                               **fields}
+        row: dict[str, Any] = {**self._eval_row(), **fields}
         row["eval_s"] = time.perf_counter() - t0
         row["wall_s"] = time.perf_counter() - self._wall_start
         self.logger.log("eval", row)
         c["evals"] += 1
-        progress.eval_done(c["frames"], row["eval_return"], row["eval_return_std"], extra)
+        progress.eval_done(c["frames"], row["eval_return"], row["eval_return_std"], self._eval_note(extra))
         return row
+
+    def _eval_row(self) -> dict[str, Any]:
+        """The counters an eval row starts with (before the evaluation's fields)."""
+        c = self.counters
+        return {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"]}
+
+    def _eval_note(self, extra: str) -> str:
+        """What the progress line shows after an evaluation's return."""
+        return extra
 
     # ---- training --------------------------------------------------------------------------------------------
     def _train_episode(self, progress: TrainProgress) -> None:
@@ -365,18 +418,17 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until ``cfg.frames``; returns a summary with the paths of the run folder, plot and video."""
         cfg, c = self.cfg, self.counters
-        progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
-                                 title=f"{cfg.env} {cfg.agent_name} s{cfg.seed}")
+        progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress, title=self._progress_title())
         try:
             try:
                 train_until(c, cfg.frames, eval_every=cfg.eval_every_frames,
-                            checkpoint_every=cfg.checkpoint_every_frames, evaluate=lambda: self._evaluate(progress),
+                            checkpoint_every=self._checkpoint_every(), evaluate=lambda: self._evaluate(progress),
                             checkpoint=self._checkpoint, episode=lambda: self._train_episode(progress),
                             stop=self._over_budget)
             except DivergenceError as e:
                 raise DivergenceError(f"{e}. {self._where_to_resume(diverged=True)}") from None
             except KeyboardInterrupt:
-                raise Interrupted(f"interrupted at frame {c['frames']:,}. "
+                raise Interrupted(f"interrupted at {self._position()}. "
                                   f"{self._where_to_resume(diverged=False)}") from None
             finally:
                 progress.close()
@@ -384,6 +436,17 @@ class Trainer:
             return self._finish()
         finally:
             self._lock.release()  # after the summary and curve: the run folder is this process's until then
+
+    def _progress_title(self) -> str:
+        return f"{self.cfg.env} {self.cfg.agent_name} s{self.cfg.seed}"
+
+    def _checkpoint_every(self) -> int:
+        """``train_until``'s checkpoint cadence in frames (0: after each evaluation)."""
+        return self.cfg.checkpoint_every_frames
+
+    def _position(self) -> str:
+        """Where the run is, for the Ctrl-C message."""
+        return f"frame {self.counters['frames']:,}"
 
     def _where_to_resume(self, *, diverged: bool) -> str:
         return where_to_resume(self.run_dir, diverged=diverged)
@@ -411,5 +474,11 @@ class Trainer:
             "time_budget_min": self.cfg.time_budget_min, "target_frames": self.cfg.frames,
             "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
         }
+        summary.update(self._summary_extra(evals))
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
+
+    def _summary_extra(self, evals: list[dict[str, Any]]) -> dict[str, Any]:
+        """Summary keys a trainer adds (after the others) or replaces (in place, e.g. its own ``ended_by``), given
+        the run's eval rows."""
+        return {}

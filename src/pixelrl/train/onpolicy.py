@@ -37,7 +37,6 @@ checkpoint, so the presets checkpoint rarely (Atari: every 2M frames; state task
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -53,16 +52,10 @@ from pixelrl.errors import ConfigError, DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import check_finite_parameters, env_step_error
 from pixelrl.train.evaluate import EVAL_STREAM
-from pixelrl.train.logger import Logger
-from pixelrl.train.loop import TRAIN_STREAM, Trainer, resolve_device
+from pixelrl.train.loop import TRAIN_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
-from pixelrl.train.setup import (apply_changed_learning_rates, config_changes, load_agent_state,
-                                 record_machine_choices)
-from pixelrl.utils.atomic import write_json_atomic
-from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pixelrl.utils.dataclass_io import to_dict
-from pixelrl.utils.malloc import tune_glibc_malloc
-from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from pixelrl.train.setup import record_machine_choices
+from pixelrl.utils.seeding import derive_seed, restore_rng_state
 
 __all__ = ["OnPolicyTrainer"]
 
@@ -105,20 +98,12 @@ class OnPolicyTrainer(Trainer):
     summary as :class:`~pixelrl.train.loop.Trainer`."""
 
     def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
-        if not resume and (self.run_dir / "metrics.jsonl").exists():  # before any env process is started
-            raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
-                              "continue it or choose another --run-dir")
+        self._begin(cfg, resume)
         a = cfg.agent
         for name in ("num_envs", "rollout_steps", "gamma", "gae_lambda"):
             if not hasattr(a, name):
                 raise ConfigError(f"agent {cfg.agent_name!r} has no {name}; the on-policy trainer runs rollout "
                                   "agents such as ppo")
-        self.device = resolve_device(cfg.device)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        if cfg.tune_malloc and self.device.type == "cpu":
-            tune_glibc_malloc()
-        seed_everything(cfg.seed)
         env_kwargs = cfg.env_kwargs()
         self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
         self.obs_space = self.eval_env.observation_space
@@ -144,64 +129,26 @@ class OnPolicyTrainer(Trainer):
         self._next_obs: torch.Tensor | None = None
         self._ep_return = np.zeros(a.num_envs)
         self._ep_length = np.zeros(a.num_envs, np.int64)
-        self._restored = None
-        if resume:
-            self._restored = self._restore(checkpoint)  # writes nothing: commit_resume() does
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", to_dict(cfg))
-            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
-            self._wall_start = time.perf_counter() - self.counters["wall_s"]
+        self._open_run(resume, checkpoint)
 
     def commit_resume(self) -> None:
         """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint."""
-        jsonl_offset, jsonl_copy = self._restored
-        self._restored = None
-        self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard, jsonl_offset=jsonl_offset,
-                             purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
-        self._wall_start = time.perf_counter() - self.counters["wall_s"]
+        restored, self._restored = self._restored, None
+        self._resume_log(*restored)
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
     def _checkpoint(self) -> Path:
-        check_finite_parameters(self.agent, f"at frame {self.counters['frames']:,}")  # never save a diverged agent
-        self.counters["wall_s"] = time.perf_counter() - self._wall_start
-        self.logger.flush()
-        state = {
-            "trainer": dict(self.counters),
-            "jsonl_offset": self.logger.offset(),
-            "agent": self.agent.state_dict(),
-            "rng": capture_rng_state(),
-            "config": json.dumps(to_dict(self.cfg)),
-            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
-        }
-        name = f"frames_{self.counters['frames']:012d}"
-        path = save_checkpoint(self.run_dir / "checkpoints", name, state, keep=self.cfg.keep_checkpoints)
+        path = self._save_checkpoint(self._checkpoint_state())
         self._needs_reset = True  # a resumed run starts here with fresh envs: so does this one
         return path
 
     def _restore(self, checkpoint: str | None = None) -> tuple[int, bytes | None]:
         """Load the latest checkpoint (or the one named ``checkpoint``) into the agent, RNGs and counters, writing
         nothing. Returns the log's size at the checkpoint and the checkpoint's copy of the log."""
-        ckpt = (self.run_dir / "checkpoints" / checkpoint if checkpoint is not None
-                else latest_checkpoint(self.run_dir / "checkpoints"))
-        if ckpt is None:
-            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (checkpoints/latest.json is missing: "
-                              "the run stopped before its first checkpoint, so nothing can be continued); delete the "
-                              "folder and start the run again with `pixelrl train`")
-        state = load_checkpoint(ckpt)
-        saved_cfg = json.loads(state["config"]) if "config" in state else None
-        now_cfg = to_dict(self.cfg)
-        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
-                         saved_config=saved_cfg, config=now_cfg)
-        if saved_cfg is not None:
-            changes = config_changes(saved_cfg, now_cfg)
-            self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in changes]
-            self.changed_settings += [f"optimizer learning rate {x}"
-                                      for x in apply_changed_learning_rates(self.agent, changes)]
+        ckpt, state, saved_cfg, now_cfg = self._load_checkpoint(checkpoint)
+        self._restore_agent(state, ckpt, saved_cfg, now_cfg)
         restore_rng_state(state["rng"])
-        self.counters.update(state["trainer"])
-        copy = state.get("metrics_jsonl")
-        return int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes()
+        return self._restore_counters(state)
 
     # ---- rollouts --------------------------------------------------------------------------------------------
     def _reset_envs(self) -> None:

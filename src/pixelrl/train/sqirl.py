@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import platform
 import time
 import zipfile
 from pathlib import Path
@@ -48,17 +47,15 @@ from pixelrl.agents import make_agent
 from pixelrl.agents.sqirl import horizon_estimate
 from pixelrl.data.batch import Batch
 from pixelrl.envs import make
-from pixelrl.errors import ConfigError, CorruptFileError, DivergenceError, EnvStepError, Interrupted, PixelRLError
+from pixelrl.errors import ConfigError, CorruptFileError, DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
-from pixelrl.train.episode import EnvRunner, check_finite_parameters, env_step_error, train_until, where_to_resume
-from pixelrl.train.evaluate import EVAL_STREAM, evaluate_agent
-from pixelrl.train.logger import Logger, read_rows
+from pixelrl.train.episode import EnvRunner, check_finite_parameters, env_step_error
+from pixelrl.train.evaluate import EVAL_STREAM
+from pixelrl.train.loop import Trainer
 from pixelrl.train.progress import TrainProgress
-from pixelrl.train.setup import config_changes, load_agent_state, record_machine_choices
-from pixelrl.utils.atomic import RunLock, sha256_file, storage_errors, write_bytes_atomic, write_json_atomic
-from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from pixelrl.utils.dataclass_io import to_dict
-from pixelrl.utils.seeding import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from pixelrl.train.setup import record_machine_choices
+from pixelrl.utils.atomic import sha256_file, write_bytes_atomic
+from pixelrl.utils.seeding import derive_seed, restore_rng_state
 
 __all__ = ["SQIRLTrainer", "SegmentReplay", "mc_returns"]
 
@@ -240,64 +237,31 @@ def _json_state(state: dict) -> dict:
     return json.loads(json.dumps(state, default=int))
 
 
-def _remove_if_only_lock(run_dir: Path) -> None:
-    try:
-        if {p.name for p in run_dir.iterdir()} <= {RunLock.NAME}:
-            (run_dir / RunLock.NAME).unlink(missing_ok=True)
-            run_dir.rmdir()
-    except OSError:
-        pass
-
-
-class SQIRLTrainer:
+class SQIRLTrainer(Trainer):
     """Builds envs, agent and replay from a resolved :class:`TrainConfig` (agent ``sqirl``) and runs or resumes
-    SQIRL. ``run()`` returns the summary (also written to ``summary.json``)."""
+    SQIRL. ``run()`` returns the summary (also written to ``summary.json``): :class:`~pixelrl.train.loop.Trainer`'s,
+    whose run folder, evaluation, checkpoint and resume pieces, run / Ctrl-C / divergence handling and summary it
+    inherits, with ``ended_by`` ``horizon_covered`` where the learned horizon covers the episodes and the
+    ``effective_horizon`` estimate."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
-        if cfg.run_dir is None:
-            raise ConfigError("TrainConfig.run_dir must be set (the CLI fills it in)")
-        if cfg.agent is None:
-            raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
-        self.cfg = cfg
-        self.run_dir = Path(cfg.run_dir)
-        self.eval_env = self.logger = None
-        self.envs: list[EnvRunner] = []
-        self.changed_settings: list[str] = []
-        existed = self.run_dir.exists()
-        self._lock = RunLock(self.run_dir)
-        try:
-            self._init(cfg, resume)
-        except BaseException:
-            self._close()
-            if not existed:
-                _remove_if_only_lock(self.run_dir)
-            raise
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, checkpoint: str | None = None) -> None:
+        self.envs: list[EnvRunner] = []  # the lockstep training envs (Trainer's train_env stays None)
+        super().__init__(cfg, resume=resume, checkpoint=checkpoint)
 
     def _close(self, *, release: bool = True) -> None:
         try:
-            for obj in (self.logger, self.eval_env, *self.envs):
-                if obj is not None:
-                    obj.close()
+            for env in self.envs:
+                env.close()
         finally:
-            self.logger = self.eval_env = None
             self.envs = []
-            if release:
-                self._lock.release()
+            super()._close(release=release)
 
-    def _init(self, cfg: TrainConfig, resume: bool) -> None:
-        from pixelrl.train.loop import resolve_device
-
-        if not resume and (self.run_dir / "metrics.jsonl").exists():
-            raise ConfigError(f"{self.run_dir} already holds a run; use `pixelrl resume {self.run_dir}` to "
-                              "continue it or choose another --run-dir")
+    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
+        self._begin(cfg, resume)
         if cfg.offline is not None and cfg.offline.active:
             raise ConfigError("SQIRL collects its own random rollouts; it takes no --dataset / --demos")
         if cfg.snapshot_bank is not None:
             raise ConfigError("SQIRL does not use snapshot resets (--snapshot-bank)")
-        self.device = resolve_device(cfg.device)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed)
         env_kwargs = cfg.env_kwargs()
         self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
         self.obs_space, self.action_space = self.eval_env.observation_space, self.eval_env.action_space
@@ -327,54 +291,30 @@ class SQIRLTrainer:
             "frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0, "next_checkpoint": 0,
             "last_eval_frames": -1, "last_checkpoint_frames": -1, "wall_s": 0.0, "horizon_step": 0, "idle": 0,
             "updates": 0, "stopped": ""}
-        if resume:
-            jsonl_offset, jsonl_copy = self._restore()
-            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard, jsonl_offset=jsonl_offset,
-                                 purge_step=self.counters["frames"], jsonl_copy=jsonl_copy)
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", to_dict(self.cfg))
-            self.logger = Logger(self.run_dir, tensorboard=cfg.tensorboard)
-        self._wall_start = time.perf_counter() - self.counters["wall_s"]
+        self._open_run(resume, checkpoint)
+
+    def commit_resume(self) -> None:
+        """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint."""
+        restored, self._restored = self._restored, None
+        self._resume_log(*restored)
 
     # ---- checkpoint / resume ---------------------------------------------------------------------------------
     def _checkpoint(self) -> Path:
-        c = self.counters
-        check_finite_parameters(self.agent, f"at frame {c['frames']:,}")
-        c["wall_s"] = time.perf_counter() - self._wall_start
-        self.logger.flush()
-        manifest = self.replay.save(self.run_dir / "replay")
-        state = {
-            "trainer": dict(c),
-            "jsonl_offset": self.logger.offset(),
-            "agent": self.agent.state_dict(),
-            "rng": capture_rng_state({"actions": self.action_rng}),
-            "replay_manifest": json.dumps(manifest),
-            "config": json.dumps(to_dict(self.cfg)),
-            "metrics_jsonl": np.frombuffer(self.logger.read_bytes(), dtype=np.uint8),
-        }
-        return save_checkpoint(self.run_dir / "checkpoints", f"frames_{c['frames']:012d}", state,
-                               keep=self.cfg.keep_checkpoints)
+        state = self._checkpoint_state({"actions": self.action_rng},
+                                       lambda: json.dumps(self.replay.save(self.run_dir / "replay")))
+        return self._save_checkpoint(state)
 
-    def _restore(self) -> tuple[int, bytes | None]:
-        ckpt = latest_checkpoint(self.run_dir / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(f"{self.run_dir} has no checkpoint to resume from (the run stopped before its first "
-                              "checkpoint, so nothing can be continued); delete the folder and start the run again "
-                              "with `pixelrl train`")
-        state = load_checkpoint(ckpt)
-        saved_cfg = json.loads(state["config"])
-        now_cfg = to_dict(self.cfg)
+    def _restore(self, checkpoint: str | None = None) -> tuple[int, bytes | None]:
+        """Load the latest checkpoint (or the one named ``checkpoint``) into the replay, agent, RNGs and counters,
+        writing nothing. Returns the log's size at the checkpoint and the checkpoint's copy of the log."""
+        ckpt, state, saved_cfg, now_cfg = self._load_checkpoint(checkpoint)
         self.replay.load(self.run_dir / "replay", json.loads(state["replay_manifest"]))
-        load_agent_state(self.agent, state["agent"], config_path=self.run_dir / "config.json", checkpoint=ckpt,
-                         saved_config=saved_cfg, config=now_cfg)
-        self.changed_settings = [f"{k} {a!r} -> {b!r}" for k, a, b in config_changes(saved_cfg, now_cfg)]
+        self._restore_agent(state, ckpt, saved_cfg, now_cfg)
         restore_rng_state(state["rng"], {"actions": self.action_rng})
-        self.counters.update(state["trainer"])
+        restored = self._restore_counters(state)
         if self.counters["stopped"] == "time_budget":  # a resume gets a new budget; a covered horizon stays covered
             self.counters["stopped"] = ""
-        copy = state.get("metrics_jsonl")
-        return int(state["jsonl_offset"]), None if copy is None else np.asarray(copy, dtype=np.uint8).tobytes()
+        return restored
 
     # ---- one horizon step -------------------------------------------------------------------------------------
     def _step_envs(self, active: list[int], actions: np.ndarray, t: int) -> list[tuple]:
@@ -499,58 +439,39 @@ class SQIRLTrainer:
         self.logger.log("train", row)
         progress.update(c["frames"], env_s=t1 - t0, act_s=0.0, update_s=t2 - t1)
 
-    # ---- evaluation ----------------------------------------------------------------------------------------
-    def _evaluate(self, progress: TrainProgress) -> dict[str, Any]:
-        cfg, c = self.cfg, self.counters
-        t0 = time.perf_counter()
-        video = self.run_dir / "videos" / f"eval_frames_{c['frames']:09d}.mp4" if cfg.video else None
-        with storage_errors(video or self.run_dir / "videos", cleanup=(video,) if video else ()):
-            fields, extra = evaluate_agent(self.eval_env, self.agent, step=c["agent_steps"],
-                                           episodes=cfg.eval_episodes, seed=cfg.seed, index=c["evals"],
-                                           action_space=self.action_space, eval_random=cfg.eval_random,
-                                           video_path=video)
-        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
-                               "horizon_steps": c["horizon_step"], **fields,
-                               "eval_s": time.perf_counter() - t0, "wall_s": time.perf_counter() - self._wall_start}
-        self.logger.log("eval", row)
-        c["evals"] += 1
-        progress.eval_done(c["frames"], row["eval_return"], row["eval_return_std"],
-                           f"{extra} [{c['horizon_step']} timesteps learned]")
-        return row
+    def _train_episode(self, progress: TrainProgress) -> None:
+        """One horizon step: the unit :func:`~pixelrl.train.episode.train_until` alternates with evaluations and
+        checkpoints."""
+        self._horizon_step(progress)
 
-    # ---- run ---------------------------------------------------------------------------------------------------
-    def _stop(self) -> bool:
-        if self.counters["stopped"]:
-            return True
-        budget = self.cfg.time_budget_min
-        if budget is not None and time.perf_counter() - self._wall_start >= 60.0 * budget:
-            self.counters["stopped"] = "time_budget"
-            return True
-        return False
+    # ---- Trainer's hooks -------------------------------------------------------------------------------------
+    def _eval_row(self) -> dict[str, Any]:
+        return {**super()._eval_row(), "horizon_steps": self.counters["horizon_step"]}
 
-    def run(self) -> dict[str, Any]:
-        """Train until ``frames``, the time budget or the covered horizon; returns the summary."""
-        cfg, c = self.cfg, self.counters
-        progress = TrainProgress(cfg.frames, c["frames"], enabled=cfg.progress,
-                                 title=f"{cfg.env} sqirl k={cfg.agent.planning_depth} m={cfg.agent.episodes_per_timestep}"
-                                       f" s{cfg.seed}")
-        try:
-            try:
-                train_until(c, cfg.frames, eval_every=cfg.eval_every_frames,
-                            checkpoint_every=cfg.checkpoint_every_frames or 1,
-                            evaluate=lambda: self._evaluate(progress), checkpoint=self._checkpoint,
-                            episode=lambda: self._horizon_step(progress), stop=self._stop)
-            except DivergenceError as e:
-                raise DivergenceError(f"{e}. {where_to_resume(self.run_dir, diverged=True)}") from None
-            except KeyboardInterrupt:
-                raise Interrupted(f"interrupted at frame {c['frames']:,} (horizon step {c['horizon_step']}). "
-                                  f"{where_to_resume(self.run_dir, diverged=False)}") from None
-            finally:
-                progress.close()
-                self._close(release=False)
-            return self._finish()
-        finally:
-            self._lock.release()
+    def _eval_note(self, extra: str) -> str:
+        return f"{extra} [{self.counters['horizon_step']} timesteps learned]"
+
+    def _progress_title(self) -> str:
+        cfg = self.cfg
+        return f"{cfg.env} sqirl k={cfg.agent.planning_depth} m={cfg.agent.episodes_per_timestep} s{cfg.seed}"
+
+    def _checkpoint_every(self) -> int:
+        return self.cfg.checkpoint_every_frames or 1  # 0: at the end of every horizon step
+
+    def _position(self) -> str:
+        return f"{super()._position()} (horizon step {self.counters['horizon_step']})"
+
+    def _over_budget(self) -> bool:
+        """Whether to stop: the horizon is covered, or the time budget is spent (recorded in ``stopped``)."""
+        c = self.counters
+        if not c["stopped"] and super()._over_budget():
+            c["stopped"] = "time_budget"
+        return bool(c["stopped"])
+
+    def _summary_extra(self, evals: list[dict[str, Any]]) -> dict[str, Any]:
+        extra = {"ended_by": self.counters["stopped"]} if self.counters["stopped"] else {}
+        extra["effective_horizon"] = self.effective_horizon(evals)
+        return extra
 
     def effective_horizon(self, evals: list[dict[str, Any]]) -> dict[str, Any]:
         """What the run says about the effective horizon (see docs/agents/sqirl.md): the (k, m) it ran with, the
@@ -566,26 +487,3 @@ class SQIRLTrainer:
             "meaning": "H <= max(k, log_A m) is suggested if this run solved the task (judge final_eval_return "
                        "against the task's optimum); SQIRL needs about A^H episodes per timestep",
         }
-
-    def _finish(self) -> dict[str, Any]:
-        from pixelrl.train.plot import plot_runs
-
-        c = self.counters
-        with storage_errors(self.run_dir / "curve.png", cleanup=(self.run_dir / "curve.png",)):
-            curve = plot_runs([self.run_dir], self.run_dir / "curve.png",
-                              title=f"{self.cfg.env} sqirl (seed {self.cfg.seed})")
-        videos = sorted((self.run_dir / "videos").glob("*.mp4")) if self.cfg.video else []
-        evals = read_rows(self.run_dir, "eval")
-        ended = c["stopped"] or ("frames" if c["frames"] >= self.cfg.frames else "time_budget")
-        summary = {
-            "run_dir": str(self.run_dir), "curve": str(curve), "video": str(videos[-1]) if videos else None,
-            "frames": c["frames"], "agent_steps": c["agent_steps"],
-            "final_eval_return": evals[-1]["eval_return"] if evals else None,
-            "random_return": next((r["random_return"] for r in evals if "random_return" in r), None),
-            "wall_s": time.perf_counter() - self._wall_start, "ended_by": ended,
-            "time_budget_min": self.cfg.time_budget_min, "target_frames": self.cfg.frames,
-            "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads {self.device}",
-            "effective_horizon": self.effective_horizon(evals),
-        }
-        write_json_atomic(self.run_dir / "summary.json", summary)
-        return summary
