@@ -147,6 +147,16 @@ class Trainer:
             self.logger = Logger(self.run_dir, tensorboard=self.cfg.tensorboard)
             self._wall_start = time.perf_counter() - self.counters["wall_s"]
 
+    def _make_eval_env(self, cfg: TrainConfig) -> dict[str, Any]:
+        """Start the evaluation env, whose spaces and action repeat the trainer and its agent take; returns the env
+        options the training envs are made with."""
+        env_kwargs = cfg.env_kwargs()
+        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
+        self.obs_space = self.eval_env.observation_space
+        self.action_space = self.eval_env.action_space
+        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        return env_kwargs
+
     def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
         self._begin(cfg, resume)
         if cfg.time_budget_min is not None and not cfg.time_budget_min > 0:
@@ -158,11 +168,7 @@ class Trainer:
             from pixelrl.rewards import build_reward_model
 
             self.reward_model = build_reward_model(cfg.reward, device=self.device)
-        env_kwargs = cfg.env_kwargs()
-        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
-        self.obs_space = self.eval_env.observation_space
-        self.action_space = self.eval_env.action_space
-        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        env_kwargs = self._make_eval_env(cfg)
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
         if self.reward_model is not None:
             self.reward_model.bind(self.obs_space, frame_stack)

@@ -47,11 +47,10 @@ import torch
 
 from pixelrl.agents import make_agent
 from pixelrl.data.rollout import RolloutBuffer
-from pixelrl.envs import make, make_vector
+from pixelrl.envs import make_vector
 from pixelrl.errors import ConfigError, DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import check_finite_parameters, env_step_error
-from pixelrl.train.evaluate import EVAL_STREAM
 from pixelrl.train.loop import TRAIN_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
 from pixelrl.train.setup import record_machine_choices
@@ -104,11 +103,7 @@ class OnPolicyTrainer(Trainer):
             if not hasattr(a, name):
                 raise ConfigError(f"agent {cfg.agent_name!r} has no {name}; the on-policy trainer runs rollout "
                                   "agents such as ppo")
-        env_kwargs = cfg.env_kwargs()
-        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
-        self.obs_space = self.eval_env.observation_space
-        self.action_space = self.eval_env.action_space
-        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        env_kwargs = self._make_eval_env(cfg)
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
         self.asynchronous = bool(cfg.async_env and cfg.obs != "state")
         if not resume:

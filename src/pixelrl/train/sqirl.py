@@ -46,11 +46,9 @@ from gymnasium import spaces
 from pixelrl.agents import make_agent
 from pixelrl.agents.sqirl import horizon_estimate
 from pixelrl.data.batch import Batch
-from pixelrl.envs import make
 from pixelrl.errors import ConfigError, CorruptFileError, DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import EnvRunner, check_finite_parameters, env_step_error
-from pixelrl.train.evaluate import EVAL_STREAM
 from pixelrl.train.loop import Trainer
 from pixelrl.train.progress import TrainProgress
 from pixelrl.train.setup import record_machine_choices
@@ -262,10 +260,7 @@ class SQIRLTrainer(Trainer):
             raise ConfigError("SQIRL collects its own random rollouts; it takes no --dataset / --demos")
         if cfg.snapshot_bank is not None:
             raise ConfigError("SQIRL does not use snapshot resets (--snapshot-bank)")
-        env_kwargs = cfg.env_kwargs()
-        self.eval_env = make(cfg.env, seed=derive_seed(cfg.seed, EVAL_STREAM), **env_kwargs)
-        self.obs_space, self.action_space = self.eval_env.observation_space, self.eval_env.action_space
-        self.action_repeat = int(self.eval_env.get_wrapper_attr("action_repeat"))
+        env_kwargs = self._make_eval_env(cfg)
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
         a = cfg.agent
         self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
