@@ -101,13 +101,16 @@ def pretrain(args, cfgv: dict, work: Path) -> dict:
     from pixelrl.nets.slots import SlotConfig
     from pixelrl.train.pretrain import PretrainConfig, pretrain_slots
 
+    # Locatello et al.'s 10k warm-up steps, at most a tenth of a shorter run (else its lr would never rise)
     pc = PretrainConfig(images=args.pretrain_images, steps=args.pretrain_steps, batch_size=cfgv["pretrain_batch"],
+                        warmup_steps=min(10_000, args.pretrain_steps // 10),
                         seed=args.seed, device=args.device, threads=args.threads, log_every=50,
                         checkpoint_every=max(args.pretrain_steps // 2, 1), model=SlotConfig(**cfgv["model"]))
     t = time.time()
     s = pretrain_slots(pc, work / "encoder")
     s["wall_s"] = time.time() - t
-    s["config"] = {"images": pc.images, "steps": pc.steps, "batch_size": pc.batch_size, "model": pc.model.to_dict()}
+    s["config"] = {"images": pc.images, "steps": pc.steps, "batch_size": pc.batch_size,
+                   "warmup_steps": pc.warmup_steps, "lr": pc.lr, "model": pc.model.to_dict()}
     return s
 
 
