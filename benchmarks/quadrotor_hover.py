@@ -35,7 +35,8 @@ def _seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int, pass_rate: float) -> list[dict]:
+def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int, pass_rate: float,
+              stop_when_pass: bool) -> list[dict]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pixelrl.agents.l2f import L2FConfig
     from pixelrl.train.l2f import train_hover
@@ -43,11 +44,13 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
     cfg = L2FConfig(seeds=len(seeds))
     t0 = time.perf_counter()
     res = train_hover(cfg, steps, seeds[0] * 1000 + len(seeds), eval_every=eval_every, eval_episodes=eval_episodes,
+                      pass_rate=pass_rate if stop_when_pass else None,
                       log=lambda e: print(f"seeds {seeds} {e}", flush=True))
     wall = time.perf_counter() - t0
     out = []
     for i, seed in enumerate(seeds):
-        curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "success_rate": e["success_rate"][i]}
+        curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "success_rate": e["success_rate"][i],
+                  "survival_rate": e["survival_rate"][i], "survivor_distance_median": e["survivor_distance_median"][i]}
                  for e in res["evals"]]
         first = next((c for c in curve if c["success_rate"] >= pass_rate), None)
         out.append({"seed": seed, "batched_with": seeds, "curve": curve, "passed": first is not None,
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50_000)
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pass-rate", type=float, default=0.9)
+    ap.add_argument("--stop-when-pass", action="store_true", help="end a process once all its seeds passed")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1, help="seeds per process, trained as one batched computation")
     ap.add_argument("--out", default="benchmarks/results/quadrotor_hover_cpu.json")
@@ -79,8 +83,8 @@ def main() -> None:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_seeds, g, args.steps, args.eval_every, args.eval_episodes, args.pass_rate)
-                   for g in groups]
+        futures = [pool.submit(run_seeds, g, args.steps, args.eval_every, args.eval_episodes, args.pass_rate,
+                               args.stop_when_pass) for g in groups]
         per_seed = [r for f in futures for r in f.result()]
     total = time.perf_counter() - t0
     passed = [r for r in per_seed if r["passed"]]
@@ -88,7 +92,8 @@ def main() -> None:
         "benchmark": "quadrotor_hover", "env": "builtin/quadrotor-hover", "agent": "l2f (paper defaults)",
         "steps_per_seed": args.steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
         "success_test": "survive 500 steps from a start drawn from the training distribution and end within 0.2 m of "
-                        "the target", "pass_rate": args.pass_rate, "workers": args.workers, "batch": args.batch,
+                        "the target", "pass_rate": args.pass_rate,
+        "stop_when_pass": args.stop_when_pass, "workers": args.workers, "batch": args.batch,
         "seeds_passing": f"{len(passed)} of {len(per_seed)}",
         "median_train_s_to_pass": (sorted(r["train_s_to_pass"] for r in passed)[len(passed) // 2] if passed else None),
         "final_success_rate_mean": sum(r["final_success_rate"] for r in per_seed) / len(per_seed),
@@ -99,9 +104,10 @@ def main() -> None:
         "note": "the machine (2 cores) was shared with other developers' jobs during the run; train_s excludes the "
                 "evaluations; times to pass are at the evaluation granularity (eval_every steps)",
         "peers_published": {
-            "learning_to_fly_paper": "18 s for 300k steps on a 2020 MacBook Pro M1, C++ rl_tools (Eschmann et al. 2023)",
-            "gym_pybullet_drones_hover_ppo": "hours of PPO training, often no hover (gym-pybullet-drones issues 17, 58, "
-                                             "169, 177)"},
+            "learning_to_fly_paper": "18 s for 300k steps on a 2020 MacBook Pro M1, C++ rl_tools (Eschmann et "
+                                     "al. 2023)",
+            "gym_pybullet_drones_hover_ppo": "hours of PPO training, often no hover (gym-pybullet-drones issues "
+                                             "17, 58, 169, 177)"},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

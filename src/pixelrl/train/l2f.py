@@ -86,8 +86,6 @@ class HoverCollector:
             obs = self.obs()
             a = agent.act(obs)
             cobs = self.cobs
-            s = sim.state
-            p, v, qw = s[:, 0:3].copy(), s[:, 3:6].copy(), s[:, 6].copy()
             sim.step(a)
             hist[:, :-1] = hist[:, 1:]
             hist[:, -1] = a
@@ -96,7 +94,7 @@ class HoverCollector:
             trunc = (self.t >= Q.EPISODE_STEPS) & ~term
             self._new_obs()
             agent.add(obs, cobs, a, self.astate, self.cobs, term)
-            self.ep_return += Q.reward(Q.TRAIN_START_WEIGHTS, p, qw, v, a, term)
+            self.ep_return += agent.buf["reward"][:, agent.ptr - 1]  # the learner's reward (weights in force)
             self.start = term | trunc
             if self.start.any():
                 idx = np.flatnonzero(self.start)
@@ -183,10 +181,11 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
 
 
 def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, eval_episodes: int = 100,
-                eval_seed: int = 12345, stop_when_all_pass: bool = False, log=None) -> dict[str, Any]:
+                eval_seed: int = 12345, pass_rate: float | None = None, log=None) -> dict[str, Any]:
     """Train K = ``cfg.seeds`` seeds for ``steps`` env steps without a run folder (benchmarks, tests). Every
     ``eval_every`` steps (0: only at the end) the success test runs; evaluation time is excluded from the reported
-    training time. Returns the agent, the evaluations and the training wall time."""
+    training time. With ``pass_rate``, training stops once every seed's success rate reached it. Returns the agent,
+    the evaluations and the training wall time."""
     agent = L2FAgent(None, None, cfg, capacity=steps + 1, seed=seed)
     col = HoverCollector(agent, derive_seed(seed, 1))
     evals, train_s, done = [], 0.0, 0
@@ -200,11 +199,14 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
         if done % every == 0 or done == steps:
             res = evaluate_hover(agent, eval_episodes, eval_seed)
             rate = res["success"].mean(1)
+            survived = res["lengths"] == Q.EPISODE_STEPS
             evals.append({"steps": done, "train_s": train_s, "success_rate": rate.tolist(),
-                          "final_distance": float(np.median(res["final_distance"]))})
+                          "survival_rate": survived.mean(1).tolist(),
+                          "survivor_distance_median": [float(np.median(d[s])) if s.any() else None
+                                                       for d, s in zip(res["final_distance"], survived)]})
             if log is not None:
                 log(evals[-1])
-            if stop_when_all_pass and (rate == 1.0).all():
+            if pass_rate is not None and (rate >= pass_rate).all():
                 break
     return {"agent": agent, "evals": evals, "train_s": train_s, "steps": done, "backend": col.backend}
 
@@ -334,6 +336,7 @@ class L2FTrainer(Trainer):
                                "eval_return_std": float(res["returns"][0].std()),
                                "eval_length": float(res["lengths"][0].mean()),
                                "success_rate": float(rate[0]), "success_rate_seeds": float(rate.mean()),
+                               "survival_rate": float((res["lengths"][0] == Q.EPISODE_STEPS).mean()),
                                "seeds_passing": int((rate == 1.0).sum()),
                                "final_distance_median": float(np.median(res["final_distance"][0]))}
         if self.agent.k > 1:

@@ -234,20 +234,37 @@ class QuadrotorBatch:
     def terminated(self) -> np.ndarray:
         """|p_i| > 0.6 m, or |v_i|, |ω_i| > 1000 (or not finite), on any axis."""
         s = self.state
+        if self.backend == "python":
+            return np.array([not (max(abs(r[0]), abs(r[1]), abs(r[2])) <= POSITION_LIMIT
+                                  and max(abs(r[3]), abs(r[4]), abs(r[5]), abs(r[10]), abs(r[11]), abs(r[12]))
+                                  <= VELOCITY_LIMIT) for r in s.tolist()], bool)
         return ~((np.abs(s[:, 0:3]) <= POSITION_LIMIT).all(1) & (np.abs(s[:, 3:6]) <= VELOCITY_LIMIT).all(1)
                  & (np.abs(s[:, 10:13]) <= VELOCITY_LIMIT).all(1))
 
     def critic_obs(self) -> np.ndarray:
         """``[N, 28]``: p, R row-major, v, ω (no noise), disturbance force and torque, RPMs in [−1, 1]."""
         s = self.state
+        if self.backend == "python":  # a few vehicles: floats beat NumPy's per-call overhead
+            rows = []
+            for r, d in zip(s.tolist(), self.dist.tolist()):
+                w, x, y, z = r[6:10]
+                k = 2.0 / RPM_MAX
+                rows.append(r[0:3] + [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                                      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
+                            + r[3:6] + r[10:13] + d + [r[13] * k - 1, r[14] * k - 1, r[15] * k - 1, r[16] * k - 1])
+            return np.array(rows)
         return np.concatenate([s[:, 0:3], rotation_matrix(s[:, 6:10]).reshape(-1, 9), s[:, 3:6], s[:, 10:13],
                                self.dist, s[:, 13:17] * (2.0 / RPM_MAX) - 1.0], 1)
 
 
+_OBS_SIGMA = np.repeat(np.asarray(OBS_NOISE), (3, 9, 3, 3))
+
+
 def actor_state(critic_obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The first 18 entries of the actor's observation: the critic's p, R, v, ω plus Gaussian noise."""
-    sig = np.repeat(np.asarray(OBS_NOISE), (3, 9, 3, 3))
-    return critic_obs[..., :18] + rng.standard_normal(critic_obs[..., :18].shape) * sig
+    x = critic_obs[..., :18]
+    return x + rng.standard_normal(x.shape) * _OBS_SIGMA
 
 
 def fastest_backend(n: int, repeats: int = 200) -> tuple[str, dict]:
