@@ -333,10 +333,12 @@ def test_every_agents_resolved_config_passes_validation(tmp_path):
     from pixelrl.train.setup import build_config, load_run_config
     from pixelrl.utils.dataclass_io import to_dict
 
-    for agent in AGENTS:
-        for preset in ("paper", "cpu-fast"):
-            cfg = build_config("dmc/cartpole-swingup", agent, preset, "cpu", fill_run_dir=False)
-            d = tmp_path / f"{agent}-{preset}"
+    for agent, spec in AGENTS.items():
+        envs = (["dmc/cartpole-swingup"] if "continuous" in spec.actions else []) + (
+            ["ale/Pong", "gym/CartPole-v1"] if "discrete" in spec.actions else [])
+        for env, preset in [(e, p) for e in envs for p in ("paper", "cpu-fast")]:
+            cfg = build_config(env, agent, preset, "cpu", fill_run_dir=False)
+            d = tmp_path / f"{agent}-{preset}-{env.replace('/', '_')}"
             d.mkdir()
             (d / "config.json").write_text(json.dumps(to_dict(cfg)))
             assert to_dict(load_run_config(d)) == to_dict(cfg)
