@@ -82,7 +82,9 @@ class L2FConfig:
     actor_every: int = 20
     """... and step % actor_every == 0."""
     curriculum_steps: tuple[int, ...] = (100_000, 200_000)
-    """Env steps at which the reward weights grow (the authors' 300k entry lies at the run's end and is excluded)."""
+    """Env steps at which the reward weights grow. The authors' rule is every 100k steps before the run's last step,
+    which for their 300k run is (100k, 200k); for a longer run list the later multiples too (e.g. 100000 200000
+    300000 400000 for 500k)."""
     curriculum_position: float = 1.2
     curriculum_position_cap: float = 40.0
     curriculum_velocity: float = 1.4
