@@ -114,7 +114,11 @@ def cmd_train(argv: list[str]) -> int:
                 overrides[key] = value
     env = _peek_option(argv, "--env") or overrides.pop("env", None) or TrainConfig.env
     overrides.pop("env", None)
-    obs = _peek_option(argv, "--obs") or overrides.get("obs") or TrainConfig.obs
+    from pixelrl.agents import agent_train_preset
+
+    # an agent whose preset names its observation (l2f: the quadrotor's state) gets it unless --obs says otherwise
+    obs = (_peek_option(argv, "--obs") or overrides.get("obs") or agent_train_preset(agent_name, env).get("obs")
+           or TrainConfig.obs)
     overrides["obs"] = obs
     defaults = build_config(env, agent_name, preset, device, fill_run_dir=False, **overrides)
     cfg_cls = agent_config_class(agent_name)
