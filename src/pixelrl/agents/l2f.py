@@ -31,6 +31,7 @@ reads per sample: 30x slower on this CPU for 10 seeds.)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -95,6 +96,15 @@ class L2FConfig:
     """Transitions kept per seed; 0 = the whole run (the authors keep all 300,001)."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"l2f: {f.name} must be a finite number, got {v}")
+        factors = ("curriculum_position", "curriculum_position_cap", "curriculum_velocity", "curriculum_velocity_cap",
+                   "curriculum_action", "curriculum_action_cap")
+        for name in factors:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"l2f: {name} must be > 0, got {getattr(self, name)}")
         checks = [
             (self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}"),
             (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
