@@ -160,6 +160,9 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/pixelrl_object_centric")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/object_centric_<config>.json)")
     ap.add_argument("--note", default="", help="recorded in the JSON (e.g. that the machine was shared)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these tasks' runs to the existing --out JSON (same settings; the encoder in --work is "
+                         "reused: its pretraining is already done)")
     args = ap.parse_args()
     cfgv = CONFIGS[args.config]
     for k in ("frames", "pretrain_images", "pretrain_steps", "eval_episodes"):
@@ -191,7 +194,14 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
 
     encoder_dir = work / "encoder"
-    if "slots" in args.arms:
+    if args.append and out.exists():
+        old = json.loads(out.read_text())
+        if old["settings"] != result["settings"]:
+            raise SystemExit(f"--append: {out} was run with other settings {old['settings']}")
+        result["runs"], result["pretrain"] = old["runs"], old["pretrain"]
+        result["note"] = old["note"] + (" | " + args.note if args.note and args.note != old["note"] else "")
+        t0 -= old.get("wall_min", 0) * 60
+    if "slots" in args.arms and result["pretrain"] is None:
         result["pretrain"] = pretrain(args, cfgv, work)
         save()
     plan = [(t, f"builtin/shapes-{t}", _ood(t)) for t in args.tasks]
