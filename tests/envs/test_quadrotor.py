@@ -160,3 +160,34 @@ def test_env_episode_ends_and_success():
     assert frame.shape == (128, 256, 3) and frame.dtype == np.uint8 and (frame != 255).any()
     with pytest.raises(ConfigError, match="unknown option"):
         make("builtin/quadrotor-hover", seed=0, obs="state", wind=1)
+
+
+def test_waypoints_variant_is_the_hover_task_relative_to_a_moving_target():
+    from pixelrl.envs import make
+
+    wps = ((0.0, 0.0, 0.0), (0.3, 0.0, 0.0), (0.3, 0.3, 0.1))
+    env = make("builtin/quadrotor-waypoints", seed=0, obs="state", waypoints=wps, waypoint_steps=50)
+    base = env.unwrapped
+    obs, _ = env.reset(seed=3)
+    # a vehicle resting exactly on each target in turn: relative position 0, full reward, success at the end
+    total_steps = 0
+    for k, target in enumerate(wps):
+        for t in range(50):
+            base.sim.state[:] = _rest_state()[0]
+            base.sim.state[0, 0:3] = target
+            base.sim.dist[:] = 0
+            obs, r, term, trunc, info = env.step(np.full(4, Q.HOVER_ACTION, np.float32))
+            total_steps += 1
+            assert not term
+            np.testing.assert_allclose(info["critic_obs"][0:3], np.asarray(target) - info["target"], atol=1e-6)
+            assert abs(obs[0:3] - (np.asarray(target) - info["target"])).max() < 0.01  # noise σ 1 mm
+            if t < 49 or k == len(wps) - 1:
+                np.testing.assert_allclose(info["target"], target)
+    assert trunc and total_steps == 150 and info["is_success"] is True
+    assert r == pytest.approx(2.0, abs=1e-6)
+    # leaving the box around the current target terminates, wherever the world origin is
+    env.reset(seed=4)
+    base.sim.state[0, 0:3] = (0.0, 0.0, 0.7)
+    assert env.step(np.zeros(4, np.float32))[2]
+    with pytest.raises(ConfigError, match="within 0.4 m"):
+        make("builtin/quadrotor-waypoints", seed=0, obs="state", waypoints=((0, 0, 0), (1.0, 0, 0)))

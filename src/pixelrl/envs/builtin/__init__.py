@@ -25,6 +25,8 @@ BUILTIN_ENVS: dict[str, BuiltinEnv] = {
     # "name": BuiltinEnv("pixelrl.envs.builtin.<module>:<maker>", "continuous" | "discrete", "summary"),
     "quadrotor-hover": BuiltinEnv("pixelrl.envs.builtin.quadrotor:make_hover", "continuous",
                                   "Crazyflie 2.1 hover from random starts (Learning to Fly in Seconds)"),
+    "quadrotor-waypoints": BuiltinEnv("pixelrl.envs.builtin.quadrotor:make_waypoints", "continuous",
+                                      "the hover task with a target stepping through waypoints"),
     **{name: BuiltinEnv(f"pixelrl.envs.builtin.shapes:make_{name[7:].replace('-', '_')}", "discrete", summary)
        for name, summary in (  # the object-centric benchmark of Yoon et al. 2023 (pixelrl.envs.builtin.shapes)
            ("shapes-object-goal", "reach the blue square among 4 objects (object-centric benchmark)"),

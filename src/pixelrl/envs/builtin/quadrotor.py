@@ -349,7 +349,8 @@ class QuadrotorHoverEnv(gym.Env):
     """``pixelrl eval --video`` films state-observation episodes with :meth:`render`."""
 
     def __init__(self, *, seed: int | None = None, weights: RewardWeights = TRAIN_START_WEIGHTS,
-                 render_size: int = 128, backend: str = "python") -> None:
+                 render_size: int = 128, backend: str = "python", waypoints=None,
+                 waypoint_steps: int = EPISODE_STEPS) -> None:
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.render_mode = "rgb_array"
@@ -360,9 +361,21 @@ class QuadrotorHoverEnv(gym.Env):
         self._history = np.zeros((HISTORY, 4))
         self._t = 0
         self._trail: list[np.ndarray] = []
+        self.waypoints = np.zeros((1, 3)) if waypoints is None else np.asarray(waypoints, dtype=np.float64)
+        self.waypoint_steps = int(waypoint_steps)
+        self.episode_steps = len(self.waypoints) * self.waypoint_steps
+
+    def _target(self) -> np.ndarray:
+        return self.waypoints[min(self._t // self.waypoint_steps, len(self.waypoints) - 1)]
+
+    def _critic_obs(self) -> np.ndarray:
+        """The privileged state with the position relative to the current target."""
+        c = self.sim.critic_obs()[0]
+        c[0:3] -= self._target()
+        return c
 
     def _obs(self) -> np.ndarray:
-        state = actor_state(self.sim.critic_obs()[0], self._rng)
+        state = actor_state(self._critic_obs(), self._rng)
         return np.concatenate([state, self._history.reshape(-1)]).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -372,28 +385,37 @@ class QuadrotorHoverEnv(gym.Env):
         self.sim.reset(self._rng)
         self._history[:] = 0.0
         self._t = 0
+        self.sim.state[0, 0:3] += self.waypoints[0]  # starts around the first waypoint
         self._trail = [self.sim.state[0, :3].copy()]
-        return self._obs(), {"critic_obs": self.sim.critic_obs()[0].astype(np.float32)}
+        return self._obs(), {"critic_obs": self._critic_obs().astype(np.float32)}
 
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(4), -1.0, 1.0)
         s = self.sim.state[0]
-        p, qw, v = s[0:3].copy(), float(s[6]), s[3:6].copy()
+        p, qw, v = s[0:3] - self._target(), float(s[6]), s[3:6].copy()
         self.sim.step(a[None])
         self._t += 1
         self._history = np.roll(self._history, -1, 0)
         self._history[-1] = a
-        terminated = bool(self.sim.terminated()[0])
-        truncated = not terminated and self._t >= EPISODE_STEPS
+        # termination in the frame of the target in force before the step (the hover box around it)
+        target = self.waypoints[min((self._t - 1) // self.waypoint_steps, len(self.waypoints) - 1)]
+        s = self.sim.state[0]
+        terminated = not (bool((np.abs(s[0:3] - target) <= POSITION_LIMIT).all())
+                          and bool((np.abs(s[3:6]) <= VELOCITY_LIMIT).all())
+                          and bool((np.abs(s[10:13]) <= VELOCITY_LIMIT).all()))
+        truncated = not terminated and self._t >= self.episode_steps
         r = float(reward(self.weights, p, qw, v, a, terminated))
         self._trail.append(self.sim.state[0, :3].copy())
-        info = {"frames": 1, "critic_obs": self.sim.critic_obs()[0].astype(np.float32)}
+        info = {"frames": 1, "critic_obs": self._critic_obs().astype(np.float32), "target": self._target().copy()}
         if terminated or truncated:
-            info["is_success"] = bool(truncated and np.linalg.norm(self.sim.state[0, :3]) <= SUCCESS_RADIUS)
+            final = np.linalg.norm(self.sim.state[0, :3] - self.waypoints[-1])
+            info["is_success"] = bool(truncated and final <= SUCCESS_RADIUS)
         return self._obs(), r, terminated, truncated, info
 
     def render(self):
-        return render_frame(self.sim.state[0], self.render_size, np.asarray(self._trail))
+        state = self.sim.state[0].copy()
+        state[0:3] -= self._target()  # drawn around the current target
+        return render_frame(state, self.render_size, np.asarray(self._trail) - self._target())
 
 
 def make_hover(*, seed=None, size=84, obs="state", action_repeat=1, frame_stack=None, weights=None,
@@ -417,5 +439,44 @@ def make_hover(*, seed=None, size=84, obs="state", action_repeat=1, frame_stack=
                    frame_stack=stack, seed=seed)
 
 
-__all__ = ["QuadrotorBatch", "QuadrotorHoverEnv", "RewardWeights", "make_hover", "reward", "rk4_step",
+DEFAULT_WAYPOINTS = ((0.0, 0.0, 0.0), (0.3, 0.0, 0.0), (0.3, 0.3, 0.0), (0.0, 0.3, 0.0), (0.0, 0.0, 0.0))
+WAYPOINT_JUMP = POSITION_LIMIT - INIT_POSITION
+"""Largest per-axis distance between consecutive waypoints (0.4 m): a switch never puts the vehicle outside the
+termination box around the new target."""
+
+
+def make_waypoints(*, seed=None, size=84, obs="state", action_repeat=1, frame_stack=None, reward="train",
+                   render_size=128, waypoints=DEFAULT_WAYPOINTS, waypoint_steps=200, **options):
+    """``builtin/quadrotor-waypoints``: the hover task with a moving target, the variant gym-pybullet-drones users
+    ask for. The target steps through ``waypoints`` (metres, world frame; default a 0.3 m square at 2 s per corner),
+    ``waypoint_steps`` each; the episode lasts all of them. Observation, critic state, reward and the ±0.6 m
+    termination box are those of the hover task relative to the current target, so a hover policy tracks waypoints
+    unchanged; the start is drawn around the first waypoint; success = survive and end within 0.2 m of the last."""
+    from pixelrl.envs.factory import _finish  # noqa: PLC0415
+
+    if options:
+        raise ConfigError(f"unknown option(s) for builtin/quadrotor-waypoints: {', '.join(sorted(options))}; known: "
+                          "waypoints, waypoint_steps, reward ('train' or 'eval'), render_size")
+    w = np.asarray(waypoints, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != 3 or len(w) < 1 or not np.isfinite(w).all():
+        raise ConfigError(f"builtin/quadrotor-waypoints: waypoints must be a list of (x, y, z) in metres, got "
+                          f"{waypoints!r}")
+    if len(w) > 1 and np.abs(np.diff(w, axis=0)).max() > WAYPOINT_JUMP:
+        raise ConfigError(f"builtin/quadrotor-waypoints: consecutive waypoints must be within {WAYPOINT_JUMP:.1f} m "
+                          "per axis (the vehicle would start outside the termination box around the next one); add "
+                          "intermediate waypoints")
+    if int(waypoint_steps) < 1:
+        raise ConfigError(f"builtin/quadrotor-waypoints: waypoint_steps must be >= 1, got {waypoint_steps}")
+    if reward not in ("train", "eval"):
+        raise ConfigError(f"builtin/quadrotor-waypoints: reward must be 'train' or 'eval', got {reward!r}")
+    if action_repeat is not None and int(action_repeat) != 1:
+        raise ConfigError("builtin/quadrotor-waypoints runs at 100 Hz: action_repeat must be 1")
+    env = QuadrotorHoverEnv(seed=seed, weights=TRAIN_START_WEIGHTS if reward == "train" else EVAL_WEIGHTS,
+                            render_size=render_size, waypoints=w, waypoint_steps=int(waypoint_steps))
+    stack = (1 if obs == "state" else 3) if frame_stack is None else int(frame_stack)
+    return _finish(env, env_id="builtin/quadrotor-waypoints", obs=obs, size=int(size), action_repeat=1,
+                   frame_stack=stack, seed=seed)
+
+
+__all__ = ["make_waypoints", "QuadrotorBatch", "QuadrotorHoverEnv", "RewardWeights", "make_hover", "reward", "rk4_step",
            "render_frame", "sample_initial_states", "fastest_backend", "HOVER_ACTION", "SUCCESS_RADIUS"]
