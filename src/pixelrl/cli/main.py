@@ -14,7 +14,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,list} [options]   |   pixelrl --version
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,pretrain,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -27,7 +27,8 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,rewa
                                   pixelrl snapshots info PATH
   reward  fit a success classifier: pixelrl reward fit-classifier --positives DIR --negatives DIR --out DIR
   label   compare clips in a page: pixelrl label QUEUE [--port 8765]   |   pixelrl label QUEUE --fit MODEL_DIR
-  list    what can be chosen:     pixelrl list envs [dmc|gym|ale]   |   pixelrl list agents   |   pixelrl list presets
+  pretrain  slot encoders:        pixelrl pretrain slots --env builtin/shapes-object-goal --images 100_000 --out DIR
+  list    what can be chosen:     pixelrl list envs [dmc|gym|ale|builtin]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
 
