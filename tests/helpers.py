@@ -205,3 +205,19 @@ def assert_round_trip_resumes_exactly(make, batches, before: int = 3, after: int
         mb = b.update(batches[i % len(batches)], step=i)
         assert ma == mb, i
         assert_same_agents(a, b, f"update {i}")
+
+
+def load_run_buffer(run, folder: str = "replay", frame_stack: int = 3):
+    """The replay buffer a run saved under ``run/<folder>`` (``replay``, or ``interventions`` for the intervention
+    buffer), rebuilt from the run's config.json."""
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.envs import make
+    from pixelrl.train.setup import load_run_config
+
+    cfg = load_run_config(run)
+    env = make(cfg.env, seed=0, **cfg.env_kwargs())
+    buf = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity, frame_stack=frame_stack,
+                       nstep=cfg.agent.nstep, discount=cfg.agent.discount)
+    env.close()
+    buf.load(run / folder)
+    return buf

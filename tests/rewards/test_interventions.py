@@ -11,6 +11,7 @@ from pixelrl.cli.main import main
 from pixelrl.errors import ConfigError
 from pixelrl.rewards.interventions import (InterventionConfig, Interventions, intervention_config_from_args)
 from pixelrl.train.logger import TIMING_COLUMNS, read_rows
+from helpers import load_run_buffer
 
 pytest.importorskip("dm_control")
 
@@ -171,17 +172,7 @@ def test_scripted_cartpole_solves_swingup():
 
 
 def _demo_buffer(run):
-    from pixelrl.data.replay import ReplayBuffer
-    from pixelrl.envs import make
-    from pixelrl.train.setup import load_run_config
-
-    cfg = load_run_config(run)
-    env = make(cfg.env, seed=0, **cfg.env_kwargs())
-    buf = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity, frame_stack=1,
-                       nstep=cfg.agent.nstep, discount=cfg.agent.discount)
-    env.close()
-    buf.load(run / "interventions")
-    return buf
+    return load_run_buffer(run, "interventions", frame_stack=1)
 
 
 def _comparable(rows):

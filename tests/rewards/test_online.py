@@ -9,6 +9,7 @@ import pytest
 
 from pixelrl.cli.main import main
 from pixelrl.train.logger import TIMING_COLUMNS, read_rows
+from helpers import load_run_buffer
 
 pytest.importorskip("dm_control")
 
@@ -28,18 +29,8 @@ def _comparable(rows):
 
 
 def _replay_rewards(run):
-    """The rewards of every stored step, read back from the run's replay folder."""
-    from pixelrl.data.replay import ReplayBuffer
-    from pixelrl.envs import make
-    from pixelrl.train.setup import load_run_config
-
-    cfg = load_run_config(run)
-    env = make(cfg.env, seed=0, **cfg.env_kwargs())
-    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity, frame_stack=3,
-                          nstep=cfg.agent.nstep, discount=cfg.agent.discount)
-    env.close()
-    replay.load(run / "replay")
-    return replay
+    """The run's replay, read back from its folder."""
+    return load_run_buffer(run)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 from pixelrl.errors import ConfigError
 from pixelrl.rewards import RewardConfig, build_reward_model
 from pixelrl.rewards.oracles import ScriptedOracle, VLMOracle, parse_vlm_label
+from helpers import load_run_buffer
 from pixelrl.rewards.preference import (EQUAL, SKIP, PairQuery, PreferenceRewardModel, bradley_terry_loss,
                                         sample_segment_starts, segment_rows)
 
@@ -265,17 +266,7 @@ ONLINE = [
 
 
 def _replay(run):
-    from pixelrl.data.replay import ReplayBuffer
-    from pixelrl.envs import make
-    from pixelrl.train.setup import load_run_config
-
-    cfg = load_run_config(run)
-    env = make(cfg.env, seed=0, **cfg.env_kwargs())
-    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity, frame_stack=3,
-                          nstep=cfg.agent.nstep, discount=cfg.agent.discount)
-    env.close()
-    replay.load(run / "replay")
-    return replay
+    return load_run_buffer(run)
 
 
 @pytest.fixture(scope="module")
