@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelrl.errors import ConfigError, CorruptFileError
+from pixelrl.rewards.base import image_layout
 
 __all__ = ["ClassifierConfig", "SuccessClassifier", "ClassifierReward", "end_on_success", "load_image_folder",
            "frames_from_dataset", "image_layout", "newest_frames", "FORMAT_NAME"]
@@ -119,35 +120,6 @@ def check_config(cfg: Any) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- frames
-
-
-def image_layout(observation_space: Any, frame_stack: int, what: str) -> tuple[Optional[str], int, int, int]:
-    """``(key, channels per frame, height, width)`` of the frames in observations of this space: ``key`` None for a
-    plain image observation, else the dict entry (``pixels`` when there is one). One ConfigError line, naming
-    ``what`` needs frames, when the observations hold none."""
-    from gymnasium import spaces
-
-    def is_image(s: Any) -> bool:
-        return isinstance(s, spaces.Box) and s.dtype == np.uint8 and len(s.shape) == 3
-
-    key, space = None, observation_space
-    if isinstance(observation_space, spaces.Dict):
-        images = [k for k, s in observation_space.spaces.items() if is_image(s)]
-        key = "pixels" if "pixels" in observation_space.spaces else (images[0] if len(images) == 1 else None)
-        if key is None:
-            raise ConfigError(f"{what} scores frames, but the observation has no 'pixels' entry (keys "
-                              f"{list(observation_space.spaces)}); use --obs pixels or pixels+state")
-        space = observation_space.spaces[key]
-    if not is_image(space):
-        shape = getattr(space, "shape", None)
-        raise ConfigError(f"{what} scores frames, but the observations are {getattr(space, 'dtype', '?')} "
-                          f"{list(shape) if shape is not None else type(space).__name__}, not uint8 [C, H, W] images; "
-                          "use pixel observations (--obs pixels or pixels+state)")
-    stack = max(int(frame_stack), 1)
-    c, h, w = (int(x) for x in space.shape)
-    if c % stack:
-        raise ConfigError(f"{what}: {c} channels are not a stack of {stack} frames")
-    return key, c // stack, h, w
 
 
 def newest_frames(obs: Any, key: Optional[str], channels: int) -> np.ndarray:

@@ -274,7 +274,7 @@ class OTReward:
                    source=cfg.argument.strip(), encoder_spec=cfg.encoder)
 
     def bind(self, observation_space: Any, frame_stack: int) -> None:
-        from pixelrl.rewards.classifier import image_layout
+        from pixelrl.rewards.base import image_layout
 
         key, c, h, w = image_layout(observation_space, frame_stack, "the OT reward")
         if self.demo is None:
@@ -432,7 +432,7 @@ class PerceptualReward:
                    batch_size=cfg.batch_size, device=device, source=cfg.argument.strip(), encoder_spec=cfg.encoder)
 
     def bind(self, observation_space: Any, frame_stack: int) -> None:
-        from pixelrl.rewards.classifier import image_layout
+        from pixelrl.rewards.base import image_layout
 
         key, c, h, w = image_layout(observation_space, frame_stack, "the perceptual reward")
         if self.demos is None:

@@ -337,22 +337,10 @@ class VLMRewardModel:
 def image_key(observation_space: Any, frame_stack: int) -> Any:
     """Where the frames are (None: the observation itself; else the dict key, ``pixels`` when there is one); one
     ConfigError line when the observations are not stacks of RGB frames."""
-    from gymnasium import spaces
+    from pixelrl.rewards.base import image_layout
 
-    key, space = None, observation_space
-    if isinstance(observation_space, spaces.Dict):
-        images = [k for k, s in observation_space.spaces.items() if _is_image(s)]
-        key = "pixels" if "pixels" in observation_space.spaces else (images[0] if len(images) == 1 else None)
-        if key is None:
-            raise ConfigError(f"the VLM reward scores frames, but the observation has no 'pixels' entry (keys "
-                              f"{list(observation_space.spaces)}); use --obs pixels or pixels+state")
-        space = observation_space.spaces[key]
-    if not _is_image(space):
-        shape = getattr(space, "shape", None)
-        raise ConfigError(f"the VLM reward scores frames, but the observations are {getattr(space, 'dtype', '?')} "
-                          f"{list(shape) if shape is not None else type(space).__name__}, not uint8 [C, H, W] images; "
-                          "use pixel observations (--obs pixels or pixels+state)")
-    channels, stack = int(space.shape[0]), max(int(frame_stack), 1)
+    key, channels, _, _ = image_layout(observation_space, 1, "the VLM reward")
+    stack = max(int(frame_stack), 1)
     if channels % stack or channels // stack != 3:
         raise ConfigError(f"the VLM reward needs RGB frames (3 channels each), but the observations hold "
                           f"{channels / stack:g}-channel frames ({channels} channels in a stack of {stack}); grayscale "
@@ -384,9 +372,3 @@ def write_byte_tokenizer(folder: str | Path) -> dict[str, int]:
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     return {"vocab_size": len(vocab), "bos_token_id": bos, "eos_token_id": eos}
-
-
-def _is_image(space: Any) -> bool:
-    from gymnasium import spaces
-
-    return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
