@@ -49,7 +49,7 @@ def agent_config_class(agent_name: str) -> type:
     return get_spec(agent_name).config_cls
 
 
-def resolve_preset_name(preset: str, device: str, env: str = "dmc/") -> str:
+def resolve_preset_name(preset: str, device: str, env: str) -> str:
     """``auto`` -> ``paper`` on CUDA, and on a CPU for env families other than ``dmc/`` (the ``cpu-fast`` preset was
     measured on DeepMind Control pixels; Atari and Gymnasium runs keep their agents' published settings), else
     ``cpu-fast``."""
