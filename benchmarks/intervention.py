@@ -23,32 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _cli import cpu_fast_arm, run_pixelrl
+
 ENV = "dmc/cartpole-swingup"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def common(frames: int, seed: int, run: Path, eval_every: int, eval_episodes: int) -> list[str]:
-    return ["--env", ENV, "--agent", "drqv2", "--preset", "cpu-fast", "--frames", str(frames), "--seed", str(seed),
-            "--eval-every-frames", str(eval_every), "--eval-episodes", str(eval_episodes), "--no-video",
-            "--no-tensorboard", "--no-progress", "--run-dir", str(run)]
-
-
-def pixelrl(args: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", "pixelrl.cli.main", *args], stdout=f, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}).returncode
-    if rc != 0:
-        raise SystemExit(f"pixelrl {' '.join(args[:3])} failed (exit {rc}); see {log}")
-    return time.perf_counter() - t0
+    return cpu_fast_arm(ENV, frames, seed, run, eval_every, eval_episodes)
 
 
 def expert_dataset(path: Path, episodes: int, seed: int) -> dict:
@@ -126,14 +114,14 @@ def main() -> int:
                 data = work / f"expert-s{seed}"
                 info = expert_dataset(data, args.bc_episodes, seed)
                 result.setdefault("expert", {})[str(seed)] = info
-                pixelrl(["train", "--dataset", str(data), "--agent", "bc", "--preset", "none", "--size", "64",
+                run_pixelrl(["train", "--dataset", str(data), "--agent", "bc", "--preset", "none", "--size", "64",
                          "--action-repeat", "8", "--fast-render", "--offline-steps",
                          str(args.bc_steps), "--eval-every-steps", str(max(args.bc_steps // 4, 1)), "--eval-episodes",
                          str(args.eval_episodes), "--seed", str(seed), "--no-video", "--no-tensorboard",
                          "--no-progress", "--run-dir", str(run)], work / f"{arm}-s{seed}.log")
             else:
                 extra = [] if arm == "rl" else intervene + (["--intervention.reward", "rlif"] if arm == "rlif" else [])
-                pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes), *extra],
+                run_pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes), *extra],
                         work / f"{arm}-s{seed}.log")
             res = read_run(run)
             res["wall_s"] = time.perf_counter() - t0

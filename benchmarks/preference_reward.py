@@ -32,13 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _cli import cpu_fast_arm, run_pixelrl
 
 ENV = "dmc/cartpole-swingup"
 QUERY_BATCH = 50
@@ -47,19 +47,7 @@ ACTION_REPEAT = 8  # cpu-fast
 
 
 def common(frames: int, seed: int, run: Path, eval_every: int, eval_episodes: int) -> list[str]:
-    return ["--env", ENV, "--agent", "drqv2", "--preset", "cpu-fast", "--frames", str(frames), "--seed", str(seed),
-            "--time-budget-min", "100000", "--eval-every-frames", str(eval_every), "--eval-episodes",
-            str(eval_episodes), "--no-video", "--no-tensorboard", "--no-progress", "--run-dir", str(run)]
-
-
-def pixelrl(args: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "-m", "pixelrl.cli.main", *args], stdout=f, stderr=subprocess.STDOUT,
-                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}).returncode
-    if rc != 0:
-        raise SystemExit(f"pixelrl {' '.join(args[:3])} failed (exit {rc}); see {log}")
-    return time.perf_counter() - t0
+    return cpu_fast_arm(ENV, frames, seed, run, eval_every, eval_episodes)
 
 
 def schedule(frames: int, queries: int) -> dict:
@@ -92,7 +80,7 @@ def offline(args, work: Path, seed: int, policy_run: Path) -> dict:
     data = work / f"offline-s{seed}" / "data"
     data.parent.mkdir(parents=True, exist_ok=True)
     out: dict = {}
-    out["collect_s"] = pixelrl(["collect", "--policy", str(policy_run), "--episodes", str(args.offline_episodes),
+    out["collect_s"] = run_pixelrl(["collect", "--policy", str(policy_run), "--episodes", str(args.offline_episodes),
                                 "--noise-std", str(args.offline_noise), "--seed", str(seed), "--out", str(data),
                                 "--no-progress", "--device", "cpu"], data.parent / "collect.log")
     ds = load_dataset(data)
@@ -104,13 +92,13 @@ def offline(args, work: Path, seed: int, policy_run: Path) -> dict:
         model = fit_from_dataset(ds, ScriptedOracle(seed=seed), queries=n, out=model_dir, seed=seed)
         arm = {"fit": model.history[-1], "fit_s": time.perf_counter() - t0}
         relabelled = data.parent / f"data-prefs-{n}"
-        arm["relabel_s"] = pixelrl(["dataset", "relabel", str(data), "--out", str(relabelled), "--reward",
+        arm["relabel_s"] = run_pixelrl(["dataset", "relabel", str(data), "--out", str(relabelled), "--reward",
                                     f"prefs:{model_dir}", "--device", "cpu", "--no-progress"],
                                    data.parent / f"relabel-{n}.log")
         out[f"prefs-{n}"] = arm
     for name, path in [("true", data)] + [(f"prefs-{n}", data.parent / f"data-prefs-{n}") for n in args.queries]:
         run = data.parent / f"iql-{name}"
-        s = pixelrl(["train", "--dataset", str(path), "--agent", "iql", "--preset", "none", "--size", "48",
+        s = run_pixelrl(["train", "--dataset", str(path), "--agent", "iql", "--preset", "none", "--size", "48",
                      "--action-repeat", str(ACTION_REPEAT), "--fast-render", "--offline-steps", str(args.offline_steps),
                      "--eval-every-frames", str(10 ** 9), "--eval-episodes", str(args.eval_episodes),
                      "--seed", str(seed), "--no-video", "--no-tensorboard", "--no-progress", "--run-dir", str(run)],
@@ -153,7 +141,7 @@ def main() -> int:
     for seed in args.seeds:
         arms = {}
         true_run = work / f"true-s{seed}"
-        arms["true"] = {"wall_s": pixelrl(["train", *common(args.frames, seed, true_run, args.eval_every,
+        arms["true"] = {"wall_s": run_pixelrl(["train", *common(args.frames, seed, true_run, args.eval_every,
                                                               args.eval_episodes)], work / f"true-s{seed}.log"),
                         **read_run(true_run)}
         for n in args.queries:
@@ -161,7 +149,7 @@ def main() -> int:
             run = work / f"prefs{n}-s{seed}"
             extra = ["--reward", "prefs:scripted", "--reward.query-batch", str(sched["query_batch"]),
                      "--reward.query-every", str(sched["query_every"]), "--reward.max-queries", str(n)]
-            wall = pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes), *extra],
+            wall = run_pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes), *extra],
                            work / f"prefs{n}-s{seed}.log")
             arm = {"wall_s": wall, "schedule": sched, **read_run(run)}
             t, r = arms["true"]["final_eval_return"], arm["final_eval_return"]
