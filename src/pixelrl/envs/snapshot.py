@@ -11,7 +11,7 @@ The method only changes the environment, so it works with any agent (see ``docs/
    truncates that episode ``horizon`` agent steps later; after ``active_agent_steps`` agent steps it only does
    plain resets.
 
-Published defaults (S3RL, ``ALGORITHMS.md``): 10 teacher episodes, a snapshot every 10 steps, best 10 kept,
+Published defaults (S3RL): 10 teacher episodes, a snapshot every 10 steps, best 10 kept,
 k = 6, truncation after 100 steps, snapshot resets for the first 100k steps.
 
 Simulator state: :func:`capture_state` / :func:`restore_state` work on the envs of

@@ -28,7 +28,7 @@ Learning", RSS 2017 / arXiv 2016): from a few demonstrations' features,
    mu_ij)^2 / sigma_ij^2``, ``p_i = exp(-d_i / 2)``; the dense reward is ``sum_i w_i p_i`` with later steps weighted
    more (``w_i = i / n``).
 
-The items ALGORITHMS.md marks "(verify)" (the split search, the gap formula and ``k``, the combination's weights and
+The details the papers leave open, marked "(verify)" in the docs (the split search, the gap formula and ``k``, the combination's weights and
 normalisation, RAPL's encoder and its ``eps``) could not be checked against the papers' code here; each knob's
 documentation says so.
 
