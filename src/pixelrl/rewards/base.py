@@ -90,6 +90,19 @@ class RewardKind(NamedTuple):
     observations (checked before the model is loaded)."""
 
 
+def observation_array(obs: Any, key: Optional[str], what: str, hint: str = "") -> np.ndarray:
+    """A batch of observations as the environment gives them -> a NumPy array: the ``key`` entry of a dict
+    observation (one ConfigError line naming ``what`` when it is missing, ``hint`` appended), a tensor moved to the
+    CPU, anything else as ``np.asarray`` sees it."""
+    if isinstance(obs, dict):
+        if key is None or key not in obs:
+            raise ConfigError(f"{what} got a dict observation without its entry {key!r} (keys {list(obs)}){hint}")
+        obs = obs[key]
+    if hasattr(obs, "detach"):  # a torch tensor (torch is not imported by this module)
+        obs = obs.detach().cpu().numpy()
+    return np.asarray(obs)
+
+
 def image_layout(observation_space: Any, frame_stack: int, what: str) -> tuple[Optional[str], int, int, int]:
     """``(key, channels per frame, height, width)`` of the frames in observations of this space: ``key`` None for a
     plain image observation, else the dict entry (``pixels`` when there is one). One ConfigError line, naming

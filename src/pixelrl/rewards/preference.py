@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelrl.errors import ConfigError, CorruptFileError, NotFoundError
-from pixelrl.rewards.base import MODES
+from pixelrl.rewards.base import MODES, observation_array
 
 __all__ = ["InputSpec", "ImageRewardNet", "StateRewardNet", "PreferenceRewardModel", "OnlinePreferenceLoop",
            "Schedule", "bradley_terry_loss", "sample_segment_starts", "segment_rows", "fit_from_dataset",
@@ -189,14 +189,7 @@ def input_spec(observation_space: Any, frame_stack: int) -> InputSpec:
 def extract_inputs(obs: Any, spec: InputSpec) -> np.ndarray:
     """A batch of observations as the environment gives them (stacks, states, dicts) -> the nets' inputs
     ``[B, *spec.shape]`` (the newest frame of each stack)."""
-    if isinstance(obs, dict):
-        if spec.key is None or spec.key not in obs:
-            raise ConfigError(f"the preference reward got a dict observation without its entry {spec.key!r} "
-                              f"(keys {list(obs)})")
-        obs = obs[spec.key]
-    if isinstance(obs, torch.Tensor):
-        obs = obs.detach().cpu().numpy()
-    arr = np.asarray(obs)
+    arr = observation_array(obs, spec.key, "the preference reward")
     if spec.pixel:
         c = spec.shape[0]
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[2:] != spec.shape[1:] or arr.shape[1] % c:

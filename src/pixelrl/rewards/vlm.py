@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from pixelrl.errors import ConfigError, MissingExtraError
-from pixelrl.rewards.base import MODES, RewardConfig, split_prompts
+from pixelrl.rewards.base import MODES, RewardConfig, observation_array, split_prompts
 
 __all__ = ["OPENAI_MEAN", "OPENAI_STD", "CLIPEmbedder", "VLMRewardModel", "check_config", "image_key", "load_clip", "preprocess",
            "projection_matrix", "vlm_reward", "write_byte_tokenizer", "HOW_TO_GET"]
@@ -287,14 +287,8 @@ class VLMRewardModel:
         self._key = image_key(observation_space, frame_stack)
 
     def _frames(self, obs: Any) -> np.ndarray:
-        if isinstance(obs, dict):
-            if self._key is None or self._key not in obs:
-                raise ConfigError(f"the VLM reward got a dict observation without its frames entry "
-                                  f"({self._key!r}; keys {list(obs)}); call bind(observation_space, frame_stack) first")
-            obs = obs[self._key]
-        if isinstance(obs, torch.Tensor):
-            obs = obs.detach().cpu().numpy()
-        arr = np.asarray(obs)
+        arr = observation_array(obs, self._key, "the VLM reward",
+                                "; call bind(observation_space, frame_stack) first")
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1] < 3 or arr.shape[1] % 3:
             raise ConfigError(f"the VLM reward scores batches of uint8 [B, 3*k, H, W] frame stacks, got "
                               f"{arr.dtype} {list(arr.shape)}")
