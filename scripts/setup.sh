@@ -3,15 +3,18 @@
 #   1. Debian packages for headless MuJoCo rendering (EGL and OSMesa),
 #   2. a virtual environment in .venv,
 #   3. PyTorch (the CPU build torch==2.13.0 on machines without an NVIDIA GPU),
-#   4. pixelrl itself, editable, with the extras named in PIXELRL_EXTRAS (default: dmc,gym,atari,offline,rewards,dev;
-#      rewards is transformers, for the CLIP reward model; it leaves the torch installed in step 3 as it is).
+#   4. pixelrl itself, editable, with the extras named in PIXELRL_EXTRAS (default:
+#      dmc,gym,atari,offline,rewards,metaworld,hub,wandb,dev; rewards is transformers, for the CLIP reward model; it
+#      leaves the torch installed in step 3 as it is), and, when the extras name metaworld (or all), Meta-World itself
+#      with --no-deps: it pins an older MuJoCo than pixelrl's.
 # Re-running it is cheap: a stamp file records the hash of pyproject.toml and the extras installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,dev}
+EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,metaworld,hub,wandb,dev}
+METAWORLD=metaworld==3.1.1  # the Meta-World v3 tasks on Gymnasium 1.x; works with mujoco 3.16 (tests/envs/test_metaworld.py)
 APT_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libosmesa6"
 # Debian's chromium and its driver: the labelling page's browser test (tests/web) drives them with Selenium (dev extra)
 case ",$EXTRAS," in *,dev,*) APT_PACKAGES="$APT_PACKAGES chromium chromium-driver" ;; esac
@@ -60,5 +63,9 @@ fi
 # 4. pixelrl with its extras.
 log "installing pixelrl[$EXTRAS]"
 $PIP install -q -e ".[$EXTRAS]"
+case ",$EXTRAS," in *,metaworld,*|*,all,*)
+  log "installing $METAWORLD (--no-deps: its dependencies came with pixelrl[metaworld])"
+  $PIP install -q --no-deps "$METAWORLD" ;;
+esac
 echo "$want" > "$stamp"
 log "done"

@@ -17,11 +17,12 @@ torch.set_num_threads(1)
 
 EXTRA_MODULES = {"dm_control": "dmc", "mujoco": "dmc", "ale_py": "atari", "ale-py": "atari", "cv2": "atari",
                  "opencv": "atari", "h5py": "offline", "minari": "offline", "transformers": "rewards",
-                 "selenium": "dev", "chromium": "dev", "chromedriver": "dev"}
+                 "selenium": "dev", "chromium": "dev", "chromedriver": "dev", "metaworld": "metaworld",
+                 "huggingface_hub": "hub", "wandb": "wandb"}
 """Import and package names of the optional extras' packages (pyproject.toml ``[project.optional-dependencies]``)
 -> extra."""
 
-DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,rewards,dev"
+DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,rewards,metaworld,hub,wandb,dev"
 """What ``scripts/setup.sh`` installs when ``PIXELRL_EXTRAS`` is not set."""
 
 
@@ -37,7 +38,7 @@ def in_ci() -> bool:
 
 def ci_extras() -> set[str]:
     extras = {e.strip() for e in os.environ.get("PIXELRL_EXTRAS", DEFAULT_CI_EXTRAS).split(",") if e.strip()}
-    return extras | ({"dmc", "atari", "offline", "rewards"} if "all" in extras else set())
+    return extras | ({"dmc", "atari", "offline", "rewards", "metaworld", "hub", "wandb"} if "all" in extras else set())
 
 
 def missing_extra(reason: str) -> str | None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["EASY", "MEDIUM", "HARD_PREFIXES", "DIFFICULTY", "TASKS", "task_difficulty", "task_preset", "cpu_fast"]
+__all__ = ["EASY", "MEDIUM", "HARD_PREFIXES", "DIFFICULTY", "TASKS", "METAWORLD_TASK", "task_difficulty", "task_preset",
+           "cpu_fast"]
 
 _HARD_LR = {"lr": 8e-5, "feature_dim": 100}  # the humanoid / dog task files: lr 8e-5 and a 100-d bottleneck
 
@@ -103,6 +104,14 @@ lr 8e-5 and feature_dim 100 are per-task (humanoid, dog), not part of the hard c
 hard files are the same; their ``easy.yaml`` (210k frames, sigma over 40k agent steps) is named by none of their task
 files, so it is not used here."""
 
+METAWORLD_TASK = {"stddev_schedule": "linear(1.0,0.1,500000)", "frames": 2_100_000, "nstep": 10, "discount": 0.97}
+"""DrM's and MENTOR's ``cfgs/task/metaworld.yaml`` (the same file in both) for every ``metaworld/`` task, as their
+``train_mw.py`` applies it: 2.1M frames, sigma over 500k agent steps, and the replay built once with
+n = floor(nstep + nstep_alpha) = floor(3 + 7) = 10 and gamma = discount - discount_alpha - discount_beta =
+0.997 - 0.02 - 0.007 = 0.97. The file's schedules that would decay n and raise gamma over training are never applied
+there (``update_buffer`` is never called; its ``update_discount`` line is commented out), so these constants are what
+their Meta-World runs used."""
+
 EASY = frozenset(k for k, (c, _) in DRQV2_TASKS.items() if c == "easy")
 """DrQ-v2's easy tasks: sigma decays over 100k agent steps, 1.1M frames."""
 
@@ -140,8 +149,11 @@ def task_preset(env_id: str, agent: str = "drqv2") -> dict:
 
     The class sets ``stddev_schedule`` and ``frames``; per-task entries add e.g. lr / feature_dim (humanoid, dog,
     manipulator), ``nstep=1`` and ``batch_size=512`` (DrQ-v2's and TACO's walker tasks; DrM's walker_run: batch 512
-    with n = 3), ``replay_capacity=100_000`` (quadruped_run; DrM/MENTOR also quadruped_walk).
+    with n = 3), ``replay_capacity=100_000`` (quadruped_run; DrM/MENTOR also quadruped_walk). DrM and MENTOR on a
+    ``metaworld/`` task get their Meta-World task file, :data:`METAWORLD_TASK`.
     """
+    if env_id.startswith("metaworld/") and agent in ("drm", "mentor"):
+        return dict(METAWORLD_TASK)
     found = _lookup(env_id, agent)
     if found is None:
         return {}

@@ -1,7 +1,8 @@
 """``make`` / ``list_envs`` / ``make_vector``: one id scheme for every environment family.
 
 Ids: ``dmc/<domain>-<task>`` (dm_control suite), ``gym/<Id>`` (Gymnasium registry, MuJoCo envs rendered to
-pixels), ``ale/<Game>`` (ale-py ``ALE/<Game>-v5`` with standard Atari preprocessing). Optional packages are
+pixels), ``ale/<Game>`` (ale-py ``ALE/<Game>-v5`` with standard Atari preprocessing), ``metaworld/<task>-v3``
+(Meta-World v3 through DrM's and MENTOR's corner camera, :mod:`pixelrl.envs.metaworld`). Optional packages are
 imported inside functions, so ``import pixelrl.envs`` works without any of them. See ``docs/envs.md``.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from pixelrl.envs import builtin as _builtin
 from pixelrl.envs import dmc as _dmc
+from pixelrl.envs import metaworld as _metaworld
 from pixelrl.envs._gl import ensure_mujoco_gl, gl_environment
 from pixelrl.envs.wrappers import (
     ActionRepeat,
@@ -32,7 +34,7 @@ from pixelrl.envs.wrappers import (
 )
 from pixelrl.errors import ConfigError, MissingExtraError, UnknownEnvError
 
-PREFIXES = ("dmc", "gym", "ale", "builtin")
+PREFIXES = ("dmc", "gym", "ale", "builtin", "metaworld")
 OBS_MODES = ("pixels", "state", "pixels+state")
 
 #: Atari 100k games; ale/ suggestions when ale-py is not installed.
@@ -90,6 +92,8 @@ def list_envs(prefix: str | None = None) -> list[str]:
         out += [f"ale/{g}" for g in _ale_games()]
     if prefix in (None, "builtin"):
         out += [f"builtin/{n}" for n in sorted(_builtin.BUILTIN_ENVS)]
+    if prefix in (None, "metaworld"):
+        out += [f"metaworld/{t}" for t in sorted(_metaworld.all_tasks())]
     return out
 
 
@@ -128,7 +132,7 @@ def action_kind(env_id: str) -> str | None:
         prefix, name = _split(env_id)
     except UnknownEnvError:
         return None
-    if prefix == "dmc":
+    if prefix in ("dmc", "metaworld"):
         return "continuous"
     if prefix == "ale":
         return "discrete"
@@ -176,11 +180,12 @@ def make(
     """Create an environment from an id (see ``docs/envs.md`` for the full table).
 
     Args:
-        env_id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>`` or ``builtin/<name>`` (pixelrl's own
-            simulators, :mod:`pixelrl.envs.builtin`).
+        env_id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>``, ``metaworld/<task>-v3`` or
+            ``builtin/<name>`` (pixelrl's own simulators, :mod:`pixelrl.envs.builtin`).
         seed: seed of the first ``reset()`` and of the action space. ``reset(seed=s)`` fully determines an
             episode afterwards.
-        action_repeat: simulator frames per ``step`` (rewards summed). Default 2 for dmc (DrQ-v2), 1 for gym
+        action_repeat: simulator frames per ``step`` (rewards summed). Default 2 for dmc (DrQ-v2) and metaworld
+            (DrM, MENTOR), 1 for gym
             (Gymnasium MuJoCo envs already skip 5 physics steps per frame), 4 for ale (inside
             ``AtariPreprocessing``).
         frame_stack: frames concatenated on the channel axis. Default 3 for dmc/gym pixels, 4 for ale,
@@ -188,7 +193,8 @@ def make(
         size: pixel height and width.
         obs: ``"pixels"`` (``uint8[frame_stack*C, size, size]``), ``"state"`` (``float32[d]``) or
             ``"pixels+state"`` (``Dict(pixels=..., state=...)``; only pixels stacked). ale: pixels only.
-        camera: camera id; None = family default (dmc: 0, quadruped 2; gym: the env's default view).
+        camera: camera id; None = family default (dmc: 0, quadruped 2; gym: the env's default view; metaworld:
+            ``corner2`` where DrM and MENTOR put it).
         fast_render: no shadows / reflections / anti-aliasing (MuJoCo envs); faster, visually different.
         **options: family-specific. dmc: ``time_limit`` (seconds), ``environment_kwargs``. gym and ale:
             passed to ``gymnasium.make`` (e.g. ``max_episode_steps``, ``repeat_action_probability``).
@@ -210,6 +216,9 @@ def make(
     if prefix == "builtin":
         return _make_builtin(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render,
                              options)
+    if prefix == "metaworld":
+        return _make_metaworld(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render,
+                               options)
     return _make_ale(env_id, name, seed, action_repeat, frame_stack, int(size), obs, camera, fast_render, options)
 
 
@@ -257,6 +266,19 @@ def _make_dmc(env_id, name, seed, action_repeat, frame_stack, size, obs, camera,
     env: gym.Env = ActionScale(base)
     repeat = 2 if action_repeat is None else int(action_repeat)
     return _finish(env, env_id=_dmc.canonical_id(domain, task), obs=obs, size=size, action_repeat=repeat,
+                   frame_stack=_default_stack(frame_stack, obs, 3), seed=seed)
+
+
+def _make_metaworld(env_id, name, seed, action_repeat, frame_stack, size, obs, camera, fast_render, options):
+    tasks = _metaworld.all_tasks()
+    task = _metaworld.resolve(name, tasks)
+    if task is None:
+        raise _unknown(env_id, [f"metaworld/{t}" for t in tasks])
+    if options:
+        raise ConfigError(f"unknown option(s) for metaworld envs: {', '.join(sorted(options))}; they take none")
+    base = _metaworld.MetaWorldEnv(task, size=size, camera=camera, fast_render=fast_render, seed=seed)
+    repeat = 2 if action_repeat is None else int(action_repeat)
+    return _finish(base, env_id=f"metaworld/{task}", obs=obs, size=size, action_repeat=repeat,
                    frame_stack=_default_stack(frame_stack, obs, 3), seed=seed)
 
 

@@ -475,6 +475,7 @@ class Trainer:
             "frames": self.counters["frames"], "agent_steps": self.counters["agent_steps"],
             "final_eval_return": evals[-1]["eval_return"] if evals else None,
             "random_return": next((r["random_return"] for r in evals if "random_return" in r), None),
+            **({"final_success_rate": evals[-1]["success_rate"]} if evals and "success_rate" in evals[-1] else {}),
             "wall_s": time.perf_counter() - self._wall_start,
             "ended_by": "frames" if self.counters["frames"] >= self.cfg.frames else "time_budget",
             "time_budget_min": self.cfg.time_budget_min, "target_frames": self.cfg.frames,
