@@ -14,7 +14,7 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,pretrain,list} [options]   |   pixelrl --version
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,pretrain,genrl,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
@@ -28,6 +28,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,rewa
   reward  fit a success classifier: pixelrl reward fit-classifier --positives DIR --negatives DIR --out DIR
   label   compare clips in a page: pixelrl label QUEUE [--port 8765]   |   pixelrl label QUEUE --fit MODEL_DIR
   pretrain  slot encoders:        pixelrl pretrain slots --env builtin/shapes-object-goal --images 100_000 --out DIR
+  genrl   RL fine-tuning of image generators: pixelrl genrl train --model PATH --reward jpeg-compressibility --prompts FILE
   list    what can be chosen:     pixelrl list envs [dmc|gym|ale|builtin]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
@@ -558,7 +559,8 @@ def _warning_printer(cmd: str, fallback):
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
             "dataset": cmd_dataset, "snapshots": cmd_snapshots, "label": cmd_label, "list": cmd_list, "reward": cmd_reward,
-            "pretrain": lambda argv: __import__("pixelrl.cli.pretrain", fromlist=["cmd_pretrain"]).cmd_pretrain(argv)}
+            "pretrain": lambda argv: __import__("pixelrl.cli.pretrain", fromlist=["cmd_pretrain"]).cmd_pretrain(argv),
+            "genrl": lambda argv: __import__("pixelrl.cli.genrl", fromlist=["cmd_genrl"]).cmd_genrl(argv)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
