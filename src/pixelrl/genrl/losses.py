@@ -117,7 +117,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     (Flow-GRPO)."""
     pg, info = ppo_clip_loss(logp, old_logp, adv, clip_range=clip_range, adv_clip=adv_clip)
     kl = k3_kl(logp, ref_logp).mean()
-    info["kl_ref"] = kl.detach()
+    info["kl"] = kl.detach()
     return pg + beta * kl, info
 
 
