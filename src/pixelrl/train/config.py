@@ -203,6 +203,17 @@ class TrainConfig:
     """Write an mp4 of the first episode of each evaluation under ``videos/`` (pixel observations only)."""
     tensorboard: bool = True
     """Write TensorBoard events under ``tb/``."""
+    wandb: bool = False
+    """Also log to Weights & Biases (``pip install 'pixelrl[wandb]'``; docs/wandb.md): every train and eval row as
+    TensorBoard gets it (``train/<column>``, ``eval/<column>``, against ``frames``), the resolved config and each
+    evaluation's video. The W&B run id is kept in the run folder's ``wandb.json``: ``pixelrl resume`` continues it."""
+    wandb_project: str = "pixelrl"
+    """W&B project of ``--wandb`` runs."""
+    wandb_entity: Optional[str] = None
+    """W&B entity (user or team) of ``--wandb`` runs; None: your default entity."""
+    wandb_mode: str = "online"
+    """W&B mode of ``--wandb`` runs: ``online`` (stream to the server), ``offline`` (write under the run folder's
+    ``wandb/`` with no network, upload later with ``wandb sync``) or ``disabled``."""
     progress: bool = True
     """Show the live progress display (a plain line per evaluation when stdout is not a terminal)."""
     threads: int = 0
@@ -254,6 +265,9 @@ class TrainConfig:
             _check_reward_fits(self)
         if self.intervention is not None:
             _check_intervention_fits(self)
+        from pixelrl.train.wandb_logger import check_wandb_config
+
+        check_wandb_config(self)
 
     def env_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"size": self.size, "fast_render": self.fast_render, "obs": self.obs}

@@ -12,6 +12,9 @@ replaced by the resumed run's rows; each checkpoint also holds a copy of the log
 log truncated, deleted or replaced after the checkpoint is written back (the rows up to a checkpoint never
 change). TensorBoard events past the checkpoint are dropped with ``purge_step``. A full or read-only disk while
 appending a row leaves no partial row and raises :class:`~pixelrl.errors.StorageError`.
+
+A run whose ``config.json`` says ``"wandb": true`` (``pixelrl train --wandb``) also sends every row, the config and
+the evaluation videos to Weights & Biases (:mod:`pixelrl.train.wandb_logger`), from here: one place for every trainer.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
+        from pixelrl.train.wandb_logger import open_wandb
+
+        self._wandb = open_wandb(self.run_dir)
 
     def _restore_jsonl(self, offset: int, copy: bytes | None) -> None:
         """Cut ``metrics.jsonl`` back to the checkpoint's ``offset``; if the file lost rows the checkpoint covers
@@ -107,6 +113,8 @@ class Logger:
             for k, v in row.items():
                 if k != "frames" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
+        if self._wandb is not None:
+            self._wandb.log(kind, row)
 
     def _write_csv(self, kind: str) -> None:
         rows = self.rows.get(kind, [])
@@ -129,6 +137,9 @@ class Logger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.close()
+            self._wandb = None
 
 
 def _plain(v: Any) -> Any:
