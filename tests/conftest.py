@@ -22,7 +22,7 @@ EXTRA_MODULES = {"dm_control": "dmc", "mujoco": "dmc", "ale_py": "atari", "ale-p
 """Import and package names of the optional extras' packages (pyproject.toml ``[project.optional-dependencies]``)
 -> extra."""
 
-DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,rewards,metaworld,hub,wandb,dev"
+DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,rewards,metaworld,hub,wandb,docs,dev"
 """What ``scripts/setup.sh`` installs when ``PIXELRL_EXTRAS`` is not set."""
 
 
