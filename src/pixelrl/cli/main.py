@@ -14,11 +14,11 @@ import tyro
 
 from pixelrl.errors import PixelRLError
 
-USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,pretrain,genrl,list} [options]   |   pixelrl --version
+USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,reward,label,pretrain,genrl,push,list} [options]   |   pixelrl --version
 
   train   train an agent:        pixelrl train --env dmc/cartpole-swingup --agent drqv2 --seed 1
   resume  continue a run exactly: pixelrl resume runs/<run>/
-  eval    evaluate a run:         pixelrl eval runs/<run>/ --episodes 10 --video
+  eval    evaluate a run:         pixelrl eval runs/<run>/ --episodes 10 --video   |   pixelrl eval hf://user/name
   plot    learning curves:        pixelrl plot runs/a runs/b --out curves.png
   collect record a dataset:       pixelrl collect --env dmc/walker-walk --policy runs/<run>/ --episodes 100 --out PATH
   dataset inspect / convert:      pixelrl dataset stats PATH   |   pixelrl dataset convert MINARI_ID --out PATH
@@ -29,6 +29,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,rewa
   label   compare clips in a page: pixelrl label QUEUE [--port 8765]   |   pixelrl label QUEUE --fit MODEL_DIR
   pretrain  slot encoders:        pixelrl pretrain slots --env builtin/shapes-object-goal --images 100_000 --out DIR
   genrl   RL fine-tuning of image generators: pixelrl genrl train --model PATH --reward jpeg-compressibility --prompts FILE
+  push    share on the HF Hub:    pixelrl push runs/<run>/ --repo user/name   |   pixelrl push DATA --repo user/name --repo-type dataset
   list    what can be chosen:     pixelrl list envs [dmc|gym|ale|builtin]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
@@ -345,7 +346,9 @@ def cmd_eval(argv: list[str]) -> int:
     from pixelrl.utils.dataclass_io import to_dict
 
     args = _parse(_Eval, argv, "pixelrl eval")
-    run = Path(args.run_dir)
+    from pixelrl.cli.hub import run_folder
+
+    run = run_folder(args.run_dir)  # a path, or hf://user/name[@revision] downloaded first
     cfg = load_run_config(run)
     ckpt = resolve_checkpoint(run, args.checkpoint)
     state = load_checkpoint(ckpt)
@@ -411,7 +414,8 @@ class _Eval:
     """Evaluate the policy of a run's latest (or a given) checkpoint."""
 
     run_dir: tyro.conf.Positional[str]
-    """The run folder made by `pixelrl train`."""
+    """The run folder made by `pixelrl train`, or ``hf://user/name[@revision]``: a run pushed to the Hugging Face Hub
+    (`pixelrl push`), downloaded first (docs/hub.md)."""
     episodes: int = 10
     """Number of evaluation episodes."""
     video: bool = False
@@ -560,7 +564,8 @@ def _warning_printer(cmd: str, fallback):
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "plot": cmd_plot, "collect": cmd_collect,
             "dataset": cmd_dataset, "snapshots": cmd_snapshots, "label": cmd_label, "list": cmd_list, "reward": cmd_reward,
             "pretrain": lambda argv: __import__("pixelrl.cli.pretrain", fromlist=["cmd_pretrain"]).cmd_pretrain(argv),
-            "genrl": lambda argv: __import__("pixelrl.cli.genrl", fromlist=["cmd_genrl"]).cmd_genrl(argv)}
+            "genrl": lambda argv: __import__("pixelrl.cli.genrl", fromlist=["cmd_genrl"]).cmd_genrl(argv),
+            "push": lambda argv: __import__("pixelrl.cli.hub", fromlist=["cmd_push"]).cmd_push(argv)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

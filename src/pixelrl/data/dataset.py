@@ -241,10 +241,16 @@ def stack_frames(frames: np.ndarray, frame_stack: int) -> np.ndarray:
 
 
 def resolve_dataset_dir(path: str | os.PathLike) -> Path:
-    """The dataset folder for ``path``: the folder itself, or its ``data/`` folder, or ``data/main_data.hdf5``.
+    """The dataset folder for ``path``: the folder itself, or its ``data/`` folder, or ``data/main_data.hdf5``; or
+    ``hf://user/name[@revision]``, a dataset repo on the Hugging Face Hub (``pixelrl push --repo-type dataset``),
+    downloaded first (:mod:`pixelrl.hub`).
 
     Raises ``ConfigError`` when nothing exists at ``path``.
     """
+    from pixelrl import hub
+
+    if hub.is_hub_spec(path):
+        return hub.download(str(path), repo_type="dataset")
     p = Path(path)
     if p.name == MAIN_FILE and p.parent.name == DATA_DIR:
         p = p.parent.parent

@@ -77,7 +77,7 @@ SOURCES = ("offline", "offline+online", "online", "demos")
 
 def _load(path: str, what: str):
     """Open a dataset file with :func:`pixelrl.data.dataset.load_dataset` (which names corrupt files)."""
-    if not Path(path).exists():
+    if not str(path).startswith("hf://") and not Path(path).exists():  # hf://: load_dataset downloads it
         raise ConfigError(f"{what} {path} does not exist; pass a dataset written by `pixelrl collect` or "
                           "`pixelrl dataset convert`")
     from pixelrl.data.dataset import load_dataset
