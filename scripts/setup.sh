@@ -4,7 +4,7 @@
 #   2. a virtual environment in .venv,
 #   3. PyTorch (the CPU build torch==2.13.0 on machines without an NVIDIA GPU),
 #   4. pixelrl itself, editable, with the extras named in PIXELRL_EXTRAS (default:
-#      dmc,gym,atari,offline,rewards,metaworld,hub,wandb,genrl,docs,dev; rewards is transformers, for the CLIP reward model; it
+#      dmc,gym,atari,offline,rewards,metaworld,hub,wandb,genrl,ray,docs,dev; rewards is transformers, for the CLIP reward model; it
 #      leaves the torch installed in step 3 as it is), and, when the extras name metaworld (or all), Meta-World itself
 #      with --no-deps: it pins an older MuJoCo than pixelrl's.
 # Re-running it is cheap: a stamp file records the hash of pyproject.toml and the extras installed.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,metaworld,hub,wandb,genrl,docs,dev}
+EXTRAS=${PIXELRL_EXTRAS:-dmc,gym,atari,offline,rewards,metaworld,hub,wandb,genrl,ray,docs,dev}
 METAWORLD=metaworld==3.1.1  # the Meta-World v3 tasks on Gymnasium 1.x; works with mujoco 3.16 (tests/envs/test_metaworld.py)
 APT_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libosmesa6"
 # Debian's chromium and its driver: the labelling page's browser test (tests/web) drives them with Selenium (dev extra)

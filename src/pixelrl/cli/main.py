@@ -140,6 +140,8 @@ def cmd_train(argv: list[str]) -> int:
     _announce(cfg)
     from pixelrl.train.setup import trainer_class
 
+    if cfg.workers is not None:  # --workers N: scale out on Ray
+        from pixelrl.distributed import trainer_class
     trainer = trainer_class(cfg)(cfg)
     _announce_decisions(trainer.cfg)
     summary = trainer.run()
@@ -318,6 +320,8 @@ def cmd_resume(argv: list[str]) -> int:
         cfg = dataclasses.replace(cfg, frames=args.frames, time_budget_min=None)  # a frame budget replaces the time one
     from pixelrl.train.setup import trainer_class
 
+    if cfg.workers is not None:  # --workers N: scale out on Ray
+        from pixelrl.distributed import trainer_class
     trainer = trainer_class(cfg)(cfg, resume=True)
     # Everything the run depends on has loaded (checkpoint, replay, log): only now does the run folder change.
     for change in getattr(trainer, "changed_settings", []):

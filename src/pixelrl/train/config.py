@@ -252,6 +252,31 @@ class TrainConfig:
     """An expert that takes over the agent's actions (HIL-SERL, RLIF; ``--intervention.expert SPEC`` and
     ``--intervention.*``; see :class:`~pixelrl.rewards.interventions.InterventionConfig` and docs/interventions.md);
     the off-policy trainer applies it. None: the agent acts alone."""
+    workers: Optional[int] = None
+    """Scale out on Ray (``pip install 'pixelrl[ray]'``, docs/distributed.md): this many env workers, each a Ray actor
+    holding ``envs_per_worker`` envs; the learner (agent, replay, evaluation, checkpoints) stays in this process and
+    the run folder and ``pixelrl resume`` are the same. Off-policy agents (DrQ-v2 family, SAC): every worker acts with
+    a copy of the policy on ``chunk_steps``-step chunks (its envs' inference batched), the learner broadcasts weights
+    every ``broadcast_every`` updates and stamps each transition with the policy version that acted. PPO: synchronous
+    rollouts, inference batched in the learner over every worker's envs. None: one process (the default, unchanged)."""
+    envs_per_worker: Optional[int] = None
+    """Envs per Ray env worker (``--workers``), stepped together in the worker. None: 1 for off-policy agents; for PPO
+    the agent's ``num_envs`` divided by ``workers`` (PPO needs ``workers x envs_per_worker = num_envs``)."""
+    ray_address: Optional[str] = None
+    """Ray cluster to join (``auto``, ``ray://host:10001``, ``host:6379``); None starts a local Ray instance for the run
+    (``ray.init(include_dashboard=False)``, shut down at its end). Only with ``--workers``."""
+    chunk_steps: Optional[int] = None
+    """Off-policy ``--workers`` runs: agent steps each env of a worker takes per call (a Ray call costs ~1-2 ms, so a
+    call ships a chunk). None: 32. Larger chunks amortise the call; smaller ones act with fresher weights."""
+    broadcast_every: Optional[int] = None
+    """Off-policy ``--workers`` runs: send the learner's weights to the workers every this many gradient updates (a
+    worker takes them at its next chunk). None: 10. The single-process loop acts with the weights of every update;
+    this is the bound on how far a worker's copy lags behind them, plus ``max_staleness``."""
+    max_staleness: Optional[int] = None
+    """Off-policy ``--workers`` runs: the learner never runs more than this many updates past the policy version that
+    collects any chunk still in flight (it waits for that chunk first), so every transition reaches the replay at most
+    this many updates after the policy that acted. Must be >= ``broadcast_every``. None: unbounded (measured and
+    logged as ``staleness_mean`` / ``staleness_max`` either way)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -265,6 +290,8 @@ class TrainConfig:
             _check_reward_fits(self)
         if self.intervention is not None:
             _check_intervention_fits(self)
+        if any(getattr(self, f) is not None for f in DISTRIBUTED_FIELDS):
+            _check_distributed_fits(self)
         from pixelrl.train.wandb_logger import check_wandb_config
 
         check_wandb_config(self)
@@ -278,6 +305,28 @@ class TrainConfig:
         if self.env_options:
             kw.update(self.env_options)
         return kw
+
+
+DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps", "broadcast_every", "max_staleness")
+"""The fields of a Ray run (``--workers``); all None in a single-process run."""
+
+
+def _check_distributed_fits(cfg: TrainConfig) -> None:
+    """``--workers`` runs: the Ray fields are positive, come with ``--workers``, and the run is one the distributed
+    trainers run (one seed, online, without a reward model, interventions or snapshot resets)."""
+    check_ranges(cfg, {"workers": 1, "envs_per_worker": 1, "chunk_steps": 1, "broadcast_every": 1, "max_staleness": 1})
+    if cfg.workers is None:
+        given = [f"--{f.replace('_', '-')}" for f in DISTRIBUTED_FIELDS if getattr(cfg, f) is not None]
+        raise ConfigError(f"{', '.join(given)} configure a Ray run; add --workers N (or drop them for one process)")
+    if cfg.max_staleness is not None and cfg.max_staleness < (cfg.broadcast_every or 10):
+        raise ConfigError(f"--max-staleness ({cfg.max_staleness}) must be >= --broadcast-every "
+                          f"({cfg.broadcast_every or 10}): workers only get new weights that often")
+    for name, flag in (("seeds", "--seeds"), ("reward", "--reward"), ("intervention", "--intervention.*"),
+                       ("snapshot_bank", "--snapshot-bank")):
+        if getattr(cfg, name) is not None:
+            raise ConfigError(f"{flag} is not supported with --workers yet; run it in one process (drop --workers)")
+    if cfg.offline is not None and cfg.offline.active:
+        raise ConfigError("--dataset / --demos runs are not supported with --workers yet; run them in one process")
 
 
 def _check_intervention_fits(cfg: TrainConfig) -> None:

@@ -112,8 +112,7 @@ class OnPolicyTrainer(Trainer):
                 "vector_env", ("subprocesses (AsyncVectorEnv)" if self.asynchronous else "in-process (SyncVectorEnv)")
                 + f", {a.num_envs} envs" + ("" if cfg.obs != "state" else ": state envs step in microseconds, "
                                             "faster in process than through pipes"))
-        self.train_env = _VectorEnv(cfg.env, a.num_envs, asynchronous=self.asynchronous,
-                                    seed=derive_seed(cfg.seed, TRAIN_STREAM), env_kwargs=env_kwargs)
+        self.train_env = self._make_train_env(cfg, env_kwargs)
         self.rollout = RolloutBuffer(a.rollout_steps, a.num_envs, tuple(self.obs_space.shape), self.agent.obs_dtype,
                                      self.agent.action_shape, torch.int64 if self.agent.discrete else torch.float32,
                                      self.device)
@@ -130,6 +129,16 @@ class OnPolicyTrainer(Trainer):
         """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint."""
         restored, self._restored = self._restored, None
         self._resume_log(*restored)
+
+    def _make_train_env(self, cfg: TrainConfig, env_kwargs: dict[str, Any]) -> Any:
+        """The training envs: an object whose ``vec`` is a vector env of ``agent.num_envs`` envs with same-step
+        autoreset, and ``close()`` (here the local one; :mod:`pixelrl.distributed` puts them on Ray workers)."""
+        return _VectorEnv(cfg.env, cfg.agent.num_envs, asynchronous=self.asynchronous,
+                          seed=derive_seed(cfg.seed, TRAIN_STREAM), env_kwargs=env_kwargs)
+
+    def _rollout_stats(self) -> dict[str, Any]:
+        """Columns a subclass adds to every ``train`` row (none here)."""
+        return {}
 
     # ---- checkpoint / resume -------------------------------------------------------------------------------
     def _checkpoint(self) -> Path:
@@ -237,6 +246,7 @@ class OnPolicyTrainer(Trainer):
                        episode_length=float(np.mean(finished_lengths)))
         seconds = time.perf_counter() - t_start
         row.update(metrics)
+        row.update(self._rollout_stats())
         row.update(fps=(c["frames"] - frames_before) / max(seconds, 1e-9), env_s=env_s, act_s=act_s,
                    update_s=update_s, wall_s=time.perf_counter() - self._wall_start)
         self.logger.log("train", row)

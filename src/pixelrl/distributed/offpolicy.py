@@ -1,0 +1,388 @@
+"""Off-policy agents (DrQ-v2 family, SAC, the DQN family) on Ray: SRL's dataflow with the learner, replay and policy
+versions in this process and the envs on Ray env workers.
+
+Data flow. Each of ``workers`` env workers holds ``envs_per_worker`` envs and a CPU copy of the agent; one call steps
+every env ``chunk_steps`` agent steps, acting with one batched forward pass over its envs, and returns the chunk with
+the policy version that acted stamped on it. The learner keeps one chunk in flight per worker: it takes whichever
+chunk is ready first, hands that worker its next call (with the newest broadcast weights), puts the chunk's
+finished episodes into the replay (an episode is stored whole when it ends: the replay keeps each episode contiguous)
+and runs the gradient updates the new agent steps are owed, polling for ready chunks between updates so envs and
+learner overlap. The update cadence is the agent's own (``updates_per_step`` every ``update_every_steps`` agent steps
+after ``num_seed_steps``), counted over all envs' agent steps, so the replay ratio is the single-process loop's:
+the learner pays the updates owed before it takes new data, and a worker whose chunk is waiting stays idle meanwhile.
+
+Versions. The policy version is the number of gradient updates done. Weights (``agent.state_dict()``, which also
+carries schedules and mechanism state such as DrM's exploration) are broadcast every ``broadcast_every`` updates: put
+in Ray's object store once, fetched by each worker with its next call. ``max_staleness`` bounds how many updates the
+learner may run past the version of any chunk in flight (it then waits for that chunk), so no transition reaches the
+replay more than that many updates after the policy that chose it; with the bound, a worker starts its next chunk
+only when the updates still owed fit within it. ``staleness_mean`` / ``staleness_max`` are logged.
+
+Faults. A worker that dies is restarted by the pool; its chunk in flight never arrives and is never counted, the
+steps of its unfinished episodes (counted when their chunks arrived) are not stored (``dropped_agent_steps``), and
+its new envs start new episodes, so no transition is counted or stored twice. The learner's checkpoints are the single-process trainer's (agent, replay, counters, RNGs, log), written at
+round boundaries into the same run folder; ``pixelrl resume`` continues from the last one with fresh envs (the
+episodes unfinished at the checkpoint are not in it). A Ray run is not bitwise reproducible: which worker's chunk
+arrives first depends on timing.
+
+One ``train`` row per round (``workers x envs_per_worker x chunk_steps`` agent steps): the episodes that finished,
+the update metrics' means, and the scale-out columns (per-worker env frames/s, inference batch, updates/s, staleness,
+chunks waiting and in flight, restarts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelrl.agents import make_agent
+from pixelrl.data.replay import ReplayBuffer, sample_kwargs
+from pixelrl.distributed.onpolicy import RESTART_STREAM
+from pixelrl.distributed.pool import WorkerPool, init_ray
+from pixelrl.envs._gl import gl_environment
+from pixelrl.errors import DivergenceError
+from pixelrl.train.config import TrainConfig
+from pixelrl.train.episode import env_step_error
+from pixelrl.train.loop import REPLAY_STREAM, TRAIN_STREAM, WARMUP_STREAM, Trainer
+from pixelrl.train.progress import TrainProgress
+from pixelrl.train.setup import record_machine_choices, resolve_agent_for_env
+from pixelrl.utils.seeding import derive_seed
+
+__all__ = ["EpisodeAssembler", "RayTrainer", "owed_updates"]
+
+DEFAULT_CHUNK_STEPS, DEFAULT_BROADCAST_EVERY = 32, 10
+
+
+def owed_updates(agent_steps: int, *, seed_steps: int, update_every: int, updates_per_step: int) -> int:
+    """Updates the single-process loop has done after ``agent_steps`` agent steps: ``updates_per_step`` at every step
+    ``s >= seed_steps`` with ``s % update_every == 0``."""
+    def multiples_below(n: int) -> int:  # multiples of update_every in [0, n)
+        return -(-n // update_every)
+
+    if agent_steps <= seed_steps:
+        return 0
+    return (multiples_below(agent_steps) - multiples_below(seed_steps)) * updates_per_step
+
+
+class EpisodeAssembler:
+    """Collects each env's steps from chunks and writes an episode into ``store`` (``add_first`` / ``add``, as the
+    single-process loop does step by step) when it ends. ``reward_clip`` and ``life_loss_terminal`` are the agent's
+    (what the learner stores; returns are the env's)."""
+
+    def __init__(self, store: Any, *, reward_clip: float = 0.0, life_loss_terminal: bool = False) -> None:
+        self.store = store
+        self.reward_clip = float(reward_clip or 0.0)
+        self.life_loss_terminal = bool(life_loss_terminal)
+        self.open: dict[int, tuple[Any, list[tuple]]] = {}
+
+    def start(self, env: int, obs: Any) -> None:
+        """Env ``env`` begins an episode at ``obs`` (an unfinished one is dropped)."""
+        self.open[env] = (obs, [])
+
+    def drop(self, envs: range) -> int:
+        """Drop the unfinished episodes of ``envs`` (a dead worker's); returns the agent steps dropped."""
+        return sum(len(self.open.pop(e, (None, []))[1]) for e in envs)
+
+    def open_steps(self) -> int:
+        """Agent steps held in unfinished episodes."""
+        return sum(len(steps) for _, steps in self.open.values())
+
+    def add_chunk(self, first_env: int, chunk: dict[str, Any]) -> list[tuple[float, int, int]]:
+        """Add a worker's chunk (:meth:`EnvWorker.chunk`) whose env ``k`` is env ``first_env + k``; returns
+        ``(return, agent steps, frames)`` of every episode it finished, in the order they were stored."""
+        finished = []
+        nxt = chunk["next_obs"]
+        T, K = chunk["reward"].shape
+        for t in range(T):
+            for k in range(K):
+                e = first_env + k
+                obs = {key: v[t, k] for key, v in nxt.items()} if isinstance(nxt, dict) else nxt[t, k]
+                term, trunc = bool(chunk["terminated"][t, k]), bool(chunk["truncated"][t, k])
+                self.open[e][1].append((chunk["action"][t, k], float(chunk["reward"][t, k]), obs, term, trunc,
+                                        bool(chunk["life_loss"][t, k]), int(chunk["frames"][t, k])))
+                if term or trunc:
+                    finished.append(self._store(e))
+                    self.start(e, chunk["reset_obs"][(t, k)])
+        return finished
+
+    def _store(self, env: int) -> tuple[float, int, int]:
+        first, steps = self.open.pop(env)
+        self.store.add_first(first)
+        ret, frames = 0.0, 0
+        for action, reward, obs, term, trunc, life_loss, f in steps:
+            learn = min(max(reward, -self.reward_clip), self.reward_clip) if self.reward_clip > 0 else reward
+            if self.life_loss_terminal and life_loss:
+                self.store.add(action, learn, obs, term, trunc, learner_terminal=True)
+            else:
+                self.store.add(action, learn, obs, term, trunc)
+            ret += reward
+            frames += f
+        return ret, len(steps), frames
+
+
+def _to_cpu(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu")
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(v) for v in x)
+    return x
+
+
+class _Workers:
+    """The pool as the trainer's ``train_env`` (closed with the run; shuts Ray down if the run started it)."""
+
+    def __init__(self, pool: WorkerPool, started_ray: bool) -> None:
+        self.pool, self._started_ray = pool, started_ray
+
+    def close(self) -> None:
+        self.pool.close()
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+class RayTrainer(Trainer):
+    """The off-policy :class:`~pixelrl.train.loop.Trainer` with its env on Ray env workers (see the module's
+    docstring); evaluation, checkpoints, resume, logs and summary are the single-process trainer's."""
+
+    def _init(self, cfg: TrainConfig, resume: bool, checkpoint: str | None) -> None:
+        import ray
+
+        self._ray = ray
+        self._begin(cfg, resume)
+        self.reward_model = self.snapshot_wrapper = self.interventions = None
+        env_kwargs = self._make_eval_env(cfg)
+        frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
+        cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
+        a = cfg.agent
+        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        if not resume:
+            cfg = self.cfg = record_machine_choices(cfg, self.agent)
+        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
+        self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
+                                   nstep=a.nstep, discount=a.discount, device=self.device,
+                                   seed=derive_seed(cfg.seed, REPLAY_STREAM))
+        self.store = self.sampler = self.replay
+        self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))  # kept for the checkpoint
+        self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
+                         "next_checkpoint": 0, "last_eval_frames": -1, "last_checkpoint_frames": -1, "wall_s": 0.0,
+                         "updates": 0, "resets": 0, "restarts": 0, "rounds": 0, "dropped_agent_steps": 0}
+        self.K = int(cfg.envs_per_worker or 1)
+        self.T = int(cfg.chunk_steps or DEFAULT_CHUNK_STEPS)
+        self.M = int(cfg.broadcast_every or DEFAULT_BROADCAST_EVERY)
+        self.S = cfg.max_staleness
+        if self.cfg.decisions is not None:
+            self.cfg.decisions["distributed"] = (
+                f"Ray: {cfg.workers} env workers x {self.K} envs, {self.T}-step chunks, inference batched per worker "
+                f"over its envs, weights broadcast every {self.M} updates, max staleness "
+                f"{'unbounded' if self.S is None else self.S}")
+        self.assembler = EpisodeAssembler(self.store, reward_clip=getattr(self.agent, "reward_clip", 0.0),
+                                          life_loss_terminal=getattr(self.agent, "life_loss_terminal", False))
+        started = init_ray(cfg.ray_address, cfg.workers)
+        gl_env, worker_cfg = gl_environment(), a
+
+        def make_args(index: int, restarts: int) -> tuple[tuple, dict]:
+            return (cfg.env, self.K, env_kwargs), {"gl_env": gl_env, "agent": (cfg.agent_name, worker_cfg),
+                                                   "torch_seed": derive_seed(cfg.seed, RESTART_STREAM, restarts, index)}
+
+        try:
+            self.train_env = _Workers(WorkerPool(cfg.workers, make_args), started)
+        except BaseException:
+            if started:
+                ray.shutdown()
+            raise
+        self.pool = self.train_env.pool
+        self._inflight: dict[int, tuple[Any, int]] = {}  # worker -> (ref, version that acts)
+        self._idle: list[int] = []  # workers whose chunk was taken and that wait for their next call
+        self._worker_version = [-1] * len(self.pool)
+        self._weights: tuple[int, Any] | None = None  # (version, object ref) of the last broadcast
+        self._needs_reset = True
+        self._open_run(resume, checkpoint)
+
+    # ---- workers ---------------------------------------------------------------------------------------------
+    def _broadcast(self) -> None:
+        self._weights = (self.counters["updates"], self._ray.put(_to_cpu(self.agent.state_dict())))
+
+    def _submit(self, w: int) -> None:
+        """Hand worker ``w`` its next chunk (with the newest weights if it does not hold them yet)."""
+        version, ref = self._weights
+        send = ref if self._worker_version[w] != version else None
+        self._worker_version[w] = version
+        call = self.pool.actors[w].chunk.remote(self.T, step=self.counters["agent_steps"], version=version,
+                                                 weights=send)
+        self._inflight[w] = (call, version)
+
+    def _reset_worker(self, w: int, seeds: list[int]) -> bool:
+        """Reset worker ``w``'s envs and open their episodes; False if the worker is dead."""
+        try:
+            obs = self._ray.get(self.pool.actors[w].reset.remote(seeds))
+        except Exception as e:
+            if self.pool.is_dead(e):
+                return False
+            raise env_step_error(self.cfg.env, getattr(e, "cause", e), "the reset of the training envs") from None
+        for k in range(self.K):
+            self.assembler.start(w * self.K + k,
+                                 {key: v[k] for key, v in obs.items()} if isinstance(obs, dict) else obs[k])
+        return True
+
+    def _restart(self, w: int, progress: TrainProgress) -> None:
+        """Worker ``w`` died: drop what it had in flight and its unfinished episodes, start a new one."""
+        c = self.counters
+        self._inflight.pop(w, None)
+        if w in self._idle:
+            self._idle.remove(w)
+        c["dropped_agent_steps"] += self.assembler.drop(
+            range(w * self.K, (w + 1) * self.K))
+        while True:
+            self.pool.restart(w)
+            c["restarts"] += 1
+            self._worker_version[w] = -1
+            seeds = [derive_seed(self.cfg.seed, RESTART_STREAM, c["restarts"], w * self.K + k) for k in range(self.K)]
+            if self._reset_worker(w, seeds):
+                break
+        progress.print(f"env worker {w} died at frame {c['frames']:,}; restarted (restart {c['restarts']}), its "
+                       "unfinished chunk and episodes dropped")
+        self._submit(w)
+
+    def _start_round_envs(self, progress: TrainProgress) -> None:
+        """At the start (and after a resume): reset every env with the seeds of reset ``resets`` and submit."""
+        c = self.counters
+        if self._weights is None or self._weights[0] != c["updates"]:
+            self._broadcast()
+        for w in range(len(self.pool)):
+            seeds = [derive_seed(self.cfg.seed, TRAIN_STREAM, c["resets"], w * self.K + k) for k in range(self.K)]
+            if self._reset_worker(w, seeds):
+                self._submit(w)
+            else:
+                self._restart(w, progress)
+        c["resets"] += 1
+        self._needs_reset = False
+
+    # ---- the learner -----------------------------------------------------------------------------------------
+    def _owed(self) -> int:
+        a = self.cfg.agent
+        return owed_updates(self.counters["agent_steps"], seed_steps=int(getattr(a, "num_seed_steps", 0)),
+                            update_every=int(getattr(a, "update_every_steps", 1)),
+                            updates_per_step=int(getattr(a, "updates_per_step", 1))) - self.counters["updates"]
+
+    def _may_update(self) -> bool:
+        """Whether an update is owed and allowed: the replay has a finished episode, and the next version stays within
+        ``max_staleness`` of every chunk in flight."""
+        if self._owed() <= 0 or self.replay.num_sampleable() == 0:  # episodes reach the replay when they end
+            return False
+        if self.S is None or not self._inflight:
+            return True
+        oldest = min(v for _, v in self._inflight.values())
+        return self.counters["updates"] + 1 - oldest <= self.S
+
+    def _may_submit(self) -> bool:
+        """Whether an idle worker may start its next chunk: always without ``max_staleness`` (or while the replay has
+        nothing to sample); with it, when the updates still owed fit within the bound for a chunk acting with the
+        newest broadcast weights (else the learner pays its debt first: the workers wait, so the replay ratio and the
+        bound both hold)."""
+        if self.S is None or self.replay.num_sampleable() == 0:
+            return True
+        return self._owed() <= self.S - (self.counters["updates"] - self._weights[0])
+
+    def _update(self, metrics: dict[str, list[float]]) -> None:
+        c = self.counters
+        m = self.agent.update(self.sampler.sample(int(self.cfg.agent.batch_size), **self._sample_kwargs),
+                              step=c["agent_steps"])
+        for k, v in m.items():
+            metrics[k].append(float(v))
+        bad = {k: float(v) for k, v in m.items() if "loss" in k and not math.isfinite(float(v))}
+        if bad:
+            raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at update {c['updates'] + 1:,} "
+                                  f"(frame {c['frames']:,}): the training diverged")
+        c["updates"] += 1
+        if c["updates"] - self._weights[0] >= self.M:
+            self._broadcast()
+
+    def _train_episode(self, progress: TrainProgress) -> None:
+        """One round: ``workers x envs_per_worker x chunk_steps`` agent steps ingested, updates interleaved."""
+        c, ray = self.counters, self._ray
+        t_start = time.perf_counter()
+        if self._needs_reset:
+            self._start_round_envs(progress)
+        target = c["agent_steps"] + len(self.pool) * self.K * self.T
+        frames0, updates0 = c["frames"], c["updates"]
+        metrics: dict[str, list[float]] = defaultdict(list)
+        finished: list[tuple[float, int, int]] = []
+        staleness: list[int] = []
+        ready_depth: list[int] = []
+        worker_frames, worker_env_s = np.zeros(len(self.pool)), np.zeros(len(self.pool))
+        wait_s = update_s = 0.0
+        while c["agent_steps"] < target:
+            while self._idle and self._may_submit():
+                self._submit(self._idle.pop(0))
+            if self._may_update():  # the replay ratio first: new data waits (its worker already steps the next chunk)
+                t0 = time.perf_counter()
+                self._update(metrics)
+                update_s += time.perf_counter() - t0
+                continue
+            t0 = time.perf_counter()
+            refs = {ref: w for w, (ref, _) in self._inflight.items()}
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+            if not done:
+                done, _ = ray.wait(list(refs), num_returns=1)
+            ready_depth.append(len(done))
+            w = refs[done[0]]
+            _, version = self._inflight.pop(w)
+            try:
+                chunk = ray.get(done[0])
+            except Exception as e:
+                if not self.pool.is_dead(e):
+                    raise env_step_error(self.cfg.env, getattr(e, "cause", e), f"frame {c['frames']:,}") from None
+                self._restart(w, progress)
+                wait_s += time.perf_counter() - t0
+                continue
+            wait_s += time.perf_counter() - t0
+            staleness.append(c["updates"] - version)
+            worker_frames[w] += int(chunk["frames"].sum())
+            worker_env_s[w] += float(chunk["env_s"])
+            ended = self.assembler.add_chunk(w * self.K, chunk)
+            if hasattr(self.agent, "observe_episode"):  # the agent's episode hooks (e.g. MENTOR's snapshots)
+                for ret, _, _ in ended:
+                    self.agent.observe_episode(ret, c["agent_steps"])
+            finished += ended
+            c["episodes"] += len(ended)
+            c["agent_steps"] += int(chunk["reward"].size)
+            c["frames"] += int(chunk["frames"].sum())
+            self._idle.append(w)  # its next chunk starts at the loop's top, once the staleness bound allows it
+            progress.update(c["frames"], env_s=wait_s, act_s=0.0, update_s=update_s)
+        c["rounds"] += 1
+        self._log_round(t_start, frames0, updates0, metrics, finished, staleness, ready_depth, worker_frames,
+                        worker_env_s, wait_s, update_s)
+
+    def _log_round(self, t_start: float, frames0: int, updates0: int, metrics: dict[str, list[float]],
+                   finished: list[tuple[float, int, int]], staleness: list[int], ready_depth: list[int],
+                   worker_frames: np.ndarray, worker_env_s: np.ndarray, wait_s: float, update_s: float) -> None:
+        c = self.counters
+        means = {k: float(np.mean(v)) for k, v in sorted(metrics.items())}
+        self._warn_if_losses_explode(means)
+        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
+                               "round": c["rounds"], "episodes_finished": len(finished)}
+        if finished:
+            row.update(episode_return=float(np.mean([f[0] for f in finished])),
+                       episode_length=float(np.mean([f[1] for f in finished])))
+        row.update(means)
+        updates = c["updates"] - updates0
+        row.update(updates=c["updates"], version=c["updates"], workers=len(self.pool), restarts=c["restarts"],
+                   inference_batch=self.K, updates_per_s=updates / max(update_s, 1e-9) if updates else 0.0,
+                   staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
+                   staleness_max=int(max(staleness)) if staleness else 0,
+                   queue_ready=float(np.mean(ready_depth)) if ready_depth else 0.0, inflight=len(self._inflight))
+        for w in range(len(self.pool)):
+            row[f"worker{w}_fps"] = float(worker_frames[w] / max(worker_env_s[w], 1e-9))
+        seconds = time.perf_counter() - t_start
+        row.update(fps=(c["frames"] - frames0) / max(seconds, 1e-9), env_s=wait_s, act_s=0.0, update_s=update_s,
+                   wall_s=time.perf_counter() - self._wall_start)
+        self.logger.log("train", row)

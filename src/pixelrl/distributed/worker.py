@@ -1,0 +1,163 @@
+"""The env worker: K envs of :func:`pixelrl.envs.make_vector` (in-process, same-step autoreset) that a Ray actor
+holds. Plain Python, so it is tested without Ray; :mod:`pixelrl.distributed.pool` runs it as an actor.
+
+Two ways to drive it:
+
+* :meth:`EnvWorker.step` -- one step of its K envs with actions chosen elsewhere (PPO: the learner batches inference
+  over every worker's envs), returning what the vector env returns;
+* :meth:`EnvWorker.chunk` -- ``steps`` steps of its K envs acting with its own copy of the policy (off-policy agents),
+  every transition stamped with the policy version that chose it. The copy is loaded from the learner's broadcast
+  (``agent.state_dict()``) when a newer version comes with the call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from pixelrl.train.onpolicy import _per_env
+
+__all__ = ["EnvWorker", "act_batch"]
+
+
+def act_batch(agent: Any, obs: Any, *, step: int) -> np.ndarray:
+    """Training actions for a batch of observations (``[K, ...]`` arrays, or a dict of them), one forward pass.
+
+    The DrQ-v2 family (``mu + N(0, stddev(step))`` clamped to [-1, 1], uniform during ``num_seed_steps``) and SAC (a
+    sample of ``pi(.|s)``, uniform during ``num_seed_steps``) are batched exactly as their ``act`` does for one
+    observation; any other agent is asked one observation at a time (``agent.act``)."""
+    from pixelrl.agents.drqv2 import DrQv2Agent
+    from pixelrl.agents.sac import SACAgent
+    from pixelrl.nets.actor import sample_action
+
+    n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+    if not isinstance(agent, (DrQv2Agent, SACAgent)):
+        return np.stack([agent.act({k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else obs[i],
+                                   step=step, eval_mode=False) for i in range(n)])
+    if step < agent.cfg.num_seed_steps:
+        return torch.empty(n, agent.action_dim).uniform_(-1.0, 1.0).numpy().astype(np.float32)
+    each = [agent._obs_to_tensor({k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else obs[i])
+            for i in range(n)]  # each [1, ...], in the layout the agent's encoder takes
+    x = {k: torch.cat([e[k] for e in each]) for k in each[0]} if isinstance(each[0], dict) else torch.cat(each)
+    with torch.no_grad(), agent._autocast():
+        feat = agent.encoder(x)
+        if isinstance(agent, SACAgent):
+            action = agent.actor.sample(feat)[0]
+        else:
+            agent.actor.eval()
+            action = sample_action(agent.actor(feat), agent.stddev(step), clip=None)
+            agent.actor.train()
+    return action.float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
+
+
+class EnvWorker:
+    """``num_envs`` envs of ``env_id`` stepped together in this process; with ``agent`` (``(name, config)``) also a
+    CPU copy of the agent to act with in :meth:`chunk`."""
+
+    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict[str, Any], *, gl_env: dict[str, str] | None = None,
+                 agent: tuple[str, Any] | None = None, torch_seed: int = 0) -> None:
+        if gl_env:
+            os.environ.update(gl_env)  # before anything imports mujoco (as the vector env's own workers do)
+        torch.set_num_threads(1)
+        torch.manual_seed(int(torch_seed))
+        from pixelrl.envs import make_vector
+
+        self.vec = make_vector(env_id, num_envs, asynchronous=False, autoreset_mode="SameStep", **env_kwargs)
+        self.num_envs = int(num_envs)
+        self.obs: Any = None
+        self.agent = None
+        self.version = -1
+        if agent is not None:
+            from pixelrl.agents import make_agent
+
+            name, cfg = agent
+            self.agent = make_agent(name, self.vec.single_observation_space, self.vec.single_action_space, cfg,
+                                    torch.device("cpu"))
+
+    def pid(self) -> int:
+        """This process's id (what a test kills)."""
+        return os.getpid()
+
+    def reset(self, seeds: list[int]) -> Any:
+        """Reset env ``i`` with ``seeds[i]``; returns the observations."""
+        self.obs, _ = self.vec.reset(seed=[int(s) for s in seeds])
+        return self.obs
+
+    def step(self, actions: Any) -> tuple:
+        """One step of every env: ``(obs, reward, terminated, truncated, info)`` of the vector env."""
+        out = self.vec.step(actions)
+        self.obs = out[0]
+        return out
+
+    def timed_step(self, actions: Any) -> tuple:
+        """:meth:`step` and the seconds it took (what the learner's per-worker frames/s are measured from)."""
+        import time
+
+        t0 = time.perf_counter()
+        out = self.step(actions)
+        return (*out, time.perf_counter() - t0)
+
+    def chunk(self, steps: int, *, step: int, version: int, weights: Any = None) -> dict[str, Any]:
+        """``steps`` steps of every env with this worker's policy (``step``: the learner's agent step, for the
+        exploration schedule and the random warm-up). ``weights`` (``agent.state_dict()`` of policy ``version``) is
+        loaded first when given. Returns ``[steps, K]`` arrays ``action``, ``reward``, ``terminated``, ``truncated``,
+        ``frames``, ``life_loss``, ``next_obs`` (an episode's true last observation where it ended), the observations
+        the ended episodes' envs were reset to (``reset_obs``: ``{(t, k): obs}``), ``version`` and the seconds spent
+        acting (``act_s``) and stepping (``env_s``)."""
+        import time
+
+        if weights is not None:
+            self.agent.load_state_dict(weights)
+            self.version = int(version)
+        T, K = int(steps), self.num_envs
+        actions, rewards, term, trunc, frames, lives, next_obs = [], [], [], [], [], [], []
+        reset_obs: dict[tuple[int, int], Any] = {}
+        act_s = env_s = 0.0
+        repeat = int(self.vec.action_repeat)
+        for t in range(T):
+            t0 = time.perf_counter()
+            a = act_batch(self.agent, self.obs, step=step)
+            t1 = time.perf_counter()
+            obs, r, te, tr, info = self.step(a)
+            env_s += time.perf_counter() - t1
+            act_s += t1 - t0
+            done = np.asarray(te, bool) | np.asarray(tr, bool)
+            nxt = _copy_obs(obs)
+            for k in np.flatnonzero(done):
+                reset_obs[(t, int(k))] = _index(obs, k)
+                _assign(nxt, k, info["final_obs"][k])
+            frames.append(_per_env(info, "frames", done, repeat).astype(np.int64))
+            lives.append(_per_env(info, "life_loss", done, False).astype(bool))
+            actions.append(a)
+            rewards.append(np.asarray(r, np.float32))
+            term.append(np.asarray(te, bool))
+            trunc.append(np.asarray(tr, bool))
+            next_obs.append(nxt)
+        stack = (lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]}) if isinstance(next_obs[0], dict) \
+            else np.stack
+        return {"action": np.stack(actions), "reward": np.stack(rewards), "terminated": np.stack(term),
+                "truncated": np.stack(trunc), "frames": np.stack(frames), "life_loss": np.stack(lives),
+                "next_obs": stack(next_obs), "reset_obs": reset_obs, "version": self.version, "steps": T,
+                "act_s": act_s, "env_s": env_s}
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def _copy_obs(obs: Any) -> Any:
+    return {k: np.array(v) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs)
+
+
+def _index(obs: Any, k: int) -> Any:
+    return {key: np.array(v[k]) for key, v in obs.items()} if isinstance(obs, dict) else np.array(obs[k])
+
+
+def _assign(obs: Any, k: int, value: Any) -> None:
+    if isinstance(obs, dict):
+        for key in obs:
+            obs[key][k] = value[key]
+    else:
+        obs[k] = value

@@ -1,0 +1,196 @@
+"""Scale-out on Ray (pixelrl.distributed), on a local Ray instance of 2 CPUs started once for the module: PPO on 2
+workers writes the single-process run's rows; an off-policy run on 2 workers survives a killed worker (restart
+counted, nothing counted twice) and resumes from its checkpoint; the staleness bound holds; the learner given the
+same data in the same order makes the same updates as the single-process learner; bad settings are one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ray", reason="pip install 'pixelrl[ray]'")
+
+import ray  # noqa: E402
+
+from pixelrl.distributed import trainer_class as ray_trainer_class  # noqa: E402
+from pixelrl.distributed.offpolicy import EpisodeAssembler, owed_updates  # noqa: E402
+from pixelrl.errors import ConfigError  # noqa: E402
+from pixelrl.train.logger import TIMING_COLUMNS, read_rows  # noqa: E402
+from pixelrl.train.setup import build_config, trainer_class  # noqa: E402
+
+ENV, EPISODE = "gym/Pendulum-v1", 25
+"""A state task whose episodes are short (200 frames = 25 agent steps at action repeat 8), so episodes reach the
+replay early."""
+OFF_POLICY = dict(preset="none", device="cpu", progress=False, video=False, tensorboard=False, threads=1,
+                  obs="state", eval_episodes=1, eval_random=False,
+                  agent={"num_seed_steps": 40, "batch_size": 16, "hidden_dim": 32, "feature_dim": 16,
+                         "replay_capacity": 10_000})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _off_cfg(tmp_path, name, **kw):
+    base = dict(OFF_POLICY, run_dir=str(tmp_path / name), workers=2, chunk_steps=8, action_repeat=8)
+    base.update(kw)
+    return build_config(ENV, "drqv2", **base)
+
+
+def _strip(row):
+    return {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
+
+
+def test_ppo_on_two_workers_writes_the_single_process_rows(tmp_path):
+    def cfg(name, **kw):
+        return build_config("gym/CartPole-v1", "ppo", preset="paper", device="cpu", progress=False, video=False,
+                            tensorboard=False, threads=1, obs="state", frames=512, eval_every_frames=256,
+                            eval_episodes=1, run_dir=str(tmp_path / name),
+                            agent={"num_envs": 4, "rollout_steps": 32, "num_minibatches": 2, "update_epochs": 2}, **kw)
+
+    one = cfg("one")
+    trainer_class(one)(one).run()
+    two = cfg("two", workers=2)
+    trainer = ray_trainer_class(two)(two)
+    assert type(trainer).__name__ == "RayOnPolicyTrainer"
+    trainer.run()
+    a, b = read_rows(tmp_path / "one", "train"), read_rows(tmp_path / "two", "train")
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        assert _strip(x) == {k: v for k, v in _strip(y).items() if k in x}  # same losses, returns, counters
+        assert y["workers"] == 2 and y["inference_batch"] == 4 and y["restarts"] == 0
+        assert y["worker0_fps"] > 0 and y["worker1_fps"] > 0
+    assert [_strip(r) for r in read_rows(tmp_path / "one", "eval")] == \
+        [_strip(r) for r in read_rows(tmp_path / "two", "eval")]
+
+
+def test_off_policy_two_workers_survives_a_killed_worker_and_resumes(tmp_path):
+    cfg = _off_cfg(tmp_path, "run", frames=2400, eval_every_frames=1200, broadcast_every=4)
+    trainer = ray_trainer_class(cfg)(cfg)
+    assert type(trainer).__name__ == "RayTrainer"
+    victim = trainer.pool.pids()[0]
+    killed = threading.Event()
+
+    def kill_when_running():
+        while trainer.counters["frames"] < 800 and not killed.is_set():
+            time.sleep(0.05)
+        os.kill(victim, signal.SIGKILL)
+        killed.set()
+
+    threading.Thread(target=kill_when_running, daemon=True).start()
+    summary = trainer.run()
+    assert killed.is_set()
+    c = trainer.counters
+    assert summary["frames"] >= 2400 and c["restarts"] >= 1
+    rows = read_rows(tmp_path / "run", "train")
+    assert rows[-1]["restarts"] == c["restarts"] >= 1
+    assert rows[-1]["updates"] == c["updates"] > 0 and rows[-1]["episodes"] == c["episodes"] > 0
+    # Every agent step counted is stored once, held in an unfinished episode, or was dropped with the dead worker.
+    stored = len(trainer.replay)  # transitions stored
+    assert stored + trainer.assembler.open_steps() + c["dropped_agent_steps"] == c["agent_steps"]
+    assert c["frames"] == 8 * c["agent_steps"]  # action repeat 8, each counted once
+    assert {"worker0_fps", "worker1_fps", "staleness_max", "queue_ready", "inflight", "updates_per_s"} <= set(
+        rows[-1])
+    # The learner killed after its last checkpoint: `pixelrl resume` (a new trainer, resume=True) goes on from it.
+    more = _off_cfg(tmp_path, "run", frames=3200, eval_every_frames=1200, broadcast_every=4)
+    resumed = ray_trainer_class(more)(more, resume=True)
+    assert resumed.counters["updates"] == c["updates"] and len(resumed.replay) == len(trainer.replay)
+    summary = resumed.run()
+    assert summary["frames"] >= 3200
+    assert read_rows(tmp_path / "run", "train")[len(rows) - 1] == rows[-1]  # rows up to the checkpoint kept
+
+
+def test_staleness_stays_within_the_bound(tmp_path):
+    cfg = _off_cfg(tmp_path, "bounded", frames=1600, eval_every_frames=10_000, chunk_steps=16, broadcast_every=2,
+                   max_staleness=3)
+    trainer = ray_trainer_class(cfg)(cfg)
+    trainer.run()
+    rows = read_rows(tmp_path / "bounded", "train")
+    assert max(r["staleness_max"] for r in rows) <= 3
+    # the bound throttles the workers, not the learner: every update the replay ratio owes is done
+    assert rows[-1]["updates"] >= owed_updates(rows[-1]["agent_steps"], seed_steps=40, update_every=2,
+                                               updates_per_step=1) - 16
+    # Without the bound a 16-step chunk of 2 workers sees ~16 updates (one per 2 agent steps) pass while it waits.
+    free = _off_cfg(tmp_path, "free", frames=1200, eval_every_frames=10_000, chunk_steps=16, broadcast_every=2)
+    ray_trainer_class(free)(free).run()
+    assert max(r["staleness_max"] for r in read_rows(tmp_path / "free", "train")) > 3
+
+
+def test_learner_given_the_same_data_makes_the_same_updates():
+    """A worker's chunk, assembled into the replay, equals the single-process path (an in-process env stepped with
+    the same actions, stored step by step): the same replay, hence the same batches and updates."""
+    from pixelrl.agents import make_agent
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.distributed.worker import EnvWorker
+    from pixelrl.envs import make
+    from tests.helpers import assert_same_agents
+
+    cfg = build_config(ENV, "drqv2", **{k: v for k, v in OFF_POLICY.items()
+                                                           if k not in ("progress", "video", "tensorboard",
+                                                                        "threads", "eval_episodes", "eval_random")},
+                       action_repeat=8, run_dir="unused")
+    kw = cfg.env_kwargs()
+    worker = EnvWorker(cfg.env, 1, kw, agent=(cfg.agent_name, cfg.agent), torch_seed=3)
+    first = worker.reset([7])
+    chunk = worker.chunk(EPISODE + 15, step=0, version=0)  # an episode's end and a reset inside the chunk
+    env = make(cfg.env, seed=7, **kw)
+    obs_space, act_space = env.observation_space, env.action_space
+
+    def replay():
+        return ReplayBuffer(obs_space, act_space, 1000, frame_stack=1, nstep=cfg.agent.nstep,
+                            discount=cfg.agent.discount, seed=5)
+
+    dist, single = replay(), replay()
+    assembler = EpisodeAssembler(dist)
+    assembler.start(0, first[0])
+    assert len(assembler.add_chunk(0, chunk)) == 1
+    obs, _ = env.reset(seed=7)
+    np.testing.assert_array_equal(obs, first[0])
+    single.add_first(obs)
+    for t in range(EPISODE):  # the single-process loop: act, step, store
+        obs, r, term, trunc, _ = env.step(chunk["action"][t, 0])
+        single.add(chunk["action"][t, 0], float(r), obs, term, trunc)
+    assert len(dist) == len(single) == EPISODE  # transitions
+    agents = []
+    for buf in (dist, single):
+        torch.manual_seed(0)
+        agent = make_agent(cfg.agent_name, obs_space, act_space, cfg.agent, torch.device("cpu"))
+        for _ in range(3):
+            agent.update(buf.sample(8), step=100)
+        agents.append(agent)
+    assert_same_agents(*agents, "after 3 updates")
+    # and the unfinished second episode is held, not stored
+    assert assembler.open_steps() == 15
+
+
+def test_update_cadence_is_the_single_process_loops():
+    for seed_steps, every, per in ((0, 1, 1), (40, 2, 1), (7, 3, 2)):
+        done = 0
+        for steps in range(200):
+            assert owed_updates(steps, seed_steps=seed_steps, update_every=every, updates_per_step=per) == done
+            if steps >= seed_steps and steps % every == 0:  # what train_episode does at agent step `steps`
+                done += per
+
+
+def test_bad_settings_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="add --workers N"):
+        build_config("dmc/cartpole-swingup", "drqv2", chunk_steps=4, run_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="--max-staleness"):
+        build_config("dmc/cartpole-swingup", "drqv2", workers=2, broadcast_every=5, max_staleness=2,
+                     run_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="--workers must be"):
+        build_config("dmc/cartpole-swingup", "drqv2", workers=0, run_dir=str(tmp_path / "x"))
+    cfg = build_config("gym/CartPole-v1", "ppo", preset="paper", obs="state", workers=3, run_dir=str(tmp_path / "p"),
+                       agent={"num_envs": 4})
+    with pytest.raises(ConfigError, match="num_envs"):
+        ray_trainer_class(cfg)(cfg)
+    assert not (tmp_path / "p").exists()
