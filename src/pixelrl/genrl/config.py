@@ -144,6 +144,10 @@ class GenRLConfig:
     """Sample batches per epoch whose log-probabilities are also computed under the reference model to log
     kl_ref (the KL to the reference) when the algorithm does not need them anyway (grpo computes them for all).
     0: no KL column for the other algorithms."""
+    time_budget_min: Optional[float] = None
+    """Stop (with a checkpoint) at the end of the first epoch after this many minutes of training wall time,
+    counted over every continuation of the run (None: run all epochs). The same command with a larger budget
+    continues it."""
     checkpoint_every: int = 1
     """Epochs between checkpoints (a checkpoint is always written at the end)."""
     keep_checkpoints: int = 2
@@ -180,6 +184,8 @@ class GenRLConfig:
             raise ConfigError(f"--guidance-scale must be >= 1 (1: no guidance), got {self.guidance_scale}")
         if self.reward_clip is not None and not self.reward_clip[0] < self.reward_clip[1]:
             raise ConfigError(f"--reward-clip LOW HIGH needs LOW < HIGH, got {self.reward_clip}")
+        if self.time_budget_min is not None and not self.time_budget_min > 0:
+            raise ConfigError(f"--time-budget-min must be > 0, got {self.time_budget_min}")
         if self.kl_beta < 0 or self.log_kl_batches < 0:
             raise ConfigError("--kl-beta and --log-kl-batches must be >= 0")
         if self.algo in ("prdp", "preference") and self.group_size % 2:

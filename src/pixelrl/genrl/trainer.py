@@ -49,7 +49,8 @@ __all__ = ["train", "read_prompts", "LORA_TARGETS"]
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 # fields that may differ when the same run folder is continued (everything else must match config.json)
-_RESUMABLE = ("epochs", "device", "threads", "progress", "checkpoint_every", "keep_checkpoints", "export")
+_RESUMABLE = ("epochs", "device", "threads", "progress", "checkpoint_every", "keep_checkpoints", "export",
+              "time_budget_min")
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -307,11 +308,9 @@ class _Progress:
             self.bar = None
 
 
-def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print,
-          stop_after: Optional[int] = None) -> dict[str, Any]:
+def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) RL fine-tuning as configured; returns a summary (the last row, the run folder, the
-    exported generator). ``stop_after`` ends this call after that many epochs of it (a checkpoint is written):
-    what an interruption does, for tests and time-boxed benchmarks."""
+    exported generator once every epoch is done)."""
     from pixelrl.genrl.rewards import make_reward
 
     if not cfg.model:
@@ -366,7 +365,9 @@ def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print,
             "metrics_jsonl": np.frombuffer(logger.read_bytes(), dtype=np.uint8)}, keep=cfg.keep_checkpoints)
 
     try:
-        while counters["epoch"] < cfg.epochs and (stop_after is None or done_here < stop_after):
+        budget_s = None if cfg.time_budget_min is None else 60.0 * cfg.time_budget_min
+        while counters["epoch"] < cfg.epochs and \
+                (budget_s is None or counters["wall_s"] < budget_s):
             epoch = counters["epoch"]
             t0 = time.perf_counter()
             noise = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 0))

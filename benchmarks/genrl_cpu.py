@@ -1,0 +1,223 @@
+"""RL fine-tuning of the locally trained image generator on CPU: each algorithm's reward (and held-out reward) vs
+training wall time, for JPEG compressibility and for the verifiable shapes reward.
+
+Models (``pixelrl.genrl``): the small pixel-space DDPM trained here on generated coloured-shape images
+(``--generator``), the consistency model distilled from it (``--lcm``) and the shapes detector behind the verifiable
+reward (``--verifier``). A path not given is trained first into ``--work/`` (``pixelrl genrl`` commands of the
+models; minutes on CPU).
+
+Arms (each a fresh ``pixelrl genrl train`` process with ``--time-budget-min``, one after the other; the machine may
+be shared, so the JSON records its load average before and after each arm):
+
+* ``ddpo-jpeg``       DDPO, reward jpeg-compressibility, held-out: the shapes verifier;
+* ``rlcm-jpeg``       RLCM on the consistency model, the same rewards;
+* ``grpo-verifier``   group-relative (GRPO) on the shapes verifier, held-out: jpeg-compressibility;
+* ``prdp-jpeg``, ``preference-jpeg``, ``parrot-jpeg+verifier`` (``--all``): the other algorithms, shorter budget.
+
+Goals: DDPO raises the compressibility reward clearly (its last-3-epoch mean above the first epoch's by more than
+3 standard errors of the first epoch's mean) within 15 minutes on 2 cores; RLCM reaches DDPO's final reward in
+<= 1/4 of DDPO's wall time; the verifier's success rate (all requested counts right) under GRPO reaches >= 2x its
+base rate (the first epoch's, sampled before any update).
+
+CPU-sized settings (named deviations from the authors, who sample 50 DDIM steps on 8 GPUs): ``--ddim-steps``
+(default 20) and 16 images per epoch (2 batches of 8; GRPO: groups of 4); RLCM's 8 LCM steps, 4 batches of 4. The
+result names the machine and is labelled ``reduced`` when any budget is below the goal's 15 minutes.
+
+    python benchmarks/genrl_cpu.py --threads 2                                    # the full comparison (~1 h)
+    python benchmarks/genrl_cpu.py --generator G --lcm L --verifier V --minutes 5 --out benchmarks/results/genrl_cpu_reduced.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import run_pixelrl  # noqa: E402
+
+GOAL_MINUTES = 15.0
+
+
+def write_prompts(path: Path, n: int, seed: int) -> list[str]:
+    """``n`` single-group shapes prompts ("two red circles") of the generator's vocabulary."""
+    from pixelrl.genrl.shapes_data import ShapesVocabulary, prompt_of, sample_groups
+
+    rng = np.random.default_rng(seed)
+    prompts = sorted({prompt_of(g) for g in sample_groups(4 * n, rng, ShapesVocabulary(), num_groups=1)})[:n]
+    path.write_text("\n".join(prompts) + "\n")
+    return prompts
+
+
+def build_models(work: Path, args) -> tuple[str, str, str]:
+    """Train the generator, distil the consistency model and train the verifier where no path was given."""
+    gen, lcm, ver = args.generator, args.lcm, args.verifier
+    if gen is None:
+        gen = str(work / "generator")
+        if not (Path(gen) / "model_index.json").exists():
+            run_pixelrl(["genrl", "pretrain-generator", "--out", gen], work / "pretrain-generator.log")
+    if lcm is None:
+        lcm = str(work / "lcm")
+        if not (Path(lcm) / "model_index.json").exists():
+            run_pixelrl(["genrl", "distill", "--teacher", gen, "--out", lcm], work / "distill.log")
+    if ver is None:
+        ver = str(work / "verifier")
+        if not (Path(ver) / "detector.json").exists():
+            run_pixelrl(["genrl", "pretrain-verifier", "--out", ver], work / "pretrain-verifier.log")
+    return gen, lcm, ver
+
+
+def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float]]:
+    v = f"shapes-verifier:{ver}"
+    ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", "8", "--sample-batches", "2"]
+    out = {
+        "ddpo-jpeg": (["--model", gen, "--algo", "ddpo", "--reward", "jpeg-compressibility", "--heldout-reward", v,
+                       *ddim], args.minutes),
+        "rlcm-jpeg": (["--model", lcm, "--algo", "rlcm", "--reward", "jpeg-compressibility", "--heldout-reward", v,
+                       "--sample-batch-size", "4", "--sample-batches", "4"], args.minutes),
+        "grpo-verifier": (["--model", gen, "--algo", "grpo", "--reward", v, "--heldout-reward",
+                           "jpeg-compressibility", *ddim, "--group-size", "4"], args.minutes),
+    }
+    if args.all:
+        out.update({
+            "prdp-jpeg": (["--model", gen, "--algo", "prdp", "--reward", "jpeg-compressibility", "--heldout-reward", v,
+                           *ddim, "--group-size", "4"], args.minutes_other),
+            "preference-jpeg": (["--model", gen, "--algo", "preference", "--reward", "jpeg-compressibility",
+                                 "--heldout-reward", v, *ddim, "--group-size", "4"], args.minutes_other),
+            "parrot-jpeg+verifier": (["--model", gen, "--algo", "parrot", "--reward", "jpeg-compressibility", v,
+                                      *ddim], args.minutes_other),
+        })
+    return {k: a for k, a in out.items() if not args.arms or k in args.arms}
+
+
+def run_arm(name: str, extra: list[str], minutes: float, prompts: Path, work: Path, args) -> dict:
+    from pixelrl.train.logger import read_rows
+
+    run = work / "runs" / name
+    load0 = os.getloadavg()
+    wall = run_pixelrl(["genrl", "train", *extra, "--prompts", str(prompts), "--out", str(run), "--epochs", "100000",
+                        "--time-budget-min", str(minutes), "--threads", str(args.threads), "--seed", str(args.seed),
+                        "--no-progress", "--no-export"], work / f"{name}.log")
+    cols = ("epoch", "images", "wall_s", "reward_mean", "reward_std", "heldout_reward", "success",
+            "heldout_success", "kl_ref", "approx_kl", "pareto_frac")
+    rows = [{k: r[k] for k in cols if k in r} for r in read_rows(run, "train")]
+    return {"args": extra, "minutes": minutes, "process_wall_s": wall, "loadavg_before": load0,
+            "loadavg_after": os.getloadavg(), "rows": rows}
+
+
+def _last_mean(rows: list[dict], key: str, k: int = 3) -> float:
+    vals = [r[key] for r in rows[-k:] if key in r]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def goals(results: dict) -> dict:
+    out: dict = {}
+    d = results.get("ddpo-jpeg")
+    if d and d["rows"]:
+        first = d["rows"][0]
+        se = first["reward_std"] / np.sqrt(max(first["images"], 1))
+        last = _last_mean(d["rows"], "reward_mean")
+        out["ddpo_raises_compressibility"] = {
+            "first_epoch_reward": first["reward_mean"], "last3_reward": last, "first_epoch_se": se,
+            "minutes": d["rows"][-1]["wall_s"] / 60, "met": bool(last - first["reward_mean"] > 3 * se)}
+        r = results.get("rlcm-jpeg")
+        if r and r["rows"]:
+            target, t_ddpo = last, d["rows"][-1]["wall_s"]
+            reached = next((x["wall_s"] for x in r["rows"] if x["reward_mean"] >= target), None)
+            out["rlcm_reaches_ddpo_reward"] = {
+                "ddpo_final_reward": target, "ddpo_wall_s": t_ddpo, "rlcm_first_epoch_reward": r["rows"][0]["reward_mean"],
+                "rlcm_wall_s_to_reach": reached, "ratio": None if reached is None else reached / t_ddpo,
+                "met": reached is not None and reached <= t_ddpo / 4}
+    g = results.get("grpo-verifier")
+    if g and g["rows"] and "success" in g["rows"][0]:
+        base = g["rows"][0]["success"]
+        last = _last_mean(g["rows"], "success")
+        out["grpo_verifier_success"] = {"base_rate": base, "last3_rate": last,
+                                        "ratio": last / base if base > 0 else None,
+                                        "met": bool(last >= 2 * base) if base > 0 else bool(last > 0)}
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, res in results.items():
+        rows = res["rows"]
+        if not rows:
+            continue
+        t = [r["wall_s"] / 60 for r in rows]
+        jpeg_trained = "jpeg" in name.split("-", 1)[1]
+        ax = axes[0] if jpeg_trained else axes[1]
+        ax.plot(t, [r["reward_mean"] if jpeg_trained else r.get("success", np.nan) for r in rows], label=name)
+        if "heldout_reward" in rows[0]:
+            axes[2].plot(t, [r.get("heldout_success", r["heldout_reward"]) for r in rows], label=f"{name} (held-out)")
+    axes[0].set(title="trained: JPEG compressibility (-KB)", xlabel="training wall time (min)", ylabel="reward")
+    axes[1].set(title="trained: shapes verifier success rate", xlabel="training wall time (min)")
+    axes[2].set(title="held-out reward (verifier success / JPEG)", xlabel="training wall time (min)")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    from pixelrl.utils.atomic import write_json_atomic
+    from pixelrl.utils.machine import machine_description
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", help="trained DDPM generator folder (default: train one into WORK/generator)")
+    p.add_argument("--lcm", help="distilled consistency model folder (default: distil one into WORK/lcm)")
+    p.add_argument("--verifier", help="shapes detector folder (default: train one into WORK/verifier)")
+    p.add_argument("--work", default="runs/genrl_cpu", help="folder for models, runs and logs")
+    p.add_argument("--minutes", type=float, default=GOAL_MINUTES, help="training budget of the main arms")
+    p.add_argument("--minutes-other", type=float, default=5.0, help="budget of the other algorithms (--all)")
+    p.add_argument("--all", action="store_true", help="also run prdp, preference and parrot")
+    p.add_argument("--arms", nargs="*", help="only these arms")
+    p.add_argument("--ddim-steps", type=int, default=20)
+    p.add_argument("--prompts", type=int, default=32, help="number of training prompts")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/genrl_cpu.json")
+    args = p.parse_args()
+    work = Path(args.work)
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    gen, lcm, ver = build_models(work, args)
+    prompts_path = work / "prompts.txt"
+    prompts = write_prompts(prompts_path, args.prompts, args.seed)
+    results: dict = {}
+    t0 = time.time()
+    for name, (extra, minutes) in arms(gen, lcm, ver, args).items():
+        print(f"[{time.time() - t0:6.0f}s] {name}: {minutes:g} min", flush=True)
+        results[name] = run_arm(name, extra, minutes, prompts_path, work, args)
+        rows = results[name]["rows"]
+        if rows:
+            print(f"   epochs {rows[-1]['epoch']}, reward {rows[0]['reward_mean']:.4f} -> {rows[-1]['reward_mean']:.4f}"
+                  + (f", success {rows[0]['success']:.3f} -> {rows[-1]['success']:.3f}" if "success" in rows[0] else ""),
+                  flush=True)
+    out = Path(args.out)
+    reduced = args.minutes < GOAL_MINUTES
+    summary = {
+        "benchmark": "genrl_cpu", "machine": machine_description(), "reduced": reduced,
+        "note": ("REDUCED: budgets below the goal's 15 minutes per arm; " if reduced else "")
+        + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, 16 images/epoch",
+        "models": {"generator": gen, "lcm": lcm, "verifier": ver}, "prompts": prompts,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("generator", "lcm", "verifier")},
+        "goals": goals(results), "arms": results, "total_wall_s": time.time() - t0}
+    write_json_atomic(out, summary)
+    plot(results, out.with_suffix(".png"))
+    print(json.dumps(summary["goals"], indent=1))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
