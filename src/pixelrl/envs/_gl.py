@@ -25,6 +25,15 @@ def ensure_mujoco_gl() -> str | None:
     return gl
 
 
+def render_error(what: str, error: Exception) -> RuntimeError:
+    """The error of a first render that failed: which env, the backend in effect, and how to get a working one."""
+    gl = os.environ.get("MUJOCO_GL")
+    return RuntimeError(
+        f"rendering {what} failed with MUJOCO_GL={gl!r}: {error}. Headless Linux needs MUJOCO_GL=egl (libEGL, e.g. apt "
+        "install libegl1) or MUJOCO_GL=osmesa (apt install libosmesa6), set before mujoco is imported."
+    )
+
+
 def gl_environment() -> dict[str, str]:
     """The rendering-related environment variables to replay in a worker process."""
     ensure_mujoco_gl()

@@ -8,14 +8,13 @@ of the configured camera. Pixels, action scaling, action repeat and frame stacki
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from pixelrl.envs._gl import ensure_mujoco_gl
+from pixelrl.envs._gl import ensure_mujoco_gl, render_error
 from pixelrl.errors import ConfigError, MissingExtraError
 
 #: Camera used for pixels per domain (DrQ-v2 convention: quadruped looks through camera 2, others camera 0).
@@ -189,12 +188,7 @@ class DMCEnv(gym.Env):
         except Exception as e:
             if self._rendered:
                 raise
-            gl = os.environ.get("MUJOCO_GL")
-            raise RuntimeError(
-                f"rendering dmc/{self.domain}-{self.task} failed with MUJOCO_GL={gl!r}: {e}. Headless Linux needs "
-                "MUJOCO_GL=egl (libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (apt install libosmesa6), "
-                "set before mujoco is imported."
-            ) from e
+            raise render_error(f"dmc/{self.domain}-{self.task}", e) from e
         finally:
             self._rendered = True
 

@@ -26,14 +26,13 @@ Deviations from the authors' wrappers, each for a reason:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from pixelrl.envs._gl import ensure_mujoco_gl
+from pixelrl.envs._gl import ensure_mujoco_gl, render_error
 from pixelrl.errors import ConfigError, MissingExtraError
 
 #: Camera of DrM's and MENTOR's Meta-World pixels, and where they move it (``model.cam_pos[corner2]``) at reset.
@@ -134,6 +133,7 @@ class MetaWorldEnv(gym.Env):
         vis.offwidth = max(int(vis.offwidth), self.size)
         vis.offheight = max(int(vis.offheight), self.size)
         self._renderer = None
+        self._rendered = False
         self.max_path_length = int(self._env.max_path_length)
         self.action_space = spaces.Box(-1.0, 1.0, shape=self._env.action_space.shape, dtype=np.float32)
         obs_space = self._env.observation_space
@@ -168,14 +168,9 @@ class MetaWorldEnv(gym.Env):
             self._renderer.update_scene(self._env.data, camera=self.camera)
             return self._renderer.render().copy()
         except Exception as e:
-            if self._renderer is not None and getattr(self, "_rendered", False):
+            if self._rendered:
                 raise
-            gl = os.environ.get("MUJOCO_GL")
-            raise RuntimeError(
-                f"rendering metaworld/{self.task} failed with MUJOCO_GL={gl!r}: {e}. Headless Linux needs "
-                "MUJOCO_GL=egl (libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (apt install libosmesa6), "
-                "set before mujoco is imported."
-            ) from e
+            raise render_error(f"metaworld/{self.task}", e) from e
         finally:
             self._rendered = True
 
