@@ -3,7 +3,7 @@ VENV ?= .venv
 export MUJOCO_GL ?= egl
 ARGS ?=
 
-.PHONY: train test setup bench clean
+.PHONY: train test setup bench docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,5 +22,11 @@ bench: setup
 	$(VENV)/bin/python benchmarks/env_throughput.py
 	$(VENV)/bin/python benchmarks/update_throughput.py
 
+## Build the documentation site into site/ (API pages regenerated from the docstrings; --strict: a broken link,
+## anchor or code reference fails the build).
+docs: setup
+	$(VENV)/bin/python scripts/docs_api.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build dist site *.egg-info src/*.egg-info
