@@ -26,6 +26,7 @@ Deviations from the authors' wrappers, each for a reason:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import gymnasium as gym
@@ -165,6 +166,8 @@ class MetaWorldEnv(gym.Env):
         try:
             if self._renderer is None:
                 self._renderer = mujoco.Renderer(self._env.model, height=self.size, width=self.size)
+                # freed at close() or, for an env never closed, at exit while EGL can still free it
+                self._free = weakref.finalize(self, self._renderer.close)
             self._renderer.update_scene(self._env.data, camera=self.camera)
             return self._renderer.render().copy()
         except Exception as e:
@@ -176,7 +179,7 @@ class MetaWorldEnv(gym.Env):
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.close()
+            self._free()
             self._renderer = None
         try:
             self._env.close()
