@@ -144,7 +144,8 @@ class TrainConfig:
     mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward."""
 
     env: str = "dmc/cartpole-swingup"
-    """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>`` or ``ale/<Game>`` (see docs/envs.md)."""
+    """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>``, ``metaworld/<task>-v3`` or
+    ``builtin/<name>`` (see docs/envs.md)."""
     agent_name: str = "drqv2"
     """Agent to train (``--agent NAME`` on the command line): a name of ``pixelrl.agents.AGENTS`` (``pixelrl list
     agents``): drqv2, drm, taco, mentor (the DrQ-v2 core with their mechanisms), sac, drq, rlpd (SAC with their
