@@ -100,6 +100,9 @@ def test_off_policy_two_workers_survives_a_killed_worker_and_resumes(tmp_path):
     assert c["frames"] == 8 * c["agent_steps"]  # action repeat 8, each counted once
     assert {"worker0_fps", "worker1_fps", "staleness_max", "queue_ready", "inflight", "updates_per_s"} <= set(
         rows[-1])
+    # Without --max-staleness, an 8-step chunk of 2 workers sees several updates (one per 2 agent steps) pass while
+    # it is collected and waits: what test_staleness_stays_within_the_bound bounds to 3.
+    assert max(r["staleness_max"] for r in rows) > 3
     # The learner killed after its last checkpoint: `pixelrl resume` (a new trainer, resume=True) goes on from it.
     more = _off_cfg(tmp_path, "run", frames=3200, eval_every_frames=1200, broadcast_every=4)
     resumed = ray_trainer_class(more)(more, resume=True)
@@ -119,10 +122,6 @@ def test_staleness_stays_within_the_bound(tmp_path):
     # the bound throttles the workers, not the learner: every update the replay ratio owes is done
     assert rows[-1]["updates"] >= owed_updates(rows[-1]["agent_steps"], seed_steps=40, update_every=2,
                                                updates_per_step=1) - 16
-    # Without the bound a 16-step chunk of 2 workers sees ~16 updates (one per 2 agent steps) pass while it waits.
-    free = _off_cfg(tmp_path, "free", frames=1200, eval_every_frames=10_000, chunk_steps=16, broadcast_every=2)
-    ray_trainer_class(free)(free).run()
-    assert max(r["staleness_max"] for r in read_rows(tmp_path / "free", "train")) > 3
 
 
 def test_learner_given_the_same_data_makes_the_same_updates():
