@@ -146,6 +146,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_standin")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the stand-in is local, whatever proxy CI has
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("PIXELRL_HUB_CACHE", str(tmp_path / "pixelrl_hub"))
     yield handler
