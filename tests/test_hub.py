@@ -219,11 +219,13 @@ def test_dataset_push_and_read_back(hub, tmp_path, capsys):
                       [0.0, 1.0, 2.0], [False, False, False], [False, False, True])
     assert main(["push", str(tmp_path / "ds"), "--repo", "alice/frames", "--repo-type", "dataset"]) == 0
     capsys.readouterr()
-    pushed = hub.repos[("dataset", "alice/frames")]["commits"][hub.repos[("dataset", "alice/frames")]["branches"]["main"]]
+    repo = hub.repos[("dataset", "alice/frames")]
+    pushed = repo["commits"][repo["branches"]["main"]]
     assert sorted(pushed) == ["README.md", "data/main_data.hdf5", "data/metadata.json"]
     ds = load_dataset("hf://alice/frames")  # where datasets are read, hf:// works
     assert ds.num_episodes == 1 and ds.num_transitions == 3
-    assert (Path(ds.path) / "data" / "main_data.hdf5").read_bytes() == (tmp_path / "ds/data/main_data.hdf5").read_bytes()
+    data = "data/main_data.hdf5"
+    assert (Path(ds.path) / data).read_bytes() == (tmp_path / "ds" / data).read_bytes()
     assert main(["dataset", "stats", "hf://alice/frames"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["episodes"] == 1
 

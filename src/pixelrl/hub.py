@@ -88,8 +88,9 @@ def download(spec: str, *, repo_type: str = "model", token: str | None = None) -
         path = hf.snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=local, token=token,
                                     endpoint=_endpoint())
     except hf.errors.RepositoryNotFoundError:
-        raise HubError(f"{spec}: no such {repo_type} repo on {_endpoint() or hf.constants.ENDPOINT} (or it is private: log in with "
-                       "`hf auth login` or set HF_TOKEN)") from None
+        where = _endpoint() or hf.constants.ENDPOINT
+        raise HubError(f"{spec}: no such {repo_type} repo on {where} (or it is private: log in with `hf auth login` "
+                       "or set HF_TOKEN)") from None
     except hf.errors.RevisionNotFoundError:
         raise HubError(f"{spec}: the repo has no revision {revision!r}") from None
     except (hf.errors.HfHubHTTPError, OSError) as e:
@@ -125,9 +126,6 @@ def run_files(run_dir: str | os.PathLike) -> dict[str, Path]:
     for f in sorted(ckpt.iterdir()):
         if f.is_file() and f.suffix in PUSHED_SUFFIXES:
             files[f"checkpoints/{ckpt.name}/{f.name}"] = f
-    latest = json.loads(files["checkpoints/latest.json"].read_text())
-    if not (isinstance(latest, dict) and Path(str(latest.get("name", ckpt.name))).name == ckpt.name):
-        files["checkpoints/latest.json"] = None  # rewritten to the pushed checkpoint by stage()
     for name in ("summary.json", "curve.png"):
         if (run / name).is_file():
             files[name] = run / name
@@ -137,15 +135,12 @@ def run_files(run_dir: str | os.PathLike) -> dict[str, Path]:
     return files
 
 
-def stage(files: dict[str, Path | None], card: str, out: Path, *, checkpoint: str | None = None) -> None:
+def stage(files: dict[str, Path], card: str, out: Path) -> None:
     """Copy ``files`` (repo path -> file) and the card into the empty folder ``out``."""
     for rel, src in files.items():
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src is None:  # latest.json pointing at the pushed checkpoint
-            dst.write_text(json.dumps({"name": checkpoint}))
-        else:
-            shutil.copyfile(src, dst)
+        shutil.copyfile(src, dst)
     (out / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -167,7 +162,7 @@ def upload(folder: Path, repo_id: str, *, repo_type: str = "model", private: boo
 
 
 def push(path: str | os.PathLike, repo_id: str, *, repo_type: str = "model", card: str | None = None,
-         files: dict[str, Path | None] | None = None, checkpoint: str | None = None, **upload_kwargs: Any) -> str:
+         files: dict[str, Path] | None = None, **upload_kwargs: Any) -> str:
     """Stage ``files`` (default: :func:`run_files` of ``path``; a dataset's are given by the caller, who verified it)
     with ``card`` and upload them (:func:`upload`). Returns the commit URL."""
     check_repo_id(repo_id)
@@ -179,7 +174,7 @@ def push(path: str | os.PathLike, repo_id: str, *, repo_type: str = "model", car
             raise ConfigError("push of a dataset needs its files (pixelrl push DATASET_DIR --repo-type dataset)")
         files = run_files(path)
     with tempfile.TemporaryDirectory(prefix="pixelrl-push-") as tmp:
-        stage(files, card or "", Path(tmp), checkpoint=checkpoint)
+        stage(files, card or "", Path(tmp))
         return upload(Path(tmp), repo_id, repo_type=repo_type, **upload_kwargs)
 
 

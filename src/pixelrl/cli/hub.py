@@ -46,17 +46,14 @@ def cmd_push(argv: list[str]) -> int:
         raise ConfigError(f"--repo-type must be one of {', '.join(hub.REPO_TYPES)}, got {args.repo_type!r}")
     hub.require()  # the package, before anything is read or staged
     folder = Path(args.path)
-    checkpoint = None
     if args.repo_type == "model":
         files = hub.run_files(folder)
         card = hub.run_card(args.repo, *_run_card_inputs(folder), files)
-        checkpoint = next(k.split("/")[1] for k in files if k.startswith("checkpoints/") and k.count("/") == 2)
     else:
         files, info = _dataset_files(folder)
         card = hub.dataset_card(args.repo, info, files)
-    url = hub.push(folder, args.repo, repo_type=args.repo_type, card=card, files=files, checkpoint=checkpoint,
-                   private=args.private or None, revision=args.revision,
-                   message=args.message or f"pixelrl push {folder.resolve().name}")
+    url = hub.push(folder, args.repo, repo_type=args.repo_type, card=card, files=files, private=args.private or None,
+                   revision=args.revision, message=args.message or f"pixelrl push {folder.resolve().name}")
     print(f"pushed {folder} to {args.repo} ({len(files) + 1} files): {url}")
     print(json.dumps({"path": str(folder), "repo": args.repo, "repo_type": args.repo_type, "commit_url": url,
                       "files": sorted([*files, "README.md"])}))
