@@ -7,6 +7,7 @@
 #
 #   bash scripts/wheel_smoke.sh              # build into dist/, then install and run
 #   WHEEL=dist/pixelrl-0.1.0-py3-none-any.whl bash scripts/wheel_smoke.sh   # skip the build
+#   WHEEL_SMOKE_DIR=/tmp/smoke bash scripts/wheel_smoke.sh   # keep the venv, the build log and the run folder there
 #
 # The clean venv is made with uv when .venv has it (the dev extra; ~20 s cold, ~7 s with its cache warm), else with
 # venv + pip (~2.5 min on 2 cores). torch is pinned to the version .venv has, so a CPU-only machine installs the
@@ -15,9 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${VENV:-.venv}
-OUT=${WHEEL_SMOKE_DIR:-$(mktemp -d /tmp/pixelrl-wheel-smoke.XXXXXX)}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
+[ -x "$VENV/bin/python" ] || { echo "wheel_smoke: no $VENV/bin/python: run make setup first (or set VENV)" >&2; exit 1; }
+OUT=${WHEEL_SMOKE_DIR:-$(mktemp -d /tmp/pixelrl-wheel-smoke.XXXXXX)}
+mkdir -p "$OUT"
+[ -n "${WHEEL_SMOKE_DIR:-}" ] || trap 'rm -rf "$OUT"' EXIT  # the venv is ~1.7 GB; keep it only when asked to
 log() { printf '\033[1;34m[wheel]\033[0m %s\n' "$*"; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f} s')" "$1" "$(now)"; }
@@ -30,6 +34,7 @@ if [ -z "${WHEEL:-}" ]; then
   WHEEL=$(ls dist/pixelrl-*.whl)
   log "built $(ls dist | tr '\n' ' ')in $(since "$t")"
 fi
+[ -f "$WHEEL" ] || { echo "wheel_smoke: no such wheel: $WHEEL (unset WHEEL to build one)" >&2; exit 1; }
 WHEEL=$(realpath "$WHEEL")
 
 # 2. a fresh venv with the wheel and the dmc extra (nothing from .venv: no --system-site-packages, no editable src/)
@@ -79,4 +84,3 @@ print(f"run folder complete: {sorted(p.name for p in run.iterdir())}")
 EOF
 log "pixelrl train (1000 frames) from the installed wheel in $(since "$t")"
 cd "$ROOT"
-[ -n "${WHEEL_SMOKE_DIR:-}" ] || rm -rf "$OUT"
