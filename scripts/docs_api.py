@@ -153,7 +153,8 @@ def pages() -> dict[str, str]:
     config = [HEADER, "# Configuration\n\n",
               "Every field below is a command-line option: `TrainConfig`'s as `--name` (`--frames`, `--env`, ...), "
               "an agent config's as `--agent.name` (`--agent.lr`), a mechanism's as `--agent.<mechanism>.name` "
-              "(`--agent.drm.dormant-mode`), a reward's as `--reward.name`. The field docstrings are the "
+              "(`--agent.drm.dormant-mode`), a reward's as `--reward.name`, underscores written as dashes "
+              "(`time_budget_min` is `--time-budget-min`). The field docstrings are the "
               "`pixelrl train --help` text; `pixelrl list presets` shows what a preset changes.\n"]
     for section, classes in CONFIGS:
         present = [c for c in classes if _config_exists(c)]
@@ -161,7 +162,8 @@ def pages() -> dict[str, str]:
             continue
         config.append(f"\n## {section}\n")
         for dotted in present:
-            config.append(f"\n::: {dotted}\n    options:\n      heading_level: 3\n      show_bases: true\n"
+            config.append(f"\n::: {dotted}\n    options:\n      heading_level: 3\n      show_root_heading: true\n"
+                          f"      show_bases: true\n"
                           f"      members_order: source\n")
     out["config.md"] = "".join(config)
     return out
