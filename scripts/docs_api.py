@@ -55,6 +55,11 @@ CONFIGS = [
     ("Rewards", ["pixelrl.rewards.base.RewardConfig", "pixelrl.rewards.classifier.ClassifierConfig",
                  "pixelrl.rewards.interventions.InterventionConfig"]),
     ("Pretraining", ["pixelrl.train.pretrain.PretrainConfig", "pixelrl.nets.slots.SlotConfig"]),
+    ("Image generators", ["pixelrl.genrl.config.GenRLConfig"]),
+    ("Other commands", ["pixelrl.cli.dataset.CollectArgs", "pixelrl.cli.dataset.StatsArgs",
+                        "pixelrl.cli.dataset.ConvertArgs", "pixelrl.cli.dataset.RelabelArgs",
+                        "pixelrl.cli.label.LabelArgs", "pixelrl.cli.snapshots.CollectSnapshotsArgs",
+                        "pixelrl.cli.snapshots.InfoArgs"]),
 ]
 """The configuration dataclasses whose fields are the command-line knobs (``pixelrl train --help``), by section."""
 
@@ -155,7 +160,10 @@ def pages() -> dict[str, str]:
               "an agent config's as `--agent.name` (`--agent.lr`), a mechanism's as `--agent.<mechanism>.name` "
               "(`--agent.drm.dormant-mode`), a reward's as `--reward.name`, underscores written as dashes "
               "(`time_budget_min` is `--time-budget-min`). The field docstrings are the "
-              "`pixelrl train --help` text; `pixelrl list presets` shows what a preset changes.\n"]
+              "`pixelrl train --help` text; `pixelrl list presets` shows what a preset changes. The last sections are "
+              "the options of the other commands (`pixelrl genrl train`, `pixelrl collect`, `pixelrl dataset "
+              "stats|convert|relabel`, `pixelrl label`, `pixelrl snapshots collect|info`), each command's "
+              "`--help` in full.\n"]
     for section, classes in CONFIGS:
         present = [c for c in classes if _config_exists(c)]
         if not present:
