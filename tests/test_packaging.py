@@ -183,3 +183,17 @@ def test_reproduce_page_commands_parse(page, monkeypatch):
     for argv in (a for a in commands if "--dataset" not in a):
         with pytest.raises(Parsed):
             cli.cmd_train(argv)
+
+
+def test_reproduce_pages_cite_committed_results():
+    """Every result file a reproduce page names is in the repository (`benchmarks/results/` or, for the published
+    scores, `benchmarks/`), and every figure it shows exists: the numbers on these pages come from those files."""
+    missing = []
+    for page in REPRODUCE:
+        text = page.read_text(encoding="utf-8")
+        for name in set(re.findall(r"`(?:benchmarks/(?:results/)?)?([A-Za-z0-9_]+\.json)`", text)):
+            if not any((ROOT / "benchmarks" / sub / name).is_file() for sub in ("results", ".")):
+                missing.append(f"{page.name}: {name}")
+    assert not missing, f"reproduce pages cite result files that are not committed: {missing}"
+    cited = {n for p in REPRODUCE for n in re.findall(r"([a-z0-9_]+_(?:cpu|h100)[a-z0-9_]*\.json)", p.read_text())}
+    assert {"dmc_sample_efficiency_cpu_reduced.json", "offline_vs_d3rlpy_cpu.json", "ppo_vs_sb3_cpu.json"} <= cited
