@@ -18,20 +18,13 @@ __all__ = ["GenRLConfig", "ALGOS", "ALGO_DEFAULTS"]
 
 ALGOS = ("ddpo", "rlcm", "prdp", "grpo", "parrot", "preference")
 
-# per-algorithm defaults of the fields left at None (sources in GenRLConfig's docstrings)
+# per-algorithm defaults of the fields left at None (sources in GenRLConfig's docstrings): DDPO's, except RLCM's own
+_DDPO = dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
+             sample_batches=4, train_batch_size=4, grad_accum=2)
 ALGO_DEFAULTS: dict[str, dict[str, object]] = {
-    "ddpo": dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
-                 sample_batches=4, train_batch_size=4, grad_accum=2),
+    **{algo: dict(_DDPO) for algo in ("ddpo", "grpo", "prdp", "parrot", "preference")},
     "rlcm": dict(lr=1e-4, max_grad_norm=5.0, adv_clip=10.0, lora_rank=16, lora_alpha=32, sample_batch_size=4,
                  sample_batches=10, train_batch_size=2, grad_accum=2),
-    "grpo": dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
-                 sample_batches=4, train_batch_size=4, grad_accum=2),
-    "prdp": dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
-                 sample_batches=4, train_batch_size=4, grad_accum=2),
-    "parrot": dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
-                   sample_batches=4, train_batch_size=4, grad_accum=2),
-    "preference": dict(lr=3e-4, max_grad_norm=1.0, adv_clip=5.0, lora_rank=4, lora_alpha=4, sample_batch_size=8,
-                       sample_batches=4, train_batch_size=4, grad_accum=2),
 }
 _GROUPED = ("grpo", "prdp", "preference")
 

@@ -40,6 +40,7 @@ from pixelrl.genrl.config import GenRLConfig
 from pixelrl.genrl.model import Generator, load_generator
 from pixelrl.genrl.sampler import Schedule, Trajectory, make_schedule, sample, step_log_prob
 from pixelrl.train.logger import Logger
+from pixelrl.train.loop import resolve_device
 from pixelrl.utils.atomic import write_json_atomic
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.utils.dataclass_io import to_dict
@@ -64,14 +65,6 @@ def read_prompts(path: str | Path) -> list[str]:
     if not prompts:
         raise ConfigError(f"prompt file {p} has no prompts (one per line)")
     return prompts
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but CUDA is not available; use --device cpu")
-    return torch.device(name)
 
 
 class _Policy:
@@ -316,7 +309,7 @@ def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, 
     if not cfg.model:
         raise ConfigError("--model PATH is required (a diffusers generator folder)")
     prompts = read_prompts(cfg.prompts)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     gen = load_generator(cfg.model, device=device)
