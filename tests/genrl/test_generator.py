@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,81 @@ def test_init_generator_bad_options_one_line(tmp_path, kwargs, match):
         init_generator(tmp_path / "g", **kwargs)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "g").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    """A tiny 16x16 generator trained for 80 steps in two calls (40, then continued to 80)."""
+    from pixelrl.genrl.generator import train_generator
+
+    out = tmp_path_factory.mktemp("train") / "gen"
+    kw = dict(size="tiny", image_size=16, batch_size=8, checkpoint_every=20, log_every=20, warmup_steps=10, seed=0)
+    first = train_generator(out, steps=40, progress=False, **kw)
+    lines: list[str] = []
+    second = train_generator(out, steps=80, progress=False, log=lines.append, **kw)
+    return out, first, second, lines
+
+
+def test_training_lowers_the_held_out_denoising_loss_and_resumes(trained_tiny):
+    out, first, second, lines = trained_tiny
+    assert first["steps"] == 40 and second["steps"] == 80
+    assert any("continuing from step_000000040" in line for line in lines)
+    # the same fixed held-out batch (noise and timesteps fixed): 80 steps of training lower its loss clearly
+    assert second["held_loss_after"] < 0.85 * first["held_loss_before"], (first, second)
+    info = json.loads((out / "pixelrl_generator.json").read_text())
+    assert info["kind"] == "ddpm" and info["steps"] == 80 and info["image_size"] == 16
+    assert (out / "checkpoints").is_dir() and (out / "model_index.json").is_file()
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40, 60, 80]
+
+
+def test_training_refuses_a_folder_of_another_run(trained_tiny):
+    from pixelrl.genrl.generator import train_generator
+
+    out = trained_tiny[0]
+    with pytest.raises(ConfigError, match="holds a pretrain-generator run with other") as e:
+        train_generator(out, steps=90, size="tiny", image_size=16, batch_size=4, progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_boundary_conditions_and_ddim_solver():
+    import diffusers
+
+    from pixelrl.genrl.generator import DDIMSolver, boundary_scalings
+
+    c_skip, c_out = boundary_scalings(torch.tensor([0.0, 19.0, 999.0]))
+    assert c_skip[0] == 1 and c_out[0] == 0  # f(x, 0) = x
+    assert torch.allclose(c_skip[1], torch.tensor(0.25 / (190.0 ** 2 + 0.25)))
+    assert c_out[2] > 0.999
+    # the same scalings as diffusers' LCMScheduler
+    sched = diffusers.LCMScheduler(timestep_scaling=10.0)
+    assert sched.get_scalings_for_boundary_condition_discrete(19)[0] == pytest.approx(float(c_skip[1]))
+    ac = diffusers.DDPMScheduler().alphas_cumprod
+    solver = DDIMSolver(ac, 1000, 50)
+    assert solver.timesteps[0] == 19 and solver.timesteps[-1] == 999
+    assert solver.alpha_prev[0] == ac[0] and solver.alpha_prev[1] == ac[19]
+    x0, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    idx = torch.tensor([1, 1])
+    assert torch.allclose(solver.step(x0, eps, idx), ac[19].sqrt() * x0 + (1 - ac[19]).sqrt() * eps)
+
+
+def test_distill_writes_a_few_step_lcm_generator(trained_tiny, tmp_path):
+    from pixelrl.genrl.generator import distill_consistency, lcm_sample, load_components, encode_prompts
+
+    teacher = trained_tiny[0]
+    out = tmp_path / "lcm"
+    s = distill_consistency(teacher, out, steps=6, batch_size=4, time_cond_proj_dim=16, checkpoint_every=3,
+                            warmup_steps=0, progress=False)
+    assert s["steps"] == 6 and np.isfinite(s["loss"])
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "LCMScheduler"]
+    info = json.loads((out / "pixelrl_generator.json").read_text())
+    assert info["kind"] == "lcm" and info["teacher"] == str(teacher) and info["guidance_embedding"]
+    unet, sched, text, tok = load_components(out)
+    assert unet.config.time_cond_proj_dim == 16
+    with torch.no_grad():
+        images = lcm_sample(unet, sched, encode_prompts(tok, text, ["two red circles"] * 2), steps=2, guidance=3.0,
+                            generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
+    with pytest.raises(ConfigError, match="already a consistency model"):
+        distill_consistency(out, tmp_path / "again", steps=1, progress=False)
