@@ -113,3 +113,31 @@ def test_same_seed_same_trajectories(gen):
     c = sample(gen, s, ["x", "y"], guidance=1.0, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a.latents, b.latents) and torch.equal(a.log_probs, b.log_probs)
     assert not torch.equal(a.latents, c.latents)
+
+
+def test_latent_generator_with_vae(tmp_path, tiny_generator):
+    """A Stable-Diffusion-like folder (vae/ + a 4-channel latent unet) loads, samples and decodes to RGB images."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    folder = tmp_path / "latent"
+    shutil.copytree(tiny_generator, folder)
+    unet_cfg = dict(UNet2DConditionModel.load_config(folder / "unet"))
+    unet_cfg.update(in_channels=4, out_channels=4, sample_size=8)
+    shutil.rmtree(folder / "unet")
+    torch.manual_seed(0)
+    UNet2DConditionModel.from_config(unet_cfg).save_pretrained(folder / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  norm_num_groups=4, sample_size=16).save_pretrained(folder / "vae")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["vae"] = ["diffusers", "AutoencoderKL"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    g = load_generator(folder)
+    assert g.vae is not None and g.latent_shape == (4, 8, 8)
+    s = make_schedule(g, 2)
+    traj = sample(g, s, ["a red circle"] * 2, guidance=5.0, generator=torch.Generator().manual_seed(0))
+    assert traj.latents.shape == (2, 3, 4, 8, 8) and traj.images.shape == (2, 3, 16, 16)
+    assert 0 <= float(traj.images.min()) and float(traj.images.max()) <= 1
+    uncond = g.encode_prompts([""])
+    lp = step_log_prob(g, s, traj.latents[:, 1], traj.latents[:, 2], torch.full((2,), 1), traj.embeds, uncond, 5.0)
+    assert torch.equal(lp.detach(), traj.log_probs[:, 1])
