@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,13 +51,19 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
     out = []
     for i, seed in enumerate(seeds):
         curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "success_rate": e["success_rate"][i],
-                  "survival_rate": e["survival_rate"][i], "survivor_distance_median": e["survivor_distance_median"][i]}
+                  "survival_rate": e["survival_rate"][i], "survivor_distance_median": e["survivor_distance_median"][i],
+                  "success_rate_target_actor": e["success_rate_target_actor"][i],
+                  "survival_rate_target_actor": e["survival_rate_target_actor"][i]}
                  for e in res["evals"]]
         first = next((c for c in curve if c["success_rate"] >= pass_rate), None)
+        first_target = next((c for c in curve if c["success_rate_target_actor"] >= pass_rate), None)
         out.append({"seed": seed, "batched_with": seeds, "curve": curve, "passed": first is not None,
                     "train_s_to_pass": first["train_s"] if first else None,
                     "steps_to_pass": first["steps"] if first else None,
-                    "final_success_rate": curve[-1]["success_rate"], "train_s_total": round(res["train_s"], 2),
+                    "final_success_rate": curve[-1]["success_rate"],
+                    "passed_target_actor": first_target is not None,
+                    "final_success_rate_target_actor": curve[-1]["success_rate_target_actor"],
+                    "train_s_total": round(res["train_s"], 2),
                     "wall_s_with_evals": round(wall, 2), "simulator_backend": res["backend"],
                     "updates": res["agent"].updates})
     return out
@@ -85,12 +92,22 @@ def main() -> None:
     groups = [seeds[i:i + args.batch] for i in range(0, len(seeds), args.batch)]
     curriculum = tuple(range(100_000, args.steps, 100_000)) if args.curriculum_every_100k else None
     load_before = os.getloadavg()
+    loads: list[float] = []
+    stop = threading.Event()
+
+    def sample_load() -> None:  # the 1-minute load average every 15 s while the seeds train
+        while not stop.wait(15.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(run_seeds, g, args.steps, args.eval_every, args.eval_episodes, args.pass_rate,
                                args.stop_when_pass, curriculum) for g in groups]
         per_seed = [r for f in futures for r in f.result()]
     total = time.perf_counter() - t0
+    stop.set()
     passed = [r for r in per_seed if r["passed"]]
     result = {
         "benchmark": "quadrotor_hover", "env": "builtin/quadrotor-hover", "agent": "l2f (paper defaults)",
@@ -100,12 +117,15 @@ def main() -> None:
         "stop_when_pass": args.stop_when_pass,
         "curriculum_steps": list(curriculum) if curriculum else [100_000, 200_000], "workers": args.workers, "batch": args.batch,
         "seeds_passing": f"{len(passed)} of {len(per_seed)}",
+        "seeds_passing_target_actor": f"{sum(r['passed_target_actor'] for r in per_seed)} of {len(per_seed)}",
         "median_train_s_to_pass": (sorted(r["train_s_to_pass"] for r in passed)[len(passed) // 2] if passed else None),
         "final_success_rate_mean": sum(r["final_success_rate"] for r in per_seed) / len(per_seed),
         "wall_s_all_seeds": round(total, 1), "per_seed": per_seed,
         "machine": machine_description(), "platform": platform.platform(),
         "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "fma", "avx512_bf16", "amx_bf16"}),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "load_average_1min_during": {"mean": round(sum(loads) / len(loads), 2), "max": round(max(loads), 2),
+                                     "samples": len(loads)} if loads else None,
         "note": "the machine (2 cores) was shared with other developers' jobs during the run; train_s excludes the "
                 "evaluations; times to pass are at the evaluation granularity (eval_every steps)",
         "peers_published": {

@@ -83,6 +83,7 @@ def _filled_agent(k=2, n=600, seed=0, **over):
                   rng.standard_normal((k, 28)).astype(np.float32) * 0.3,
                   rng.uniform(-1, 1, (k, 4)).astype(np.float32), rng.standard_normal((k, 18)).astype(np.float32) * 0.3,
                   rng.standard_normal((k, 28)).astype(np.float32) * 0.3, rng.random(k) < 0.1)
+    agent.flush_rewards()
     return agent
 
 
@@ -174,6 +175,7 @@ def test_reward_recomputed_from_stored_state_matches_env_reward():
     a = np.random.default_rng(3).uniform(-1, 1, (3, 4))
     agent = L2FAgent(None, None, L2FConfig(seeds=3, hidden=8), capacity=4)
     agent.add(np.zeros((3, 146), np.float32), cobs, a, np.zeros((3, 18), np.float32), cobs, np.zeros(3, bool))
+    agent.flush_rewards()  # rewards are computed in batches, on demand
     s = sim.state
     expected = Q.reward(Q.TRAIN_START_WEIGHTS, s[:, 0:3], s[:, 6], s[:, 3:6], a, np.zeros(3, bool))
     np.testing.assert_allclose(agent.buf["reward"][:, 0], expected, rtol=1e-5)
@@ -256,3 +258,22 @@ def test_pixelrl_eval_reports_success_rate(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert "success_rate" in out and 0.0 <= out["success_rate"] <= 1.0
+
+
+def test_batched_rewards_match_per_step_rewards_across_the_ring_wrap():
+    """Rewards computed in one call per flush (also across the ring buffer's wrap) equal the per-transition ones, and
+    an episode's return is the sum of its stored rewards."""
+    agent = L2FAgent(None, None, L2FConfig(seeds=2, hidden=8, replay_capacity=500), capacity=500)
+    rng = np.random.default_rng(4)
+    cobs = rng.standard_normal((730, 2, 28)).astype(np.float32) * 0.3
+    act = rng.uniform(-1, 1, (730, 2, 4)).astype(np.float32)
+    term = rng.random((730, 2)) < 0.05
+    for t in range(730):
+        agent.add(np.zeros((2, 146), np.float32), cobs[t], act[t], np.zeros((2, 18), np.float32), cobs[t], term[t])
+        if t in (100, 480, 650):  # flushes before, at and after the wrap (ptr 230 at the end)
+            agent.flush_rewards()
+    agent.flush_rewards()
+    expected = agent._reward(cobs, act, term)  # [730, 2]
+    slots = np.arange(730) % 500
+    np.testing.assert_allclose(agent.buf["reward"][:, slots[-500:]], expected[-500:].T, rtol=1e-6)
+    assert agent.recent_return(1, 40) == pytest.approx(float(expected[-40:, 1].sum()), rel=1e-5)

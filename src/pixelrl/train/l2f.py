@@ -61,84 +61,91 @@ class HoverCollector:
         self.backend = backend or ("python" if k <= 16 else "numpy")
         self.sim = Q.QuadrotorBatch(k, backend=self.backend)
         self.rng = np.random.default_rng(seed)
-        self.hist = np.zeros((k, agent.cfg.history, 4), np.float32)
+        self.obs_buf = np.zeros((k, agent.cfg.obs_dim), np.float32)
+        """The K actors' current observations: noisy state (18) then the action history (oldest first)."""
+        self.hist = self.obs_buf[:, 18:].reshape(k, agent.cfg.history, 4)  # a view into obs_buf
         self.t = np.zeros(k, np.int64)
         self.step_count = 0
-        self.ep_return = np.zeros(k)
         self.finished: list[tuple[int, float, int, bool]] = []  # (seed, return, length, success) since last take
         self.sim.reset(self.rng)
-        self._new_obs()
+        self.cobs = self.sim.critic_obs().astype(np.float32)
+        self.obs_buf[:, :18] = Q.actor_state(self.cobs, self.rng)
         self.start = np.ones(k, bool)
 
-    def _new_obs(self) -> None:
-        self.cobs = self.sim.critic_obs().astype(np.float32)
-        self.astate = Q.actor_state(self.cobs, self.rng).astype(np.float32)
-
     def obs(self) -> np.ndarray:
-        return np.concatenate([self.astate, self.hist.reshape(self.k, -1)], 1)
+        return self.obs_buf.copy()
 
     def run(self, n: int) -> dict[str, float]:
-        """``n`` env steps (each: act, step, store, train); returns the mean of the update metrics."""
-        agent, sim, hist = self.agent, self.sim, self.hist
+        """``n`` env steps (each: act, step, store, train); returns the mean of the update metrics. The observation
+        and exploration noise are drawn for up to 1000 steps at a time (one call each instead of one per step)."""
+        agent, sim, hist, obs = self.agent, self.sim, self.hist, self.obs_buf
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        for _ in range(n):
-            obs = self.obs()
-            a = agent.act(obs)
-            cobs = self.cobs
-            sim.step(a)
-            hist[:, :-1] = hist[:, 1:]
-            hist[:, -1] = a
-            self.t += 1
-            term = sim.terminated()
-            trunc = (self.t >= Q.EPISODE_STEPS) & ~term
-            self._new_obs()
-            agent.add(obs, cobs, a, self.astate, self.cobs, term)
-            self.ep_return += agent.buf["reward"][:, agent.ptr - 1]  # the learner's reward (weights in force)
-            self.start = term | trunc
-            if self.start.any():
-                idx = np.flatnonzero(self.start)
-                for i in idx:
-                    ok = bool(trunc[i] and np.linalg.norm(sim.state[i, 0:3]) <= Q.SUCCESS_RADIUS)
-                    self.finished.append((int(i), float(self.ep_return[i]), int(self.t[i]), ok))
-                sim.reset(self.rng, idx)
-                hist[idx] = 0.0
-                self.t[idx] = 0
-                self.ep_return[idx] = 0.0
+        sigma = np.asarray(Q.OBS_SIGMA, np.float32)
+        explore = agent.cfg.exploration_noise
+        done = 0
+        while done < n:
+            chunk = min(CHUNK, n - done)
+            done += chunk
+            obs_noise = (self.rng.standard_normal((chunk, self.k, 18)) * sigma).astype(np.float32)
+            act_noise = agent.rng.normal(0.0, explore, (chunk, self.k, 4)) if explore > 0 else None
+            for j in range(chunk):
+                a = agent.act(obs, noise=None if act_noise is None else act_noise[j])
+                cobs = self.cobs
+                sim.step(a)
+                self.t += 1
+                term = sim.terminated()
+                trunc = (self.t >= Q.EPISODE_STEPS) & ~term
                 self.cobs = sim.critic_obs().astype(np.float32)
-                self.astate[idx] = Q.actor_state(self.cobs[idx], self.rng)
-            self.step_count += 1
-            m = agent.train_step(self.step_count)
-            for key, val in m.items():
-                sums[key] = sums.get(key, 0.0) + val
-                counts[key] = counts.get(key, 0) + 1
+                astate = self.cobs[:, :18] + obs_noise[j]
+                agent.add(obs, cobs, a, astate, self.cobs, term)
+                obs[:, :18] = astate
+                if agent.cfg.history:
+                    hist[:, :-1] = hist[:, 1:]
+                    hist[:, -1] = a
+                self.start = term | trunc
+                if self.start.any():
+                    idx = np.flatnonzero(self.start)
+                    for i in idx:
+                        ok = bool(trunc[i] and np.linalg.norm(sim.state[i, 0:3]) <= Q.SUCCESS_RADIUS)
+                        # the learner's return (weights in force)
+                        self.finished.append((int(i), agent.recent_return(int(i), int(self.t[i])), int(self.t[i]), ok))
+                    sim.reset(self.rng, idx)
+                    hist[idx] = 0.0
+                    self.t[idx] = 0
+                    self.cobs = sim.critic_obs().astype(np.float32)
+                    obs[idx, :18] = Q.actor_state(self.cobs[idx], self.rng)
+                self.step_count += 1
+                m = agent.train_step(self.step_count)
+                for key, val in m.items():
+                    sums[key] = sums.get(key, 0.0) + val
+                    counts[key] = counts.get(key, 0) + 1
         return {key: sums[key] / counts[key] for key in sums}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"sim_state": self.sim.state.copy(), "sim_dist": self.sim.dist.copy(), "hist": self.hist.copy(),
-                "t": self.t.copy(), "start": self.start.copy(), "ep_return": self.ep_return.copy(),
-                "cobs": self.cobs.copy(), "astate": self.astate.copy(),
+        return {"sim_state": self.sim.state.copy(), "sim_dist": self.sim.dist.copy(), "obs": self.obs_buf.copy(),
+                "t": self.t.copy(), "start": self.start.copy(), "cobs": self.cobs.copy(),
                 "step_count": np.array([self.step_count], np.int64),
                 "rng": np.frombuffer(_rng_bytes(self.rng), np.uint8).copy()}
 
     def load_state_dict(self, s: dict) -> None:
         self.sim.state[...] = np.asarray(s["sim_state"])
         self.sim.dist[...] = np.asarray(s["sim_dist"])
-        self.hist[...] = np.asarray(s["hist"])
+        self.obs_buf[...] = np.asarray(s["obs"])
         self.t[...] = np.asarray(s["t"])
         self.start[...] = np.asarray(s["start"])
-        self.ep_return[...] = np.asarray(s["ep_return"])
-        self.cobs, self.astate = np.asarray(s["cobs"]).copy(), np.asarray(s["astate"]).copy()
+        self.cobs = np.asarray(s["cobs"]).copy()
         self.step_count = int(np.asarray(s["step_count"])[0])
         self.rng = _rng_from_bytes(np.asarray(s["rng"], np.uint8).tobytes())
 
 
 def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = False,
-                   weights: Q.RewardWeights = Q.TRAIN_START_WEIGHTS) -> dict[str, Any]:
+                   weights: Q.RewardWeights = Q.TRAIN_START_WEIGHTS, target_actor: bool = False) -> dict[str, Any]:
     """The success test for every seed of ``agent``: ``episodes`` starts per seed from the training distribution
     (the same starts for every seed), the deterministic actor, one NumPy batch of K × episodes vehicles.
     Returns ``success`` ``[K, episodes]`` (bool), ``returns`` ``[K, episodes]``, ``lengths``, ``final_distance`` and,
-    with ``record``, the rendered frames of seed 0's first episode."""
+    with ``record``, the rendered frames of seed 0's first episode. ``target_actor`` tests the Polyak-averaged
+    target actor instead of the online one (which the authors deploy)."""
     k = agent.k
     rng = np.random.default_rng(seed)
     n = k * episodes
@@ -157,7 +164,8 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
     for t in range(Q.EPISODE_STEPS):
         cobs = sim.critic_obs()
         x = np.concatenate([Q.actor_state(cobs, rng).reshape(k, episodes, 18), hist.reshape(k, episodes, -1)], -1)
-        a = agent.actor.forward(x.astype(np.float32)).reshape(n, 4).astype(np.float64)
+        a = agent.actor.forward(x.astype(np.float32), agent.actor_target_p if target_actor else None)
+        a = a.reshape(n, 4).astype(np.float64)
         if record:
             trail.append(sim.state[0, :3].copy())
             frames.append(Q.render_frame(sim.state[0], 128, np.asarray(trail)))
@@ -183,8 +191,9 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
 def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, eval_episodes: int = 100,
                 eval_seed: int = 12345, pass_rate: float | None = None, log=None) -> dict[str, Any]:
     """Train K = ``cfg.seeds`` seeds for ``steps`` env steps without a run folder (benchmarks, tests). Every
-    ``eval_every`` steps (0: only at the end) the success test runs; evaluation time is excluded from the reported
-    training time. With ``pass_rate``, training stops once every seed's success rate reached it. Returns the agent,
+    ``eval_every`` steps (0: only at the end) the success test runs, on the online actor (``success_rate``,
+    ``survival_rate``) and on the Polyak-averaged target actor (``*_target_actor``); evaluation time is excluded from
+    the reported training time. With ``pass_rate``, training stops once every seed's success rate reached it. Returns the agent,
     the evaluations and the training wall time."""
     agent = L2FAgent(None, None, cfg, capacity=steps + 1, seed=seed)
     col = HoverCollector(agent, derive_seed(seed, 1))
@@ -204,6 +213,9 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
                           "survival_rate": survived.mean(1).tolist(),
                           "survivor_distance_median": [float(np.median(d[s])) if s.any() else None
                                                        for d, s in zip(res["final_distance"], survived)]})
+            tgt = evaluate_hover(agent, eval_episodes, eval_seed, target_actor=True)
+            evals[-1].update(success_rate_target_actor=tgt["success"].mean(1).tolist(),
+                             survival_rate_target_actor=(tgt["lengths"] == Q.EPISODE_STEPS).mean(1).tolist())
             if log is not None:
                 log(evals[-1])
             if pass_rate is not None and (rate >= pass_rate).all():

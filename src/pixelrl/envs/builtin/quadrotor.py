@@ -258,13 +258,14 @@ class QuadrotorBatch:
                                self.dist, s[:, 13:17] * (2.0 / RPM_MAX) - 1.0], 1)
 
 
-_OBS_SIGMA = np.repeat(np.asarray(OBS_NOISE), (3, 9, 3, 3))
+OBS_SIGMA = np.repeat(np.asarray(OBS_NOISE), (3, 9, 3, 3))
+"""The per-entry σ of the noise on the actor's 18 state entries."""
 
 
 def actor_state(critic_obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The first 18 entries of the actor's observation: the critic's p, R, v, ω plus Gaussian noise."""
     x = critic_obs[..., :18]
-    return x + rng.standard_normal(x.shape) * _OBS_SIGMA
+    return x + rng.standard_normal(x.shape) * OBS_SIGMA
 
 
 def fastest_backend(n: int, repeats: int = 200) -> tuple[str, dict]:
