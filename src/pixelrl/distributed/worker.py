@@ -102,7 +102,7 @@ class EnvWorker:
 
     def chunk(self, steps: int, *, step: int, version: int, weights: Any = None) -> dict[str, Any]:
         """``steps`` steps of every env with this worker's policy (``step``: the learner's agent step, for the
-        exploration schedule and the random warm-up). ``weights`` (``agent.state_dict()`` of policy ``version``) is
+        exploration schedule and the random warm-up), or uniform random actions for a worker without an agent. ``weights`` (``agent.state_dict()`` of policy ``version``) is
         loaded first when given. Returns ``[steps, K]`` arrays ``action``, ``reward``, ``terminated``, ``truncated``,
         ``frames``, ``life_loss``, ``next_obs`` (an episode's true last observation where it ended), the observations
         the ended episodes' envs were reset to (``reset_obs``: ``{(t, k): obs}``), ``version`` and the seconds spent
@@ -119,7 +119,7 @@ class EnvWorker:
         repeat = int(self.vec.action_repeat)
         for t in range(T):
             t0 = time.perf_counter()
-            a = act_batch(self.agent, self.obs, step=step)
+            a = self.vec.action_space.sample() if self.agent is None else act_batch(self.agent, self.obs, step=step)
             t1 = time.perf_counter()
             obs, r, te, tr, info = self.step(a)
             env_s += time.perf_counter() - t1
