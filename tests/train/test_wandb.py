@@ -96,6 +96,15 @@ def test_bad_settings_are_one_line_and_write_nothing(tmp_path, monkeypatch, caps
     assert main(["train", *TINY, "--run-dir", str(run), "--wandb", "--wandb-mode", "sometimes"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--wandb-mode must be one of online, offline, disabled" in err
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved key (~/.netrc) either
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    assert main(["train", *TINY, "--run-dir", str(run), "--wandb"]) == 1  # online, nobody to type a key
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no W&B API key (run `wandb login`" in err and "--wandb-mode offline" in err
+    import wandb
+
+    wandb.teardown()  # the failed login's session state would outlive the monkeypatched environment
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if the package were not installed
     assert main(["train", *TINY, "--run-dir", str(run), "--wandb"]) == 1
     err = capsys.readouterr().err.strip()

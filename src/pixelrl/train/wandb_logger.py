@@ -20,10 +20,11 @@ import math
 import os
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
-from pixelrl.errors import ConfigError, MissingExtraError
+from pixelrl.errors import ConfigError, MissingExtraError, PixelRLError
 from pixelrl.utils.atomic import write_json_atomic
 
 MODES = ("online", "offline", "disabled")
@@ -35,7 +36,8 @@ ID_FILE = "wandb.json"
 
 def check_wandb_config(cfg: Any) -> None:
     """Refuse bad W&B settings of a :class:`~pixelrl.train.config.TrainConfig` in one line, before a run folder
-    exists: an unknown mode, settings without ``--wandb``, ``--wandb`` without the package."""
+    exists: an unknown mode or project, ``--wandb`` without the package, and an online run without W&B credentials
+    where nobody can type them (stdin not a terminal; at a terminal W&B asks for them as usual)."""
     if cfg.wandb_mode not in MODES:
         raise ConfigError(f"--wandb-mode must be one of {', '.join(MODES)}, got {cfg.wandb_mode!r}")
     if not isinstance(cfg.wandb_project, str) or not cfg.wandb_project.strip():
@@ -43,9 +45,15 @@ def check_wandb_config(cfg: Any) -> None:
     if not cfg.wandb:
         return
     try:
-        import wandb  # noqa: F401
+        import wandb
     except ImportError:
         raise MissingExtraError("wandb", "wandb", "--wandb") from None
+    if cfg.wandb_mode == "online" and not sys.stdin.isatty():
+        try:
+            wandb.login(verify=False)  # finds WANDB_API_KEY or the key `wandb login` saved; no network
+        except wandb.errors.UsageError:
+            raise ConfigError("--wandb: no W&B API key (run `wandb login` or set WANDB_API_KEY), or log without an "
+                              "account with --wandb-mode offline and `wandb sync` later") from None
 
 
 class WandbSink:
@@ -72,9 +80,13 @@ class WandbSink:
             write_json_atomic(id_file, {"id": run_id, "project": config.get("wandb_project"),
                                         "entity": config.get("wandb_entity")})
         where = os.environ.get("WANDB_DIR") or str(self.run_dir)  # read here: wandb caches its settings per process
-        self.run = wandb.init(project=config.get("wandb_project") or "pixelrl", entity=config.get("wandb_entity"),
-                              mode=config.get("wandb_mode", "online"), config=config, id=run_id, resume="allow",
-                              name=self.run_dir.name, dir=where)
+        try:
+            self.run = wandb.init(project=config.get("wandb_project") or "pixelrl", entity=config.get("wandb_entity"),
+                                  mode=config.get("wandb_mode", "online"), config=config, id=run_id, resume="allow",
+                                  name=self.run_dir.name, dir=where)
+        except Exception as e:  # W&B's own error (credentials, server), as one line
+            raise PixelRLError(f"--wandb: W&B did not start: {' '.join(str(e).split())} (--wandb-mode offline logs "
+                               "without a network)") from None
         self.run.define_metric("frames")
         self.run.define_metric("*", step_metric="frames")
         videos = self.run_dir / "videos"
