@@ -146,7 +146,8 @@ class GenRLConfig:
     keep_checkpoints: int = 2
     """Checkpoints kept on disk."""
     export: bool = True
-    """Write the fine-tuned generator (LoRA merged) as a diffusers folder to OUT/generator at the end."""
+    """Write the fine-tuned generator (LoRA merged) as a diffusers folder to OUT/generator at the end of the run
+    (all epochs or the time budget; a continued run rewrites it)."""
     progress: bool = True
     """A live progress bar (on a terminal)."""
 

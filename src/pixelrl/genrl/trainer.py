@@ -41,7 +41,7 @@ from pixelrl.genrl.model import Generator, load_generator
 from pixelrl.genrl.sampler import Schedule, Trajectory, make_schedule, sample, step_log_prob
 from pixelrl.train.logger import Logger
 from pixelrl.train.loop import resolve_device
-from pixelrl.utils.atomic import write_json_atomic
+from pixelrl.utils.atomic import RunLock, write_json_atomic
 from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import derive_seed, seed_everything
@@ -166,7 +166,7 @@ def _train_epoch(cfg: GenRLConfig, gen: Generator, sched: Schedule, policy: _Pol
                  rng: np.random.Generator) -> dict[str, float]:
     """The inner epochs of updates over one epoch's samples; returns the means of the logged quantities."""
     steps = sched.steps
-    n_train = max(1, int(round(steps * cfg.timestep_fraction)))
+    n_train = max(1, int(steps * cfg.timestep_fraction))  # DDPO: int(steps * timestep_fraction)
     per_pair = pairs is not None
     units = pairs if per_pair else torch.arange(len(traj)).reshape(-1, 1)  # (U, 1 or 2) sample indices
     unit_w = weights
@@ -303,7 +303,7 @@ class _Progress:
 
 def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) RL fine-tuning as configured; returns a summary (the last row, the run folder, the
-    exported generator once every epoch is done)."""
+    exported generator)."""
     from pixelrl.genrl.rewards import make_reward
 
     if not cfg.model:
@@ -320,6 +320,12 @@ def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, 
     out = Path(cfg.out)
     _check_same_run(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # another process writing to this folder gets one line naming it
+        return _run(cfg, gen, sched, prompts, reward_fns, heldout, out, device, log)
+
+
+def _run(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: list[str], reward_fns: list[Any],
+         heldout: Any, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     write_json_atomic(out / "config.json", {**to_dict(cfg), "decisions": {
         "device": str(device), "torch_threads": torch.get_num_threads(), "generator_kind": gen.kind,
         "timesteps": [int(t) for t in sched.timesteps], "schedule_notes": list(sched.notes)}})
@@ -428,9 +434,7 @@ def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, 
     finally:
         progress.close()
         logger.close()
-    exported = None
-    if cfg.export and counters["epoch"] >= cfg.epochs:
-        exported = str(_export(out, gen, policy))
+    exported = str(_export(out, gen, policy)) if cfg.export else None
     return {"out": str(out), "epochs": counters["epoch"], "images": counters["images"],
             "updates": counters["updates"], "wall_s": counters["wall_s"], "last": last, "generator": exported,
             "config": dataclasses.asdict(cfg)}
