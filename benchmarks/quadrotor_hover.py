@@ -50,7 +50,8 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
     wall = time.perf_counter() - t0
     out = []
     for i, seed in enumerate(seeds):
-        curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "success_rate": e["success_rate"][i],
+        curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "train_cpu_s": round(e["train_cpu_s"], 2),
+                  "success_rate": e["success_rate"][i],
                   "survival_rate": e["survival_rate"][i], "survivor_distance_median": e["survivor_distance_median"][i],
                   "success_rate_target_actor": e["success_rate_target_actor"][i],
                   "survival_rate_target_actor": e["survival_rate_target_actor"][i]}
@@ -63,7 +64,7 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
                     "final_success_rate": curve[-1]["success_rate"],
                     "passed_target_actor": first_target is not None,
                     "final_success_rate_target_actor": curve[-1]["success_rate_target_actor"],
-                    "train_s_total": round(res["train_s"], 2),
+                    "train_s_total": round(res["train_s"], 2), "train_cpu_s_total": round(res["train_cpu_s"], 2),
                     "wall_s_with_evals": round(wall, 2), "simulator_backend": res["backend"],
                     "updates": res["agent"].updates})
     return out
