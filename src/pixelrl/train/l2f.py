@@ -107,7 +107,7 @@ class HoverCollector:
                 if self.start.any():
                     idx = np.flatnonzero(self.start)
                     for i in idx:
-                        ok = bool(trunc[i] and np.linalg.norm(sim.state[i, 0:3]) <= Q.SUCCESS_RADIUS)
+                        ok = bool(trunc[i] and np.linalg.norm(sim.state[i, 0:3]) < Q.SUCCESS_RADIUS)
                         # the learner's return (weights in force)
                         self.finished.append((int(i), agent.recent_return(int(i), int(self.t[i])), int(self.t[i]), ok))
                     sim.reset(self.rng, idx)
@@ -183,7 +183,7 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
         if record and not alive[0] and len(frames) == t + 1:
             record = False
     final[alive] = np.linalg.norm(sim.state[alive, 0:3], axis=1)
-    success = alive & (final <= Q.SUCCESS_RADIUS)
+    success = alive & (final < Q.SUCCESS_RADIUS)
     return {"success": success.reshape(k, episodes), "returns": ret.reshape(k, episodes),
             "lengths": length.reshape(k, episodes), "final_distance": final.reshape(k, episodes), "frames": frames}
 
