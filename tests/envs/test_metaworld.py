@@ -42,6 +42,14 @@ def test_pixels_of_the_corner_camera():
         model = base._env.model
         assert model.camera(base.camera).name == CAMERA
         assert np.allclose(model.cam_pos[base.camera], CAMERA_POS)
+        # corner2 is defined upside down (its up axis points down in the world), for mujoco-py's bottom-row-first
+        # frames; the env flips the bindings' top-row-first render back, so the table is upright as in DrM's frames
+        assert base._env.data.cam_xmat[base.camera].reshape(3, 3)[2, 1] < 0
+        import mujoco
+
+        with mujoco.Renderer(model, height=48, width=48) as raw:
+            raw.update_scene(base._env.data, camera=base.camera)
+            assert np.array_equal(base.render(), raw.render()[::-1])
         obs2, _, _, _, info = env.step(np.zeros(4, np.float32))
         assert info["frames"] == 2 and obs2.shape == (9, 48, 48)
     finally:

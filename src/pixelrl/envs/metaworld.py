@@ -12,11 +12,12 @@ succeeded at any frame so far. The trainers' evaluation reads ``is_success`` at 
 ``success_rate`` is the fraction of episodes that succeeded at some step: the episode success of DrM's and MENTOR's
 ``eval()`` (``episode_sr = episode_sr or time_step.success``). Episodes never end on success (Meta-World's own rule).
 
+Frames are flipped vertically after rendering, as the authors' frames were: they rendered with mujoco-py, whose
+offscreen images come out bottom row first, and Meta-World's corner cameras are defined upside down for it (their up
+axis points down), so the flip is what makes the table stand upright in the picture, as in the DrM and MENTOR frames.
+
 Deviations from the authors' wrappers, each for a reason:
 
-* Frames are upright. The authors rendered with mujoco-py, whose offscreen images come out upside down; the MuJoCo
-  bindings render upright. A conv encoder trained with random shifts learns the same from either orientation, and
-  upright frames make readable videos.
 * Meta-World v3 (``pip install --no-deps metaworld``: the v3 tasks, Gymnasium 1.x and the MuJoCo bindings) instead
   of the authors' bundled fork of v2 on mujoco-py, which no longer installs; v3 keeps the v2 tasks and reward
   functions (``reward_function_version="v2"``).
@@ -169,7 +170,7 @@ class MetaWorldEnv(gym.Env):
                 # freed at close() or, for an env never closed, at exit while EGL can still free it
                 self._free = weakref.finalize(self, self._renderer.close)
             self._renderer.update_scene(self._env.data, camera=self.camera)
-            return self._renderer.render().copy()
+            return self._renderer.render()[::-1].copy()  # mujoco-py's row order, as the authors' frames (above)
         except Exception as e:
             if self._rendered:
                 raise
