@@ -21,7 +21,9 @@ USAGE_LINES = """  pretrain-generator   train the local text-conditioned pixel D
   distill   latent consistency distillation of a generator into a few-step (LCM) one:
           pixelrl genrl distill --teacher DIR --out DIR2 --steps N
   pretrain-verifier   train the shapes count detector behind the reward shapes-verifier:DIR:
-          pixelrl genrl pretrain-verifier --out DIR"""
+          pixelrl genrl pretrain-verifier --out DIR
+  samples   a PNG grid of a generator's samples, one row per prompt:
+          pixelrl genrl samples --model DIR --out grid.png [--prompts "two red circles" "one blue square"]"""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,39 @@ class _PretrainVerifier(VerifierConfig):
     """Folder to write the detector to. Required."""
     progress: bool = True
     """Show a progress bar (plain lines when stdout is not a terminal)."""
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """Sample a pixel-space generator folder (DDIM for a DDPM, LCM sampling for a consistency model) and write a PNG
+    grid, one row per prompt. See docs/genrl_models.md."""
+
+    model: Optional[str] = None
+    """Generator folder. Required."""
+    out: Optional[str] = None
+    """PNG file to write. Required."""
+    prompts: tuple[str, ...] = ("one red circle", "two green squares", "three blue triangles", "two yellow circles")
+    """Prompts, one row each."""
+    per_prompt: int = 8
+    """Images per prompt."""
+    steps: Optional[int] = None
+    """Sampling steps (None: 50 DDIM steps, 4 LCM steps)."""
+    guidance: Optional[float] = None
+    """Classifier-free guidance scale (None: the folder's recommended one, else 3)."""
+    seed: int = 0
+    """Seed of the initial noise."""
+
+
+def _samples(args: _Samples) -> int:
+    from pixelrl.genrl.generator import sample_grid
+
+    model = _need(args.model, "pixelrl genrl samples needs --model DIR (a generator folder)")
+    out = _need(args.out, "pixelrl genrl samples needs --out FILE.png")
+    if args.per_prompt < 1 or not args.prompts:
+        raise ConfigError("pixelrl genrl samples needs --per-prompt >= 1 and at least one prompt")
+    print(json.dumps(sample_grid(model, out, list(args.prompts), per_prompt=args.per_prompt, steps=args.steps,
+                                 guidance=args.guidance, seed=args.seed)))
+    return 0
 
 
 def _config(cls: type, args, where: str):
@@ -111,7 +146,8 @@ def _commands() -> dict:
 
     return {"pretrain-generator": (_unchecked(_PretrainGenerator), _pretrain_generator),
             "distill": (_unchecked(_Distill), _distill),
-            "pretrain-verifier": (_unchecked(_PretrainVerifier), _pretrain_verifier)}
+            "pretrain-verifier": (_unchecked(_PretrainVerifier), _pretrain_verifier),
+            "samples": (_Samples, _samples)}
 
 
 COMMANDS = _commands()

@@ -87,11 +87,9 @@ def training_progress(total: int, title: str, *, enabled: bool = True, start: in
 
 
 def _diffusers():
-    try:
-        import diffusers
-    except ImportError:
-        raise MissingExtraError("diffusers", "genrl", "image generators") from None
-    return diffusers
+    from pixelrl.genrl.model import require_diffusers
+
+    return require_diffusers("image generators")
 
 
 @dataclass(frozen=True)
@@ -315,13 +313,15 @@ def lcm_sample(unet, scheduler, cond, *, steps: int = 4, guidance: float = 1.0, 
     through the unet's guidance embedding when it has one, ``w = guidance - 1`` as diffusers' LCM pipeline)."""
     import torch
 
+    from pixelrl.genrl.sampler import guidance_embedding
+
     size = unet.config.sample_size
     x = torch.randn((len(cond), unet.config.in_channels, size, size), generator=generator, device=cond.device)
     scheduler.set_timesteps(steps)
     w_emb = None
     if unet.config.time_cond_proj_dim is not None:
         w = torch.full((len(cond),), float(guidance) - 1.0, device=cond.device)
-        w_emb = guidance_scale_embedding(w, unet.config.time_cond_proj_dim).to(cond.dtype)
+        w_emb = guidance_embedding(w, unet.config.time_cond_proj_dim).to(cond)
     denoised = x
     for t in scheduler.timesteps:
         eps = unet(x, t, cond, timestep_cond=w_emb).sample
@@ -329,39 +329,15 @@ def lcm_sample(unet, scheduler, cond, *, steps: int = 4, guidance: float = 1.0, 
     return (denoised.clamp(-1, 1) + 1) / 2
 
 
-def guidance_scale_embedding(w, embedding_dim: int = 512):
-    """The sinusoidal embedding of the guidance scale ``w`` (``[B]``) of diffusers' LCM pipeline / distillation
-    script (``get_guidance_scale_embedding``: ``w * 1000``, half sin, half cos, log-spaced frequencies)."""
-    import torch
-
-    w = w * 1000.0
-    half = embedding_dim // 2
-    emb = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device) * -(math.log(10000.0) / (half - 1)))
-    emb = w.float()[:, None] * emb[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
-    if embedding_dim % 2 == 1:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb
-
-
 def load_components(folder: str | os.PathLike):
-    """``(unet, scheduler, text_encoder, tokenizer)`` of a pixelrl generator folder (no vae)."""
-    diffusers = _diffusers()
-    import transformers as tf
+    """``(unet, scheduler, text_encoder, tokenizer)`` of a pixel-space generator folder, read by
+    :func:`pixelrl.genrl.model.load_generator` on the CPU."""
+    from pixelrl.genrl.model import load_generator
 
-    folder = Path(folder)
-    index_p = folder / "model_index.json"
-    if not index_p.is_file():
-        raise NotFoundError(f"{folder} is not a generator folder (no model_index.json); make one with "
-                            "`pixelrl genrl pretrain-generator --out DIR`")
-    index = json.loads(index_p.read_text())
-    if "vae" in index:
-        raise ConfigError(f"{folder} is a latent (vae) pipeline; this function reads pixel-space generators only")
-    sched_cls = getattr(diffusers, index["scheduler"][1])
-    return (diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
-            sched_cls.from_pretrained(folder, subfolder="scheduler"),
-            tf.CLIPTextModel.from_pretrained(folder, subfolder="text_encoder"),
-            tf.CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"))
+    g = load_generator(folder)
+    if g.vae is not None:
+        raise ConfigError(f"{folder} is a latent (vae) pipeline; this reads pixel-space generators only")
+    return g.unet, g.scheduler, g.text_encoder, g.tokenizer
 
 
 def save_sample_grid(images, path: str | os.PathLike, *, columns: int = 8, scale: int = 4,
@@ -397,11 +373,61 @@ def save_sample_grid(images, path: str | os.PathLike, *, columns: int = 8, scale
     return path
 
 
+def sample_grid(folder: str | os.PathLike, out_png: str | os.PathLike, prompts: Sequence[str], *, per_prompt: int = 8,
+                steps: int | None = None, guidance: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """Sample ``per_prompt`` images of each prompt from a pixel-space generator folder and write them as a PNG grid
+    (one row per prompt). DDPM: DDIM with eta = 0, ``steps`` 50, classifier-free ``guidance`` 3 by default; LCM: LCM
+    sampling, ``steps`` 4, ``guidance`` the folder's recommended one. Returns what was done (and the wall time)."""
+    import torch
+
+    unet, sched, text, tok = load_components(folder)
+    info = read_generator_info(folder)
+    lcm = type(sched).__name__ == "LCMScheduler"
+    steps = int(steps if steps is not None else (4 if lcm else 50))
+    if guidance is None:
+        guidance = float(info.get("guidance_scale", 3.0))
+    g = torch.Generator().manual_seed(int(seed))
+    t0 = time.time()
+    with torch.no_grad():
+        all_prompts = [p for p in prompts for _ in range(per_prompt)]
+        cond = encode_prompts(tok, text, all_prompts)
+        if lcm:
+            images = lcm_sample(unet, sched, cond, steps=steps, guidance=guidance, generator=g)
+        else:
+            uncond = encode_prompts(tok, text, [""]).expand(len(cond), -1, -1)
+            images = ddim_sample(unet, sched, cond, uncond, steps=steps, guidance=guidance, generator=g)
+    wall = time.time() - t0
+    save_sample_grid(images, out_png, columns=per_prompt, labels=list(prompts))
+    return {"out": str(out_png), "model": str(folder), "kind": "lcm" if lcm else "ddpm", "steps": steps,
+            "guidance": guidance, "images": len(images), "sample_wall_s": wall}
+
+
 # ------------------------------------------------------------------------------------------- training
 
 
 @dataclass(frozen=True)
-class GeneratorTrainConfig:
+class _RunKnobs:
+    """Fields every training command here shares (their documentation is the CLI help)."""
+
+    seed: int = 0
+    """Seed of the data, the initialisation and the noise."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    log_every: int = 50
+    """Steps between metrics rows (and plain progress lines without a terminal)."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints (and exports of the generator folder)."""
+
+    def _check(self, positive: Sequence[str]) -> None:
+        for name in (*positive, "log_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("--lr must be > 0 and --warmup-steps, --weight-decay, --grad-clip >= 0")
+
+
+@dataclass(frozen=True)
+class GeneratorTrainConfig(_RunKnobs):
     """Training of the local text-conditioned pixel DDPM (``pixelrl genrl pretrain-generator``)."""
 
     steps: int = 20_000
@@ -429,21 +455,9 @@ class GeneratorTrainConfig:
     """Model size: a name of :data:`SIZES`."""
     vocabulary: ShapesVocabulary = field(default_factory=ShapesVocabulary)
     """What the training images hold (one colour-shape group of 1-3 shapes per image by default)."""
-    seed: int = 0
-    """Seed of the data, the initialisation and the noise."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)."""
-    log_every: int = 100
-    """Steps between metrics rows (and plain progress lines without a terminal)."""
-    checkpoint_every: int = 1000
-    """Steps between checkpoints (and exports of the generator folder)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "image_size", "log_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("--lr must be > 0 and --warmup-steps, --weight-decay, --grad-clip >= 0")
+        self._check(("steps", "batch_size", "image_size"))
         if not 0 <= self.cond_dropout < 1:
             raise ConfigError(f"--cond-dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.ema_max_decay < 1:
@@ -648,7 +662,7 @@ def to_jsonable(cfg) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_RunKnobs):
     """Latent consistency distillation (Luo et al. 2023, LCM) of a trained generator into a few-step one
     (``pixelrl genrl distill``). Defaults: diffusers' ``examples/consistency_distillation/train_lcm_distill_sd_wds.py``
     unless named."""
@@ -684,21 +698,9 @@ class DistillConfig:
     """``l2`` (the script's default) or ``huber`` (sqrt(d^2 + c^2) - c)."""
     huber_c: float = 1e-3
     """Huber constant c (the script: 0.001)."""
-    seed: int = 0
-    """Seed of the data, noise and guidance weights."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)."""
-    log_every: int = 50
-    """Steps between metrics rows."""
-    checkpoint_every: int = 500
-    """Steps between checkpoints and exports."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "num_ddim_timesteps", "log_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("--lr must be > 0 and --warmup-steps, --weight-decay, --grad-clip >= 0")
+        self._check(("steps", "batch_size", "num_ddim_timesteps"))
         if not 0 <= self.w_min <= self.w_max:
             raise ConfigError(f"need 0 <= --w-min <= --w-max, got {self.w_min}, {self.w_max}")
         if not 0 <= self.ema_decay < 1:
@@ -746,6 +748,7 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
     import numpy as np
     import torch
 
+    from pixelrl.genrl.sampler import guidance_embedding
     from pixelrl.genrl.shapes_data import sample_batch
     from pixelrl.utils.checkpoint import save_checkpoint
 
@@ -806,6 +809,7 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
     def export(loss: float) -> None:
         info = {**t_info, "kind": "lcm", "teacher": str(teacher), "steps": step, "distill_loss": loss,
                 "guidance_embedding": proj is not None, "guidance_range": [cfg.w_min + 1, cfg.w_max + 1],
+                "guidance_scale": 1 + (cfg.w_min + cfg.w_max) / 2,
                 "distill": to_jsonable(cfg)}
 
         def write_tok(folder: Path) -> None:
@@ -833,7 +837,7 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
             noise = torch.randn(x0.shape, generator=gen)
             x_t = noise_sched.add_noise(x0, noise, t_start)
             w = cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=gen)
-            w_emb = guidance_scale_embedding(w, proj) if proj is not None else None
+            w_emb = guidance_embedding(w, proj) if proj is not None else None
             w4 = w.view(-1, 1, 1, 1)
             pred = cs_s * x_t + co_s * x0_of(unet(x_t, t_start, cond, timestep_cond=w_emb).sample, t_start, x_t)
             with torch.no_grad():
