@@ -20,8 +20,9 @@ Goals: DDPO raises the compressibility reward clearly (its last-3-epoch mean abo
 base rate (the first epoch's, sampled before any update).
 
 CPU-sized settings (named deviations from the authors, who sample 50 DDIM steps on 8 GPUs): ``--ddim-steps``
-(default 20) and 16 images per epoch (2 batches of 8; GRPO: groups of 4); RLCM's 8 LCM steps, 4 batches of 4. The
-result names the machine and is labelled ``reduced`` when any budget is below the goal's 15 minutes.
+(default 20) and 16 images per epoch (``--batches`` 2 of ``--batch`` 8, one update per batch; GRPO: groups of 4);
+RLCM's 8 LCM steps, 4 batches of 4 (its config's per-GPU batch). The result names the machine and is labelled
+``reduced`` when the budget is below the goal's 15 minutes.
 
     python benchmarks/genrl_cpu.py --threads 2                                    # the full comparison (~1 h)
     python benchmarks/genrl_cpu.py --generator G --lcm L --verifier V --minutes 5 --out benchmarks/results/genrl_cpu_reduced.json
@@ -44,12 +45,15 @@ from _cli import run_pixelrl  # noqa: E402
 GOAL_MINUTES = 15.0
 
 
-def write_prompts(path: Path, n: int, seed: int) -> list[str]:
-    """``n`` single-group shapes prompts ("two red circles") of the generator's vocabulary."""
+def write_prompts(path: Path, n: int, seed: int, generator: str) -> list[str]:
+    """Up to ``n`` distinct single-group shapes prompts ("two red circles") of the generator's vocabulary."""
+    from pixelrl.genrl.generator import read_generator_info
     from pixelrl.genrl.shapes_data import ShapesVocabulary, prompt_of, sample_groups
 
+    vocab = read_generator_info(generator).get("prompt_vocabulary")
+    vocab = ShapesVocabulary.from_dict(vocab) if isinstance(vocab, dict) else ShapesVocabulary()
     rng = np.random.default_rng(seed)
-    prompts = sorted({prompt_of(g) for g in sample_groups(4 * n, rng, ShapesVocabulary(), num_groups=1)})[:n]
+    prompts = sorted({prompt_of(g) for g in sample_groups(4 * n, rng, vocab, num_groups=1)})[:n]
     path.write_text("\n".join(prompts) + "\n")
     return prompts
 
@@ -74,7 +78,10 @@ def build_models(work: Path, args) -> tuple[str, str, str]:
 
 def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float]]:
     v = f"shapes-verifier:{ver}"
-    ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", "8", "--sample-batches", "2"]
+    ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", str(args.batch), "--sample-batches",
+            str(args.batches), "--train-batch-size", str(args.batch), "--grad-accum", "1"]
+    if args.guidance is not None:
+        ddim += ["--guidance-scale", str(args.guidance)]
     out = {
         "ddpo-jpeg": (["--model", gen, "--algo", "ddpo", "--reward", "jpeg-compressibility", "--heldout-reward", v,
                        *ddim], args.minutes),
@@ -183,7 +190,10 @@ def main() -> None:
     p.add_argument("--minutes-other", type=float, default=5.0, help="budget of the other algorithms (--all)")
     p.add_argument("--all", action="store_true", help="also run prdp, preference and parrot")
     p.add_argument("--arms", nargs="*", help="only these arms")
-    p.add_argument("--ddim-steps", type=int, default=20)
+    p.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the DDPM arms (the authors: 50)")
+    p.add_argument("--batch", type=int, default=8, help="images per sample batch and per update (DDIM arms)")
+    p.add_argument("--batches", type=int, default=2, help="sample batches per epoch (DDIM arms)")
+    p.add_argument("--guidance", type=float, help="guidance scale of the DDIM arms (default: the generator's)")
     p.add_argument("--prompts", type=int, default=32, help="number of training prompts")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -193,7 +203,7 @@ def main() -> None:
     (work / "runs").mkdir(parents=True, exist_ok=True)
     gen, lcm, ver = build_models(work, args)
     prompts_path = work / "prompts.txt"
-    prompts = write_prompts(prompts_path, args.prompts, args.seed)
+    prompts = write_prompts(prompts_path, args.prompts, args.seed, gen)
     results: dict = {}
     t0 = time.time()
     for name, (extra, minutes) in arms(gen, lcm, ver, args).items():
@@ -209,7 +219,8 @@ def main() -> None:
     summary = {
         "benchmark": "genrl_cpu", "machine": machine_description(), "reduced": reduced,
         "note": ("REDUCED: budgets below the goal's 15 minutes per arm; " if reduced else "")
-        + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, 16 images/epoch",
+        + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, "
+        f"{args.batch * args.batches} images/epoch (DDIM arms), 16 (RLCM)",
         "models": {"generator": gen, "lcm": lcm, "verifier": ver}, "prompts": prompts,
         "settings": {k: v for k, v in vars(args).items() if k not in ("generator", "lcm", "verifier")},
         "goals": goals(results), "arms": results, "total_wall_s": time.time() - t0}
