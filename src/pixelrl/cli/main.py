@@ -30,7 +30,7 @@ USAGE = """usage: pixelrl {train,resume,eval,plot,collect,dataset,snapshots,rewa
   pretrain  slot encoders:        pixelrl pretrain slots --env builtin/shapes-object-goal --images 100_000 --out DIR
   genrl   RL fine-tuning of image generators: pixelrl genrl train --model PATH --reward jpeg-compressibility --prompts FILE
   push    share on the HF Hub:    pixelrl push runs/<run>/ --repo user/name   |   pixelrl push DATA --repo user/name --repo-type dataset
-  list    what can be chosen:     pixelrl list envs [dmc|gym|ale|builtin]   |   pixelrl list agents   |   pixelrl list presets
+  list    what can be chosen:     pixelrl list envs [dmc|gym|ale|metaworld|builtin]   |   pixelrl list agents   |   pixelrl list presets
 
 `pixelrl <command> --help` lists every option with its documentation."""
 
@@ -491,10 +491,10 @@ PRESET_HELP = {
 @dataclass(frozen=True)
 class _ListEnvs:
     """List the known environment ids (dmc ids from the installed dm_control, gym from Gymnasium's registry, ale
-    from ale-py's games)."""
+    from ale-py's games, metaworld from Meta-World's v3 tasks, builtin: pixelrl's own simulators)."""
 
     prefix: tyro.conf.Positional[Optional[str]] = None
-    """Only this family: dmc, gym or ale."""
+    """Only this family: dmc, gym, ale, metaworld or builtin."""
 
 
 @dataclass(frozen=True)
