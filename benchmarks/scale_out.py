@@ -151,6 +151,69 @@ def learner_costs(env: str, k: int) -> dict:
             "action_repeat": int(e.get_wrapper_attr("action_repeat"))}
 
 
+def ingest_cost(env: str, k: int) -> float:
+    """Learner-side seconds per env frame of taking a chunk: unpickling it (Ray's transport, zero-copy aside) and
+    :class:`~pixelrl.distributed.offpolicy.EpisodeAssembler` storing its finished episodes in the replay."""
+    import pickle
+
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.distributed.offpolicy import EpisodeAssembler
+    from pixelrl.distributed.worker import EnvWorker
+
+    w = EnvWorker(env, k, env_kwargs(env))
+    first = w.reset(list(range(k)))
+    chunk = w.chunk(520, step=0, version=0)  # past a 500-step dmc episode: each env stores one
+    e = w.vec
+    replay = ReplayBuffer(e.single_observation_space, e.single_action_space, 100_000,
+                          frame_stack=int(e.frame_stack), nstep=3, discount=0.99)
+    asm = EpisodeAssembler(replay)
+    for i in range(k):
+        asm.start(i, first[i])
+    t0 = time.perf_counter()
+    asm.add_chunk(0, pickle.loads(pickle.dumps(chunk)))
+    seconds = time.perf_counter() - t0
+    w.close()
+    return seconds / int(chunk["frames"].sum())
+
+
+def project(result: dict, cores=(64, 1000)) -> dict:
+    """The scaling model of docs/distributed.md from the measured costs (a projection, not a measurement).
+
+    One core runs the learner process (driver: Ray calls, ingest into the replay, updates), every other core one env
+    worker acting with its policy copy. Collection capacity = workers x per-worker frames/s (env + inference per
+    frame); the driver's ingest limit = 1 / (ingest s per frame + call round trip / frames per chunk); the learner's
+    limit at the agent's replay ratio = updates/s x action repeat / updates per agent step, for the CPU update measured
+    here and for the H100 update of benchmarks/results/update_throughput_h100.json when present."""
+    s = result["settings"]
+    out = {}
+    gpu = Path(__file__).parent / "results" / "update_throughput_h100.json"
+    gpu_ups = json.loads(gpu.read_text())["ours_updates_per_s"] if gpu.exists() else None
+    for env, r in result["envs"].items():
+        lc = r.get("learner_costs")
+        if not lc:
+            continue
+        ar = lc["action_repeat"]
+        per_frame = r["single"]["seconds_per_frame"] + lc["inference_s_per_obs"] / ar
+        frames_per_chunk = s["chunk_steps"] * s["envs_per_worker"] * ar
+        driver = lc["ingest_s_per_frame"] + result["ray_call_round_trip_ms"] / 1e3 / frames_per_chunk
+        limits = {"ingest_frames_per_s": 1.0 / driver,
+                  "learner_cpu_frames_per_s": ar / (lc["updates_per_agent_step"] * lc["update_s"])}
+        if gpu_ups:
+            limits["learner_h100_frames_per_s"] = gpu_ups * ar / lc["updates_per_agent_step"]
+        rows = {}
+        for c in cores:
+            collect = (c - 1) / per_frame
+            rows[str(c)] = {"collection_frames_per_s": collect,
+                            "bottleneck_at_replay_ratio": min([("collection", collect)] + [
+                                (k, v) for k, v in limits.items() if k != "learner_cpu_frames_per_s"],
+                                key=lambda kv: kv[1])[0],
+                            "bottleneck_without_replay_ratio": min(("collection", collect),
+                                                                   ("ingest", limits["ingest_frames_per_s"]),
+                                                                   key=lambda kv: kv[1])[0]}
+        out[env] = {"per_worker_frames_per_s": 1.0 / per_frame, **limits, "cores": rows}
+    return out
+
+
 RLLIB = r'''
 import json, sys, time, os
 import numpy as np
@@ -232,7 +295,18 @@ def main() -> None:
                    help="a folder holding ray[rllib] (pip install --target), put first on the peer's PYTHONPATH")
     p.add_argument("--shared-note", default="", help="say the machine was shared with other work, and how")
     p.add_argument("--out", default="benchmarks/results/scale_out_cpu.json")
+    p.add_argument("--project-only", action="store_true",
+                   help="read --out, measure the ingest cost if it is missing, and (re)write its projection")
     args = p.parse_args()
+    if args.project_only:
+        result = json.loads(Path(args.out).read_text())
+        for env, r in result["envs"].items():
+            if r.get("learner_costs") and "ingest_s_per_frame" not in r["learner_costs"]:
+                r["learner_costs"]["ingest_s_per_frame"] = ingest_cost(env, result["settings"]["envs_per_worker"])
+        result["projection"] = project(result)
+        _write(Path(args.out), result)
+        print(json.dumps(result["projection"], indent=1))
+        return
 
     import ray
     import torch
@@ -264,7 +338,7 @@ def main() -> None:
             base = r[name][str(counts[0])]["frames_per_s"] / counts[0]
             r[f"{name}_efficiency"] = {str(n): r[name][str(n)]["frames_per_s"] / (n * base) for n in counts}
         if agent_for(env):
-            r["learner_costs"] = learner_costs(env, k)
+            r["learner_costs"] = {**learner_costs(env, k), "ingest_s_per_frame": ingest_cost(env, k)}
         result["envs"][env] = r
     ray.shutdown()
     for env in args.envs.split(","):
@@ -276,12 +350,16 @@ def main() -> None:
         for n in counts:
             r["rllib"][str(n)] = rllib_arm(env, n, k, chunk, secs, args.rllib_path)
             print(f"  {env} rllib {n} env runners: {r['rllib'][str(n)]}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    result["projection"] = project(result)
+    _write(Path(args.out), result)
     print(json.dumps(result))
+
+
+def _write(out: Path, result: dict) -> None:
+    from pixelrl.utils.atomic import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, result)
 
 
 if __name__ == "__main__":

@@ -40,17 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixelrl.agents import make_agent
-from pixelrl.data.replay import ReplayBuffer, sample_kwargs
 from pixelrl.distributed.onpolicy import RESTART_STREAM
 from pixelrl.distributed.pool import WorkerPool, init_ray
 from pixelrl.envs._gl import gl_environment
 from pixelrl.errors import DivergenceError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import env_step_error
-from pixelrl.train.loop import REPLAY_STREAM, TRAIN_STREAM, WARMUP_STREAM, Trainer
+from pixelrl.train.loop import TRAIN_STREAM, WARMUP_STREAM, Trainer
 from pixelrl.train.progress import TrainProgress
-from pixelrl.train.setup import record_machine_choices, resolve_agent_for_env
 from pixelrl.utils.seeding import derive_seed
 
 __all__ = ["EpisodeAssembler", "RayTrainer", "owed_updates"]
@@ -161,15 +158,8 @@ class RayTrainer(Trainer):
         self.reward_model = self.snapshot_wrapper = self.interventions = None
         env_kwargs = self._make_eval_env(cfg)
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
-        cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
+        cfg = self._make_agent_and_replay(resume, frame_stack)
         a = cfg.agent
-        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
-        if not resume:
-            cfg = self.cfg = record_machine_choices(cfg, self.agent)
-        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
-        self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
-                                   nstep=a.nstep, discount=a.discount, device=self.device,
-                                   seed=derive_seed(cfg.seed, REPLAY_STREAM))
         self.store = self.sampler = self.replay
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))  # kept for the checkpoint
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,

@@ -16,7 +16,6 @@ from pixelrl.distributed.vector import RayVectorEnv
 from pixelrl.envs._gl import gl_environment
 from pixelrl.errors import ConfigError
 from pixelrl.train.config import TrainConfig
-from pixelrl.train.loop import TRAIN_STREAM
 from pixelrl.train.onpolicy import OnPolicyTrainer
 from pixelrl.utils.seeding import derive_seed
 

@@ -112,7 +112,7 @@ class EnvWorker:
         if weights is not None:
             self.agent.load_state_dict(weights)
             self.version = int(version)
-        T, K = int(steps), self.num_envs
+        T = int(steps)
         actions, rewards, term, trunc, frames, lives, next_obs = [], [], [], [], [], [], []
         reset_obs: dict[tuple[int, int], Any] = {}
         act_s = env_s = 0.0

@@ -207,15 +207,8 @@ class Trainer:
 
         self.train_env = EnvRunner(cfg.env, asynchronous=cfg.async_env, seed=derive_seed(cfg.seed, TRAIN_STREAM),
                                     env_kwargs=env_kwargs, wrap=wrap)
-        cfg = self.cfg = resolve_agent_for_env(cfg, self.action_repeat)
+        cfg = self._make_agent_and_replay(resume, frame_stack)
         a = cfg.agent
-        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
-        if not resume:
-            cfg = self.cfg = record_machine_choices(cfg, self.agent)
-        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
-        self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
-                                   nstep=a.nstep, discount=a.discount, device=self.device,
-                                   seed=derive_seed(cfg.seed, REPLAY_STREAM))
         self.store = self.replay  # what episodes are added to; with --reward, the replay behind the reward model
         if self.reward_model is not None:
             from pixelrl.rewards.wrapper import RewardedReplay
@@ -233,6 +226,20 @@ class Trainer:
                          "next_checkpoint": 0, "last_eval_frames": -1,
                          "last_checkpoint_frames": -1, "wall_s": 0.0}
         self._open_run(resume, checkpoint)
+
+    def _make_agent_and_replay(self, resume: bool, frame_stack: int) -> TrainConfig:
+        """The agent (for the env's spaces, settings that depend on the env resolved, the machine's choices recorded
+        in a new run's config) and its replay buffer; returns the config as resolved (also ``self.cfg``)."""
+        cfg = self.cfg = resolve_agent_for_env(self.cfg, self.action_repeat)
+        a = cfg.agent
+        self.agent = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
+        if not resume:
+            cfg = self.cfg = record_machine_choices(cfg, self.agent)
+        self._sample_kwargs = sample_kwargs(getattr(self.agent, "batch_extras", ()))
+        self.replay = ReplayBuffer(self.obs_space, self.action_space, a.replay_capacity, frame_stack=frame_stack,
+                                   nstep=a.nstep, discount=a.discount, device=self.device,
+                                   seed=derive_seed(cfg.seed, REPLAY_STREAM))
+        return cfg
 
     def commit_resume(self) -> None:
         """After a resume has loaded everything: cut the log back to (or repair it from) the checkpoint and put the
