@@ -25,6 +25,7 @@ bench: setup
 ## Build the documentation site into site/ (API pages regenerated from the docstrings; --strict: a broken link,
 ## anchor or code reference fails the build).
 docs: setup
+	@test -x $(VENV)/bin/mkdocs || { echo "make docs: no mkdocs in $(VENV): the docs extra is not installed; add docs to PIXELRL_EXTRAS (or unset it) and run make docs again"; exit 1; }
 	$(VENV)/bin/python scripts/docs_api.py
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
