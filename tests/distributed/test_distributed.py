@@ -124,7 +124,11 @@ def test_staleness_stays_within_the_bound(tmp_path):
                                                updates_per_step=1) - 16
 
 
-def test_learner_given_the_same_data_makes_the_same_updates():
+@pytest.mark.parametrize("env_id,episode,over", [
+    (ENV, EPISODE, {}),
+    # pixels: a chunk ships each observation's newest frame only, and the replay gets the same slots
+    ("dmc/cartpole-swingup", 125, {"obs": "pixels", "size": 32, "fast_render": True, "frame_stack": 3})])
+def test_learner_given_the_same_data_makes_the_same_updates(env_id, episode, over):
     """A worker's chunk, assembled into the replay, equals the single-process path (an in-process env stepped with
     the same actions, stored step by step): the same replay, hence the same batches and updates."""
     from pixelrl.agents import make_agent
@@ -133,19 +137,20 @@ def test_learner_given_the_same_data_makes_the_same_updates():
     from pixelrl.envs import make
     from tests.helpers import assert_same_agents
 
-    cfg = build_config(ENV, "drqv2", **{k: v for k, v in OFF_POLICY.items()
-                                                           if k not in ("progress", "video", "tensorboard",
-                                                                        "threads", "eval_episodes", "eval_random")},
-                       action_repeat=8, run_dir="unused")
+    if env_id.startswith("dmc/"):
+        pytest.importorskip("dm_control", reason="pip install 'pixelrl[dmc]'")
+    kw = {k: v for k, v in OFF_POLICY.items()
+          if k not in ("progress", "video", "tensorboard", "threads", "eval_episodes", "eval_random")}
+    cfg = build_config(env_id, "drqv2", **{**kw, **over}, action_repeat=8, run_dir="unused")
     kw = cfg.env_kwargs()
     worker = EnvWorker(cfg.env, 1, kw, agent=(cfg.agent_name, cfg.agent), torch_seed=3)
     first = worker.reset([7])
-    chunk = worker.chunk(EPISODE + 15, step=0, version=0)  # an episode's end and a reset inside the chunk
+    chunk = worker.chunk(episode + 15, step=0, version=0)  # an episode's end and a reset inside the chunk
     env = make(cfg.env, seed=7, **kw)
     obs_space, act_space = env.observation_space, env.action_space
 
     def replay():
-        return ReplayBuffer(obs_space, act_space, 1000, frame_stack=1, nstep=cfg.agent.nstep,
+        return ReplayBuffer(obs_space, act_space, 1000, frame_stack=cfg.frame_stack or 1, nstep=cfg.agent.nstep,
                             discount=cfg.agent.discount, seed=5)
 
     dist, single = replay(), replay()
@@ -155,10 +160,10 @@ def test_learner_given_the_same_data_makes_the_same_updates():
     obs, _ = env.reset(seed=7)
     np.testing.assert_array_equal(obs, first[0])
     single.add_first(obs)
-    for t in range(EPISODE):  # the single-process loop: act, step, store
+    for t in range(episode):  # the single-process loop: act, step, store
         obs, r, term, trunc, _ = env.step(chunk["action"][t, 0])
         single.add(chunk["action"][t, 0], float(r), obs, term, trunc)
-    assert len(dist) == len(single) == EPISODE  # transitions
+    assert len(dist) == len(single) == episode  # transitions
     agents = []
     for buf in (dist, single):
         torch.manual_seed(0)

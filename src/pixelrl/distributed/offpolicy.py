@@ -42,6 +42,7 @@ import torch
 
 from pixelrl.distributed.onpolicy import RESTART_STREAM
 from pixelrl.distributed.pool import WorkerPool, init_ray
+from pixelrl.distributed.worker import full_stack
 from pixelrl.envs._gl import gl_environment
 from pixelrl.errors import DivergenceError
 from pixelrl.train.config import TrainConfig
@@ -93,18 +94,18 @@ class EpisodeAssembler:
         """Add a worker's chunk (:meth:`EnvWorker.chunk`) whose env ``k`` is env ``first_env + k``; returns
         ``(return, agent steps, frames)`` of every episode it finished, in the order they were stored."""
         finished = []
-        nxt = chunk["next_obs"]
+        nxt, fs = chunk["next_obs"], int(chunk.get("frame_stack", 1))
         T, K = chunk["reward"].shape
         for t in range(T):
             for k in range(K):
                 e = first_env + k
-                obs = {key: v[t, k] for key, v in nxt.items()} if isinstance(nxt, dict) else nxt[t, k]
+                obs = full_stack({key: v[t, k] for key, v in nxt.items()} if isinstance(nxt, dict) else nxt[t, k], fs)
                 term, trunc = bool(chunk["terminated"][t, k]), bool(chunk["truncated"][t, k])
                 self.open[e][1].append((chunk["action"][t, k], float(chunk["reward"][t, k]), obs, term, trunc,
                                         bool(chunk["life_loss"][t, k]), int(chunk["frames"][t, k])))
                 if term or trunc:
                     finished.append(self._store(e))
-                    self.start(e, chunk["reset_obs"][(t, k)])
+                    self.start(e, full_stack(chunk["reset_obs"][(t, k)], fs))
         return finished
 
     def _store(self, env: int) -> tuple[float, int, int]:

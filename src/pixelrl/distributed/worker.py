@@ -20,7 +20,33 @@ import torch
 
 from pixelrl.train.onpolicy import _per_env
 
-__all__ = ["EnvWorker", "act_batch"]
+__all__ = ["EnvWorker", "act_batch", "full_stack", "newest_frames"]
+
+
+def _is_pixels(x: np.ndarray) -> bool:
+    return x.dtype == np.uint8 and x.ndim >= 3
+
+
+def newest_frames(obs: Any, frame_stack: int) -> Any:
+    """The newest frame of stacked pixel observations (uint8, channels on axis -3: ``[..., S*C, H, W]`` ->
+    ``[..., C, H, W]``); other arrays (states) as they are. What a chunk ships: the replay stores nothing else."""
+    if isinstance(obs, dict):
+        return {k: newest_frames(v, frame_stack) for k, v in obs.items()}
+    x = np.asarray(obs)
+    if frame_stack <= 1 or not _is_pixels(x):
+        return x
+    return np.ascontiguousarray(x[..., -(x.shape[-3] // frame_stack):, :, :])
+
+
+def full_stack(obs: Any, frame_stack: int) -> Any:
+    """An observation of the env's stacked shape from its newest frame (the frame repeated ``frame_stack`` times):
+    what :meth:`~pixelrl.data.replay.ReplayBuffer.add` takes, which reads only the newest frame of it."""
+    if isinstance(obs, dict):
+        return {k: full_stack(v, frame_stack) for k, v in obs.items()}
+    x = np.asarray(obs)
+    if frame_stack <= 1 or not _is_pixels(x):
+        return x
+    return np.tile(x, (frame_stack, 1, 1))
 
 
 def act_batch(agent: Any, obs: Any, *, step: int) -> np.ndarray:
@@ -105,7 +131,8 @@ class EnvWorker:
         exploration schedule and the random warm-up), or uniform random actions for a worker without an agent. ``weights`` (``agent.state_dict()`` of policy ``version``) is
         loaded first when given. Returns ``[steps, K]`` arrays ``action``, ``reward``, ``terminated``, ``truncated``,
         ``frames``, ``life_loss``, ``next_obs`` (an episode's true last observation where it ended), the observations
-        the ended episodes' envs were reset to (``reset_obs``: ``{(t, k): obs}``), ``version`` and the seconds spent
+        the ended episodes' envs were reset to (``reset_obs``: ``{(t, k): obs}``) -- pixels as their newest frame only
+        (:func:`newest_frames`; ``frame_stack`` says how to stack them back) --, ``version`` and the seconds spent
         acting (``act_s``) and stepping (``env_s``)."""
         import time
 
@@ -138,10 +165,12 @@ class EnvWorker:
             next_obs.append(nxt)
         stack = (lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]}) if isinstance(next_obs[0], dict) \
             else np.stack
+        fs = int(self.vec.frame_stack)  # the replay keeps only each observation's newest frame: ship only that
         return {"action": np.stack(actions), "reward": np.stack(rewards), "terminated": np.stack(term),
                 "truncated": np.stack(trunc), "frames": np.stack(frames), "life_loss": np.stack(lives),
-                "next_obs": stack(next_obs), "reset_obs": reset_obs, "version": self.version, "steps": T,
-                "act_s": act_s, "env_s": env_s}
+                "next_obs": newest_frames(stack(next_obs), fs), "frame_stack": fs,
+                "reset_obs": {tk: newest_frames(o, fs) for tk, o in reset_obs.items()}, "version": self.version,
+                "steps": T, "act_s": act_s, "env_s": env_s}
 
     def close(self) -> None:
         self.vec.close()
