@@ -31,13 +31,15 @@ def _package_files() -> tuple[set[str], set[str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> tuple[Path, Path]:
     """sdist and wheel built by `python -m build` (no isolation: the venv's setuptools) from a copy of the files the
-    build reads, so the repository gets no build/ or egg-info."""
+    build reads (and the tests, which it must leave out), so the repository gets no build/ or egg-info."""
     tmp = tmp_path_factory.mktemp("build")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "MANIFEST.in"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(ROOT / "src", src / "src", ignore=ignore)
+    shutil.copytree(ROOT / "tests", src / "tests", ignore=ignore)  # setuptools would take some of them into the sdist
     out = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist"), str(src)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -69,7 +71,7 @@ def test_sdist_builds_the_same_package(built):
     _, sdist = built
     names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
     assert {"pyproject.toml", "README.md", "src/pixelrl/__init__.py", "src/pixelrl/web/static/index.html"} <= names
-    assert not any(n.startswith(("benchmarks/", "docs/", ".ci/")) for n in names)
+    assert not any(n.startswith(("benchmarks/", "docs/", ".ci/", "tests/")) for n in names), sorted(names)
 
 
 # ------------------------------------------------------------------------------------------------------- docs
