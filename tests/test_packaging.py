@@ -199,3 +199,15 @@ def test_reproduce_pages_cite_committed_results():
     assert not missing, f"reproduce pages cite result files that are not committed: {missing}"
     cited = {n for p in REPRODUCE for n in re.findall(r"([a-z0-9_]+_(?:cpu|h100)[a-z0-9_]*\.json)", p.read_text())}
     assert {"dmc_sample_efficiency_cpu_reduced.json", "offline_vs_d3rlpy_cpu.json", "ppo_vs_sb3_cpu.json"} <= cited
+
+
+def test_docs_hook_shows_sphinx_roles_as_code():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    html = ("see :func:<code>agent_preset</code>, :class:<code>~pixelrl.agents.AgentSpec</code> and "
+            ":meth:<code>Trainer.run</code>; a:b <code>x</code> stays")
+    assert hooks.strip_roles(html) == ("see <code>agent_preset</code>, <code>AgentSpec</code> and "
+                                       "<code>Trainer.run</code>; a:b <code>x</code> stays")
