@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The wheel as a user gets it: builds the sdist and wheel (python -m build), installs 'pixelrl[dmc] @ <wheel>' into
 # a fresh virtual environment that sees nothing of .venv or src/, and runs a tiny `pixelrl train` from another
-# folder: 1000 frames of 32 px cartpole with a tiny network (~60 updates), enough to go through every layer (env
-# worker, replay, update, evaluation, checkpoint, video, TensorBoard, curve) in well under a minute. CI runs it
+# folder: 1000 frames of 32 px cartpole with a tiny network (a few dozen updates), enough to go through every layer
+# (env worker, replay, update, evaluation, checkpoint, video, TensorBoard, curve) in well under a minute. CI runs it
 # (.ci/run); it prints the time of each step.
 #
 #   bash scripts/wheel_smoke.sh              # build into dist/, then install and run
@@ -46,7 +46,8 @@ for dir in $("$VENV/bin/python" -m pip config list 2>/dev/null | sed -n "s/.*fin
 done
 if [ -x "$VENV/bin/uv" ]; then
   "$VENV/bin/uv" venv -q -p "$VENV/bin/python" "$OUT/venv"
-  "$VENV/bin/uv" pip install -q --python "$OUT/venv/bin/python" "${find_links[@]}" "torch==$TORCH" "pixelrl[dmc] @ file://$WHEEL"
+  "$VENV/bin/uv" pip install -q --python "$OUT/venv/bin/python" "${find_links[@]}" "torch==$TORCH" \
+    "pixelrl[dmc] @ file://$WHEEL"
 else
   "$VENV/bin/python" -m venv "$OUT/venv"
   "$OUT/venv/bin/python" -m pip install -q "torch==$TORCH" "pixelrl[dmc] @ file://$WHEEL"
