@@ -99,7 +99,8 @@ def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float
             "parrot-jpeg+verifier": (["--model", gen, "--algo", "parrot", "--reward", "jpeg-compressibility", v,
                                       *ddim], args.minutes_other),
         })
-    return {k: a for k, a in out.items() if not args.arms or k in args.arms}
+    extra = args.train_args.split() if args.train_args else []
+    return {k: (a + extra, m) for k, (a, m) in out.items() if not args.arms or k in args.arms}
 
 
 def run_arm(name: str, extra: list[str], minutes: float, prompts: Path, work: Path, args) -> dict:
@@ -195,6 +196,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=2, help="sample batches per epoch (DDIM arms)")
     p.add_argument("--guidance", type=float, help="guidance scale of the DDIM arms (default: the generator's)")
     p.add_argument("--prompts", type=int, default=32, help="number of training prompts")
+    p.add_argument("--train-args", default="", help="more `pixelrl genrl train` options for every arm, e.g. "
+                   "'--no-lora --lr 1e-5'")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/genrl_cpu.json")
