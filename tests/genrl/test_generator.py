@@ -54,7 +54,7 @@ def test_tiny_generator_samples_fast_with_sigma_positive(tiny_generator):
             x = sched.step(unet(x, t, emb).sample, t, x, eta=1.0).prev_sample
         dt = time.perf_counter() - t0
     assert x.shape == (4, 3, 32, 32) and torch.isfinite(x).all()
-    assert dt < 1.0, f"2-step sample of 4 took {dt:.2f}s"
+    assert dt < 3.0, f"2-step sample of 4 took {dt:.2f}s"  # about 0.05 s on an idle core; slack for a busy machine
 
 
 def test_lcm_kind_writes_lcm_scheduler(tiny_lcm_generator):

@@ -430,8 +430,9 @@ class _RunKnobs:
 class GeneratorTrainConfig(_RunKnobs):
     """Training of the local text-conditioned pixel DDPM (``pixelrl genrl pretrain-generator``)."""
 
-    steps: int = 20_000
-    """Adam steps."""
+    steps: int = 1000
+    """AdamW steps (each a fresh batch: 1000 x 32 = 32k generated images). About 20 minutes on two idle CPU cores;
+    more steps give cleaner shapes (run the same command again with a higher --steps to continue)."""
     batch_size: int = 32
     """Generated images per step (fresh every step)."""
     lr: float = 1e-3
@@ -667,14 +668,16 @@ class DistillConfig(_RunKnobs):
     (``pixelrl genrl distill``). Defaults: diffusers' ``examples/consistency_distillation/train_lcm_distill_sd_wds.py``
     unless named."""
 
-    steps: int = 2000
-    """Optimizer steps."""
+    steps: int = 300
+    """Optimizer steps. Deviation: the script's runs are far longer; this is sized for minutes on a CPU (run the
+    same command again with a higher --steps to continue)."""
     batch_size: int = 16
     """Images per step (the script: 16 per device)."""
     lr: float = 1e-4
     """AdamW learning rate after warm-up, then constant (the script: 1e-4, constant)."""
-    warmup_steps: int = 500
-    """Linear learning-rate warm-up (the script: 500)."""
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up. Deviation: the script warms up over 500 steps of a much longer run; 100 here
+    so that a run of the default length spends most of it at the full rate."""
     weight_decay: float = 1e-2
     """AdamW weight decay (the script: 1e-2)."""
     grad_clip: float = 1.0

@@ -133,7 +133,7 @@ class CountDetector(nn.Module):
 class VerifierConfig:
     """Training of the shapes detector behind ``shapes-verifier:DIR`` (``pixelrl genrl pretrain-verifier``)."""
 
-    steps: int = 3000
+    steps: int = 2000
     """Adam steps."""
     batch_size: int = 64
     """Images per step, drawn from the pool (each mirrored left-right with probability 1/2)."""

@@ -222,7 +222,10 @@ def _backgrounds(kinds: Sequence[str], rng: np.random.Generator, size: int) -> n
 
 def render_groups(groups_list: Sequence[Groups], rng: np.random.Generator, vocab: ShapesVocabulary, *,
                   size: int = 32, supersample: int = 2) -> np.ndarray:
-    """Draw scenes as ``uint8[B, 3, size, size]`` (see the module docstring)."""
+    """Draw scenes as ``uint8[B, 3, size, size]`` (see the module docstring), in chunks of 512 (bounded memory)."""
+    if len(groups_list) > 512:
+        return np.concatenate([render_groups(groups_list[i:i + 512], rng, vocab, size=size, supersample=supersample)
+                               for i in range(0, len(groups_list), 512)])
     B, S = len(groups_list), int(size) * int(supersample)
     sprites = render_scenes(*_layout(groups_list, rng, vocab, S), size=S).transpose(0, 2, 3, 1).astype(np.float64)
     mask = sprites.any(axis=-1, keepdims=True)  # every palette colour has a non-zero channel
