@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from pixelrl.distributed.onpolicy import RESTART_STREAM
-from pixelrl.distributed.pool import WorkerPool, init_ray
+from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.worker import full_stack
 from pixelrl.envs._gl import gl_environment
 from pixelrl.errors import DivergenceError
@@ -133,20 +133,6 @@ def _to_cpu(x: Any) -> Any:
     return x
 
 
-class _Workers:
-    """The pool as the trainer's ``train_env`` (closed with the run; shuts Ray down if the run started it)."""
-
-    def __init__(self, pool: WorkerPool, started_ray: bool) -> None:
-        self.pool, self._started_ray = pool, started_ray
-
-    def close(self) -> None:
-        self.pool.close()
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
-
-
 class RayTrainer(Trainer):
     """The off-policy :class:`~pixelrl.train.loop.Trainer` with its env on Ray env workers (see the module's
     docstring); evaluation, checkpoints, resume, logs and summary are the single-process trainer's."""
@@ -177,20 +163,13 @@ class RayTrainer(Trainer):
                 f"{'unbounded' if self.S is None else self.S}")
         self.assembler = EpisodeAssembler(self.store, reward_clip=getattr(self.agent, "reward_clip", 0.0),
                                           life_loss_terminal=getattr(self.agent, "life_loss_terminal", False))
-        started = init_ray(cfg.ray_address, cfg.workers)
         gl_env, worker_cfg = gl_environment(), a
 
         def make_args(index: int, restarts: int) -> tuple[tuple, dict]:
             return (cfg.env, self.K, env_kwargs), {"gl_env": gl_env, "agent": (cfg.agent_name, worker_cfg),
                                                    "torch_seed": derive_seed(cfg.seed, RESTART_STREAM, restarts, index)}
 
-        try:
-            self.train_env = _Workers(WorkerPool(cfg.workers, make_args), started)
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
-        self.pool = self.train_env.pool
+        self.pool = self.train_env = WorkerPool.launch(cfg.ray_address, cfg.workers, make_args)  # closed with the run
         self._inflight: dict[int, tuple[Any, int]] = {}  # worker -> (ref, version that acts)
         self._idle: list[int] = []  # workers whose chunk was taken and that wait for their next call
         self._worker_version = [-1] * len(self.pool)

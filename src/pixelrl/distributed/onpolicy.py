@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pixelrl.distributed.pool import WorkerPool, init_ray
+from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.vector import RayVectorEnv
 from pixelrl.envs._gl import gl_environment
 from pixelrl.errors import ConfigError
@@ -37,49 +37,26 @@ def envs_per_worker(cfg: TrainConfig) -> int:
     return k
 
 
-class _RayEnvs:
-    """What the on-policy trainer holds as its training envs: ``vec`` and ``close()``."""
-
-    def __init__(self, vec: RayVectorEnv, started_ray: bool) -> None:
-        self.vec, self._started_ray = vec, started_ray
-
-    def close(self) -> None:
-        self.vec.close()
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
-
-
 class RayOnPolicyTrainer(OnPolicyTrainer):
     """:class:`~pixelrl.train.onpolicy.OnPolicyTrainer` whose envs run on Ray env workers."""
 
-    def _make_train_env(self, cfg: TrainConfig, env_kwargs: dict[str, Any]) -> _RayEnvs:
+    def _make_train_env(self, cfg: TrainConfig, env_kwargs: dict[str, Any]) -> RayVectorEnv:
         k = envs_per_worker(cfg)
-        started = init_ray(cfg.ray_address, cfg.workers)
         gl_env = gl_environment()
 
         def make_args(index: int, restarts: int) -> tuple[tuple, dict]:
             return (cfg.env, k, env_kwargs), {"gl_env": gl_env}
 
-        try:
-            pool = WorkerPool(cfg.workers, make_args)
-            vec = RayVectorEnv(pool, k, single_observation_space=self.obs_space,
-                               single_action_space=self.action_space,
-                               restart_seeds=lambda r, first, count: [derive_seed(cfg.seed, RESTART_STREAM, r, first + i)
-                                                                      for i in range(count)])
-        except BaseException:
-            if started:
-                import ray
-
-                ray.shutdown()
-            raise
+        pool = WorkerPool.launch(cfg.ray_address, cfg.workers, make_args)
+        vec = RayVectorEnv(pool, k, single_observation_space=self.obs_space, single_action_space=self.action_space,
+                           restart_seeds=lambda r, first, count: [derive_seed(cfg.seed, RESTART_STREAM, r, first + i)
+                                                                  for i in range(count)])
         vec.action_repeat = self.action_repeat
         if self.cfg.decisions is not None:
             self.cfg.decisions["vector_env"] = (f"Ray: {cfg.workers} env workers x {k} envs, synchronous rollouts, "
                                                 "inference batched in the learner")
         self._restarts_seen = 0
-        return _RayEnvs(vec, started)
+        return vec
 
     def _rollout_stats(self) -> dict[str, Any]:
         vec = self.train_env.vec

@@ -50,16 +50,31 @@ class WorkerPool:
     """``num_workers`` :class:`~pixelrl.distributed.worker.EnvWorker` actors made by ``make_args(index, restarts)``
     (the worker's constructor arguments), with restart on death."""
 
-    def __init__(self, num_workers: int, make_args: Callable[[int, int], tuple[tuple, dict]]) -> None:
+    def __init__(self, num_workers: int, make_args: Callable[[int, int], tuple[tuple, dict]], *,
+                 owns_ray: bool = False) -> None:
         ray = require_ray()
         from pixelrl.distributed.worker import EnvWorker
 
         self._ray = ray
         self._cls = ray.remote(num_cpus=1, max_restarts=0)(EnvWorker)
         self._make_args = make_args
+        self._owns_ray = owns_ray
         self.restarts = 0
         """Workers restarted since this pool started."""
         self.actors = [self._start(i) for i in range(int(num_workers))]
+
+    @classmethod
+    def launch(cls, address: str | None, num_workers: int,
+               make_args: Callable[[int, int], tuple[tuple, dict]]) -> "WorkerPool":
+        """Start (or join, :func:`init_ray`) Ray and the workers; a Ray this call started is shut down by
+        :meth:`close`, or at once if the workers cannot be started."""
+        started = init_ray(address, num_workers)
+        try:
+            return cls(num_workers, make_args, owns_ray=started)
+        except BaseException:
+            if started:
+                require_ray().shutdown()
+            raise
 
     def _start(self, index: int):
         args, kwargs = self._make_args(index, self.restarts)
@@ -88,9 +103,13 @@ class WorkerPool:
         return self._ray.get([a.pid.remote() for a in self.actors])
 
     def close(self) -> None:
+        """Stop the workers (and Ray, if :meth:`launch` started it)."""
         for a in self.actors:
             try:
                 self._ray.kill(a, no_restart=True)
             except Exception:
                 pass
         self.actors = []
+        if self._owns_ray:
+            self._owns_ray = False
+            self._ray.shutdown()

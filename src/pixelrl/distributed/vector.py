@@ -63,6 +63,11 @@ class RayVectorEnv:
         self.env_s = np.zeros(len(pool))
         """Seconds each worker spent stepping its envs since :meth:`reset_stats`."""
 
+    @property
+    def vec(self) -> "RayVectorEnv":
+        """Itself: what the on-policy trainer steps (its training envs are ``train_env.vec``)."""
+        return self
+
     def _slice(self, x: Any, w: int) -> Any:
         sl = slice(w * self.K, (w + 1) * self.K)
         return {k: v[sl] for k, v in x.items()} if isinstance(x, dict) else x[sl]
