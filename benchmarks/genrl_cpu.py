@@ -76,6 +76,24 @@ def build_models(work: Path, args) -> tuple[str, str, str]:
     return gen, lcm, ver
 
 
+def model_info(gen: str, lcm: str, ver: str) -> dict:
+    """What the JSON records of the models: each generator's training summary and the detector's accuracy."""
+    from pixelrl.genrl.generator import read_generator_info
+
+    info: dict = {}
+    for name, folder in (("generator", gen), ("lcm", lcm)):
+        try:
+            g = read_generator_info(folder)
+            info[name] = {"path": folder, "kind": g.get("kind"), "steps_trained": g.get("steps"),
+                          "train_loss": g.get("train_loss")}
+        except Exception as e:  # a folder not (yet) written: say so instead of failing the benchmark
+            info[name] = {"path": folder, "error": str(e)}
+    det = Path(ver) / "detector.json"
+    d = json.loads(det.read_text()) if det.exists() else {}
+    info["verifier"] = {"path": ver, **{k: d.get(k) for k in ("exact_match", "pair_accuracy", "held_out_images")}}
+    return info
+
+
 def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float]]:
     v = f"shapes-verifier:{ver}"
     ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", str(args.batch), "--sample-batches",
@@ -201,13 +219,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/genrl_cpu.json")
+    p.add_argument("--append", action="store_true", help="keep the arms already in --out and add these")
     args = p.parse_args()
     work = Path(args.work)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     gen, lcm, ver = build_models(work, args)
     prompts_path = work / "prompts.txt"
     prompts = write_prompts(prompts_path, args.prompts, args.seed, gen)
-    results: dict = {}
+    out = Path(args.out)
+    results: dict = json.loads(out.read_text())["arms"] if args.append and out.exists() else {}
     t0 = time.time()
     for name, (extra, minutes) in arms(gen, lcm, ver, args).items():
         print(f"[{time.time() - t0:6.0f}s] {name}: {minutes:g} min", flush=True)
@@ -217,14 +237,13 @@ def main() -> None:
             print(f"   epochs {rows[-1]['epoch']}, reward {rows[0]['reward_mean']:.4f} -> {rows[-1]['reward_mean']:.4f}"
                   + (f", success {rows[0]['success']:.3f} -> {rows[-1]['success']:.3f}" if "success" in rows[0] else ""),
                   flush=True)
-    out = Path(args.out)
     reduced = args.minutes < GOAL_MINUTES
     summary = {
         "benchmark": "genrl_cpu", "machine": machine_description(), "reduced": reduced,
         "note": ("REDUCED: budgets below the goal's 15 minutes per arm; " if reduced else "")
         + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, "
         f"{args.batch * args.batches} images/epoch (DDIM arms), 16 (RLCM)",
-        "models": {"generator": gen, "lcm": lcm, "verifier": ver}, "prompts": prompts,
+        "models": model_info(gen, lcm, ver), "prompts": prompts,
         "settings": {k: v for k, v in vars(args).items() if k not in ("generator", "lcm", "verifier")},
         "goals": goals(results), "arms": results, "total_wall_s": time.time() - t0}
     write_json_atomic(out, summary)
