@@ -36,7 +36,8 @@ OBS_MODES = ("pixels", "state", "pixels+state")
 TRAIN_RANGES: dict[str, int] = {
     "seed": 0, "frames": 1, "eval_every_frames": 1, "eval_episodes": 1, "checkpoint_every_frames": 0,
     "keep_checkpoints": 1, "size": 1, "action_repeat": 1, "frame_stack": 1, "threads": 0, "snapshot_horizon": 1,
-    "snapshot_active_agent_steps": 0}
+    "snapshot_active_agent_steps": 0, "workers": 1, "envs_per_worker": 1, "chunk_steps": 1, "broadcast_every": 1,
+    "max_staleness": 1}
 """Integer fields of :class:`TrainConfig` and the least value each accepts (None is accepted where the field allows
 it). Checked when the config is built, so a bad value stops the run before anything starts."""
 
@@ -313,9 +314,8 @@ DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps"
 
 
 def _check_distributed_fits(cfg: TrainConfig) -> None:
-    """``--workers`` runs: the Ray fields are positive, come with ``--workers``, and the run is one the distributed
-    trainers run (one seed, online, without a reward model, interventions or snapshot resets)."""
-    check_ranges(cfg, {"workers": 1, "envs_per_worker": 1, "chunk_steps": 1, "broadcast_every": 1, "max_staleness": 1})
+    """``--workers`` runs: the Ray fields come with ``--workers`` (their ranges are in ``TRAIN_RANGES``), and the run is
+    one the distributed trainers run (one seed, online, without a reward model, interventions or snapshot resets)."""
     if cfg.workers is None:
         given = [f"--{f.replace('_', '-')}" for f in DISTRIBUTED_FIELDS if getattr(cfg, f) is not None]
         raise ConfigError(f"{', '.join(given)} configure a Ray run; add --workers N (or drop them for one process)")
