@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,15 +97,15 @@ def test_bad_settings_are_one_line_and_write_nothing(tmp_path, monkeypatch, caps
     assert main(["train", *TINY, "--run-dir", str(run), "--wandb", "--wandb-mode", "sometimes"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--wandb-mode must be one of online, offline, disabled" in err
+    assert main(["train", *TINY, "--run-dir", str(run), "--wandb", "--wandb-mode", "offline", "--seeds", "1-2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train the seeds as separate runs (--seed N)" in err
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no saved key (~/.netrc) either
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     assert main(["train", *TINY, "--run-dir", str(run), "--wandb"]) == 1  # online, nobody to type a key
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no W&B API key (run `wandb login`" in err and "--wandb-mode offline" in err
-    import wandb
-
-    wandb.teardown()  # the failed login's session state would outlive the monkeypatched environment
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if the package were not installed
     assert main(["train", *TINY, "--run-dir", str(run), "--wandb"]) == 1
     err = capsys.readouterr().err.strip()
@@ -113,9 +114,9 @@ def test_bad_settings_are_one_line_and_write_nothing(tmp_path, monkeypatch, caps
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
-    """The W&B run id lives in the run folder (wandb.json): a second sink there (pixelrl resume) logs to the same
-    W&B run; videos already in the folder are not logged again."""
-    from pixelrl.train.wandb_logger import WandbSink
+    """The W&B run id lives in the run folder (wandb.json): a second sink there -- in a new process, as
+    ``pixelrl resume`` is -- logs to the same W&B run; videos already in the folder are not logged again."""
+    import subprocess
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -123,16 +124,22 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     run = tmp_path / "run"
     (run / "videos").mkdir(parents=True)
     config = {"wandb": True, "wandb_project": "p", "wandb_entity": None, "wandb_mode": "offline", "env": "x"}
-    first = WandbSink(run, config)
-    first.log("train", {"frames": 10, "agent_steps": 5, "episode_return": 1.5, "flag": True, "bad": float("nan")})
-    first.close()
+
+    def sink(kind: str, row: dict) -> str:
+        code = ("import json, sys; from pixelrl.train.wandb_logger import WandbSink; "
+                "s = WandbSink(sys.argv[1], json.loads(sys.argv[2])); s.log(sys.argv[3], json.loads(sys.argv[4])); "
+                "print(s.run.id); s.close()")
+        out = subprocess.run([sys.executable, "-c", code, str(run), json.dumps(config), kind, json.dumps(row)],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        return out.strip().splitlines()[-1]
+
+    first = sink("train", {"frames": 10, "agent_steps": 5, "episode_return": 1.5, "flag": True, "bad": float("nan")})
     (run / "videos" / "old.mp4").write_bytes(b"")
-    second = WandbSink(run, config)
-    assert second.run.id == first.run.id == json.loads((run / "wandb.json").read_text())["id"]
-    second.log("eval", {"frames": 20, "agent_steps": 10, "eval_return": 2.0})
-    second.close()
+    time.sleep(1.1)  # W&B names offline run folders by the second
+    second = sink("eval", {"frames": 20, "agent_steps": 10, "eval_return": 2.0})
+    assert second == first == json.loads((run / "wandb.json").read_text())["id"]
     logs = sorted((tmp_path / "wb").glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(logs) == 2 and all(first.run.id in p.name for p in logs)
+    assert len(logs) == 2 and all(first in p.name for p in logs)
     rows = [[{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
              for r in wandb_records(p) if r.WhichOneof("record_type") == "history"] for p in logs]
     strip = [[{k: v for k, v in row.items() if not k.startswith("_")} for row in part] for part in rows]

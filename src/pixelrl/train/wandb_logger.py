@@ -36,7 +36,8 @@ ID_FILE = "wandb.json"
 
 def check_wandb_config(cfg: Any) -> None:
     """Refuse bad W&B settings of a :class:`~pixelrl.train.config.TrainConfig` in one line, before a run folder
-    exists: an unknown mode or project, ``--wandb`` without the package, and an online run without W&B credentials
+    exists: an unknown mode or project, ``--wandb`` with ``--seeds`` (one process, several W&B runs: wandb 0.31
+    drops the records of the second), ``--wandb`` without the package, and an online run without W&B credentials
     where nobody can type them (stdin not a terminal; at a terminal W&B asks for them as usual)."""
     if cfg.wandb_mode not in MODES:
         raise ConfigError(f"--wandb-mode must be one of {', '.join(MODES)}, got {cfg.wandb_mode!r}")
@@ -44,6 +45,10 @@ def check_wandb_config(cfg: Any) -> None:
         raise ConfigError(f"--wandb-project must name a W&B project, got {cfg.wandb_project!r}")
     if not cfg.wandb:
         return
+    if cfg.seeds is not None:
+        raise ConfigError("--wandb logs one run per process, and --seeds trains its seeds in one process (wandb 0.31 "
+                          "drops the records of a second run there); train the seeds as separate runs (--seed N) "
+                          "for W&B")
     try:
         import wandb
     except ImportError:
@@ -83,7 +88,7 @@ class WandbSink:
         try:
             self.run = wandb.init(project=config.get("wandb_project") or "pixelrl", entity=config.get("wandb_entity"),
                                   mode=config.get("wandb_mode", "online"), config=config, id=run_id, resume="allow",
-                                  name=self.run_dir.name, dir=where)
+                                  name=self.run_dir.name, dir=where, reinit="create_new")
         except Exception as e:  # W&B's own error (credentials, server), as one line
             raise PixelRLError(f"--wandb: W&B did not start: {' '.join(str(e).split())} (--wandb-mode offline logs "
                                "without a network)") from None
