@@ -98,7 +98,7 @@ def test_k3_and_grpo_loss():
     adv = torch.tensor([1.0, -1.0, 0.5])
     loss, info = L.grpo_loss(logp, logp.detach(), ref, adv, beta=0.04, clip_range=EPS, adv_clip=5)
     # one update per batch: ratio 1, Visual-RFT's -(A - beta KL) averaged
-    assert float(loss.detach()) == pytest.approx(float((-adv + 0.04 * kl).mean()))
+    assert float(loss.detach()) == pytest.approx(float((-adv + 0.04 * kl).mean().detach()))
     assert float(info["kl"]) == pytest.approx(float(kl.mean()))
 
 
