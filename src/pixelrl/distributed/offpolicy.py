@@ -262,6 +262,10 @@ class RayTrainer(Trainer):
             return True
         return self._owed() <= self.S - (self.counters["updates"] - self._weights[0])
 
+    def _submit_idle(self) -> None:
+        while self._idle and self._may_submit():
+            self._submit(self._idle.pop(0))
+
     def _update(self, metrics: dict[str, list[float]]) -> None:
         c = self.counters
         m = self.agent.update(self.sampler.sample(int(self.cfg.agent.batch_size), **self._sample_kwargs),
@@ -291,8 +295,7 @@ class RayTrainer(Trainer):
         worker_frames, worker_env_s = np.zeros(len(self.pool)), np.zeros(len(self.pool))
         wait_s = update_s = 0.0
         while c["agent_steps"] < target:
-            while self._idle and self._may_submit():
-                self._submit(self._idle.pop(0))
+            self._submit_idle()
             if self._may_update():  # the replay ratio first: new data waits (its worker already steps the next chunk)
                 t0 = time.perf_counter()
                 self._update(metrics)
@@ -328,6 +331,7 @@ class RayTrainer(Trainer):
             c["frames"] += int(chunk["frames"].sum())
             self._idle.append(w)  # its next chunk starts at the loop's top, once the staleness bound allows it
             progress.update(c["frames"], env_s=wait_s, act_s=0.0, update_s=update_s)
+        self._submit_idle()  # the workers step on while the learner evaluates or checkpoints between rounds
         c["rounds"] += 1
         self._log_round(t_start, frames0, updates0, metrics, finished, staleness, ready_depth, worker_frames,
                         worker_env_s, wait_s, update_s)

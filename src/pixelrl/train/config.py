@@ -142,7 +142,10 @@ class TrainConfig:
 
     Interventions (docs/interventions.md): --intervention.expert SPEC (policy:RUN_DIR, scripted:cartpole, keyboard,
     gamepad) takes over the agent's actions when --intervention.trigger fires; intervened steps also go to a buffer
-    mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward."""
+    mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward.
+
+    Scale-out on Ray (docs/distributed.md): --workers N runs the envs on N Ray actors (--envs-per-worker,
+    --ray-address, --chunk-steps, --broadcast-every, --max-staleness); same run folder, same `pixelrl resume`."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>``, ``metaworld/<task>-v3`` or
