@@ -134,3 +134,21 @@ def test_drm_and_mentor_presets_take_the_authors_metaworld_files():
         assert cfg.agent.drm.lambda_const == 0.5
     dmc = build_config("dmc/cheetah-run", "drm", "paper", "cpu", fill_run_dir=False)
     assert (dmc.agent.nstep, dmc.agent.discount, dmc.frames) == (3, 0.99, 3_100_000)
+
+
+def test_a_first_render_that_fails_names_the_gl_backend(monkeypatch):
+    import mujoco
+
+    env = MetaWorldEnv("reach-v3", size=16)
+    try:
+        def broken(*args, **kwargs):
+            raise OSError("no EGL display")
+
+        monkeypatch.setattr(mujoco, "Renderer", broken)
+        with pytest.raises(RuntimeError, match=r"rendering metaworld/reach-v3 failed with MUJOCO_GL=.*no EGL display.*"
+                                               r"MUJOCO_GL=osmesa"):
+            env.render()
+        with pytest.raises(OSError, match="no EGL display"):  # later failures are the renderer's own
+            env.render()
+    finally:
+        env.close()

@@ -8,8 +8,10 @@ display) *before* importing pixelrl/mujoco to override. The DrQ-v2 reference har
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 _GL_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "MUJOCO_EGL_DEVICE_ID", "EGL_DEVICE_ID")
 
@@ -23,6 +25,20 @@ def ensure_mujoco_gl() -> str | None:
     if gl in ("egl", "osmesa") and "PYOPENGL_PLATFORM" not in os.environ:
         os.environ["PYOPENGL_PLATFORM"] = gl
     return gl
+
+
+@contextlib.contextmanager
+def first_render(env: object, what: str) -> Iterator[None]:
+    """Around an env's ``render()``: a failure of its first render becomes :func:`render_error` (a GL backend that does
+    not work here), a later one passes through as it is. Marks ``env._rendered``."""
+    try:
+        yield
+    except Exception as e:
+        if getattr(env, "_rendered", False):
+            raise
+        raise render_error(what, e) from e
+    finally:
+        env._rendered = True  # type: ignore[attr-defined]
 
 
 def render_error(what: str, error: Exception) -> RuntimeError:

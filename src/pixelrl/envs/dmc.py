@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from pixelrl.envs._gl import ensure_mujoco_gl, render_error
+from pixelrl.envs._gl import ensure_mujoco_gl, first_render
 from pixelrl.errors import ConfigError, MissingExtraError
 
 #: Camera used for pixels per domain (DrQ-v2 convention: quadruped looks through camera 2, others camera 0).
@@ -183,14 +183,8 @@ class DMCEnv(gym.Env):
         return _flatten_state(ts.observation), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
-        try:
+        with first_render(self, f"dmc/{self.domain}-{self.task}"):
             return self.physics.render(height=self.size, width=self.size, camera_id=self.camera)
-        except Exception as e:
-            if self._rendered:
-                raise
-            raise render_error(f"dmc/{self.domain}-{self.task}", e) from e
-        finally:
-            self._rendered = True
 
     def close(self) -> None:
         try:

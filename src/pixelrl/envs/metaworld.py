@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from pixelrl.envs._gl import ensure_mujoco_gl, render_error
+from pixelrl.envs._gl import ensure_mujoco_gl, first_render
 from pixelrl.errors import ConfigError, MissingExtraError
 
 #: Camera of DrM's and MENTOR's Meta-World pixels, and where they move it (``model.cam_pos[corner2]``) at reset.
@@ -164,19 +164,13 @@ class MetaWorldEnv(gym.Env):
     def render(self) -> np.ndarray:
         import mujoco
 
-        try:
+        with first_render(self, f"metaworld/{self.task}"):
             if self._renderer is None:
                 self._renderer = mujoco.Renderer(self._env.model, height=self.size, width=self.size)
                 # freed at close() or, for an env never closed, at exit while EGL can still free it
                 self._free = weakref.finalize(self, self._renderer.close)
             self._renderer.update_scene(self._env.data, camera=self.camera)
             return self._renderer.render()[::-1].copy()  # mujoco-py's row order, as the authors' frames (above)
-        except Exception as e:
-            if self._rendered:
-                raise
-            raise render_error(f"metaworld/{self.task}", e) from e
-        finally:
-            self._rendered = True
 
     def close(self) -> None:
         if self._renderer is not None:
