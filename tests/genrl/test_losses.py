@@ -99,7 +99,7 @@ def test_k3_and_grpo_loss():
     loss, info = L.grpo_loss(logp, logp.detach(), ref, adv, beta=0.04, clip_range=EPS, adv_clip=5)
     # one update per batch: ratio 1, Visual-RFT's -(A - beta KL) averaged
     assert float(loss.detach()) == pytest.approx(float((-adv + 0.04 * kl).mean().detach()))
-    assert float(info["kl"]) == pytest.approx(float(kl.mean()))
+    assert float(info["kl"]) == pytest.approx(float(kl.mean().detach()))
 
 
 def test_prdp_loss():
