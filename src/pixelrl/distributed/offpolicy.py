@@ -44,7 +44,7 @@ from pixelrl.distributed.onpolicy import RESTART_STREAM
 from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.worker import full_stack
 from pixelrl.envs._gl import gl_environment
-from pixelrl.errors import DivergenceError
+from pixelrl.errors import DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import env_step_error
 from pixelrl.train.loop import TRAIN_STREAM, WARMUP_STREAM, Trainer
@@ -54,6 +54,8 @@ from pixelrl.utils.seeding import derive_seed
 __all__ = ["EpisodeAssembler", "RayTrainer", "owed_updates"]
 
 DEFAULT_CHUNK_STEPS, DEFAULT_BROADCAST_EVERY = 32, 10
+MAX_START_ATTEMPTS = 3
+"""A worker that dies this many times in a row before its envs are reset stops the run (a setup error, not a fault)."""
 
 
 def owed_updates(agent_steps: int, *, seed_steps: int, update_every: int, updates_per_step: int) -> int:
@@ -211,7 +213,12 @@ class RayTrainer(Trainer):
             self._idle.remove(w)
         c["dropped_agent_steps"] += self.assembler.drop(
             range(w * self.K, (w + 1) * self.K))
-        while True:
+        for attempt in range(MAX_START_ATTEMPTS + 1):
+            if attempt == MAX_START_ATTEMPTS:
+                raise PixelRLError(f"env worker {w} died {MAX_START_ATTEMPTS} times in a row while starting (its envs "
+                                   f"or agent copy could not be made in a Ray worker process); see the worker logs "
+                                   f"under /tmp/ray/session_latest/logs, or run {self.cfg.env} without --workers to "
+                                   "see the error")
             self.pool.restart(w)
             c["restarts"] += 1
             self._worker_version[w] = -1
