@@ -18,12 +18,26 @@ torch.set_num_threads(1)
 EXTRA_MODULES = {"dm_control": "dmc", "mujoco": "dmc", "ale_py": "atari", "ale-py": "atari", "cv2": "atari",
                  "opencv": "atari", "h5py": "offline", "minari": "offline", "transformers": "rewards",
                  "selenium": "dev", "chromium": "dev", "chromedriver": "dev", "metaworld": "metaworld",
-                 "huggingface_hub": "hub", "wandb": "wandb"}
+                 "huggingface_hub": "hub", "wandb": "wandb", "diffusers": "genrl", "peft": "genrl", "ray": "ray",
+                 "mkdocs": "docs"}
 """Import and package names of the optional extras' packages (pyproject.toml ``[project.optional-dependencies]``)
 -> extra."""
 
-DEFAULT_CI_EXTRAS = "dmc,gym,atari,offline,rewards,metaworld,hub,wandb,docs,dev"
-"""What ``scripts/setup.sh`` installs when ``PIXELRL_EXTRAS`` is not set."""
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read(rel: str, pattern: str) -> str:
+    with open(os.path.join(_ROOT, rel), encoding="utf-8") as f:
+        m = re.search(pattern, f.read(), re.M)
+    if m is None:
+        raise RuntimeError(f"tests/conftest.py: {rel} no longer matches {pattern!r}; update the pattern")
+    return m.group(1)
+
+
+DEFAULT_CI_EXTRAS = _read("scripts/setup.sh", r"^EXTRAS=\$\{PIXELRL_EXTRAS:-([\w,]+)\}")
+"""What ``scripts/setup.sh`` installs when ``PIXELRL_EXTRAS`` is not set (read from it: one list, not two)."""
+ALL_EXTRAS = _read("pyproject.toml", r'^all = \["pixelrl\[([\w,]+)\]"\]')
+"""The extras that ``all`` stands for (pyproject.toml)."""
 
 
 # precision='auto' times bf16 against fp32 on machines with native bf16; a suite run on a loaded machine could then
@@ -38,7 +52,7 @@ def in_ci() -> bool:
 
 def ci_extras() -> set[str]:
     extras = {e.strip() for e in os.environ.get("PIXELRL_EXTRAS", DEFAULT_CI_EXTRAS).split(",") if e.strip()}
-    return extras | ({"dmc", "atari", "offline", "rewards", "metaworld", "hub", "wandb"} if "all" in extras else set())
+    return extras | (set(ALL_EXTRAS.split(",")) if "all" in extras else set())
 
 
 def missing_extra(reason: str) -> str | None:
