@@ -120,6 +120,8 @@ def test_tiny_run_reports_success_rate(tmp_path, agent):
         assert cfg["agent"]["mentor"]["perturb_interval"] == 50_000
     evals = read_rows(run, "eval")
     assert evals and all(r["eval_length"] == 63 and r["success_rate"] in (0.0, 1.0) for r in evals)
+    train = read_rows(run, "train")  # training episodes carry their success too (DrM's episode_success_rate)
+    assert train and all(r["episode_success"] in (0.0, 1.0) for r in train)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_success_rate"] == evals[-1]["success_rate"]
 

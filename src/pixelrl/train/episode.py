@@ -46,6 +46,9 @@ class EnvRunner:
         self.vector = asynchronous and wrap is None
         self.life_loss = False
         """Whether the last step lost a life (``info["life_loss"]`` of ``ale/`` envs; always False elsewhere)."""
+        self.success: bool | None = None
+        """``info["is_success"]`` of the last step, for envs that report one (``metaworld/``: the episode has succeeded
+        at some step); None for the others."""
         if self.vector:
             self.env = make_vector(env_id, 1, seed=seed, asynchronous=True, **env_kwargs)
         else:
@@ -84,10 +87,12 @@ class EnvRunner:
                 obs, r, term, trunc, info = self.env.step_wait()
             frames = info.get("frames")
             self.life_loss = bool(info["life_loss"][0]) if "life_loss" in info else False
+            self.success = bool(info["is_success"][0]) if "is_success" in info else None
             return self._unbatch(obs), float(r[0]), bool(term[0]), bool(trunc[0]), (
                 int(frames[0]) if frames is not None else None)
         obs, r, term, trunc, info = self.env.step(self._pending)
         self.life_loss = bool(info.get("life_loss", False))
+        self.success = bool(info["is_success"]) if "is_success" in info else None
         return obs, float(r), bool(term), bool(trunc), info.get("frames")
 
     def discard(self) -> None:
@@ -196,14 +201,18 @@ class EpisodeResult:
     """Mean of every update metric (and batch extra) over the episode's updates, keys sorted."""
     episode_metrics: dict[str, Any] = field(default_factory=dict)
     """What ``agent.observe_episode`` returned (empty for agents without it)."""
+    success: Optional[bool] = None
+    """The env's ``is_success`` at the episode's last step (``metaworld/``); None for envs without one."""
     seconds: float = 0.0
     env_s: float = 0.0
     act_s: float = 0.0
     update_s: float = 0.0
 
     def stats(self) -> dict[str, Any]:
-        """``episode_return``, ``episode_length``, the update metrics' means, then the episode metrics."""
+        """``episode_return``, ``episode_length``, ``episode_success`` (1.0 / 0.0, envs reporting ``is_success``
+        only), the update metrics' means, then the episode metrics."""
         return {"episode_return": self.episode_return, "episode_length": self.episode_length,
+                **({} if self.success is None else {"episode_success": float(self.success)}),
                 **self.metrics, **self.episode_metrics}
 
     def timing(self) -> dict[str, float]:
@@ -311,7 +320,7 @@ def train_episode(env: EnvRunner, agent, replay, sample: Callable[[], Any], *, c
     return EpisodeResult(
         episode_return=ep_return, episode_length=ep_len, frames=ep_frames, updates=updates,
         metrics={k: float(np.mean(v)) for k, v in sorted(metrics.items())}, episode_metrics=episode_metrics,
-        seconds=time.perf_counter() - t_ep, env_s=env_s, act_s=act_s, update_s=update_s)
+        success=getattr(env, "success", None), seconds=time.perf_counter() - t_ep, env_s=env_s, act_s=act_s, update_s=update_s)
 
 
 def train_until(counters: dict[str, Any], total_frames: int, *, eval_every: int, checkpoint_every: int | None,
