@@ -214,6 +214,33 @@ def _train_cfg(tmp_path, name, frames, **kw):
                         checkpoint_every_frames=2000, agent=agent, **kw)
 
 
+def test_collector_stores_consistent_histories_next_states_and_returns():
+    """The collector's transitions: each stored observation's history is the episode's last 32 executed actions
+    (zeros before its start), its state part is the previous transition's next state, and a finished episode's
+    logged return is the sum of its rewards."""
+    from pixelrl.train.l2f import HoverCollector
+
+    cfg = L2FConfig(seeds=2, hidden=8, critic_start=10**6, actor_start=10**6)
+    agent = L2FAgent(None, None, cfg, capacity=400, seed=3)
+    col = HoverCollector(agent, 7)
+    col.run(300)
+    agent.flush_rewards()
+    b = agent.buf
+    assert col.finished, "an untrained actor crashes within 300 steps"
+    for seed in range(2):
+        start = 0
+        for _, ret, length, _ in [f for f in col.finished if f[0] == seed]:
+            for t in range(start, start + length):
+                hist = b["aobs"][seed, t, 18:].reshape(32, 4)
+                past = b["action"][seed, max(start, t - 32):t]
+                np.testing.assert_array_equal(hist[32 - len(past):], past)
+                assert not hist[:32 - len(past)].any()
+                if t > start:
+                    np.testing.assert_array_equal(b["aobs"][seed, t, :18], b["anext"][seed, t - 1])
+            assert ret == pytest.approx(float(b["reward"][seed, start:start + length].sum()), rel=1e-5)
+            start += length
+
+
 def test_trainer_runs_evaluates_and_resumes_exactly(tmp_path):
     from pixelrl.train.l2f import L2FTrainer
     from pixelrl.train.logger import read_rows
