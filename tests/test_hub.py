@@ -174,7 +174,7 @@ def _eval(spec: str, capsys) -> dict:
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_push_then_eval_from_the_hub_round_trip(hub, run_dir, capsys):
+def test_push_then_eval_from_the_hub_round_trip(hub, run_dir, tmp_path, capsys):
     assert main(["push", str(run_dir), "--repo", "alice/cartpole-drqv2"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     files = hub.repos[("model", "alice/cartpole-drqv2")]["commits"]
@@ -200,6 +200,14 @@ def test_push_then_eval_from_the_hub_round_trip(hub, run_dir, capsys):
     folder = Path(remote["run_dir"])
     assert (folder / "checkpoints" / ckpt / "tensors.safetensors").read_bytes() == local  # bit-identical weights
     assert remote["returns"] == _eval(str(run_dir), capsys)["returns"]  # the same policy, the same episode
+
+    out = tmp_path / "collected"
+    assert main(["collect", "--policy", "hf://alice/cartpole-drqv2", "--episodes", "1", "--out", str(out),
+                 "--device", "cpu", "--no-progress"]) == 0  # a pushed policy records a dataset
+    capsys.readouterr()
+    from pixelrl.data.dataset import load_dataset
+
+    assert load_dataset(out).num_episodes == 1
 
     assert main(["push", str(run_dir), "--repo", "alice/cartpole-drqv2", "--message", "again"]) == 0  # a 2nd commit
     capsys.readouterr()

@@ -32,7 +32,8 @@ class CollectArgs:
     env: Optional[str] = None
     """Environment id (dmc/..., gym/..., ale/...). Required with --policy random; default: the run's env."""
     policy: str = "random"
-    """'random' (uniform actions) or a run folder made by `pixelrl train` (its latest checkpoint acts in eval mode)."""
+    """'random' (uniform actions) or a run folder made by `pixelrl train` (its latest checkpoint acts in eval mode), or
+    ``hf://user/name[@revision]``: a run pushed to the Hugging Face Hub (`pixelrl push`), downloaded first."""
     episodes: int = 10
     """Number of complete episodes to record."""
     seed: int = 0
@@ -131,7 +132,10 @@ def cmd_collect(argv: list[str]) -> int:
     from pixelrl.train.collect import collect
 
     a = tyro.cli(CollectArgs, args=list(argv), prog="pixelrl collect")
-    s = collect(a.env, a.policy, a.episodes, a.out, seed=a.seed, noise_std=a.noise_std, epsilon=a.epsilon,
+    from pixelrl.cli.hub import run_folder
+
+    policy = a.policy if a.policy == "random" else str(run_folder(a.policy))  # hf://user/name: downloaded first
+    s = collect(a.env, policy, a.episodes, a.out, seed=a.seed, noise_std=a.noise_std, epsilon=a.epsilon,
                 size=a.size, action_repeat=a.action_repeat, frame_stack=a.frame_stack, obs=a.obs,
                 fast_render=a.fast_render, checkpoint=a.checkpoint, device=a.device, dataset_id=a.dataset_id,
                 progress=a.progress)
