@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -154,3 +155,14 @@ def test_a_first_render_that_fails_names_the_gl_backend(monkeypatch):
             env.render()
     finally:
         env.close()
+
+
+def test_without_the_package_one_line_says_how_to_install(monkeypatch):
+    from pixelrl.errors import MissingExtraError
+
+    for name in ("metaworld", "metaworld.env_dict"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(MissingExtraError) as info:
+        make("metaworld/reach-v3")
+    msg = str(info.value)
+    assert "\n" not in msg and "pip install 'pixelrl[metaworld]' && pip install --no-deps metaworld==3.1.1" in msg

@@ -54,9 +54,9 @@ STATIC_TASKS = (
     "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3", "window-close-v3",
 )
 
-INSTALL_HINT = ("pip install 'pixelrl[metaworld]' && pip install --no-deps 'metaworld==3.1.1' (Meta-World pins an "
-                "older MuJoCo; --no-deps keeps pixelrl's; scripts/setup.sh does both when PIXELRL_EXTRAS names "
-                "metaworld)")
+INSTALL = "pip install 'pixelrl[metaworld]' && pip install --no-deps metaworld==3.1.1"
+"""How Meta-World is installed: --no-deps, because it pins an older MuJoCo than pixelrl's (scripts/setup.sh does both
+when PIXELRL_EXTRAS names metaworld)."""
 
 
 def _import_metaworld():
@@ -64,7 +64,11 @@ def _import_metaworld():
     try:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
     except ImportError as e:
-        raise MissingExtraError("metaworld", "metaworld", f"metaworld/ environments; {INSTALL_HINT}") from e
+        err = MissingExtraError("metaworld", "metaworld", "metaworld/ environments")
+        err.msg = (f"metaworld is not installed (needed for metaworld/ environments). Install it with: {INSTALL} "
+                   "(--no-deps: Meta-World pins an older MuJoCo than pixelrl's)")  # ImportError's message
+        err.args = (err.msg,)
+        raise err from e
     return ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
 
