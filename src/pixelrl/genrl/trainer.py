@@ -329,6 +329,9 @@ def _run(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: list[str], 
     write_json_atomic(out / "config.json", {**to_dict(cfg), "decisions": {
         "device": str(device), "torch_threads": torch.get_num_threads(), "generator_kind": gen.kind,
         "timesteps": [int(t) for t in sched.timesteps], "schedule_notes": list(sched.notes)}})
+    log(f"genrl {cfg.algo}: {cfg.model} ({gen.kind}, {sched.steps} steps, guidance {cfg.guidance_scale:g}, "
+        f"{'LoRA rank ' + str(cfg.lora_rank) if cfg.lora else 'full fine-tuning'}) on {device}; rewards "
+        f"{', '.join(cfg.reward)}; run folder {out}")
     for note in sched.notes:
         log(f"genrl: {note}")
     seed_everything(cfg.seed)
