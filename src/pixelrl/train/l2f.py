@@ -108,8 +108,8 @@ class HoverCollector:
                     idx = np.flatnonzero(self.start)
                     for i in idx:
                         ok = bool(trunc[i] and np.linalg.norm(sim.state[i, 0:3]) < Q.SUCCESS_RADIUS)
-                        # the learner's return (weights in force)
-                        self.finished.append((int(i), agent.recent_return(int(i), int(self.t[i])), int(self.t[i]), ok))
+                        ret = agent.recent_return(int(i), int(self.t[i]))  # the learner's reward, weights in force
+                        self.finished.append((int(i), ret, int(self.t[i]), ok))
                     sim.reset(self.rng, idx)
                     hist[idx] = 0.0
                     self.t[idx] = 0
@@ -194,8 +194,8 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
     ``eval_every`` steps (0: only at the end) the success test runs, on the online actor (``success_rate``,
     ``survival_rate``) and on the Polyak-averaged target actor (``*_target_actor``); evaluation time is excluded from
     the reported training time (``train_s`` wall clock; ``train_cpu_s`` the process's CPU time, which a machine
-    shared with other jobs inflates less). With ``pass_rate``, training stops once every seed's success rate reached it. Returns the agent,
-    the evaluations and the training wall time."""
+    shared with other jobs inflates less). With ``pass_rate``, training stops once every seed's success rate reached
+    it. Returns the agent, the evaluations and the training times."""
     agent = L2FAgent(None, None, cfg, capacity=steps + 1, seed=seed)
     col = HoverCollector(agent, derive_seed(seed, 1))
     evals, train_s, cpu_s, done = [], 0.0, 0.0, 0
