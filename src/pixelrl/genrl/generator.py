@@ -543,6 +543,16 @@ def _resume_or_start(out: Path, cfg, name: str, check_keys: Sequence[str]):
     return (load_checkpoint(ckpt), ckpt.name) if ckpt is not None else (None, None)
 
 
+def _restore(state: dict, modules: dict, opt, data_rng, gen) -> int:
+    """Load a checkpoint's modules, optimizer, data RNG and noise generator; returns its step."""
+    for name, m in modules.items():
+        m.load_state_dict(state[name])
+    opt.load_state_dict(state["opt"])
+    data_rng.bit_generator.state = state["data_rng"]
+    gen.set_state(state["gen"].cpu())
+    return int(state["step"])
+
+
 def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = None, *, progress: bool = True,
                     log=print, **overrides: Any) -> dict[str, Any]:
     """Train the local text-conditioned pixel DDPM on generated shapes images and write it to ``out`` (a generator
@@ -579,14 +589,9 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
     gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
     step = 0
     if state is not None:
-        unet.load_state_dict(state["unet"])
-        text.load_state_dict(state["text"])
-        opt.load_state_dict(state["opt"])
+        step = _restore(state, {"unet": unet, "text": text}, opt, data_rng, gen)
         for s, v in zip(ema.shadow, state["ema"]):
             s.copy_(v)
-        data_rng.bit_generator.state = state["data_rng"]
-        gen.set_state(state["gen"].cpu())
-        step = int(state["step"])
         log(f"pretrain-generator: continuing from {ckpt_name} (step {step})")
     held_rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 12]))
     held_img, held_prompts, _ = sample_batch(64, held_rng, cfg.vocabulary, size=cfg.image_size)
@@ -793,12 +798,7 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
     gen = torch.Generator().manual_seed(int(cfg.seed) + 3)
     step = 0
     if state is not None:
-        unet.load_state_dict(state["unet"])
-        target.load_state_dict(state["target"])
-        opt.load_state_dict(state["opt"])
-        data_rng.bit_generator.state = state["data_rng"]
-        gen.set_state(state["gen"].cpu())
-        step = int(state["step"])
+        step = _restore(state, {"unet": unet, "target": target}, opt, data_rng, gen)
         log(f"distill: continuing from {ckpt_name} (step {step})")
     lcm_sched = diffusers.LCMScheduler.from_config(
         {**dict(t_sched.config), "original_inference_steps": cfg.num_ddim_timesteps,
