@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pixelrl.errors import ConfigError, NotFoundError
-from pixelrl.genrl.rewards import (AestheticMLP, JpegReward, ShapesVerifierReward, VerifierConfig, make_reward,
+from pixelrl.genrl.rewards import (AestheticMLP, ShapesVerifierReward, VerifierConfig, make_reward,
                                    train_verifier, write_aesthetic_folder)
 from pixelrl.genrl.shapes_data import ShapesVocabulary, counts_array, parse_prompt, prompt_of, render_groups, \
     sample_batch, sample_groups

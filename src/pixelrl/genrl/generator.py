@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pixelrl.errors import ConfigError, MissingExtraError, NotFoundError
+from pixelrl.errors import ConfigError, NotFoundError
 from pixelrl.genrl.shapes_data import ShapesVocabulary
 from pixelrl.utils.atomic import fsync_dir, storage_errors, write_json_atomic
 
@@ -543,6 +542,28 @@ def _resume_or_start(out: Path, cfg, name: str, check_keys: Sequence[str]):
     return (load_checkpoint(ckpt), ckpt.name) if ckpt is not None else (None, None)
 
 
+class _LossLog:
+    """The running mean of the loss between metrics rows: a row in metrics.jsonl every ``cfg.log_every`` steps (and
+    at the end), a plain line when there is no progress bar, the mean shown on the bar."""
+
+    def __init__(self, metrics, name: str, cfg, bar, progress: bool, log) -> None:
+        self.metrics, self.name, self.every, self.total = metrics, name, cfg.log_every, cfg.steps
+        self.bar, self.plain, self.log = bar, bool(progress) and not bar.live, log
+        self.sum, self.n, self.images, self.t, self.last = 0.0, 0, 0, time.time(), float("nan")
+
+    def add(self, step: int, loss: float, images: int, **extra: Any) -> None:
+        self.sum, self.n, self.images = self.sum + loss, self.n + 1, self.images + images
+        self.bar.advance(step, f"loss {self.sum / self.n:.5f}")
+        if step % self.every == 0 or step == self.total:
+            self.last = self.sum / self.n
+            ips = self.images / max(time.time() - self.t, 1e-9)
+            self.metrics.write(json.dumps({"step": step, "loss": self.last, **extra, "images_per_s": ips}) + "\n")
+            self.metrics.flush()
+            if self.plain:
+                self.log(f"{self.name}: step {step}/{self.total} loss {self.last:.5f} ({ips:.0f} images/s)")
+            self.sum, self.n, self.images, self.t = 0.0, 0, 0, time.time()
+
+
 def _restore(state: dict, modules: dict, opt, data_rng, gen) -> int:
     """Load a checkpoint's modules, optimizer, data RNG and noise generator; returns its step."""
     for name, m in modules.items():
@@ -615,11 +636,12 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
                                    info={**info, "steps": step, "train_loss": loss}, keep=("checkpoints",
                                                                                           "metrics.jsonl", "train.json"))
 
-    t0, t_log, loss_sum, n, loss_v = time.time(), time.time(), 0.0, 0, float("nan")
+    t0 = time.time()
     unet.train()
     text.train()
     with training_progress(cfg.steps, "pretrain-generator", enabled=progress, start=step) as bar, \
             open(out / "metrics.jsonl", "a") as metrics:
+        losses = _LossLog(metrics, "pretrain-generator", cfg, bar, progress, log)
         while step < cfg.steps:
             img, prompts, _ = sample_batch(cfg.batch_size, data_rng, cfg.vocabulary, size=cfg.image_size)
             drop = data_rng.random(len(prompts)) < cfg.cond_dropout
@@ -636,24 +658,14 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
             opt.step()
             step += 1
             ema.update(step)
-            loss_sum += float(loss.detach())
-            n += 1
-            bar.advance(step, f"loss {loss_sum / n:.4f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_v = loss_sum / n
-                ips = n * cfg.batch_size / max(time.time() - t_log, 1e-9)
-                metrics.write(json.dumps({"step": step, "loss": loss_v, "lr": lr, "images_per_s": ips}) + "\n")
-                metrics.flush()
-                if not bar.live and progress:
-                    log(f"pretrain-generator: step {step}/{cfg.steps} loss {loss_v:.4f} ({ips:.0f} images/s)")
-                t_log, loss_sum, n = time.time(), 0.0, 0
+            losses.add(step, float(loss.detach()), len(img), lr=lr)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(out / "checkpoints", f"step_{step:09d}", {
                     "unet": unet.state_dict(), "text": text.state_dict(), "opt": opt.state_dict(),
                     "ema": list(ema.shadow), "data_rng": data_rng.bit_generator.state, "gen": gen.get_state(),
                     "step": step}, keep=1)
-                export(loss_v)
-    return {"out": str(out), "steps": step, "wall_s": time.time() - t0, "loss": loss_v,
+                export(losses.last)
+    return {"out": str(out), "steps": step, "wall_s": time.time() - t0, "loss": losses.last,
             "held_loss_before": loss_before, "held_loss_after": held_loss()}
 
 
@@ -821,9 +833,10 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
         write_generator_folder(out, unet=target, scheduler=lcm_sched, text_encoder=text, write_tokenizer=write_tok,
                                info=info, keep=("checkpoints", "metrics.jsonl", "train.json"))
 
-    t0, t_log, loss_sum, n, loss_v = time.time(), time.time(), 0.0, 0, float("nan")
+    t0 = time.time()
     with training_progress(cfg.steps, "distill", enabled=progress, start=step) as bar, \
             open(out / "metrics.jsonl", "a") as metrics:
+        losses = _LossLog(metrics, "distill", cfg, bar, progress, log)
         while step < cfg.steps:
             img, prompts, _ = sample_batch(cfg.batch_size, data_rng, vocab, size=t_unet.config.sample_size)
             x0 = torch.from_numpy(img).float() / 255 * 2 - 1
@@ -865,20 +878,11 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
                 for p_t, p in zip(target.parameters(), unet.parameters()):
                     p_t.lerp_(p, 1 - cfg.ema_decay)
             step += 1
-            loss_sum += float(loss.detach())
-            n += 1
-            bar.advance(step, f"loss {loss_sum / n:.5f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_v = loss_sum / n
-                metrics.write(json.dumps({"step": step, "loss": loss_v,
-                                          "images_per_s": n * B / max(time.time() - t_log, 1e-9)}) + "\n")
-                metrics.flush()
-                if not bar.live and progress:
-                    log(f"distill: step {step}/{cfg.steps} loss {loss_v:.5f}")
-                t_log, loss_sum, n = time.time(), 0.0, 0
+            losses.add(step, float(loss.detach()), B)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(out / "checkpoints", f"step_{step:09d}", {
                     "unet": unet.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
                     "data_rng": data_rng.bit_generator.state, "gen": gen.get_state(), "step": step}, keep=1)
-                export(loss_v)
-    return {"out": str(out), "teacher": str(teacher), "steps": step, "wall_s": time.time() - t0, "loss": loss_v}
+                export(losses.last)
+    return {"out": str(out), "teacher": str(teacher), "steps": step, "wall_s": time.time() - t0,
+            "loss": losses.last}
