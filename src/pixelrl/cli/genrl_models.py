@@ -104,9 +104,9 @@ def _config(cls: type, args, where: str):
     return from_dict(cls, {k: v for k, v in to_dict(args).items() if k in names}, where=where)
 
 
-def _need(value, what: str) -> str:
+def _need(value, message: str) -> str:
     if value is None:
-        raise ConfigError(f"{what} is required")
+        raise ConfigError(message)
     return value
 
 
