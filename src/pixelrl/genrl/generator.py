@@ -703,8 +703,9 @@ class DistillConfig(_RunKnobs):
     """Timesteps of the teacher's DDIM solver; the skipping step is ``1000 // num_ddim_timesteps`` (LCM: 50, k = 20)."""
     w_min: float = 1.0
     """Smallest guidance weight w drawn per image (the teacher's estimate is ``cond + w (cond - uncond)``).
-    Deviation: the script draws w in [5, 15] for Stable Diffusion; this 32x32 pixel-space teacher's guided x0
-    estimates leave [-1, 1] far and saturate colours at such weights, so [1, 5] by default."""
+    Deviation: the script draws w in [5, 15] for Stable Diffusion; for this small 32x32 pixel-space teacher
+    (sampled with guidance 3) such weights would put the guided x0 estimates far outside [-1, 1], so [1, 5] by
+    default. A judgement, not a measured comparison of the two ranges."""
     w_max: float = 5.0
     """Largest guidance weight w (see ``w_min``; the script: 15)."""
     time_cond_proj_dim: int = 256
