@@ -56,7 +56,7 @@ def _suptitle(fig, text: str) -> None:
     """A title over the whole figure, wrapped to its width."""
     import textwrap
 
-    width = int(fig.get_figwidth() * 15)
+    width = int(fig.get_figwidth() * 12.5)
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=9)
 
 
@@ -96,7 +96,7 @@ def ppo() -> Path | None:
         ax.set_ylabel(f"mean return of the last {s['last_episodes']} training episodes")
         ax.grid(alpha=0.3, axis="y")
     _suptitle(fig, f"PPO vs Stable-Baselines3, per seed (dots; bar = median), seeds {s['seeds']}, "
-                   f"short CPU runs on {_short(d['machine'])} ({d['threads'] if 'threads' in d else s['threads']} "
+                   f"short CPU runs on {_short(d['machine'])} ({s['threads']} "
                    f"thread) - benchmarks/results/ppo_vs_sb3_cpu.json")
     return save_figure(fig, IMG / "docs_ppo.png")
 
@@ -303,7 +303,7 @@ def bc() -> Path | None:
     fig, axs = _fig(2 if (b and iv) else 1, 5.2)
     i = 0
     if b is not None:
-        _plot_docs_run(axs[0], b, "step", "bc (Gaussian NLL / MSE as configured)", "C1")
+        _plot_docs_run(axs[0], b, "step", f"bc ({b['config']['agent'].get('policy')} policy), 20 eval episodes", "C1")
         _dataset_line(axs[0], b)
         axs[0].set_title(f"SHORT DOCS RUN: {b['env']} states, seed {b['seed']}\nbenchmarks/results/bc_cpu_docs.json",
                          fontsize=8)
@@ -338,6 +338,9 @@ def residual() -> Path | None:
     if base and "final_eval_return" in base:
         ax.axhline(base["final_eval_return"], color="C1", ls="--", lw=1,
                    label="the frozen BC base alone (bc_cpu_docs.json, final eval)")
+    seed_steps = (d["config"].get("agent") or {}).get("num_seed_steps")
+    if seed_steps:
+        ax.axvline(seed_steps, color="grey", ls=":", lw=1, label=f"end of the uniform-residual seed steps ({seed_steps:,})")
     ax.set_xlabel("env frames")
     ax.set_ylabel("eval return (± std over episodes)")
     ax.legend(fontsize=8)
