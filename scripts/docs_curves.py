@@ -388,7 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--extra", default="{}", help="JSON object merged into the result (e.g. the dataset's stats)")
     a = p.parse_args(argv)
     if a.cmd == "pack":
-        print(pack(a.run, a.out, a.command, a.what, json.loads(a.extra)))
+        try:
+            print(pack(a.run, a.out, a.command, a.what, json.loads(a.extra)))
+        except ConfigError as e:
+            raise SystemExit(f"docs_curves.py pack: {e}")
         return 0
     names = getattr(a, "names", None) or list(FIGURES)
     bad = [n for n in names if n not in FIGURES]
