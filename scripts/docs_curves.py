@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         out = FIGURES[n]()
         if out is not None:
-            print(out.relative_to(ROOT))
+            print(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
     return 0
 
 
