@@ -96,6 +96,36 @@ def test_verifier_partial_credit_is_the_fraction_of_groups(tiny_verifier):
     assert reward.last_info["success"].tolist() == [True, False, False]  # an extra blue square is not exact
 
 
+def test_partial_count_score_is_flow_grpo_geneval_score():
+    from pixelrl.genrl.rewards import partial_count_score
+
+    # 2 colours x 2 shapes, colour-major: (c0, s0), (c0, s1), (c1, s0), (c1, s1)
+    want = torch.tensor([[2, 0, 0, 0]] * 5 + [[1, 0, 0, 2]])
+    pred = torch.tensor([[2, 0, 0, 0],   # exact: class term 1, colour term 1
+                         [1, 0, 1, 0],   # two of the shape but one of the colour: (1 + 0.5) / 2
+                         [3, 0, 0, 0],   # one too many: class term 0.5, colour term 0 (class count wrong)
+                         [0, 0, 0, 0],   # none: 0
+                         [5, 0, 0, 0],   # far too many: class term 1 - 3/2 = -0.5, negative as GenEval's
+                         [1, 0, 0, 1]])  # groups (1, 1) and (0.5, 0): mean of four terms
+    r = partial_count_score(pred, want, 2, 2)
+    assert r.tolist() == pytest.approx([1.0, 0.75, 0.25, 0.0, -0.25, 0.625])
+
+
+def test_partial_verifier_spec_gives_credit_for_near_misses(tiny_verifier):
+    folder, vocab, _ = tiny_verifier
+    rng = np.random.default_rng(6)
+    images = torch.from_numpy(render_groups([{("red", "square"): 2}], rng, vocab)).float() / 255
+    strict, partial = make_reward(f"shapes-verifier:{folder}"), make_reward(f"shapes-verifier-partial:{folder}")
+    prompts = ["two red squares", "one red square", "two blue squares"]
+    assert strict(images.repeat(3, 1, 1, 1), prompts).tolist() == [1.0, 0.0, 0.0]
+    # one red square asked, two found: class term 1 - 1/1 = 0; two blue asked, two squares found but none blue: 0.5
+    assert partial(images.repeat(3, 1, 1, 1), prompts).tolist() == pytest.approx([1.0, 0.0, 0.5])
+    assert partial.last_info["success"].tolist() == [True, False, False] and partial.name.startswith(
+        "shapes-verifier-partial:")
+    with pytest.raises(ConfigError, match="needs an argument"):
+        make_reward("shapes-verifier-partial:")
+
+
 def test_aesthetic_reward_is_the_laion_mlp_on_normalised_clip_embeddings(tmp_path):
     pytest.importorskip("transformers")
     from tests.rewards.conftest import save_tiny_clip
@@ -163,3 +193,33 @@ def test_generated_images_have_backgrounds_and_sprites():
     img, prompts, groups = sample_batch(16, np.random.default_rng(0), vocab)
     assert img.shape == (16, 3, 32, 32) and len(prompts) == 16
     assert all(parse_prompt(p, vocab) == g for p, g in zip(prompts, groups))
+
+
+def test_verifier_augmentation_blurs_jitters_and_is_seeded():
+    from pixelrl.genrl.rewards import augment_images
+
+    img, _, _ = sample_batch(4, np.random.default_rng(0), ShapesVocabulary(max_groups=1), size=16)
+    x = torch.from_numpy(img).float() / 255
+    plain = VerifierConfig(noise=0.0, blur=0.0, jitter=0.0)
+    flipped = augment_images(x, plain, torch.Generator().manual_seed(3))
+    assert all(torch.equal(f, x[i]) or torch.equal(f, x[i].flip(-1)) for i, f in enumerate(flipped))
+    blurred = augment_images(x, VerifierConfig(noise=0.0, blur=3.0, jitter=0.0), torch.Generator().manual_seed(3))
+    # blur keeps the mean colour roughly but smooths: neighbouring pixels differ less than after the flip alone
+    tv = lambda a: (a[..., 1:] - a[..., :-1]).abs().mean()  # noqa: E731
+    assert tv(blurred) < 0.9 * tv(flipped)
+    jit = augment_images(x, VerifierConfig(noise=0.0, blur=0.0, jitter=0.3), torch.Generator().manual_seed(3))
+    assert not torch.allclose(jit, flipped) and jit.min() >= 0 and jit.max() <= 1
+    full = VerifierConfig(noise=0.1, blur=1.5, jitter=0.15)
+    a = augment_images(x, full, torch.Generator().manual_seed(5))
+    assert torch.equal(a, augment_images(x, full, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, augment_images(x, full, torch.Generator().manual_seed(6)))
+    with pytest.raises(ConfigError, match="blur"):
+        VerifierConfig(blur=-1.0)
+    # the defaults (blur 0, jitter 0) are the old augmentation: a flip, then pixel noise, from the same draws
+    g, d = torch.Generator().manual_seed(7), VerifierConfig()
+    assert d.blur == 0 and d.jitter == 0
+    flip = torch.rand(len(x), generator=g) < 0.5
+    old = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    std = torch.rand(len(x), 1, 1, 1, generator=g) * d.noise
+    old = (old + std * torch.randn(old.shape, generator=g)).clamp(0, 1)
+    assert torch.equal(augment_images(x, d, torch.Generator().manual_seed(7)), old)

@@ -12,6 +12,8 @@ reads no prompt). :func:`make_reward` builds one from a spec string:
   every colour are in the image; the reward is the fraction of the prompt's requested (count, colour, shape) groups
   whose count it finds exactly, and ``last_info["success"]`` flags images whose predicted counts equal the request
   exactly (every requested group and nothing else).
+* ``shapes-verifier-partial:DIR`` -- the same detector with partial credit for near-miss counts, as Flow-GRPO's
+  GenEval training score (see :class:`ShapesVerifierReward`).
 * ``aesthetic:DIR`` -- the LAION aesthetic predictor's architecture (DDPO's ``aesthetic_scorer.py``): an MLP
   (D -> 1024 -> 128 -> 64 -> 16 -> 1, dropout 0.2/0.2/0.1 unused at inference) on the L2-normalised CLIP image
   embedding; DIR holds ``aesthetic_mlp.safetensors`` and a transformers CLIP folder ``clip/`` (see
@@ -42,11 +44,11 @@ from pixelrl.errors import ConfigError, CorruptFileError, NotFoundError
 from pixelrl.genrl.shapes_data import ShapesVocabulary, counts_array, parse_prompt, sample_batch
 
 __all__ = ["AestheticMLP", "AestheticReward", "CountDetector", "JpegReward", "ModelReward", "REWARD_SPECS",
-           "ShapesVerifierReward", "VerifierConfig", "convert_laion_aesthetic", "load_detector", "make_reward",
-           "train_verifier", "write_aesthetic_folder"]
+           "ShapesVerifierReward", "VerifierConfig", "augment_images", "convert_laion_aesthetic", "load_detector",
+           "make_reward", "partial_count_score", "train_verifier", "write_aesthetic_folder"]
 
-REWARD_SPECS = ("jpeg-compressibility", "jpeg-incompressibility", "shapes-verifier:DIR", "aesthetic:DIR",
-                "model:SPEC")
+REWARD_SPECS = ("jpeg-compressibility", "jpeg-incompressibility", "shapes-verifier:DIR", "shapes-verifier-partial:DIR",
+                "aesthetic:DIR", "model:SPEC")
 
 
 def _check_images(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -149,8 +151,15 @@ class VerifierConfig:
     noise: float = 0.05
     """Largest std of the Gaussian pixel noise added to training images (uniform in [0, noise] per image), so the
     detector also reads the slightly noisy images a partly trained generator makes."""
+    blur: float = 0.0
+    """Largest std (in pixels) of the Gaussian blur applied to training images (uniform in [0, blur] per image,
+    5x5 kernel), so the detector may also count the soft blobs an imperfect generator draws; 0 (the default)
+    turns it off."""
+    jitter: float = 0.0
+    """Colour jitter of training images: each channel of each image is scaled by a factor uniform in
+    [1 - jitter, 1 + jitter] and shifted by one uniform in [-jitter/2, jitter/2]; 0 (the default) turns it off."""
     eval_images: int = 1024
-    """Held-out generated images for the accuracy written to detector.json."""
+    """Held-out generated images for the accuracy written to detector.json (never augmented)."""
     seed: int = 0
     """Seed of the data and the initialisation."""
     vocabulary: ShapesVocabulary = field(default_factory=lambda: ShapesVocabulary(max_groups=2))
@@ -164,8 +173,9 @@ class VerifierConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.image_size % 4:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of 4")
-        if not self.lr > 0 or self.noise < 0:
-            raise ConfigError(f"lr={self.lr} must be > 0 and noise={self.noise} >= 0")
+        if not self.lr > 0 or min(self.noise, self.blur, self.jitter) < 0:
+            raise ConfigError(f"lr={self.lr} must be > 0 and noise={self.noise}, blur={self.blur}, "
+                              f"jitter={self.jitter} >= 0")
 
 
 DETECTOR_FILE, DETECTOR_JSON = "detector.safetensors", "detector.json"
@@ -175,6 +185,30 @@ def _detector_eval(model: CountDetector, images: torch.Tensor, target: torch.Ten
     pred = model.counts(images)
     return {"pair_accuracy": float((pred == target).float().mean()),
             "exact_match": float((pred == target).all(-1).float().mean())}
+
+
+def augment_images(x: torch.Tensor, cfg: VerifierConfig, generator: torch.Generator) -> torch.Tensor:
+    """The training augmentation of :func:`train_verifier` on images ``[B, 3, S, S]`` in [0, 1]: a random
+    left-right flip, then ``cfg.blur`` Gaussian blur, ``cfg.jitter`` colour jitter and ``cfg.noise`` pixel noise,
+    all drawn from ``generator`` (the same generator state gives the same images)."""
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    B, C, H, W = x.shape
+    if cfg.blur > 0:
+        sigma = (torch.rand(B, generator=generator) * cfg.blur).clamp(min=1e-3)
+        k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=x.dtype)[None] / sigma[:, None]) ** 2)
+        k = (k / k.sum(-1, keepdim=True)).repeat_interleave(C, 0)  # [B*C, 5]
+        y = F.pad(x.reshape(1, B * C, H, W), (2, 2, 2, 2), mode="replicate")
+        y = F.conv2d(y, k[:, None, None, :], groups=B * C)
+        x = F.conv2d(y, k[:, None, :, None], groups=B * C).reshape(B, C, H, W)
+    if cfg.jitter > 0:
+        scale = 1 + (torch.rand(B, C, 1, 1, generator=generator) * 2 - 1) * cfg.jitter
+        shift = (torch.rand(B, C, 1, 1, generator=generator) - 0.5) * cfg.jitter
+        x = (x * scale + shift).clamp(0, 1)
+    if cfg.noise > 0:
+        std = torch.rand(B, 1, 1, 1, generator=generator) * cfg.noise
+        x = (x + std * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    return x
 
 
 def train_verifier(out: str | os.PathLike, cfg: VerifierConfig = VerifierConfig(), *, progress: bool = True,
@@ -204,12 +238,7 @@ def train_verifier(out: str | os.PathLike, cfg: VerifierConfig = VerifierConfig(
     with training_progress(cfg.steps, "verifier", enabled=progress) as bar:
         for step in range(1, cfg.steps + 1):
             idx = torch.randint(len(pool_x), (cfg.batch_size,), generator=gen)
-            x, y = pool_x[idx].float() / 255, pool_y[idx]
-            flip = torch.rand(len(x), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            if cfg.noise > 0:
-                std = torch.rand(len(x), 1, 1, 1, generator=gen) * cfg.noise
-                x = (x + std * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+            x, y = augment_images(pool_x[idx].float() / 255, cfg, gen), pool_y[idx]
             loss = F.mse_loss(model(x), y.float())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -254,11 +283,21 @@ def load_detector(folder: str | os.PathLike) -> tuple[CountDetector, ShapesVocab
 class ShapesVerifierReward:
     """Fraction of the prompt's requested (count, colour, shape) groups that the detector finds with exactly that
     count; ``last_info["success"]`` (bool ``[B]``) marks images whose predicted counts match the request exactly
-    (no missing, wrong or extra shapes), ``last_info["predicted"]`` holds the predicted count table."""
+    (no missing, wrong or extra shapes), ``last_info["predicted"]`` holds the predicted count table.
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    ``partial=True`` (spec ``shapes-verifier-partial:DIR``) gives partial credit instead, as Flow-GRPO's GenEval
+    training reward (``yifan123/reward-server``, ``reward_server/gen_eval.py``, ``evaluate_reward``, whose ``score``
+    Flow-GRPO trains on): every requested group of ``n`` shapes adds the term ``1 - |n - found| / n`` for the number
+    of shapes of its class (``found``: the predicted count of that shape summed over colours), then, if that count
+    is right, the term ``1 - |n - found_colour| / n`` for the shapes of the requested colour, else a 0 in its place;
+    the reward is the mean of the terms (negative when far more shapes than requested are found, as there). The
+    mapping (GenEval's object class is our shape, its colour attribute our colour) is ours. ``success`` stays the
+    strict exact match."""
+
+    def __init__(self, folder: str | os.PathLike, *, partial: bool = False) -> None:
         self.detector, self.vocab, self.meta = load_detector(folder)
-        self.name = f"shapes-verifier:{folder}"
+        self.partial = bool(partial)
+        self.name = f"shapes-verifier{'-partial' if partial else ''}:{folder}"
         self.last_info: dict[str, Any] = {}
 
     def metadata(self, prompts: Sequence[str]) -> list[dict]:
@@ -271,11 +310,28 @@ class ShapesVerifierReward:
             raise ConfigError(f"the shapes-verifier reward got {len(x)} images but {len(prompts)} prompts")
         want = torch.from_numpy(counts_array([parse_prompt(p, self.vocab) for p in prompts], self.vocab))
         pred = self.detector.counts(x)
+        self.last_info = {"success": (pred == want).all(-1), "predicted": pred}
+        if self.partial:
+            return partial_count_score(pred, want, len(self.vocab.colors), len(self.vocab.shapes))
         asked = want > 0
         found = ((pred == want) & asked).sum(-1).float()
         reward = found / asked.sum(-1).clamp(min=1).float()
-        self.last_info = {"success": (pred == want).all(-1), "predicted": pred}
         return reward.float()
+
+
+def partial_count_score(pred: torch.Tensor, want: torch.Tensor, n_colors: int, n_shapes: int) -> torch.Tensor:
+    """Flow-GRPO's GenEval partial-credit score (see :class:`ShapesVerifierReward`) from count tables ``[B, P]``
+    laid out colour-major as :func:`~pixelrl.genrl.shapes_data.counts_array` (``P = n_colors * n_shapes``)."""
+    p = pred.reshape(len(pred), n_colors, n_shapes).double()
+    w = want.reshape(len(want), n_colors, n_shapes).double()
+    per_shape = p.sum(1, keepdim=True).expand_as(p)  # found objects of each class (shape), any colour
+    asked = w > 0
+    n = w.clamp(min=1)
+    class_term = 1 - (w - per_shape).abs() / n
+    class_ok = per_shape == w
+    colour_term = torch.where(class_ok, 1 - (w - p).abs() / n, torch.zeros_like(p))
+    total = ((class_term + colour_term) * asked).sum((1, 2))
+    return (total / (2 * asked.sum((1, 2))).clamp(min=1)).float()
 
 
 # ------------------------------------------------------------------------------------------- aesthetic
@@ -415,13 +471,14 @@ def make_reward(spec: str, *, options: dict[str, Any] | None = None, device: str
             raise ConfigError(f"--reward {s} takes no options, got {', '.join(options)}")
         return JpegReward(incompressibility=s == "jpeg-incompressibility")
     kind, sep, arg = s.partition(":")
-    if kind in ("shapes-verifier", "aesthetic", "model") and (not sep or not arg.strip()):
+    if kind in ("shapes-verifier", "shapes-verifier-partial", "aesthetic", "model") and (not sep or not arg.strip()):
         usage = {"shapes-verifier": "shapes-verifier:DIR (a `pixelrl genrl pretrain-verifier` folder)",
+                 "shapes-verifier-partial": "shapes-verifier-partial:DIR (a `pixelrl genrl pretrain-verifier` folder)",
                  "aesthetic": "aesthetic:DIR (aesthetic_mlp.safetensors + clip/)",
                  "model": "model:SPEC (a pixelrl.rewards spec, e.g. model:vlm:a red circle)"}[kind]
         raise ConfigError(f"--reward {spec!r} needs an argument: {usage}")
-    if kind == "shapes-verifier":
-        return ShapesVerifierReward(arg.strip())
+    if kind in ("shapes-verifier", "shapes-verifier-partial"):
+        return ShapesVerifierReward(arg.strip(), partial=kind == "shapes-verifier-partial")
     if kind == "aesthetic":
         return AestheticReward(arg.strip(), device)
     if kind == "model":
