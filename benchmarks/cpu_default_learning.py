@@ -13,6 +13,15 @@ The result names the CPU, its bf16 / AVX-512 flags and what ``precision auto`` c
 (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``): on an AVX-512 machine this
 approximates an AVX2-only CPU of the same clock (bf16 is then emulated and ~10x slower, as on a real AVX2 EPYC).
 It is an approximation, recorded as such in the result: a real AVX2-only machine may be slower still.
+
+``--curves RUN_DIR ...`` trains nothing: it writes the eval curves (return by env frames) of run folders, finished
+or not, for comparing settings of the preset by frames rather than by wall time (the runs of such a comparison
+share a loaded machine). Each run gets a label (its folder name without ``-s<seed>``), its changes against the
+``cpu-fast`` preset of this checkout, and the command that reproduces it; ``--load-log`` (lines ``<time> <load1>
+<load5> <load15>``, sampled while the runs ran) adds the machine's load average to the result:
+
+    .venv/bin/python benchmarks/cpu_default_learning.py --curves runs/ln-s3 runs/pad2-s3 --load-log load.log \
+        --out benchmarks/results/cpu_default_learning_candidates.json
 """
 
 from __future__ import annotations
@@ -44,8 +53,15 @@ def main() -> None:
                     help="summarise finished run folders instead of training (wall time from their summary.json)")
     ap.add_argument("--emulate-avx2", action="store_true",
                     help="limit torch/oneDNN/MKL kernels to AVX2 in the training processes (see the docstring)")
+    ap.add_argument("--curves", nargs="+", default=None,
+                    help="write the eval curves of these run folders (finished or not) instead of training")
+    ap.add_argument("--load-log", default=None, help="with --curves: load averages sampled while the runs ran")
+    ap.add_argument("--what", default="", help="with --curves: one sentence on what the runs compare")
     ap.add_argument("--out", default="benchmarks/results/cpu_default_learning.json")
     args = ap.parse_args()
+    if args.curves:
+        write_curves(args)
+        return
     root = Path(tempfile.mkdtemp(prefix="pixelrl-cpu-default-"))
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")
@@ -105,6 +121,72 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+
+
+def run_changes(config: dict) -> list[tuple[str, object, object]]:
+    """``(field, preset value, run value)`` for what a run changed against the ``cpu-fast`` preset of this checkout
+    (run-bookkeeping fields such as the run folder, seed, frames and logging switches left out)."""
+    from pixelrl.train.setup import build_config, config_changes
+    from pixelrl.utils.dataclass_io import to_dict
+
+    ref = to_dict(build_config(env=config["env"], agent_name=config["agent_name"], preset="cpu-fast", device="cpu",
+                               fill_run_dir=False))
+    skip = {"run_dir", "seed", "seeds", "frames", "time_budget_min", "video", "tensorboard", "progress", "threads",
+            "decisions", "agent.precision", "eval_every_frames", "checkpoint_every_frames", "keep_checkpoints"}
+    return [c for c in config_changes(ref, config) if c[0] not in skip]
+
+
+def _flag(field: str, value: object) -> str:
+    """The `pixelrl train` flag that sets a (dotted) config field: ``agent.augment_pad``, 2 -> ``--agent.augment-pad
+    2``; booleans as ``--agent.critic-layernorm`` / ``--agent.no-critic-layernorm``."""
+    head, _, name = field.rpartition(".")
+    prefix = f"--{head.replace('_', '-')}." if head else "--"
+    name = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"{prefix}{name}" if value else f"{prefix}no-{name}"
+    return f"{prefix}{name} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
+
+
+def write_curves(args: argparse.Namespace) -> None:
+    """The eval curves of finished or running run folders, by env frames, with their changes and commands."""
+    runs = []
+    for d in map(Path, args.curves):
+        config = json.loads((d / "config.json").read_text())
+        evals = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()
+                 if '"kind": "eval"' in line]
+        changes = run_changes(config)
+        flags = " ".join(_flag(k, v) for k, _, v in changes)
+        summary = d / "summary.json"
+        runs.append({
+            "label": d.name.rsplit("-s", 1)[0], "seed": config["seed"],
+            "changes_vs_preset": [{"field": k, "preset": a, "run": b} for k, a, b in changes],
+            "command": (f"pixelrl train --preset cpu-fast --seed {config['seed']} --threads {config['threads']} "
+                        f"--frames {config['frames']} --time-budget-min {config['time_budget_min']} --no-video "
+                        f"--agent.precision {config['agent']['precision']} {flags}").strip(),
+            "precision": config["agent"]["precision"],
+            "random_return": next((r.get("random_return") for r in evals if r.get("random_return") is not None),
+                                  None),
+            "finished": summary.exists(),
+            "curve": [(r["frames"], round(r["eval_return"], 1)) for r in evals],
+        })
+        print(f"{runs[-1]['label']} seed {runs[-1]['seed']}: " + " ".join(f"{f // 1000}k:{r:.0f}"
+                                                                            for f, r in runs[-1]["curve"]))
+    load = None
+    if args.load_log:
+        rows = [line.split() for line in Path(args.load_log).read_text().splitlines() if line.strip()]
+        load1 = np.array([float(r[1]) for r in rows])
+        load = {"samples": len(rows), "from": rows[0][0], "to": rows[-1][0], "load1_min": float(load1.min()),
+                "load1_median": float(np.median(load1)), "load1_max": float(load1.max())}
+    result = {
+        "what": args.what, "measure": "eval return (deterministic policy) against env frames",
+        "machine": machine_description(), "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16",
+                                                                               "amx_bf16"}),
+        "load_average": load if load is not None else list(os.getloadavg()),
+        "runs": runs,
+        "reproduce": "python benchmarks/cpu_default_learning.py --curves " + " ".join(args.curves),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
