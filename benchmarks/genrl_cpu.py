@@ -203,6 +203,78 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _provenance() -> dict:
+    """Machine, CPU flags, load average and command line of this process (for every result file)."""
+    from pixelrl.utils.machine import machine_description
+    from pixelrl.utils.precision import cpu_flags
+
+    return {"machine": machine_description(),
+            "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}),
+            "loadavg_start": os.getloadavg(), "command": " ".join(["python", *sys.argv])}
+
+
+def base_rates(args) -> dict:
+    """``--base-rate``: how often each generator already satisfies the verifiable reward, per prompt, before any RL:
+    ``--per-prompt`` images of each of the benchmark's prompts (the GRPO arm's DDIM sampler: ``--ddim-steps``,
+    eta 1) at every ``--guidances`` scale, each image scored by every ``--base-verifiers`` detector, strict
+    (success: every count exact) and with Flow-GRPO's partial credit (``shapes-verifier-partial``)."""
+    import torch
+
+    from pixelrl.genrl.curriculum import prompt_success, summary
+    from pixelrl.genrl.generator import read_generator_info
+    from pixelrl.genrl.model import load_generator
+    from pixelrl.genrl.rewards import ShapesVerifierReward
+    from pixelrl.genrl.sampler import make_schedule
+
+    torch.set_num_threads(args.threads)
+    prov = _provenance()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+    vers = {Path(v).name: v for v in args.base_verifiers}
+    others = {}
+    for name, folder in vers.items():
+        others[name] = ShapesVerifierReward(folder)
+        others[name + "-partial"] = ShapesVerifierReward(folder, partial=True)
+    first = next(iter(others.values()))
+    rows = []
+    for g in args.base_generators:
+        gen = load_generator(g)
+        sched = make_schedule(gen, args.ddim_steps, 1.0)
+        steps_trained = read_generator_info(g).get("steps")
+        for w in args.guidances:
+            t0 = time.perf_counter()
+            stats = prompt_success(gen, sched, first, prompts, per_prompt=args.per_prompt, guidance=w,
+                                   seed=args.seed, batch_size=32, others=others)
+            wall = time.perf_counter() - t0
+            per_ver = {}
+            for name in vers:
+                st = [{"prompt": x["prompt"], "success": x[name + "_success"], "reward": x[name + "-partial"]}
+                      for x in stats]
+                sm = summary(st, group_size=4)
+                per_ver[name] = {"success": sm["success"], "partial_reward": sm["reward"],
+                                 "mixed_frac": sm["mixed_frac"], "signal_groups_g4": sm["signal_groups"],
+                                 "prompts_in_10_90": sum(0.1 <= x["success"] <= 0.9 for x in st)}
+            rows.append({"generator": g, "generator_steps": steps_trained, "guidance": w, "images": len(stats) *
+                         args.per_prompt, "wall_s": wall, "verifiers": per_ver, "per_prompt": stats})
+            line = "; ".join(f"{n}: success {v['success']:.3f} partial {v['partial_reward']:.3f} signal-groups "
+                             f"{v['signal_groups_g4']:.3f} prompts-in-[0.1,0.9] {v['prompts_in_10_90']}"
+                             for n, v in per_ver.items())
+            print(f"generator {steps_trained} steps, guidance {w:g} ({wall:.0f}s): {line}", flush=True)
+    return {"benchmark": "genrl_base_rate", **prov, "loadavg_end": os.getloadavg(),
+            "note": f"per-prompt success of generators before RL; {args.per_prompt} images per prompt, "
+                    f"{len(prompts)} prompts, DDIM {args.ddim_steps} steps eta 1 (the GRPO arm's sampler); "
+                    "success = every predicted count equals the request (the strict reward of grpo-verifier); "
+                    "partial_reward = shapes-verifier-partial; signal_groups_g4 = expected share of groups of 4 "
+                    "whose successes differ",
+            "verifiers": {n: {"path": v, **{k: json.loads((Path(v) / "detector.json").read_text()).get(k) for k in
+                                            ("exact_match", "pair_accuracy", "held_out_images")},
+                              "augmentation": {k: json.loads((Path(v) / "detector.json").read_text())["config"].get(k)
+                                               for k in ("noise", "blur", "jitter", "steps", "pool_images")}}
+                          for n, v in vers.items()},
+            "prompts": prompts, "rows": rows}
+
+
 def main() -> None:
     from pixelrl.utils.atomic import write_json_atomic
     from pixelrl.utils.machine import machine_description
@@ -228,8 +300,22 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/genrl_cpu.json")
     p.add_argument("--append", action="store_true", help="keep the arms already in --out and add these")
     p.add_argument("--summarize", action="store_true", help="only recompute the goals and plot of --out")
+    p.add_argument("--base-rate", action="store_true", help="measure the per-prompt success of --base-generators "
+                   "under --base-verifiers before any RL (no training) and write --out")
+    p.add_argument("--base-generators", nargs="+", help="generator folders for --base-rate (e.g. snapshots after "
+                   "several pretraining steps)")
+    p.add_argument("--base-verifiers", nargs="+", help="verifier folders for --base-rate")
+    p.add_argument("--guidances", nargs="+", type=float, default=[1.0, 3.0, 5.0], help="guidance scales (--base-rate)")
+    p.add_argument("--per-prompt", type=int, default=8, help="images per prompt (--base-rate)")
     args = p.parse_args()
     out = Path(args.out)
+    if args.base_rate:
+        if not args.base_generators or not args.base_verifiers:
+            p.error("--base-rate needs --base-generators and --base-verifiers")
+        result = base_rates(args)
+        write_json_atomic(out, result)
+        print(f"wrote {out}")
+        return
     if args.summarize:  # recompute the goals and the plot of an existing result
         summary = json.loads(out.read_text())
         summary["goals"] = goals(summary["arms"])

@@ -117,6 +117,15 @@ class GenRLConfig:
     reward_clip: Optional[tuple[float, float]] = None
     """Clip the trained reward to [LOW, HIGH] before advantages (a reward-hacking guard; None: no clipping, as the
     authors)."""
+    prompt_filter: Optional[tuple[float, float]] = None
+    """A curriculum of prompts the model is sometimes right on: before the first epoch, sample
+    ``prompt_filter_samples`` images of every prompt with the initial model, score them with the trained reward
+    (which must report per-image success: shapes-verifier) and train only on the prompts whose success rate is in
+    [LOW, HIGH] (the rates and the kept prompts go to OUT/prompt_filter.json). Deviation (our choice, None: every
+    prompt, as the authors): with a 0/1 reward a prompt the model never or always gets right gives a group of equal
+    rewards and no gradient; Flow-GRPO drops such groups after sampling, DAPO's dynamic sampling resamples them."""
+    prompt_filter_samples: int = 8
+    """Images per prompt that measure the success rates of ``prompt_filter``."""
     group_size: int = 8
     """Images per prompt in one sample batch for grpo, prdp and preference (Visual-RFT's G = 8). The sample batch
     size must be a multiple of it."""
@@ -160,7 +169,7 @@ class GenRLConfig:
             raise ConfigError("--algo parrot selects the Pareto set over several rewards: give two or more, e.g. "
                               "--reward jpeg-compressibility shapes-verifier:PATH")
         for name in ("epochs", "inner_epochs", "stat_buffer_size", "stat_min_count", "checkpoint_every",
-                     "keep_checkpoints", "group_size"):
+                     "keep_checkpoints", "group_size", "prompt_filter_samples"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("steps", "sample_batch_size", "sample_batches", "train_batch_size", "grad_accum",
@@ -178,6 +187,8 @@ class GenRLConfig:
             raise ConfigError(f"--guidance-scale must be >= 1 (1: no guidance), got {self.guidance_scale}")
         if self.reward_clip is not None and not self.reward_clip[0] < self.reward_clip[1]:
             raise ConfigError(f"--reward-clip LOW HIGH needs LOW < HIGH, got {self.reward_clip}")
+        if self.prompt_filter is not None and not 0 <= self.prompt_filter[0] <= self.prompt_filter[1] <= 1:
+            raise ConfigError(f"--prompt-filter LOW HIGH needs 0 <= LOW <= HIGH <= 1, got {self.prompt_filter}")
         if self.time_budget_min is not None and not self.time_budget_min > 0:
             raise ConfigError(f"--time-budget-min must be > 0, got {self.time_budget_min}")
         if self.kl_beta < 0 or self.log_kl_batches < 0:

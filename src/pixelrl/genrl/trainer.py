@@ -324,6 +324,31 @@ def train(cfg: GenRLConfig, *, log: Callable[[str], None] = print) -> dict[str, 
         return _run(cfg, gen, sched, prompts, reward_fns, heldout, out, device, log)
 
 
+def _filter_prompts(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: list[str], reward_fn: Any,
+                    out: Path, log: Callable[[str], None]) -> list[str]:
+    """``cfg.prompt_filter``: the prompts whose success rate under the initial model is in the band, measured once
+    and kept in OUT/prompt_filter.json (a continued run reads it back instead of measuring again)."""
+    from pixelrl.genrl.curriculum import filter_prompts, prompt_success, summary
+
+    path = out / "prompt_filter.json"
+    band = [float(x) for x in cfg.prompt_filter]
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("band") == band and saved.get("samples") == cfg.prompt_filter_samples and \
+                [x["prompt"] for x in saved.get("rates", [])] == prompts:
+            return list(saved["kept"])
+    t0 = time.perf_counter()
+    stats = prompt_success(gen, sched, reward_fn, prompts, per_prompt=cfg.prompt_filter_samples,
+                           guidance=cfg.guidance_scale, seed=derive_seed(cfg.seed, 2**31 - 1, 2),
+                           batch_size=max(cfg.sample_batch_size, 1))
+    kept = filter_prompts(stats, *band)
+    write_json_atomic(path, {"band": band, "samples": cfg.prompt_filter_samples, "kept": kept, "rates": stats,
+                             "summary": summary(stats), "wall_s": time.perf_counter() - t0})
+    log(f"genrl: prompt filter [{band[0]:g}, {band[1]:g}] kept {len(kept)} of {len(prompts)} prompts (mean success "
+        f"{summary(stats)['success']:.3f} over {cfg.prompt_filter_samples} images each); {path}")
+    return kept
+
+
 def _run(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: list[str], reward_fns: list[Any],
          heldout: Any, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     write_json_atomic(out / "config.json", {**to_dict(cfg), "decisions": {
@@ -334,6 +359,8 @@ def _run(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: list[str], 
         f"{', '.join(cfg.reward)}; run folder {out}")
     for note in sched.notes:
         log(f"genrl: {note}")
+    if cfg.prompt_filter is not None:
+        prompts = _filter_prompts(cfg, gen, sched, prompts, reward_fns[0], out, log)
     seed_everything(cfg.seed)
     policy = _Policy(gen, cfg)
     opt = torch.optim.AdamW(list(policy.params.values()), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
