@@ -50,16 +50,21 @@ def _strip(row):
     return {k: v for k, v in row.items() if k not in TIMING_COLUMNS}
 
 
+def _ppo_cfg(tmp_path, name, **kw):
+    base = dict(preset="paper", device="cpu", progress=False, video=False, tensorboard=False, threads=1, obs="state",
+                frames=512, eval_every_frames=256, eval_episodes=1, run_dir=str(tmp_path / name),
+                agent={"num_envs": 4, "rollout_steps": 32, "num_minibatches": 2, "update_epochs": 2})
+    base.update(kw)
+    return build_config("gym/CartPole-v1", "ppo", **base)
+
+
 def test_ppo_on_two_workers_writes_the_single_process_rows(tmp_path):
     def cfg(name, **kw):
-        return build_config("gym/CartPole-v1", "ppo", preset="paper", device="cpu", progress=False, video=False,
-                            tensorboard=False, threads=1, obs="state", frames=512, eval_every_frames=256,
-                            eval_episodes=1, run_dir=str(tmp_path / name),
-                            agent={"num_envs": 4, "rollout_steps": 32, "num_minibatches": 2, "update_epochs": 2}, **kw)
+        return _ppo_cfg(tmp_path, name, **kw)
 
     one = cfg("one")
     trainer_class(one)(one).run()
-    two = cfg("two", workers=2)
+    two = cfg("two", workers=2, max_staleness=0)  # 0: synchronous rollouts, as without --max-staleness
     trainer = ray_trainer_class(two)(two)
     assert type(trainer).__name__ == "RayOnPolicyTrainer"
     trainer.run()
@@ -71,6 +76,58 @@ def test_ppo_on_two_workers_writes_the_single_process_rows(tmp_path):
         assert y["worker0_fps"] > 0 and y["worker1_fps"] > 0
     assert [_strip(r) for r in read_rows(tmp_path / "one", "eval")] == \
         [_strip(r) for r in read_rows(tmp_path / "two", "eval")]
+
+
+def test_bounded_staleness_ppo_acts_ahead_of_the_learner_within_the_bound(tmp_path):
+    """--max-staleness 2: rollout r acts with version max(0, r - 2) while the learner updates; every update's ratio is
+    to the behaviour log-probs recorded at collection (those of the version that acted, not the learner's); the
+    staleness logged is never above 2; the run is reproducible; an evaluation drains the pipeline."""
+    from pixelrl.agents import make_agent
+
+    agent = {"num_envs": 4, "rollout_steps": 32, "num_minibatches": 2, "update_epochs": 2, "anneal_lr": False}
+    cfg = _ppo_cfg(tmp_path, "s2", workers=2, max_staleness=2, frames=1024, eval_every_frames=640, agent=agent)
+    trainer = ray_trainer_class(cfg)(cfg)
+    weights, seen = {}, []
+    update = trainer.agent.update
+
+    def spy(staged, *, step, progress):  # the learner thread: the weights at each version, the data each update got
+        v = trainer.agent.num_updates
+        weights[v] = {k: t.clone() for k, t in trainer.agent.net.state_dict().items()}
+        ro = staged.rollout
+        seen.append((v, int(staged.versions.min()), int(staged.versions.max()), ro.obs.clone(), ro.actions.clone(),
+                     ro.logprobs.clone()))
+        return update(staged, step=step, progress=progress)
+
+    trainer.agent.update = spy
+    trainer.run()
+    rows = read_rows(tmp_path / "s2", "train")
+    # 8 rollouts; the evaluation at 640 frames (after rollout 5) drains the pipeline, which starts again at rollout 5
+    assert [r["staleness_max"] for r in rows] == [0, 1, 2, 2, 2, 0, 1, 2]
+    assert [r["policy_version"] for r in rows] == [0, 0, 0, 1, 2, 5, 5, 5]
+    assert [r["rollout"] for r in rows] == list(range(1, 9)) and max(r["staleness_max"] for r in rows) <= 2
+    probe = make_agent("ppo", trainer.obs_space, trainer.action_space, cfg.agent, "cpu")
+    stale = 0
+    for v, lo, hi, obs, actions, logprobs in seen:
+        assert lo == hi  # a rollout acts with one version, stamped on every row
+        flat_obs, flat_a = obs.reshape(-1, *obs.shape[2:]), actions.reshape(-1)
+        probe.net.load_state_dict(weights[hi])
+        dist, _ = probe.net(flat_obs)
+        torch.testing.assert_close(dist.log_prob(flat_a), logprobs.reshape(-1))  # behaviour log-probs stored
+        if hi < v:  # stale data: the learner's policy is not the behaviour policy, so the ratio starts away from 1
+            stale += 1
+            probe.net.load_state_dict(weights[v])
+            assert (probe.net(flat_obs)[0].log_prob(flat_a) - logprobs.reshape(-1)).abs().max() > 1e-4
+    assert stale == 6
+    # Reproducible, and resumed exactly: a run stopped at its checkpoint (640 frames, pipeline drained) and resumed
+    # writes the uninterrupted run's rows (lr not annealed: the budget differs).
+    first = _ppo_cfg(tmp_path, "s2b", workers=2, max_staleness=2, frames=640, eval_every_frames=640, agent=agent)
+    ray_trainer_class(first)(first).run()
+    again = _ppo_cfg(tmp_path, "s2b", workers=2, max_staleness=2, frames=1024, eval_every_frames=640, agent=agent)
+    ray_trainer_class(again)(again, resume=True).run()
+    def same(row):  # all but the timing columns (per-worker frames/s among them)
+        return {k: v for k, v in _strip(row).items() if not (k.startswith("worker") and k.endswith("_fps"))}
+
+    assert [same(r) for r in rows] == [same(r) for r in read_rows(tmp_path / "s2b", "train")]
 
 
 def test_off_policy_two_workers_survives_a_killed_worker_and_resumes(tmp_path):
@@ -191,6 +248,13 @@ def test_bad_settings_are_one_line(tmp_path):
     with pytest.raises(ConfigError, match="--max-staleness"):
         build_config("dmc/cartpole-swingup", "drqv2", workers=2, broadcast_every=5, max_staleness=2,
                      run_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="--max-staleness must be"):
+        build_config("gym/CartPole-v1", "ppo", preset="paper", obs="state", workers=2, max_staleness=-1,
+                     run_dir=str(tmp_path / "x"))
+    build_config("gym/CartPole-v1", "ppo", preset="paper", obs="state", workers=2, max_staleness=0,
+                 run_dir=str(tmp_path / "x"))  # PPO: 0 is synchronous rollouts (off-policy runs need >= 1)
+    with pytest.raises(ConfigError, match="--max-staleness"):
+        build_config("dmc/cartpole-swingup", "drqv2", workers=2, max_staleness=0, run_dir=str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="--workers must be"):
         build_config("dmc/cartpole-swingup", "drqv2", workers=0, run_dir=str(tmp_path / "x"))
     cfg = build_config("gym/CartPole-v1", "ppo", preset="paper", obs="state", workers=3, run_dir=str(tmp_path / "p"),

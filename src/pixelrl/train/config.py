@@ -37,7 +37,7 @@ TRAIN_RANGES: dict[str, int] = {
     "seed": 0, "frames": 1, "eval_every_frames": 1, "eval_episodes": 1, "checkpoint_every_frames": 0,
     "keep_checkpoints": 1, "size": 1, "action_repeat": 1, "frame_stack": 1, "threads": 0, "snapshot_horizon": 1,
     "snapshot_active_agent_steps": 0, "workers": 1, "envs_per_worker": 1, "chunk_steps": 1, "broadcast_every": 1,
-    "max_staleness": 1}
+    "max_staleness": 0}
 """Integer fields of :class:`TrainConfig` and the least value each accepts (None is accepted where the field allows
 it). Checked when the config is built, so a bad value stops the run before anything starts."""
 
@@ -281,7 +281,10 @@ class TrainConfig:
     """Off-policy ``--workers`` runs: the learner never runs more than this many updates past the policy version that
     collects any chunk still in flight (it waits for that chunk first), so every transition reaches the replay at most
     this many updates after the policy that acted. Must be >= ``broadcast_every``. None: unbounded (measured and
-    logged as ``staleness_mean`` / ``staleness_max`` either way)."""
+    logged as ``staleness_mean`` / ``staleness_max`` either way). PPO ``--workers`` runs: rollouts collected while the
+    learner updates (bounded-staleness PPO, ``pixelrl.distributed.onpolicy``): each update's data is at most this many
+    updates old and its importance ratio is to the behaviour policy's recorded log-probs. None or 0: synchronous
+    rollouts (staleness 0, the one-process run's rows)."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -316,13 +319,21 @@ DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps"
 """The fields of a Ray run (``--workers``); all None in a single-process run."""
 
 
+def _on_policy(cfg: TrainConfig) -> bool:
+    """Whether the run's agent uses the on-policy trainer (PPO)."""
+    from pixelrl.agents import AGENTS
+
+    spec = AGENTS.get(cfg.agent_name) if cfg.agent_name else None
+    return spec is not None and spec.trainer == "on-policy"
+
+
 def _check_distributed_fits(cfg: TrainConfig) -> None:
     """``--workers`` runs: the Ray fields come with ``--workers`` (their ranges are in ``TRAIN_RANGES``), and the run is
     one the distributed trainers run (one seed, online, without a reward model, interventions or snapshot resets)."""
     if cfg.workers is None:
         given = [f"--{f.replace('_', '-')}" for f in DISTRIBUTED_FIELDS if getattr(cfg, f) is not None]
         raise ConfigError(f"{', '.join(given)} configure a Ray run; add --workers N (or drop them for one process)")
-    if cfg.max_staleness is not None and cfg.max_staleness < (cfg.broadcast_every or 10):
+    if cfg.max_staleness is not None and not _on_policy(cfg) and cfg.max_staleness < (cfg.broadcast_every or 10):
         raise ConfigError(f"--max-staleness ({cfg.max_staleness}) must be >= --broadcast-every "
                           f"({cfg.broadcast_every or 10}): workers only get new weights that often")
     for name, flag in (("seeds", "--seeds"), ("reward", "--reward"), ("intervention", "--intervention.*"),

@@ -180,6 +180,22 @@ class OnPolicyTrainer(Trainer):
             self._reset_envs()
         budget_done = c["frames"] / max(cfg.frames, 1)
         frames_before = c["frames"]
+        stats = self._collect_rollout(progress, ro, agent.policy_step, agent.value)
+        t3 = time.perf_counter()
+        ro.compute_returns(agent.value(self._next_obs), gamma=a.gamma, gae_lambda=a.gae_lambda)
+        metrics = agent.update(ro, step=c["agent_steps"], progress=budget_done)
+        update_s = time.perf_counter() - t3
+        progress.update(c["frames"], env_s=stats["env_s"], act_s=stats["act_s"], update_s=update_s)
+        self._log_rollout(stats, metrics, frames_before=frames_before, update_s=update_s,
+                          seconds=time.perf_counter() - t_start)
+
+    def _collect_rollout(self, progress: TrainProgress, ro: RolloutBuffer, policy_step, value) -> dict[str, Any]:
+        """Fill ``ro`` with ``rollout_steps`` steps of every training env, acting with ``policy_step(obs) -> (action,
+        log-prob, value)`` and bootstrapping truncated episodes with ``value(obs)`` (the agent's own, or a behaviour
+        copy's in :mod:`pixelrl.distributed`'s bounded-staleness PPO). Updates the counters and ``self._next_obs``;
+        returns the finished episodes' returns and lengths and the seconds spent in the envs and acting, and the
+        counters at the rollout's end (``frames``, ``agent_steps``, ``episodes``)."""
+        cfg, c, a, agent = self.cfg, self.counters, self.cfg.agent, self.agent
         life_loss = bool(getattr(a, "life_loss_terminal", False))
         vec = self.train_env.vec
         ro.reset()
@@ -188,7 +204,7 @@ class OnPolicyTrainer(Trainer):
         for t in range(a.rollout_steps):
             t0 = time.perf_counter()
             x = self._next_obs
-            action, logprob, value = agent.policy_step(x)
+            action, logprob, value_t = policy_step(x)
             env_action = agent.env_action(action)
             if not np.isfinite(env_action).all():
                 raise DivergenceError(f"the policy's action is not finite at agent step {c['agent_steps']:,} (frame "
@@ -214,11 +230,11 @@ class OnPolicyTrainer(Trainer):
                 finished_lengths.append(int(self._ep_length[i]))
                 self._ep_return[i], self._ep_length[i] = 0.0, 0
             c["episodes"] += int(done.sum())
-            ro.add(x, action, logprob, value, agent.learn_rewards(reward, done), learn_term, cut)
+            ro.add(x, action, logprob, value_t, agent.learn_rewards(reward, done), learn_term, cut)
             if cut.any():
                 idx = np.flatnonzero(cut)
                 final = np.stack([np.asarray(info["final_obs"][i]) for i in idx])
-                ro.set_bootstrap(idx, agent.value(agent.observe(final, update=False)))
+                ro.set_bootstrap(idx, value(agent.observe(final, update=False)))
             self._next_obs = agent.observe(obs, update=True)
             c["agent_steps"] += a.num_envs
             c["frames"] += int(frames.sum())
@@ -226,27 +242,35 @@ class OnPolicyTrainer(Trainer):
             env_s += t2 - t1
             if t % 16 == 15:
                 progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=0.0)
-        t3 = time.perf_counter()
-        ro.compute_returns(agent.value(self._next_obs), gamma=a.gamma, gae_lambda=a.gae_lambda)
-        metrics = agent.update(ro, step=c["agent_steps"], progress=budget_done)
-        update_s = time.perf_counter() - t3
+        return {"returns": finished_returns, "lengths": finished_lengths, "env_s": env_s, "act_s": act_s,
+                "frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"]}
+
+    def _check_parameters(self, where: str) -> None:
+        """Raise :class:`DivergenceError` if a parameter of the agent is not finite after an update."""
+        check_finite_parameters(self.agent, where)
+
+    def _log_rollout(self, stats: dict[str, Any], metrics: dict[str, float], *, frames_before: int, update_s: float,
+                     seconds: float) -> None:
+        """Count the update of the rollout ``stats`` (:meth:`_collect_rollout`) describes, check it for divergence and
+        log its ``train`` row."""
+        c = self.counters
         c["rollouts"] += 1
         bad = {k: v for k, v in metrics.items() if "loss" in k and not math.isfinite(v)}
         if bad:
             raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} in the update after rollout "
-                                  f"{c['rollouts']:,} (frame {c['frames']:,}): the training diverged")
-        check_finite_parameters(self.agent, f"after rollout {c['rollouts']:,} (frame {c['frames']:,})")
+                                  f"{c['rollouts']:,} (frame {stats['frames']:,}): the training diverged")
+        self._check_parameters(f"after rollout {c['rollouts']:,} (frame {stats['frames']:,})")
         self._warn_if_losses_explode(metrics)
-        progress.update(c["frames"], env_s=env_s, act_s=act_s, update_s=update_s)
-        row: dict[str, Any] = {"frames": c["frames"], "agent_steps": c["agent_steps"], "episodes": c["episodes"],
-                               "rollout": c["rollouts"], "episodes_finished": len(finished_returns)}
+        finished_returns, finished_lengths = stats["returns"], stats["lengths"]
+        row: dict[str, Any] = {"frames": stats["frames"], "agent_steps": stats["agent_steps"],
+                               "episodes": stats["episodes"], "rollout": c["rollouts"],
+                               "episodes_finished": len(finished_returns)}
         if finished_returns:
             row.update(episode_return=float(np.mean(finished_returns)),
                        episode_return_max=float(np.max(finished_returns)),
                        episode_length=float(np.mean(finished_lengths)))
-        seconds = time.perf_counter() - t_start
         row.update(metrics)
         row.update(self._rollout_stats())
-        row.update(fps=(c["frames"] - frames_before) / max(seconds, 1e-9), env_s=env_s, act_s=act_s,
-                   update_s=update_s, wall_s=time.perf_counter() - self._wall_start)
+        row.update(fps=(stats["frames"] - frames_before) / max(seconds, 1e-9), env_s=stats["env_s"],
+                   act_s=stats["act_s"], update_s=update_s, wall_s=time.perf_counter() - self._wall_start)
         self.logger.log("train", row)
