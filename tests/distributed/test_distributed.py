@@ -130,6 +130,34 @@ def test_bounded_staleness_ppo_acts_ahead_of_the_learner_within_the_bound(tmp_pa
     assert [same(r) for r in rows] == [same(r) for r in read_rows(tmp_path / "s2b", "train")]
 
 
+def test_ppo_with_two_data_parallel_learners_and_bounded_staleness(tmp_path):
+    """--learners 2 (gloo on CPU) with --max-staleness 1: the helper learner updates in step with the trainer's own
+    (identical weights at the end), the updates are logged, and --learners refuses what it cannot run."""
+    cfg = _ppo_cfg(tmp_path, "ddp", workers=2, learners=2, max_staleness=1, frames=512, eval_every_frames=10_000)
+    trainer = ray_trainer_class(cfg)(cfg)
+    close = trainer._close
+
+    def check_then_close(**kw):  # before the learners stop: the helper holds the trainer's weights
+        group = trainer.learner_group
+        helper = group.helper_parameters(1)
+        for k, v in trainer.agent.net.state_dict().items():
+            assert torch.equal(helper[k], v), k
+        close(**kw)
+
+    trainer._close = check_then_close
+    trainer.run()
+    rows = read_rows(tmp_path / "ddp", "train")
+    assert [r["staleness_max"] for r in rows] == [0, 1, 1, 1]
+    assert all(np.isfinite(r["policy_loss"]) and r["epochs"] == 2 for r in rows)
+    assert "2 data-parallel learners" in trainer.cfg.decisions["learners"]
+    with pytest.raises(ConfigError, match="runs PPO only"):
+        _off_cfg(tmp_path, "x", learners=2)
+    bad = _ppo_cfg(tmp_path, "bad", workers=2, learners=3)  # 128 rows in 2 minibatches do not split 3 ways
+    with pytest.raises(ConfigError, match="--learners 3"):
+        ray_trainer_class(bad)(bad)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_off_policy_two_workers_survives_a_killed_worker_and_resumes(tmp_path):
     cfg = _off_cfg(tmp_path, "run", frames=2400, eval_every_frames=1200, broadcast_every=4)
     trainer = ray_trainer_class(cfg)(cfg)

@@ -521,13 +521,20 @@ class PPOAgent:
         return int(out) if self.discrete else out
 
     # ---- learning ---------------------------------------------------------------------------------------------
-    def update(self, rollout, *, step: int, progress: float) -> dict[str, float]:
+    def update(self, rollout, *, step: int, progress: float, data_parallel=None) -> dict[str, float]:
         """One PPO update on a finished rollout (advantages and returns computed). ``progress`` in [0, 1] is the
         share of the frame budget done before the rollout (for ``anneal_lr``). Returns the means over the
         minibatches of ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``, ``old_approx_kl``,
         ``clipfrac``, plus ``explained_variance``, ``lr`` and ``epochs`` (fewer than ``update_epochs`` after a
-        ``target_kl`` stop)."""
+        ``target_kl`` stop).
+
+        ``data_parallel`` (``pixelrl.distributed.ddp``; None in one process): this process is one of several learners,
+        ``rollout`` its shard and each minibatch its part of the global one. It supplies ``module`` (the network
+        wrapped in DDP, whose backward all-reduces the gradients), ``mean_std(x)`` (mean and std of the global
+        minibatch's advantages) and ``mean(x)`` (the mean over learners of a tensor of metrics)."""
         cfg = self.cfg
+        dp = data_parallel
+        forward = self.net if dp is None else dp.module
         lr = cfg.lr * (1.0 - min(max(float(progress), 0.0), 1.0)) if cfg.anneal_lr else cfg.lr
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -538,12 +545,15 @@ class PPOAgent:
         for _ in range(cfg.update_epochs):
             epochs += 1
             for mb in rollout.minibatches(cfg.num_minibatches):
-                dist, new_v = self.net(mb["obs"])
+                dist, new_v = forward(mb["obs"])
                 new_logprob = _logprob(dist, mb["actions"], self.discrete)
                 entropy = _entropy(dist, self.discrete).mean()
                 adv = mb["advantages"]
-                if cfg.norm_adv:
+                if cfg.norm_adv and dp is None:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                elif cfg.norm_adv:  # the global minibatch's statistics, as one learner would compute them
+                    mean, std = dp.mean_std(adv)
+                    adv = (adv - mean) / (std + 1e-8)
                 pg_loss, logratio = clipped_policy_loss(new_logprob, mb["logprobs"], adv, cfg.clip_coef)
                 v_loss = value_loss(new_v, mb["values"], mb["returns"], cfg.clip_coef if cfg.clip_vloss else None)
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
@@ -560,10 +570,11 @@ class PPOAgent:
                 for k, v in m.items():
                     sums[k] = sums[k] + v if k in sums else v
                 n += 1
-            if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
+            if cfg.target_kl is not None and float(approx_kl if dp is None else dp.mean(approx_kl)) > cfg.target_kl:
                 break
         self.num_updates += 1
-        out = dict(zip(sums, (torch.stack(list(sums.values())) / n).tolist()))
+        means = torch.stack(list(sums.values())) / n
+        out = dict(zip(sums, (means if dp is None else dp.mean(means)).tolist()))
         y_pred, y_true = rollout.values.reshape(-1), rollout.returns.reshape(-1)
         var_y = float(y_true.var(unbiased=False))
         out["explained_variance"] = float("nan") if var_y == 0 else float(

@@ -6,7 +6,9 @@ writes the same run folder and resumes with ``pixelrl resume``.
 * :mod:`~pixelrl.distributed.worker` -- the env worker (K envs of the project's vector env) and batched acting;
 * :mod:`~pixelrl.distributed.pool` -- Ray start-up, the workers as actors, restart of a dead worker;
 * :mod:`~pixelrl.distributed.vector` -- the workers as one vector env (PPO's synchronous rollouts);
-* :mod:`~pixelrl.distributed.onpolicy` -- PPO on Ray;
+* :mod:`~pixelrl.distributed.onpolicy` -- PPO on Ray: synchronous rollouts, or bounded staleness (the update in a
+  learner thread while the next rollouts are collected);
+* :mod:`~pixelrl.distributed.ddp` -- PPO's data-parallel learner (``--learners``, torch.distributed DDP);
 * :mod:`~pixelrl.distributed.offpolicy` -- the off-policy agents (DrQ-v2 family, SAC) on Ray: chunks, weight
   broadcast, version stamps, bounded staleness.
 """

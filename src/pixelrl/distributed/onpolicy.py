@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from pixelrl.distributed.ddp import draw_perms
 from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.vector import RayVectorEnv
 from pixelrl.envs._gl import gl_environment
@@ -74,9 +75,9 @@ def envs_per_worker(cfg: TrainConfig) -> int:
 
 class StagedRollout:
     """A finished rollout (advantages and returns computed) handed to the learner thread, with the minibatch
-    permutations of each epoch drawn beforehand and the policy version of every row (``versions``, ``[T, N]``).
-    ``minibatches`` yields what :meth:`~pixelrl.data.rollout.RolloutBuffer.minibatches` does, from those
-    permutations."""
+    permutations of each epoch drawn beforehand (``perms[epoch][learner]``, :func:`~pixelrl.distributed.ddp.draw_perms`)
+    and the policy version of every row (``versions``, ``[T, N]``). With one learner, ``minibatches`` yields what
+    :meth:`~pixelrl.data.rollout.RolloutBuffer.minibatches` does, from those permutations."""
 
     def __init__(self, rollout, perms: list[torch.Tensor], version: int) -> None:
         self.rollout = rollout
@@ -89,7 +90,7 @@ class StagedRollout:
         n = self.rollout.batch_size
         size = n // num_minibatches
         flat = self.rollout.flat()
-        perm = self.perms[self._epoch].to(self.rollout.device)
+        perm = self.perms[self._epoch][0].to(self.rollout.device)
         self._epoch += 1
         for start in range(0, n, size):
             idx = perm[start:start + size]
@@ -107,6 +108,9 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._base: int | None = None  # the rollout count where the pipeline (re)started
         self._staleness: list[int] = []
+        self.learners = int(cfg.learners or 1)
+        """Learner processes sharing each update (``pixelrl.distributed.ddp``)."""
+        self.learner_group = None
         super()._init(cfg, resume, checkpoint)
         if self.staleness_bound:
             from pixelrl.agents import make_agent
@@ -128,6 +132,15 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
 
     def _make_train_env(self, cfg: TrainConfig, env_kwargs: dict[str, Any]) -> RayVectorEnv:
         k = envs_per_worker(cfg)
+        if self.learners > 1:  # before Ray or the run folder starts
+            n = cfg.agent.num_envs * cfg.agent.rollout_steps
+            if n % (self.learners * cfg.agent.num_minibatches):
+                raise ConfigError(f"--learners {self.learners} shares a rollout of num_envs x rollout_steps = {n} rows "
+                                  f"in num_minibatches = {cfg.agent.num_minibatches} minibatches: learners x "
+                                  "num_minibatches must divide the rows")
+            from pixelrl.distributed.ddp import _backend
+
+            _backend(self.device, self.learners)  # one GPU per learner, or one clear line
         gl_env = gl_environment()
 
         def make_args(index: int, restarts: int) -> tuple[tuple, dict]:
@@ -141,6 +154,9 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         if self.cfg.decisions is not None:
             self.cfg.decisions["vector_env"] = (f"Ray: {cfg.workers} env workers x {k} envs, synchronous rollouts, "
                                                 "inference batched in the learner")
+            if self.learners > 1:
+                self.cfg.decisions["learners"] = (f"{self.learners} data-parallel learners (torch.distributed DDP, "
+                                                  f"{'nccl' if self.device.type == 'cuda' else 'gloo'})")
         self._restarts_seen = 0
         return vec
 
@@ -185,8 +201,9 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         behaviour = self._behaviour
         stats = self._collect_rollout(progress, ro, behaviour.policy_step, behaviour.value)
         ro.compute_returns(behaviour.value(self._next_obs), gamma=a.gamma, gae_lambda=a.gae_lambda)
-        perms = [torch.randperm(ro.batch_size) for _ in range(a.update_epochs)]  # torch's RNG, in this thread
+        perms = draw_perms(self.learners, ro.batch_size // self.learners, a.update_epochs)  # torch's RNG, this thread
         staged = StagedRollout(ro, perms, version)
+        self._start_learners()
         future = self._executor.submit(self._update_in_thread, staged, c["agent_steps"], budget_done)
         self._pending.append((future, staged, stats, frames_before, time.perf_counter() - t_start))
 
@@ -194,7 +211,10 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         """The learner thread: one PPO update on ``staged``; returns its metrics, the weights it made (the next
         version, copied) and its seconds."""
         t0 = time.perf_counter()
-        metrics = self.agent.update(staged, step=step, progress=budget_done)
+        if self.learner_group is not None:
+            metrics = self.learner_group.update(staged.rollout, step=step, progress=budget_done, perms=staged.perms)
+        else:
+            metrics = self.agent.update(staged, step=step, progress=budget_done)
         weights = {k: v.detach().clone() for k, v in self.agent.net.state_dict().items()}
         return metrics, weights, time.perf_counter() - t0
 
@@ -210,6 +230,21 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         self._free.append(staged.rollout)
         progress.update(stats["frames"], env_s=stats["env_s"], act_s=stats["act_s"], update_s=update_s)
         self._log_rollout(stats, metrics, frames_before=frames_before, update_s=update_s, seconds=collect_s)
+
+    # ---- data-parallel learners (learners > 1) ----------------------------------------------------------------
+    def _start_learners(self) -> None:
+        """Start the helper learners at the first update (after a resume has loaded the agent they copy)."""
+        if self.learners > 1 and self.learner_group is None:
+            from pixelrl.distributed.ddp import LearnerGroup
+
+            self.learner_group = LearnerGroup(self.learners, self.agent, self.cfg.agent_name, self.obs_space,
+                                              self.action_space, self.cfg.agent)
+
+    def _update(self, rollout: Any, *, step: int, progress: float) -> dict[str, float]:
+        if self.learners == 1:
+            return super()._update(rollout, step=step, progress=progress)
+        self._start_learners()
+        return self.learner_group.update(rollout, step=step, progress=progress)
 
     def _check_parameters(self, where: str) -> None:
         """With updates in the learner thread: check the weights the harvested update made (the thread may be changing
@@ -240,7 +275,12 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         executor, self._executor = getattr(self, "_executor", None), None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-        super()._close(release=release)
+        group, self.learner_group = getattr(self, "learner_group", None), None
+        try:
+            if group is not None:
+                group.close()
+        finally:
+            super()._close(release=release)
 
 
 class _NoProgress:

@@ -37,7 +37,7 @@ TRAIN_RANGES: dict[str, int] = {
     "seed": 0, "frames": 1, "eval_every_frames": 1, "eval_episodes": 1, "checkpoint_every_frames": 0,
     "keep_checkpoints": 1, "size": 1, "action_repeat": 1, "frame_stack": 1, "threads": 0, "snapshot_horizon": 1,
     "snapshot_active_agent_steps": 0, "workers": 1, "envs_per_worker": 1, "chunk_steps": 1, "broadcast_every": 1,
-    "max_staleness": 0}
+    "max_staleness": 0, "learners": 1}
 """Integer fields of :class:`TrainConfig` and the least value each accepts (None is accepted where the field allows
 it). Checked when the config is built, so a bad value stops the run before anything starts."""
 
@@ -145,7 +145,8 @@ class TrainConfig:
     mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward.
 
     Scale-out on Ray (docs/distributed.md): --workers N runs the envs on N Ray actors (--envs-per-worker,
-    --ray-address, --chunk-steps, --broadcast-every, --max-staleness); same run folder, same `pixelrl resume`."""
+    --ray-address, --chunk-steps, --broadcast-every, --max-staleness, --learners); same run folder, same
+    `pixelrl resume`."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>``, ``metaworld/<task>-v3`` or
@@ -263,7 +264,8 @@ class TrainConfig:
     the run folder and ``pixelrl resume`` are the same. Off-policy agents (DrQ-v2 family, SAC): every worker acts with
     a copy of the policy on ``chunk_steps``-step chunks (its envs' inference batched), the learner broadcasts weights
     every ``broadcast_every`` updates and stamps each transition with the policy version that acted. PPO: synchronous
-    rollouts, inference batched in the learner over every worker's envs. None: one process (the default, unchanged)."""
+    rollouts (or bounded staleness with ``max_staleness``), inference batched in the learner over every worker's envs.
+    None: one process (the default, unchanged)."""
     envs_per_worker: Optional[int] = None
     """Envs per Ray env worker (``--workers``), stepped together in the worker. None: 1 for off-policy agents; for PPO
     the agent's ``num_envs`` divided by ``workers`` (PPO needs ``workers x envs_per_worker = num_envs``)."""
@@ -285,6 +287,11 @@ class TrainConfig:
     learner updates (bounded-staleness PPO, ``pixelrl.distributed.onpolicy``): each update's data is at most this many
     updates old and its importance ratio is to the behaviour policy's recorded log-probs. None or 0: synchronous
     rollouts (staleness 0, the one-process run's rows)."""
+    learners: Optional[int] = None
+    """PPO ``--workers`` runs: learner processes sharing each update (``pixelrl.distributed.ddp``): each holds a shard of
+    the rollout and computes its part of every minibatch, their gradients all-reduced by ``torch.distributed`` DDP
+    (``nccl``, one GPU per learner, with ``--device cuda``; ``gloo`` on CPU, which is for testing only). The update
+    equals the one-process update on the same minibatches (to float tolerance). None or 1: one learner."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -315,7 +322,8 @@ class TrainConfig:
         return kw
 
 
-DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps", "broadcast_every", "max_staleness")
+DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps", "broadcast_every", "max_staleness",
+                      "learners")
 """The fields of a Ray run (``--workers``); all None in a single-process run."""
 
 
@@ -336,6 +344,9 @@ def _check_distributed_fits(cfg: TrainConfig) -> None:
     if cfg.max_staleness is not None and not _on_policy(cfg) and cfg.max_staleness < (cfg.broadcast_every or 10):
         raise ConfigError(f"--max-staleness ({cfg.max_staleness}) must be >= --broadcast-every "
                           f"({cfg.broadcast_every or 10}): workers only get new weights that often")
+    if cfg.learners is not None and cfg.learners > 1 and not _on_policy(cfg):
+        raise ConfigError(f"--learners {cfg.learners} (a data-parallel learner) runs PPO only; agent {cfg.agent_name!r} "
+                          "learns in one process (drop --learners)")
     for name, flag in (("seeds", "--seeds"), ("reward", "--reward"), ("intervention", "--intervention.*"),
                        ("snapshot_bank", "--snapshot-bank")):
         if getattr(cfg, name) is not None:

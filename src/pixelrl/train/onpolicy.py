@@ -183,11 +183,15 @@ class OnPolicyTrainer(Trainer):
         stats = self._collect_rollout(progress, ro, agent.policy_step, agent.value)
         t3 = time.perf_counter()
         ro.compute_returns(agent.value(self._next_obs), gamma=a.gamma, gae_lambda=a.gae_lambda)
-        metrics = agent.update(ro, step=c["agent_steps"], progress=budget_done)
+        metrics = self._update(ro, step=c["agent_steps"], progress=budget_done)
         update_s = time.perf_counter() - t3
         progress.update(c["frames"], env_s=stats["env_s"], act_s=stats["act_s"], update_s=update_s)
         self._log_rollout(stats, metrics, frames_before=frames_before, update_s=update_s,
                           seconds=time.perf_counter() - t_start)
+
+    def _update(self, rollout: Any, *, step: int, progress: float) -> dict[str, float]:
+        """The agent's update on a finished rollout (:mod:`pixelrl.distributed` shares it among several learners)."""
+        return self.agent.update(rollout, step=step, progress=progress)
 
     def _collect_rollout(self, progress: TrainProgress, ro: RolloutBuffer, policy_step, value) -> dict[str, Any]:
         """Fill ``ro`` with ``rollout_steps`` steps of every training env, acting with ``policy_step(obs) -> (action,
