@@ -57,6 +57,16 @@ def main() -> None:
                     help="write the eval curves of these run folders (finished or not) instead of training")
     ap.add_argument("--load-log", default=None, help="with --curves: load averages sampled while the runs ran")
     ap.add_argument("--what", default="", help="with --curves: one sentence on what the runs compare")
+    ap.add_argument("--update-cost", nargs="*", default=None, metavar="ARM",
+                    help="with --curves: also time one update of the preset against each ARM, a comma-separated "
+                         "list of agent field=value (e.g. critic_layernorm=true), fp32, 1 thread, synthetic batch; "
+                         "the arms alternate over --cost-rounds rounds of --cost-reps updates (medians)")
+    ap.add_argument("--reference", default=None,
+                    help="with --curves: a committed result whose runs' curves are copied in as label 'preset' (the "
+                         "peer measured earlier with the same settings but the changes)")
+    ap.add_argument("--plot", default=None, help="with --curves: also draw the curves, one panel per seed, to this PNG")
+    ap.add_argument("--cost-rounds", type=int, default=5)
+    ap.add_argument("--cost-reps", type=int, default=20)
     ap.add_argument("--out", default="benchmarks/results/cpu_default_learning.json")
     args = ap.parse_args()
     if args.curves:
@@ -147,6 +157,59 @@ def _flag(field: str, value: object) -> str:
     return f"{prefix}{name} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
+def update_cost(arms: list[str], rounds: int, reps: int) -> dict:
+    """Median wall time of one agent update (fp32, 1 thread, the preset's batch on synthetic 48x48 frames) of the
+    ``cpu-fast`` preset and of each arm (agent field=value changes). All agents live in this process and the arms
+    take turns within every round, so a busy stretch of a shared machine slows them alike."""
+    import statistics
+
+    import gymnasium as gym
+    import torch
+
+    from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
+    from pixelrl.agents.presets import cpu_fast
+    from pixelrl.data.batch import Batch
+    from pixelrl.utils.dataclass_io import from_dict
+
+    torch.set_num_threads(1)
+    base = {k: v for k, v in cpu_fast.items() if k in DrQv2Config.__dataclass_fields__}
+    base["precision"] = "fp32"
+    agents = {}
+    size = int(cpu_fast["size"])
+    obs = gym.spaces.Box(0, 255, (9, size, size), np.uint8)
+    act = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    for arm in ["preset", *arms]:
+        kw = dict(base)
+        for item in ([] if arm == "preset" else arm.split(",")):
+            k, v = item.split("=", 1)
+            kw[k.strip()] = json.loads(v.strip().lower() if v.strip().lower() in ("true", "false") else v.strip())
+        torch.manual_seed(0)
+        agents[arm] = DrQv2Agent(obs, act, from_dict(DrQv2Config, kw, where=f"arm {arm!r}"))
+    n = int(base["batch_size"])
+    g = torch.Generator().manual_seed(0)
+    o = torch.randint(0, 256, (n, 9, size, size), dtype=torch.uint8, generator=g)
+    batch = Batch(obs=o, action=torch.rand(n, 1, generator=g) * 2 - 1, reward=torch.rand(n, 1, generator=g),
+                  discount=torch.full((n, 1), 0.99), next_obs=o.roll(1, 0))
+    times: dict[str, list[float]] = {arm: [] for arm in agents}
+    for agent in agents.values():
+        for _ in range(3):
+            agent.update(batch, step=100_000)
+    for _ in range(rounds):
+        for arm, agent in agents.items():
+            t = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                agent.update(batch, step=100_000)
+                t.append(time.perf_counter() - t0)
+            times[arm].append(statistics.median(t))
+    ms = {arm: 1e3 * statistics.median(v) for arm, v in times.items()}
+    for arm, v in ms.items():
+        print(f"update {arm}: {v:.1f} ms ({v / ms['preset']:.2f}x the preset)")
+    return {"what": "one update, fp32, 1 thread, batch of the preset, synthetic frames; median over rounds of the "
+                    "per-round medians", "rounds": rounds, "reps": reps,
+            "update_ms": ms, "ratio_vs_preset": {arm: v / ms["preset"] for arm, v in ms.items()}}
+
+
 def write_curves(args: argparse.Namespace) -> None:
     """The eval curves of finished or running run folders, by env frames, with their changes and commands."""
     runs = []
@@ -171,6 +234,13 @@ def write_curves(args: argparse.Namespace) -> None:
         })
         print(f"{runs[-1]['label']} seed {runs[-1]['seed']}: " + " ".join(f"{f // 1000}k:{r:.0f}"
                                                                             for f, r in runs[-1]["curve"]))
+    reference = None
+    if args.reference:
+        ref = json.loads(Path(args.reference).read_text())
+        reference = {"file": args.reference, "command": ref.get("command"), "machine": ref.get("machine")}
+        runs = [{"label": "preset", "seed": r["seed"], "changes_vs_preset": [], "from": args.reference,
+                 "random_return": r.get("random_return"), "curve": [tuple(c) for c in r["curve"]]}
+                for r in ref["runs"]] + runs
     load = None
     if args.load_log:
         rows = [line.split() for line in Path(args.load_log).read_text().splitlines() if line.strip()]
@@ -182,11 +252,51 @@ def write_curves(args: argparse.Namespace) -> None:
         "machine": machine_description(), "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16",
                                                                                "amx_bf16"}),
         "load_average": load if load is not None else list(os.getloadavg()),
+        "reference": reference,
         "runs": runs,
-        "reproduce": "python benchmarks/cpu_default_learning.py --curves " + " ".join(args.curves),
+        "update_cost": update_cost(args.update_cost, args.cost_rounds, args.cost_reps)
+        if args.update_cost is not None else None,
+        "reproduce": "python benchmarks/cpu_default_learning.py --curves " + " ".join(args.curves)
+        + (" --update-cost " + " ".join(args.update_cost) if args.update_cost is not None else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.plot:
+        plot_curves(runs, args.plot, title=args.what)
+
+
+def plot_curves(runs: list[dict], path: str, title: str = "") -> None:
+    """One panel per seed, one line per label, eval return against env frames (thousands)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = sorted({r["seed"] for r in runs})
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4 * len(seeds), 3.4), sharey=True, squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        for i, label in enumerate(labels):
+            for r in runs:
+                if r["seed"] == seed and r["label"] == label and r["curve"]:
+                    f, ret = zip(*r["curve"])
+                    ax.plot(np.array(f) / 1e3, ret, marker=".", color=f"C{i}", label=label)
+        rnd = next((r["random_return"] for r in runs if r["seed"] == seed and r.get("random_return")), None)
+        if rnd is not None:
+            ax.axhline(rnd, color="grey", ls=":", lw=1, label="random policy")
+        ax.axhline(750, color="black", ls="--", lw=0.8, label="goal 750")
+        ax.set_title(f"seed {seed}")
+        ax.set_xlabel("env frames (k)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("eval return")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    if title:
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
