@@ -261,6 +261,60 @@ def test_learner_given_the_same_data_makes_the_same_updates(env_id, episode, ove
     assert assembler.open_steps() == 15
 
 
+@pytest.mark.parametrize("agent_name", ["drqv2", "sac"])
+def test_learner_inference_acts_as_the_workers_would(agent_name):
+    """--inference learner: one forward pass over two workers' envs, each worker's noise (and warm-up actions) from
+    the generator it would use itself, gives the actions the two workers choose acting alone with the same weights."""
+    from pixelrl.agents import make_agent
+    from pixelrl.distributed.worker import EnvWorker, act_batch
+
+    kw = {k: v for k, v in OFF_POLICY.items()
+          if k not in ("progress", "video", "tensorboard", "threads", "eval_episodes", "eval_random")}
+    cfg = build_config(ENV, agent_name, **kw, action_repeat=8, run_dir="unused")
+    env_kw, K, seeds = cfg.env_kwargs(), 2, (11, 12)
+    alone = [EnvWorker(cfg.env, K, env_kw, agent=(cfg.agent_name, cfg.agent), torch_seed=s) for s in seeds]
+    driven = [EnvWorker(cfg.env, K, env_kw, torch_seed=99) for _ in seeds]  # no agent: the learner acts
+    torch.manual_seed(0)
+    learner = make_agent(cfg.agent_name, alone[0].vec.single_observation_space, alone[0].vec.single_action_space,
+                         cfg.agent, torch.device("cpu"))
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    for w in range(2):
+        alone[w].reset([2 * w, 2 * w + 1])
+        driven[w].reset([2 * w, 2 * w + 1])
+    for step in (0, 1000):  # the uniform warm-up (step < num_seed_steps = 40), then the policy's noisy actions
+        want = [wk.chunk(6, step=step, version=0, weights=learner.state_dict())["action"] for wk in alone]
+        got = [[], []]
+        for _ in range(6):
+            actions = act_batch(learner, np.concatenate([wk.obs for wk in driven]), step=step,
+                                generators=[(g, K) for g in gens])
+            for w, wk in enumerate(driven):
+                got[w].append(actions[w * K:(w + 1) * K])
+                wk.step(actions[w * K:(w + 1) * K])
+        for w in range(2):
+            np.testing.assert_allclose(np.stack(got[w]), want[w], rtol=0, atol=1e-5)
+        assert not np.allclose(want[0], want[1])  # the workers' noise differs
+
+
+def test_off_policy_run_with_inference_in_the_learner(tmp_path):
+    cfg = _off_cfg(tmp_path, "learner", frames=1600, eval_every_frames=10_000, inference="learner")
+    trainer = ray_trainer_class(cfg)(cfg)
+    assert "inference in the learner" in trainer.cfg.decisions["distributed"]
+    trainer.run()
+    rows = read_rows(tmp_path / "learner", "train")
+    c = trainer.counters
+    assert all(r["inference_batch"] == 2 for r in rows)  # 2 workers x 1 env, one forward pass
+    assert rows[-1]["updates"] == c["updates"] >= owed_updates(c["agent_steps"], seed_steps=40, update_every=2,
+                                                               updates_per_step=1) - 1
+    assert len(trainer.replay) + trainer.assembler.open_steps() == c["agent_steps"]
+    # acted with the weights of the moment: the data is as old as the updates run while its step was in flight, once
+    # the first episodes are stored one update per step (1 update per 2 agent steps, 2 envs)
+    assert rows[-1]["staleness_max"] == 1
+    with pytest.raises(ConfigError, match="--inference learner acts with"):
+        _off_cfg(tmp_path, "x", inference="learner", broadcast_every=4)
+    with pytest.raises(ConfigError, match="--inference must be"):
+        _off_cfg(tmp_path, "x", inference="gpu")
+
+
 def test_update_cadence_is_the_single_process_loops():
     for seed_steps, every, per in ((0, 1, 1), (40, 2, 1), (7, 3, 2)):
         done = 0

@@ -42,9 +42,10 @@ import torch
 
 from pixelrl.distributed.onpolicy import RESTART_STREAM
 from pixelrl.distributed.pool import WorkerPool
-from pixelrl.distributed.worker import full_stack
+from pixelrl.distributed.vector import _concat
+from pixelrl.distributed.worker import ChunkRecorder, act_batch, batchable, full_stack
 from pixelrl.envs._gl import gl_environment
-from pixelrl.errors import DivergenceError, PixelRLError
+from pixelrl.errors import ConfigError, DivergenceError, PixelRLError
 from pixelrl.train.config import TrainConfig
 from pixelrl.train.episode import env_step_error
 from pixelrl.train.loop import TRAIN_STREAM, WARMUP_STREAM, Trainer
@@ -158,7 +159,18 @@ class RayTrainer(Trainer):
         self.T = int(cfg.chunk_steps or DEFAULT_CHUNK_STEPS)
         self.M = int(cfg.broadcast_every or DEFAULT_BROADCAST_EVERY)
         self.S = cfg.max_staleness
-        if self.cfg.decisions is not None:
+        self.learner_inference = cfg.inference == "learner"
+        """``--inference learner``: the learner acts for every worker's envs (one forward pass), workers only step."""
+        if self.learner_inference and not batchable(self.agent):
+            raise ConfigError(f"--inference learner batches the DrQ-v2 family's and SAC's acting; agent "
+                              f"{cfg.agent_name!r} acts one observation at a time (use --inference worker)")
+        self._frame_stack = frame_stack
+        if self.cfg.decisions is not None and self.learner_inference:
+            self.cfg.decisions["distributed"] = (
+                f"Ray: {cfg.workers} env workers x {self.K} envs, inference in the learner batched over all "
+                f"{cfg.workers * self.K} envs with its current weights, one Ray call per agent step, rounds of "
+                f"{self.T} steps")
+        elif self.cfg.decisions is not None:
             self.cfg.decisions["distributed"] = (
                 f"Ray: {cfg.workers} env workers x {self.K} envs, {self.T}-step chunks, inference batched per worker "
                 f"over its envs, weights broadcast every {self.M} updates, max staleness "
@@ -168,10 +180,13 @@ class RayTrainer(Trainer):
         gl_env, worker_cfg = gl_environment(), a
 
         def make_args(index: int, restarts: int) -> tuple[tuple, dict]:
-            return (cfg.env, self.K, env_kwargs), {"gl_env": gl_env, "agent": (cfg.agent_name, worker_cfg),
+            agent = None if self.learner_inference else (cfg.agent_name, worker_cfg)
+            return (cfg.env, self.K, env_kwargs), {"gl_env": gl_env, "agent": agent,
                                                    "torch_seed": derive_seed(cfg.seed, RESTART_STREAM, restarts, index)}
 
         self.pool = self.train_env = WorkerPool.launch(cfg.ray_address, cfg.workers, make_args)  # closed with the run
+        self._obs: list[Any] = [None] * len(self.pool)  # each worker's current observations (--inference learner)
+        self._gens = [self._generator(w) for w in range(len(self.pool))]
         self._inflight: dict[int, tuple[Any, int]] = {}  # worker -> (ref, version that acts)
         self._idle: list[int] = []  # workers whose chunk was taken and that wait for their next call
         self._worker_version = [-1] * len(self.pool)
@@ -180,6 +195,11 @@ class RayTrainer(Trainer):
         self._open_run(resume, checkpoint)
 
     # ---- workers ---------------------------------------------------------------------------------------------
+    def _generator(self, w: int) -> torch.Generator:
+        """Worker ``w``'s exploration RNG, seeded as the worker seeds its own (``EnvWorker.gen``): with ``--inference
+        learner`` the learner draws worker ``w``'s noise from it."""
+        return torch.Generator().manual_seed(derive_seed(self.cfg.seed, RESTART_STREAM, self.pool.restarts, w))
+
     def _broadcast(self) -> None:
         self._weights = (self.counters["updates"], self._ray.put(_to_cpu(self.agent.state_dict())))
 
@@ -200,6 +220,7 @@ class RayTrainer(Trainer):
             if self.pool.is_dead(e):
                 return False
             raise env_step_error(self.cfg.env, getattr(e, "cause", e), "the reset of the training envs") from None
+        self._obs[w] = obs
         for k in range(self.K):
             self.assembler.start(w * self.K + k,
                                  {key: v[k] for key, v in obs.items()} if isinstance(obs, dict) else obs[k])
@@ -222,24 +243,26 @@ class RayTrainer(Trainer):
             self.pool.restart(w)
             c["restarts"] += 1
             self._worker_version[w] = -1
+            self._gens[w] = self._generator(w)
             seeds = [derive_seed(self.cfg.seed, RESTART_STREAM, c["restarts"], w * self.K + k) for k in range(self.K)]
             if self._reset_worker(w, seeds):
                 break
         progress.print(f"env worker {w} died at frame {c['frames']:,}; restarted (restart {c['restarts']}), its "
                        "unfinished chunk and episodes dropped")
-        self._submit(w)
+        if not self.learner_inference:
+            self._submit(w)
 
     def _start_round_envs(self, progress: TrainProgress) -> None:
         """At the start (and after a resume): reset every env with the seeds of reset ``resets`` and submit."""
         c = self.counters
-        if self._weights is None or self._weights[0] != c["updates"]:
+        if not self.learner_inference and (self._weights is None or self._weights[0] != c["updates"]):
             self._broadcast()
         for w in range(len(self.pool)):
             seeds = [derive_seed(self.cfg.seed, TRAIN_STREAM, c["resets"], w * self.K + k) for k in range(self.K)]
-            if self._reset_worker(w, seeds):
-                self._submit(w)
-            else:
+            if not self._reset_worker(w, seeds):
                 self._restart(w, progress)
+            elif not self.learner_inference:
+                self._submit(w)
         c["resets"] += 1
         self._needs_reset = False
 
@@ -284,11 +307,13 @@ class RayTrainer(Trainer):
             raise DivergenceError(f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at update {c['updates'] + 1:,} "
                                   f"(frame {c['frames']:,}): the training diverged")
         c["updates"] += 1
-        if c["updates"] - self._weights[0] >= self.M:
+        if self._weights is not None and c["updates"] - self._weights[0] >= self.M:
             self._broadcast()
 
     def _train_episode(self, progress: TrainProgress) -> None:
         """One round: ``workers x envs_per_worker x chunk_steps`` agent steps ingested, updates interleaved."""
+        if self.learner_inference:
+            return self._train_round_learner_inference(progress)
         c, ray = self.counters, self._ray
         t_start = time.perf_counter()
         if self._needs_reset:
@@ -343,9 +368,69 @@ class RayTrainer(Trainer):
         self._log_round(t_start, frames0, updates0, metrics, finished, staleness, ready_depth, worker_frames,
                         worker_env_s, wait_s, update_s)
 
+    def _train_round_learner_inference(self, progress: TrainProgress) -> None:
+        """One round with ``--inference learner``: every agent step, one forward pass over all workers' envs (the
+        learner's current weights, each worker's noise from its own generator), each worker steps its envs, and the
+        updates the ingested steps are owed run while the envs step; each step is ingested as a one-step chunk."""
+        c, ray, K = self.counters, self._ray, self.K
+        t_start = time.perf_counter()
+        if self._needs_reset:
+            self._start_round_envs(progress)
+        target = c["agent_steps"] + len(self.pool) * K * self.T
+        frames0, updates0 = c["frames"], c["updates"]
+        metrics: dict[str, list[float]] = defaultdict(list)
+        finished: list[tuple[float, int, int]] = []
+        staleness: list[int] = []
+        worker_frames, worker_env_s = np.zeros(len(self.pool)), np.zeros(len(self.pool))
+        wait_s = update_s = act_s = 0.0
+        while c["agent_steps"] < target:
+            t0 = time.perf_counter()
+            actions = act_batch(self.agent, _concat(self._obs), step=c["agent_steps"],
+                                generators=[(g, K) for g in self._gens])
+            if not np.isfinite(actions).all():
+                raise DivergenceError(f"the policy's action is not finite at agent step {c['agent_steps']:,} (frame "
+                                      f"{c['frames']:,}): the networks diverged")
+            version = c["updates"]
+            refs = [a.timed_step.remote(actions[w * K:(w + 1) * K]) for w, a in enumerate(self.pool.actors)]
+            t1 = time.perf_counter()
+            act_s += t1 - t0
+            while self._may_update():  # the updates owed so far, while the envs step
+                self._update(metrics)
+            t2 = time.perf_counter()
+            update_s += t2 - t1
+            for w, ref in enumerate(refs):
+                try:
+                    obs, reward, term, trunc, info, seconds = ray.get(ref)
+                except Exception as e:
+                    if not self.pool.is_dead(e):
+                        raise env_step_error(self.cfg.env, getattr(e, "cause", e), f"frame {c['frames']:,}") from None
+                    self._restart(w, progress)
+                    continue
+                rec = ChunkRecorder(self.action_repeat, self._frame_stack)
+                rec.add(actions[w * K:(w + 1) * K], obs, reward, term, trunc, info)
+                chunk = rec.result(version, env_s=seconds)
+                self._obs[w] = obs
+                staleness.append(c["updates"] - version)
+                worker_frames[w] += int(chunk["frames"].sum())
+                worker_env_s[w] += float(seconds)
+                ended = self.assembler.add_chunk(w * K, chunk)
+                if hasattr(self.agent, "observe_episode"):
+                    for ret, _, _ in ended:
+                        self.agent.observe_episode(ret, c["agent_steps"])
+                finished += ended
+                c["episodes"] += len(ended)
+                c["agent_steps"] += K
+                c["frames"] += int(chunk["frames"].sum())
+            wait_s += time.perf_counter() - t2
+            progress.update(c["frames"], env_s=wait_s, act_s=act_s, update_s=update_s)
+        c["rounds"] += 1
+        self._log_round(t_start, frames0, updates0, metrics, finished, staleness, [], worker_frames, worker_env_s,
+                        wait_s, update_s, act_s=act_s, inference_batch=len(self.pool) * K)
+
     def _log_round(self, t_start: float, frames0: int, updates0: int, metrics: dict[str, list[float]],
                    finished: list[tuple[float, int, int]], staleness: list[int], ready_depth: list[int],
-                   worker_frames: np.ndarray, worker_env_s: np.ndarray, wait_s: float, update_s: float) -> None:
+                   worker_frames: np.ndarray, worker_env_s: np.ndarray, wait_s: float, update_s: float, *,
+                   act_s: float = 0.0, inference_batch: int | None = None) -> None:
         c = self.counters
         means = {k: float(np.mean(v)) for k, v in sorted(metrics.items())}
         self._warn_if_losses_explode(means)
@@ -357,13 +442,13 @@ class RayTrainer(Trainer):
         row.update(means)
         updates = c["updates"] - updates0
         row.update(updates=c["updates"], version=c["updates"], workers=len(self.pool), restarts=c["restarts"],
-                   inference_batch=self.K, updates_per_s=updates / max(update_s, 1e-9) if updates else 0.0,
+                   inference_batch=self.K if inference_batch is None else inference_batch, updates_per_s=updates / max(update_s, 1e-9) if updates else 0.0,
                    staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
                    staleness_max=int(max(staleness)) if staleness else 0,
                    queue_ready=float(np.mean(ready_depth)) if ready_depth else 0.0, inflight=len(self._inflight))
         for w in range(len(self.pool)):
             row[f"worker{w}_fps"] = float(worker_frames[w] / max(worker_env_s[w], 1e-9))
         seconds = time.perf_counter() - t_start
-        row.update(fps=(c["frames"] - frames0) / max(seconds, 1e-9), env_s=wait_s, act_s=0.0, update_s=update_s,
+        row.update(fps=(c["frames"] - frames0) / max(seconds, 1e-9), env_s=wait_s, act_s=act_s, update_s=update_s,
                    wall_s=time.perf_counter() - self._wall_start)
         self.logger.log("train", row)

@@ -13,6 +13,7 @@ Two ways to drive it:
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from pixelrl.train.onpolicy import _per_env
 
-__all__ = ["EnvWorker", "act_batch", "full_stack", "newest_frames"]
+__all__ = ["ChunkRecorder", "EnvWorker", "act_batch", "batchable", "full_stack", "newest_frames"]
 
 
 def _is_pixels(x: np.ndarray) -> bool:
@@ -49,32 +50,56 @@ def full_stack(obs: Any, frame_stack: int) -> Any:
     return np.tile(x, (frame_stack, 1, 1))
 
 
-def act_batch(agent: Any, obs: Any, *, step: int) -> np.ndarray:
+def batchable(agent: Any) -> bool:
+    """Whether :func:`act_batch` runs one forward pass for ``agent`` (the DrQ-v2 family and SAC) rather than asking it
+    one observation at a time."""
+    from pixelrl.agents.drqv2 import DrQv2Agent
+    from pixelrl.agents.sac import SACAgent
+
+    return isinstance(agent, (DrQv2Agent, SACAgent))
+
+
+def act_batch(agent: Any, obs: Any, *, step: int,
+              generators: list[tuple[torch.Generator, int]] | None = None) -> np.ndarray:
     """Training actions for a batch of observations (``[K, ...]`` arrays, or a dict of them), one forward pass.
 
     The DrQ-v2 family (``mu + N(0, stddev(step))`` clamped to [-1, 1], uniform during ``num_seed_steps``) and SAC (a
     sample of ``pi(.|s)``, uniform during ``num_seed_steps``) are batched exactly as their ``act`` does for one
-    observation; any other agent is asked one observation at a time (``agent.act``)."""
-    from pixelrl.agents.drqv2 import DrQv2Agent
+    observation; any other agent is asked one observation at a time (``agent.act``). ``generators`` (``[(generator,
+    rows)]`` covering the batch in order; only for the batched agents): each block of rows draws its exploration noise
+    or uniform warm-up actions from its own generator -- what its env worker would draw acting alone -- instead of
+    torch's global RNG, so the learner batching several workers' envs (``--inference learner``) acts as the workers
+    would."""
     from pixelrl.agents.sac import SACAgent
     from pixelrl.nets.actor import sample_action
 
     n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
-    if not isinstance(agent, (DrQv2Agent, SACAgent)):
+    if not batchable(agent):
         return np.stack([agent.act({k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else obs[i],
                                    step=step, eval_mode=False) for i in range(n)])
+
+    def draw(fill) -> torch.Tensor | None:  # [n, action_dim] from the generators (None: the global RNG)
+        if generators is None:
+            return None
+        return torch.cat([fill(torch.empty(rows, agent.action_dim), g) for g, rows in generators])
+
     if step < agent.cfg.num_seed_steps:
-        return torch.empty(n, agent.action_dim).uniform_(-1.0, 1.0).numpy().astype(np.float32)
+        uniform = draw(lambda t, g: t.uniform_(-1.0, 1.0, generator=g))
+        if uniform is None:
+            uniform = torch.empty(n, agent.action_dim).uniform_(-1.0, 1.0)
+        return uniform.numpy().astype(np.float32)
+    noise = draw(lambda t, g: t.normal_(generator=g))
     each = [agent._obs_to_tensor({k: v[i] for k, v in obs.items()} if isinstance(obs, dict) else obs[i])
             for i in range(n)]  # each [1, ...], in the layout the agent's encoder takes
     x = {k: torch.cat([e[k] for e in each]) for k in each[0]} if isinstance(each[0], dict) else torch.cat(each)
     with torch.no_grad(), agent._autocast():
         feat = agent.encoder(x)
         if isinstance(agent, SACAgent):
-            action = agent.actor.sample(feat)[0]
+            action = agent.actor.sample(feat, noise)[0]
         else:
             agent.actor.eval()
-            action = sample_action(agent.actor(feat), agent.stddev(step), clip=None)
+            mu = agent.actor(feat)
+            action = sample_action(mu, agent.stddev(step), clip=None, noise=None if noise is None else noise.to(mu))
             agent.actor.train()
     return action.float().clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
 
@@ -89,6 +114,8 @@ class EnvWorker:
             os.environ.update(gl_env)  # before anything imports mujoco (as the vector env's own workers do)
         torch.set_num_threads(1)
         torch.manual_seed(int(torch_seed))
+        self.gen = torch.Generator().manual_seed(int(torch_seed))
+        """The exploration noise of this worker's actions (what ``--inference learner`` reproduces in the learner)."""
         from pixelrl.envs import make_vector
 
         self.vec = make_vector(env_id, num_envs, asynchronous=False, autoreset_mode="SameStep", **env_kwargs)
@@ -134,46 +161,62 @@ class EnvWorker:
         the ended episodes' envs were reset to (``reset_obs``: ``{(t, k): obs}``) -- pixels as their newest frame only
         (:func:`newest_frames`; ``frame_stack`` says how to stack them back) --, ``version`` and the seconds spent
         acting (``act_s``) and stepping (``env_s``)."""
-        import time
-
         if weights is not None:
             self.agent.load_state_dict(weights)
             self.version = int(version)
-        T = int(steps)
-        actions, rewards, term, trunc, frames, lives, next_obs = [], [], [], [], [], [], []
-        reset_obs: dict[tuple[int, int], Any] = {}
+        rec = ChunkRecorder(int(self.vec.action_repeat), int(self.vec.frame_stack))
         act_s = env_s = 0.0
-        repeat = int(self.vec.action_repeat)
-        for t in range(T):
+        for t in range(int(steps)):
             t0 = time.perf_counter()
-            a = self.vec.action_space.sample() if self.agent is None else act_batch(self.agent, self.obs, step=step)
+            a = self.vec.action_space.sample() if self.agent is None else act_batch(
+                self.agent, self.obs, step=step, generators=[(self.gen, self.num_envs)])
             t1 = time.perf_counter()
-            obs, r, te, tr, info = self.step(a)
+            out = self.step(a)
             env_s += time.perf_counter() - t1
             act_s += t1 - t0
-            done = np.asarray(te, bool) | np.asarray(tr, bool)
-            nxt = _copy_obs(obs)
-            for k in np.flatnonzero(done):
-                reset_obs[(t, int(k))] = _index(obs, k)
-                _assign(nxt, k, info["final_obs"][k])
-            frames.append(_per_env(info, "frames", done, repeat).astype(np.int64))
-            lives.append(_per_env(info, "life_loss", done, False).astype(bool))
-            actions.append(a)
-            rewards.append(np.asarray(r, np.float32))
-            term.append(np.asarray(te, bool))
-            trunc.append(np.asarray(tr, bool))
-            next_obs.append(nxt)
-        stack = (lambda xs: {k: np.stack([x[k] for x in xs]) for k in xs[0]}) if isinstance(next_obs[0], dict) \
-            else np.stack
-        fs = int(self.vec.frame_stack)  # the replay keeps only each observation's newest frame: ship only that
-        return {"action": np.stack(actions), "reward": np.stack(rewards), "terminated": np.stack(term),
-                "truncated": np.stack(trunc), "frames": np.stack(frames), "life_loss": np.stack(lives),
-                "next_obs": newest_frames(stack(next_obs), fs), "frame_stack": fs,
-                "reset_obs": {tk: newest_frames(o, fs) for tk, o in reset_obs.items()}, "version": self.version,
-                "steps": T, "act_s": act_s, "env_s": env_s}
+            rec.add(a, *out)
+        return rec.result(self.version, act_s=act_s, env_s=env_s)
 
     def close(self) -> None:
         self.vec.close()
+
+
+class ChunkRecorder:
+    """The steps of K envs as a chunk (the dict :meth:`EnvWorker.chunk` returns and
+    :class:`~pixelrl.distributed.offpolicy.EpisodeAssembler` takes), built step by step with :meth:`add` -- in the
+    worker, or in the learner when it acts for the workers (``--inference learner``)."""
+
+    def __init__(self, action_repeat: int, frame_stack: int) -> None:
+        self.repeat, self.fs = int(action_repeat), int(frame_stack)
+        self.actions, self.rewards, self.term, self.trunc, self.frames, self.lives, self.next_obs = ([] for _ in range(7))
+        self.reset_obs: dict[tuple[int, int], Any] = {}
+
+    def add(self, action: Any, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict) -> None:
+        """One step of the vector env (same-step autoreset): the actions taken and what ``step`` returned."""
+        t = len(self.actions)
+        done = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+        nxt = _copy_obs(obs)
+        for k in np.flatnonzero(done):
+            self.reset_obs[(t, int(k))] = _index(obs, k)
+            _assign(nxt, k, info["final_obs"][k])
+        self.frames.append(_per_env(info, "frames", done, self.repeat).astype(np.int64))
+        self.lives.append(_per_env(info, "life_loss", done, False).astype(bool))
+        self.actions.append(np.asarray(action))
+        self.rewards.append(np.asarray(reward, np.float32))
+        self.term.append(np.asarray(terminated, bool))
+        self.trunc.append(np.asarray(truncated, bool))
+        self.next_obs.append(nxt)
+
+    def result(self, version: int, *, act_s: float = 0.0, env_s: float = 0.0) -> dict[str, Any]:
+        """The chunk: ``[T, K]`` arrays, pixels as their newest frame only (the replay stores nothing else)."""
+        xs = self.next_obs
+        stacked = {k: np.stack([x[k] for x in xs]) for k in xs[0]} if isinstance(xs[0], dict) else np.stack(xs)
+        fs = self.fs
+        return {"action": np.stack(self.actions), "reward": np.stack(self.rewards), "terminated": np.stack(self.term),
+                "truncated": np.stack(self.trunc), "frames": np.stack(self.frames), "life_loss": np.stack(self.lives),
+                "next_obs": newest_frames(stacked, fs), "frame_stack": fs,
+                "reset_obs": {tk: newest_frames(o, fs) for tk, o in self.reset_obs.items()}, "version": int(version),
+                "steps": len(self.actions), "act_s": act_s, "env_s": env_s}
 
 
 def _copy_obs(obs: Any) -> Any:

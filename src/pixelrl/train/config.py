@@ -292,6 +292,13 @@ class TrainConfig:
     the rollout and computes its part of every minibatch, their gradients all-reduced by ``torch.distributed`` DDP
     (``nccl``, one GPU per learner, with ``--device cuda``; ``gloo`` on CPU, which is for testing only). The update
     equals the one-process update on the same minibatches (to float tolerance). None or 1: one learner."""
+    inference: Optional[str] = None
+    """Off-policy ``--workers`` runs of the DrQ-v2 family and SAC: where actions are computed. ``worker`` (None, the
+    default): each worker acts with its copy of the policy (the last broadcast), one forward pass over its envs per
+    step, on ``chunk_steps``-step chunks. ``learner``: the learner runs one forward pass over every worker's envs with
+    its current weights (SRL's batched policy inference), workers only step their envs, one Ray call per agent step,
+    and the updates run while the envs step; each worker's exploration noise comes from the generator it would use
+    itself, so the actions are the workers' own (to float tolerance). PPO always infers in the learner."""
 
     def __post_init__(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -323,7 +330,7 @@ class TrainConfig:
 
 
 DISTRIBUTED_FIELDS = ("workers", "envs_per_worker", "ray_address", "chunk_steps", "broadcast_every", "max_staleness",
-                      "learners")
+                      "learners", "inference")
 """The fields of a Ray run (``--workers``); all None in a single-process run."""
 
 
@@ -347,6 +354,16 @@ def _check_distributed_fits(cfg: TrainConfig) -> None:
     if cfg.learners is not None and cfg.learners > 1 and not _on_policy(cfg):
         raise ConfigError(f"--learners {cfg.learners} (a data-parallel learner) runs PPO only; agent {cfg.agent_name!r} "
                           "learns in one process (drop --learners)")
+    if cfg.inference is not None:
+        if cfg.inference not in ("worker", "learner"):
+            raise ConfigError(f"--inference must be 'worker' or 'learner', got {cfg.inference!r}")
+        if _on_policy(cfg) and cfg.inference != "learner":
+            raise ConfigError("PPO's policy inference runs in the learner (batched over every worker's envs); drop "
+                              "--inference or use --inference learner")
+        if cfg.inference == "learner" and not _on_policy(cfg) and (cfg.broadcast_every is not None
+                                                                    or cfg.max_staleness is not None):
+            raise ConfigError("--inference learner acts with the learner's current weights: --broadcast-every and "
+                              "--max-staleness apply to workers acting with a copy (--inference worker); drop them")
     for name, flag in (("seeds", "--seeds"), ("reward", "--reward"), ("intervention", "--intervention.*"),
                        ("snapshot_bank", "--snapshot-bank")):
         if getattr(cfg, name) is not None:
