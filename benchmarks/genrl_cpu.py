@@ -58,14 +58,16 @@ def write_prompts(path: Path, n: int, seed: int, generator: str) -> list[str]:
     return prompts
 
 
-def build_models(work: Path, args) -> tuple[str, str, str]:
-    """Train the generator, distil the consistency model and train the verifier where no path was given."""
+def build_models(work: Path, args) -> tuple[str, str | None, str]:
+    """Train the generator, distil the consistency model and train the verifier where no path was given (the
+    consistency model only when the rlcm arm runs)."""
     gen, lcm, ver = args.generator, args.lcm, args.verifier
+    needs_lcm = not args.arms or "rlcm-jpeg" in args.arms
     if gen is None:
         gen = str(work / "generator")
         if not (Path(gen) / "model_index.json").exists():
             run_pixelrl(["genrl", "pretrain-generator", "--out", gen], work / "pretrain-generator.log")
-    if lcm is None:
+    if lcm is None and needs_lcm:
         lcm = str(work / "lcm")
         if not (Path(lcm) / "model_index.json").exists():
             run_pixelrl(["genrl", "distill", "--teacher", gen, "--out", lcm], work / "distill.log")
@@ -76,12 +78,14 @@ def build_models(work: Path, args) -> tuple[str, str, str]:
     return gen, lcm, ver
 
 
-def model_info(gen: str, lcm: str, ver: str) -> dict:
+def model_info(gen: str, lcm: str | None, ver: str) -> dict:
     """What the JSON records of the models: each generator's training summary and the detector's accuracy."""
     from pixelrl.genrl.generator import read_generator_info
 
     info: dict = {}
     for name, folder in (("generator", gen), ("lcm", lcm)):
+        if folder is None:
+            continue
         try:
             g = read_generator_info(folder)
             info[name] = {"path": folder, "kind": g.get("kind"), "steps_trained": g.get("steps"),
@@ -90,12 +94,15 @@ def model_info(gen: str, lcm: str, ver: str) -> dict:
             info[name] = {"path": folder, "error": str(e)}
     det = Path(ver) / "detector.json"
     d = json.loads(det.read_text()) if det.exists() else {}
-    info["verifier"] = {"path": ver, **{k: d.get(k) for k in ("exact_match", "pair_accuracy", "held_out_images")}}
+    info["verifier"] = {"path": ver, **{k: d.get(k) for k in ("exact_match", "pair_accuracy", "held_out_images")},
+                        "training": {k: (d.get("config") or {}).get(k) for k in ("steps", "pool_images", "noise",
+                                                                                "blur", "jitter")}}
     return info
 
 
 def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float]]:
     v = f"shapes-verifier:{ver}"
+    trained_v = f"shapes-verifier-partial:{ver}" if args.verifier_reward == "partial" else v
     ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", str(args.batch), "--sample-batches",
             str(args.batches), "--train-batch-size", str(args.batch), "--grad-accum", "1"]
     if args.guidance is not None:
@@ -105,7 +112,7 @@ def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float
                        *ddim], args.minutes),
         "rlcm-jpeg": (["--model", lcm, "--algo", "rlcm", "--reward", "jpeg-compressibility", "--heldout-reward", v,
                        "--sample-batch-size", "4", "--sample-batches", "4"], args.minutes),
-        "grpo-verifier": (["--model", gen, "--algo", "grpo", "--reward", v, "--heldout-reward",
+        "grpo-verifier": (["--model", gen, "--algo", "grpo", "--reward", trained_v, "--heldout-reward",
                            "jpeg-compressibility", *ddim, "--group-size", "4"], args.minutes),
     }
     if args.all:
@@ -130,14 +137,22 @@ def run_arm(name: str, extra: list[str], minutes: float, prompts: Path, work: Pa
                         "--time-budget-min", str(minutes), "--threads", str(args.threads), "--seed", str(args.seed),
                         "--no-progress", "--no-export"], work / f"{name}.log")
     cols = ("epoch", "images", "wall_s", "reward_mean", "reward_std", "heldout_reward", "success",
-            "heldout_success", "kl_ref", "approx_kl", "pareto_frac")
+            "heldout_success", "kl_ref", "approx_kl", "pareto_frac", "grad_norm")
     rows = [{k: r[k] for k in cols if k in r} for r in read_rows(run, "train")]
-    return {"args": extra, "minutes": minutes, "process_wall_s": wall, "loadavg_before": load0,
-            "loadavg_after": os.getloadavg(), "rows": rows}
+    res = {"args": extra, "minutes": minutes, "process_wall_s": wall, "loadavg_before": load0,
+           "loadavg_after": os.getloadavg(), "rows": rows}
+    if (run / "prompt_filter.json").is_file():  # --prompt-filter: the measured rates and the kept prompts
+        res["prompt_filter"] = json.loads((run / "prompt_filter.json").read_text())
+    return res
 
 
 def _last_mean(rows: list[dict], key: str, k: int = 3) -> float:
     vals = [r[key] for r in rows[-k:] if key in r]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _first_mean(rows: list[dict], key: str, k: int = 3) -> float:
+    vals = [r[key] for r in rows[:k] if key in r]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -170,9 +185,18 @@ def goals(results: dict) -> dict:
     if g and g["rows"] and "success" in g["rows"][0]:
         base = g["rows"][0]["success"]
         last = _last_mean(g["rows"], "success")
+        rows = g["rows"]
+        k = max(1, min(10, len(rows) // 3))
+        first_k, last_k = _first_mean(rows, "success", k), _last_mean(rows, "success", k)
         out["grpo_verifier_success"] = {"base_rate": base, "last3_rate": last,
                                         "ratio": last / base if base > 0 else None,
-                                        "met": bool(last >= 2 * base) if base > 0 else bool(last > 0)}
+                                        "met": bool(last >= 2 * base) if base > 0 else bool(last > 0),
+                                        f"first{k}_rate": first_k, f"last{k}_rate": last_k,
+                                        "epochs": len(rows), "images_per_epoch": rows[0]["images"]}
+        pf = g.get("prompt_filter")
+        if pf:  # the base rate measured by --prompt-filter on the kept prompts (more images than one epoch)
+            kept = [r for r in pf["rates"] if r["prompt"] in set(pf["kept"])]
+            out["grpo_verifier_success"]["filter_base_rate"] = float(np.mean([r["success"] for r in kept]))
     return out
 
 
@@ -230,7 +254,12 @@ def base_rates(args) -> dict:
     prov = _provenance()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+    if args.prompt_file:
+        from pixelrl.genrl.trainer import read_prompts
+
+        prompts = read_prompts(args.prompt_file)
+    else:
+        prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
     vers = {Path(v).name: v for v in args.base_verifiers}
     others = {}
     for name, folder in vers.items():
@@ -277,7 +306,6 @@ def base_rates(args) -> dict:
 
 def main() -> None:
     from pixelrl.utils.atomic import write_json_atomic
-    from pixelrl.utils.machine import machine_description
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", help="trained DDPM generator folder (default: train one into WORK/generator)")
@@ -307,6 +335,10 @@ def main() -> None:
     p.add_argument("--base-verifiers", nargs="+", help="verifier folders for --base-rate")
     p.add_argument("--guidances", nargs="+", type=float, default=[1.0, 3.0, 5.0], help="guidance scales (--base-rate)")
     p.add_argument("--per-prompt", type=int, default=8, help="images per prompt (--base-rate)")
+    p.add_argument("--note", default="", help="a sentence added to the result's note (what the models are)")
+    p.add_argument("--prompt-file", help="--base-rate: these prompts (one per line) instead of --prompts drawn ones")
+    p.add_argument("--verifier-reward", choices=("strict", "partial"), default="strict",
+                   help="the grpo-verifier arm's trained reward: shapes-verifier (strict) or shapes-verifier-partial")
     args = p.parse_args()
     out = Path(args.out)
     if args.base_rate:
@@ -323,6 +355,7 @@ def main() -> None:
         plot(summary["arms"], out.with_suffix(".png"))
         print(json.dumps(summary["goals"], indent=1))
         return
+    prov = _provenance()
     work = Path(args.work)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     gen, lcm, ver = build_models(work, args)
@@ -340,10 +373,10 @@ def main() -> None:
                   flush=True)
     reduced = args.minutes < GOAL_MINUTES
     summary = {
-        "benchmark": "genrl_cpu", "machine": machine_description(), "reduced": reduced,
+        "benchmark": "genrl_cpu", **prov, "reduced": reduced,
         "note": ("REDUCED: budgets below the goal's 15 minutes per arm; " if reduced else "")
         + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, "
-        f"{args.batch * args.batches} images/epoch (DDIM arms), 16 (RLCM)",
+        f"{args.batch * args.batches} images/epoch (DDIM arms), 16 (RLCM)" + (f". {args.note}" if args.note else ""),
         "models": model_info(gen, lcm, ver), "prompts": prompts,
         "settings": {k: v for k, v in vars(args).items() if k not in ("generator", "lcm", "verifier")},
         "goals": goals(results), "arms": results, "total_wall_s": time.time() - t0}
