@@ -19,6 +19,18 @@ docs/distributed.md are measured too: a Ray call's round trip, the per-frame env
 inference cost, the learner's update cost, and the bytes shipped per frame.
 
     python benchmarks/scale_out.py --workers 1,2 --seconds 20 --out benchmarks/results/scale_out_cpu.json
+
+``--training`` measures the learner-side options instead, as short training runs (``pixelrl train --workers``'s
+trainers, in process) on ``dmc/cartpole-swingup`` pixels with the fast renderer, each arm the same frame budget,
+frames/s taken between the first and the last ``train`` row (start-up and the final evaluation excluded):
+
+* PPO, 2 workers x 4 envs: synchronous rollouts (``--max-staleness 0``), bounded staleness 1 (the update in a learner
+  thread while the next rollout is collected), and staleness 1 with 2 data-parallel learners (``--learners 2``,
+  gloo);
+* DrQ-v2, 2 workers x 2 envs: inference in the workers (``--inference worker``, 32-step chunks) and in the learner
+  (``--inference learner``, one batched forward pass per agent step).
+
+    python benchmarks/scale_out.py --training --out benchmarks/results/scale_out_training_cpu.json
 """
 
 from __future__ import annotations
@@ -297,7 +309,17 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/scale_out_cpu.json")
     p.add_argument("--project-only", action="store_true",
                    help="read --out, measure the ingest cost if it is missing, and (re)write its projection")
+    p.add_argument("--training", action="store_true",
+                   help="measure the learner-side options (bounded-staleness PPO, --learners, --inference) instead")
+    p.add_argument("--training-frames-ppo", type=int, default=24576, help="24 rollouts of 8 x 64 agent steps at action repeat 2")
+    p.add_argument("--training-frames-drqv2", type=int, default=8000)
     args = p.parse_args()
+    if args.training:
+        import torch
+
+        torch.set_num_threads(1)
+        training_main(args)
+        return
     if args.project_only:
         result = json.loads(Path(args.out).read_text())
         for env, r in result["envs"].items():
@@ -353,6 +375,91 @@ def main() -> None:
     result["projection"] = project(result)
     _write(Path(args.out), result)
     print(json.dumps(result))
+
+
+TRAINING_ENV = "dmc/cartpole-swingup"
+
+
+def training_arms(frames_ppo: int, frames_drqv2: int) -> list[tuple[str, str, dict]]:
+    """(name, agent, overrides) of the --training arms."""
+    ppo = {"agent": {"num_envs": 8, "rollout_steps": 64, "num_minibatches": 4, "update_epochs": 4},
+           "workers": 2, "frames": frames_ppo}
+    drq = {"agent": {"batch_size": 64, "num_seed_steps": 100, "update_every_steps": 16, "replay_capacity": 20_000},
+           "workers": 2, "envs_per_worker": 2,
+           "frames": frames_drqv2}
+    return [("ppo_sync", "ppo", {**ppo, "max_staleness": 0}),
+            ("ppo_staleness1", "ppo", {**ppo, "max_staleness": 1}),
+            ("ppo_staleness1_learners2", "ppo", {**ppo, "max_staleness": 1, "learners": 2}),
+            ("drqv2_inference_worker", "drqv2", {**drq, "inference": "worker", "chunk_steps": 32}),
+            ("drqv2_inference_learner", "drqv2", {**drq, "inference": "learner", "chunk_steps": 32})]
+
+
+def training_arm(name: str, agent: str, over: dict, folder: Path) -> dict:
+    """One short training run; frames/s between its first and last train row."""
+    from pixelrl.distributed import trainer_class
+    from pixelrl.train.logger import read_rows
+    from pixelrl.train.setup import build_config
+
+    cfg = build_config(TRAINING_ENV, agent, preset="paper", device="cpu", progress=False, video=False,
+                       tensorboard=False, threads=1, fast_render=True, eval_every_frames=10**9, eval_episodes=1,
+                       run_dir=str(folder / name), **over)
+    t0 = time.perf_counter()
+    trainer = trainer_class(cfg)(cfg)
+    trainer.run()
+    del trainer  # its replay and envs before the next arm starts Ray
+    import gc
+
+    gc.collect()
+    rows = read_rows(folder / name, "train")
+    first, last = rows[0], rows[-1]
+    out = {"agent": agent, "settings": {k: v for k, v in over.items()}, "rows": len(rows), "frames": last["frames"],
+           "frames_per_s": (last["frames"] - first["frames"]) / max(last["wall_s"] - first["wall_s"], 1e-9),
+           "wall_s_total": time.perf_counter() - t0,
+           "update_s_mean": float(np.mean([r["update_s"] for r in rows])),
+           "env_s_mean": float(np.mean([r["env_s"] for r in rows]))}
+    for key in ("staleness_max", "inference_batch", "updates"):
+        if key in last:
+            out[key] = last[key]
+    return out
+
+
+def training_main(args) -> None:
+    import tempfile
+
+    from pixelrl.utils.machine import machine_description
+
+    import re
+
+    try:
+        flags = sorted(set(re.findall(r"avx512_bf16|amx_bf16|avx512f|avx2", Path("/proc/cpuinfo").read_text())))
+    except OSError:
+        flags = []
+    result = {"machine": machine_description(), "cpu_flags": flags, "shared": args.shared_note or None,
+              "load_average_start": os.getloadavg(), "command": " ".join(sys.argv), "env": TRAINING_ENV,
+              "note": "short training runs of the --workers trainers on 2 Ray workers; frames/s = simulator frames "
+                      "per second of wall time between the first and the last train row (start-up and the final "
+                      "evaluation excluded), updates included. DrQ-v2 with batch 64 (not the paper's 256), 100 seed "
+                      "steps, one update per 16 agent steps (not 2) and a 20k replay, so that its CPU updates do not "
+                      "swamp the inference being compared; PPO 8 envs x 64 steps, 4 epochs of 4 minibatches.",
+              "arms": {}}
+    with tempfile.TemporaryDirectory(prefix="scale_out_training_") as tmp:
+        for name, agent, over in training_arms(args.training_frames_ppo, args.training_frames_drqv2):
+            r = training_arm(name, agent, over, Path(tmp))
+            result["arms"][name] = r
+            print(f"  {name}: {r['frames_per_s']:.0f} frames/s ({r['frames']} frames, update_s {r['update_s_mean']:.2f}"
+                  f" per row)", flush=True)
+    result["load_average_end"] = os.getloadavg()
+    a = result["arms"]
+    def ratio(x: str, y: str) -> float | None:  # None when an arm logged fewer than 2 rows
+        fx, fy = a[x]["frames_per_s"], a[y]["frames_per_s"]
+        return fx / fy if fx > 0 and fy > 0 else None
+
+    result["ratios"] = {"ppo_staleness1_over_sync": ratio("ppo_staleness1", "ppo_sync"),
+                        "ppo_learners2_over_staleness1": ratio("ppo_staleness1_learners2", "ppo_staleness1"),
+                        "drqv2_learner_over_worker_inference": ratio("drqv2_inference_learner",
+                                                                     "drqv2_inference_worker")}
+    _write(Path(args.out), result)
+    print(json.dumps(result["ratios"]))
 
 
 def _write(out: Path, result: dict) -> None:

@@ -145,8 +145,8 @@ class TrainConfig:
     mixed into every batch (--intervention.demo-ratio); --intervention.reward rlif gives RLIF's reward.
 
     Scale-out on Ray (docs/distributed.md): --workers N runs the envs on N Ray actors (--envs-per-worker,
-    --ray-address, --chunk-steps, --broadcast-every, --max-staleness, --learners); same run folder, same
-    `pixelrl resume`."""
+    --ray-address, --chunk-steps, --broadcast-every, --max-staleness, --learners, --inference); same run folder,
+    same `pixelrl resume`."""
 
     env: str = "dmc/cartpole-swingup"
     """Environment id: ``dmc/<domain>-<task>``, ``gym/<Id>``, ``ale/<Game>``, ``metaworld/<task>-v3`` or
