@@ -237,6 +237,28 @@ def _provenance() -> dict:
             "loadavg_start": os.getloadavg(), "command": " ".join(["python", *sys.argv])}
 
 
+def _load_for_base_rate(path: str):
+    """A generator folder, or a ``pixelrl genrl train`` run folder fine-tuned with ``--no-lora``: its model with the
+    weights of its latest checkpoint. Returns ``(generator, pretraining steps of the model)``."""
+    from pixelrl.genrl.generator import read_generator_info
+    from pixelrl.genrl.model import load_generator
+    from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+    run = Path(path)
+    if not (run / "config.json").is_file() or (run / "model_index.json").is_file():
+        return load_generator(path), read_generator_info(path).get("steps")
+    cfg = json.loads((run / "config.json").read_text())
+    if cfg.get("lora"):
+        raise SystemExit(f"{run}: a LoRA run; export its generator (pixelrl genrl train ... --export) and give that")
+    gen = load_generator(cfg["model"])
+    state = load_checkpoint(latest_checkpoint(run / "checkpoints"))["trainable"]
+    missing = set(state) ^ set(dict(gen.unet.named_parameters()))
+    if missing:
+        raise SystemExit(f"{run}: the checkpoint does not match the unet of {cfg['model']}")
+    gen.unet.load_state_dict(state, strict=False)
+    return gen, read_generator_info(cfg["model"]).get("steps")
+
+
 def base_rates(args) -> dict:
     """``--base-rate``: how often each generator already satisfies the verifiable reward, per prompt, before any RL:
     ``--per-prompt`` images of each of the benchmark's prompts (the GRPO arm's DDIM sampler: ``--ddim-steps``,
@@ -245,8 +267,6 @@ def base_rates(args) -> dict:
     import torch
 
     from pixelrl.genrl.curriculum import prompt_success, summary
-    from pixelrl.genrl.generator import read_generator_info
-    from pixelrl.genrl.model import load_generator
     from pixelrl.genrl.rewards import ShapesVerifierReward
     from pixelrl.genrl.sampler import make_schedule
 
@@ -268,9 +288,8 @@ def base_rates(args) -> dict:
     first = next(iter(others.values()))
     rows = []
     for g in args.base_generators:
-        gen = load_generator(g)
+        gen, steps_trained = _load_for_base_rate(g)
         sched = make_schedule(gen, args.ddim_steps, 1.0)
-        steps_trained = read_generator_info(g).get("steps")
         for w in args.guidances:
             t0 = time.perf_counter()
             stats = prompt_success(gen, sched, first, prompts, per_prompt=args.per_prompt, guidance=w,
@@ -331,7 +350,8 @@ def main() -> None:
     p.add_argument("--base-rate", action="store_true", help="measure the per-prompt success of --base-generators "
                    "under --base-verifiers before any RL (no training) and write --out")
     p.add_argument("--base-generators", nargs="+", help="generator folders for --base-rate (e.g. snapshots after "
-                   "several pretraining steps)")
+                   "several pretraining steps), or --no-lora `pixelrl genrl train` run folders (their latest "
+                   "checkpoint on their model: the success after RL on the same noise)")
     p.add_argument("--base-verifiers", nargs="+", help="verifier folders for --base-rate")
     p.add_argument("--guidances", nargs="+", type=float, default=[1.0, 3.0, 5.0], help="guidance scales (--base-rate)")
     p.add_argument("--per-prompt", type=int, default=8, help="images per prompt (--base-rate)")

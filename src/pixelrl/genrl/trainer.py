@@ -336,6 +336,7 @@ def _filter_prompts(cfg: GenRLConfig, gen: Generator, sched: Schedule, prompts: 
         saved = json.loads(path.read_text())
         if saved.get("band") == band and saved.get("samples") == cfg.prompt_filter_samples and \
                 [x["prompt"] for x in saved.get("rates", [])] == prompts:
+            log(f"genrl: prompt filter: {len(saved['kept'])} of {len(prompts)} prompts, as measured before in {path}")
             return list(saved["kept"])
     t0 = time.perf_counter()
     stats = prompt_success(gen, sched, reward_fn, prompts, per_prompt=cfg.prompt_filter_samples,
