@@ -311,7 +311,8 @@ def main() -> None:
                    help="read --out, measure the ingest cost if it is missing, and (re)write its projection")
     p.add_argument("--training", action="store_true",
                    help="measure the learner-side options (bounded-staleness PPO, --learners, --inference) instead")
-    p.add_argument("--training-frames-ppo", type=int, default=24576, help="24 rollouts of 8 x 64 agent steps at action repeat 2")
+    p.add_argument("--training-frames-ppo", type=int, default=24576,
+                   help="24 rollouts of 8 x 64 agent steps at action repeat 2")
     p.add_argument("--training-frames-drqv2", type=int, default=8000)
     args = p.parse_args()
     if args.training:

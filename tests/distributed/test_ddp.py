@@ -71,3 +71,55 @@ def test_two_learners_make_the_one_process_update(discrete):
     for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance"):
         assert metrics[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-6), k
     assert metrics["epochs"] == expected["epochs"] == 3
+
+
+def test_two_off_policy_learners_make_the_one_process_update_on_both_batches():
+    """DrQ-v2 on states, exploration and target noise 0 (so no random draw matters): two learners, each updating on its
+    own replay batch with gradients averaged before every optimizer step, end where one process updating on the two
+    batches together does; the helper holds learner 0's state."""
+    from pixelrl.data.batch import Batch
+    from pixelrl.distributed.ddp import OffPolicyLearnerGroup
+    from pixelrl.train.setup import build_config
+
+    cfg = build_config("gym/Pendulum-v1", "drqv2", preset="none", obs="state", run_dir="unused",
+                       agent={"batch_size": 8, "hidden_dim": 32, "feature_dim": 16, "stddev_schedule": "0.0",
+                              "lr": 1e-2}).agent
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    torch.manual_seed(0)
+    agent = make_agent("drqv2", obs_space, action_space, cfg, "cpu")
+    single = copy.deepcopy(agent)
+    gen = torch.Generator().manual_seed(3)
+
+    def batch(n):
+        return Batch(obs=torch.randn(n, 3, generator=gen), action=torch.rand(n, 1, generator=gen) * 2 - 1,
+                     reward=torch.randn(n, 1, generator=gen), discount=torch.full((n, 1), 0.99),
+                     next_obs=torch.randn(n, 3, generator=gen))
+
+    b0, b1 = batch(8), batch(8)
+    both = Batch(**{k: torch.cat([getattr(b0, k), getattr(b1, k)]) for k in ("obs", "action", "reward", "discount",
+                                                                             "next_obs")})
+    group = OffPolicyLearnerGroup(2, agent, "drqv2", obs_space, action_space, cfg)
+    try:
+        for step in (1000, 1001):  # two updates: the second also checks the optimizers' moments agree
+            group.update([b0, b1], step=step)
+            single.update(both, step=step)
+        helper = group.helper_parameters(1)
+    finally:
+        group.close()
+    flat_mine, flat_ref, flat_helper = _flat(agent.state_dict()), _flat(single.state_dict()), _flat(helper)
+    floats = [k for k, v in flat_ref.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    assert len(floats) > 10 and any("actor" in k for k in floats) and any("critic" in k for k in floats)
+    for k in floats:  # networks, target networks and Adam moments
+        torch.testing.assert_close(flat_mine[k], flat_ref[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(flat_helper[k], flat_mine[k], rtol=0, atol=0, msg=k)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

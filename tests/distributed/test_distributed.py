@@ -150,8 +150,9 @@ def test_ppo_with_two_data_parallel_learners_and_bounded_staleness(tmp_path):
     assert [r["staleness_max"] for r in rows] == [0, 1, 1, 1]
     assert all(np.isfinite(r["policy_loss"]) and r["epochs"] == 2 for r in rows)
     assert "2 data-parallel learners" in trainer.cfg.decisions["learners"]
-    with pytest.raises(ConfigError, match="runs PPO only"):
-        _off_cfg(tmp_path, "x", learners=2)
+    with pytest.raises(ConfigError, match="without weight perturbation"):
+        off = _off_cfg(tmp_path, "x", learners=2, agent={**OFF_POLICY["agent"], "perturb": "dormant"})
+        ray_trainer_class(off)(off)
     bad = _ppo_cfg(tmp_path, "bad", workers=2, learners=3)  # 128 rows in 2 minibatches do not split 3 ways
     with pytest.raises(ConfigError, match="--learners 3"):
         ray_trainer_class(bad)(bad)
@@ -295,10 +296,20 @@ def test_learner_inference_acts_as_the_workers_would(agent_name):
         assert not np.allclose(want[0], want[1])  # the workers' noise differs
 
 
-def test_off_policy_run_with_inference_in_the_learner(tmp_path):
-    cfg = _off_cfg(tmp_path, "learner", frames=1600, eval_every_frames=10_000, inference="learner")
+def test_off_policy_run_with_inference_in_the_learner_and_two_learners(tmp_path):
+    cfg = _off_cfg(tmp_path, "learner", frames=1600, eval_every_frames=10_000, inference="learner", learners=2)
     trainer = ray_trainer_class(cfg)(cfg)
     assert "inference in the learner" in trainer.cfg.decisions["distributed"]
+    assert "2 data-parallel learners" in trainer.cfg.decisions["learners"]
+    close = trainer._close
+
+    def check_then_close(**kw):  # before the learners stop: the helper holds the trainer's weights
+        helper = trainer.learner_group.helper_parameters(1)
+        for k, v in trainer.agent.actor.state_dict().items():
+            assert torch.equal(helper["actor"][k], v), k
+        close(**kw)
+
+    trainer._close = check_then_close
     trainer.run()
     rows = read_rows(tmp_path / "learner", "train")
     c = trainer.counters

@@ -8,7 +8,8 @@ writes the same run folder and resumes with ``pixelrl resume``.
 * :mod:`~pixelrl.distributed.vector` -- the workers as one vector env (PPO's synchronous rollouts);
 * :mod:`~pixelrl.distributed.onpolicy` -- PPO on Ray: synchronous rollouts, or bounded staleness (the update in a
   learner thread while the next rollouts are collected);
-* :mod:`~pixelrl.distributed.ddp` -- PPO's data-parallel learner (``--learners``, torch.distributed DDP);
+* :mod:`~pixelrl.distributed.ddp` -- data-parallel learners (``--learners``, torch.distributed): PPO over shards of
+  the rollout (DDP), DrQ-v2 / SAC over one replay batch each;
 * :mod:`~pixelrl.distributed.offpolicy` -- the off-policy agents (DrQ-v2 family, SAC) on Ray: chunks, weight
   broadcast, version stamps, bounded staleness.
 """

@@ -1,6 +1,6 @@
-"""A data-parallel PPO learner: ``--learners N`` processes, each holding a shard of the rollout, their gradients
-all-reduced by ``torch.distributed``'s DistributedDataParallel (DDP) -- backend ``nccl`` when each learner has its own
-GPU (learner ``i`` on ``cuda:i``), ``gloo`` on CPU.
+"""Data-parallel learners (``--learners N``) on ``torch.distributed`` -- backend ``nccl`` when each learner has its own
+GPU (learner ``i`` on ``cuda:i``), ``gloo`` on CPU. PPO: N processes, each holding a shard of the rollout, their
+gradients all-reduced by DistributedDataParallel (DDP). Off-policy agents: one replay batch per learner (below).
 
 Learner 0 is the trainer's process: it collects the rollout (on Ray env workers), computes GAE, and at each update
 sends learner ``i`` rows ``[i * L, (i + 1) * L)`` of the flattened rollout (``L = num_envs * rollout_steps / N``) with
@@ -19,6 +19,16 @@ When it helps: with several GPUs, when the update -- not the envs -- limits the 
 epochs): each GPU computes a ``1 / N`` share of every minibatch. On CPU it is for testing only (one process with more
 threads does the same work without the transfers). The learners are processes of one machine (``tcp://127.0.0.1``);
 the env workers may be anywhere in the Ray cluster.
+
+Off-policy agents (DrQ-v2, SAC; :class:`OffPolicyLearnerGroup`): at every update learner 0 samples one replay batch
+per learner (``batch_size`` each, from its replay, which stays in one place) and sends learner ``i`` batch ``i``;
+every learner runs the agent's own ``update`` on its batch, and each optimizer step first averages the gradients of
+that optimizer's parameters over the learners (one all-reduce of a flat buffer; a parameter no learner has a
+gradient for is left without one). The update is then the one-process update on the union of the batches (an
+effective batch of ``learners x batch_size``) where the losses are means over the batch: the test checks it with
+exploration noise 0. Metrics are learner 0's (its batch). Mechanisms that change weights or optimizer state outside
+an optimizer step from batch statistics (DrM/MENTOR perturbation) would make the learners drift apart: such agents are
+refused.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import torch.distributed as tdist
 
 from pixelrl.errors import ConfigError
 
-__all__ = ["LearnerGroup", "ShardRollout", "draw_perms", "global_minibatches"]
+__all__ = ["LearnerGroup", "OffPolicyLearnerGroup", "ShardRollout", "draw_perms", "global_minibatches"]
 
 FIELDS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -144,7 +154,7 @@ class LearnerGroup:
         ctx = mp.get_context("spawn")
         self.procs = [ctx.Process(target=_helper_main, daemon=True, name=f"pixelrl-learner{r}",
                                   args=(r, self.world, init, backend, agent_name, obs_space, action_space, agent_cfg,
-                                        str(self.device)))
+                                        str(self.device), self.kind))
                       for r in range(1, self.world)]
         for p in self.procs:
             p.start()
@@ -153,7 +163,12 @@ class LearnerGroup:
         tdist.init_process_group(backend, init_method=init, rank=0, world_size=self.world, timeout=TIMEOUT)
         self._closed = False
         self.sync()
-        self.dp = _DataParallel(agent.net, self.device)
+        self.dp = self._make_dp()
+
+    kind = "ppo"
+
+    def _make_dp(self):
+        return _DataParallel(self.agent.net, self.device)
 
     def sync(self) -> None:
         """Send learner 0's agent state (networks, optimizer, counters) to every helper: at the start and after a
@@ -184,8 +199,9 @@ class LearnerGroup:
                             rollout.returns)
         return self.agent.update(mine, step=step, progress=progress, data_parallel=self.dp)
 
-    def helper_parameters(self, rank: int) -> dict[str, torch.Tensor]:
-        """The network weights learner ``rank`` holds (what the tests compare)."""
+    def helper_parameters(self, rank: int) -> dict[str, Any]:
+        """The network weights learner ``rank`` holds (PPO), or its whole ``agent.state_dict()`` (off-policy): what the
+        tests compare."""
         tdist.broadcast_object_list([{"op": "weights", "rank": rank}], src=0)
         out = [None]
         tdist.recv_object_list(out, src=rank)
@@ -205,6 +221,87 @@ class LearnerGroup:
             tdist.destroy_process_group()
 
 
+def _optimizers(agent: Any) -> list[torch.optim.Optimizer]:
+    """The agent's optimizers, by attribute name (the same order on every learner)."""
+    return [v for _, v in sorted(vars(agent).items()) if isinstance(v, torch.optim.Optimizer)]
+
+
+def average_gradients_before_steps(agent: Any, world: int) -> None:
+    """Make each of ``agent``'s optimizer steps average its parameters' gradients over the ``world`` learners first
+    (every learner must call it, and step its optimizers in the same order)."""
+    for opt in _optimizers(agent):
+        original = opt.step
+
+        def step(*args, _opt=opt, _original=original, **kwargs):
+            params = [p for g in _opt.param_groups for p in g["params"] if p.requires_grad]
+            if params:
+                flags = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype,
+                                     device=params[0].device)
+                flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                                 + [flags])
+                tdist.all_reduce(flat)
+                flat /= world
+                offset = 0
+                for i, p in enumerate(params):
+                    n = p.numel()
+                    p.grad = flat[offset:offset + n].view_as(p).clone() if flat[-len(params) + i] > 0 else None
+                    offset += n
+            return _original(*args, **kwargs)
+
+        opt.step = step
+
+
+def _flatten_batch(batch: Any) -> tuple[list, list[torch.Tensor]]:
+    """A :class:`~pixelrl.data.batch.Batch` as ``(spec, tensors)``, spec entries ``(field, key or None, shape,
+    dtype)``."""
+    spec, tensors = [], []
+    for name in ("obs", "action", "reward", "discount", "next_obs", "extras"):
+        value = getattr(batch, name)
+        items = sorted(value.items()) if isinstance(value, dict) else [(None, value)]
+        for key, t in items:
+            spec.append((name, key, tuple(t.shape), str(t.dtype).removeprefix("torch.")))
+            tensors.append(t.contiguous())
+    return spec, tensors
+
+
+def _unflatten_batch(spec: list, tensors: list[torch.Tensor]) -> Any:
+    from pixelrl.data.batch import Batch
+
+    fields: dict[str, Any] = {"extras": {}}
+    for (name, key, _, _), t in zip(spec, tensors):
+        if key is None:
+            fields[name] = t
+        else:
+            fields.setdefault(name, {})[key] = t
+    return Batch(**fields)
+
+
+class OffPolicyLearnerGroup(LearnerGroup):
+    """Learner 0 (this process) and ``learners - 1`` helpers for an off-policy agent: :meth:`update` runs one update on
+    one replay batch per learner with gradients averaged over the learners (see the module's docstring)."""
+
+    kind = "off-policy"
+
+    def __init__(self, learners: int, agent: Any, agent_name: str, obs_space: Any, action_space: Any,
+                 agent_cfg: Any) -> None:
+        super().__init__(learners, agent, agent_name, obs_space, action_space, agent_cfg)
+        average_gradients_before_steps(agent, self.world)
+
+    def _make_dp(self):
+        return None
+
+    def update(self, batches: list[Any], *, step: int) -> dict[str, float]:  # type: ignore[override]
+        """One update: ``batches[i]`` is learner ``i``'s; returns learner 0's metrics."""
+        if len(batches) != self.world:
+            raise ValueError(f"{len(batches)} batches for {self.world} learners")
+        specs = [_flatten_batch(b) for b in batches]
+        tdist.broadcast_object_list([{"op": "update", "step": int(step), "specs": [sp for sp, _ in specs]}], src=0)
+        for r in range(1, self.world):
+            for t in specs[r][1]:
+                tdist.send(t, dst=r)
+        return self.agent.update(batches[0], step=step)
+
+
 def _to_cpu(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
@@ -216,7 +313,7 @@ def _to_cpu(x: Any) -> Any:
 
 
 def _helper_main(rank: int, world: int, init: str, backend: str, agent_name: str, obs_space: Any, action_space: Any,
-                 agent_cfg: Any, device: str) -> None:
+                 agent_cfg: Any, device: str, kind: str = "ppo") -> None:
     """A helper learner: receive the state, then shards and update on them until told to stop."""
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     from pixelrl.agents import make_agent
@@ -236,10 +333,23 @@ def _helper_main(rank: int, world: int, init: str, backend: str, agent_name: str
                 break
             if msg["op"] == "state":
                 agent.load_state_dict(msg["state"])
-                dp = dp or _DataParallel(agent.net, dev)
+                if dp is None and kind == "ppo":
+                    dp = _DataParallel(agent.net, dev)
+                elif dp is None:
+                    average_gradients_before_steps(agent, world)
+                    dp = True
             elif msg["op"] == "weights":
                 if msg["rank"] == rank:
-                    tdist.send_object_list([_to_cpu(agent.net.state_dict())], dst=0)
+                    tdist.send_object_list([_to_cpu(agent.net.state_dict() if kind == "ppo" else agent.state_dict())],
+                                           dst=0)
+            elif msg["op"] == "update" and kind != "ppo":
+                spec = msg["specs"][rank]
+                tensors = []
+                for _, _, shape, dtype in spec:
+                    t = torch.empty(shape, dtype=getattr(torch, dtype), device=dev)
+                    tdist.recv(t, src=0)
+                    tensors.append(t)
+                agent.update(_unflatten_batch(spec, tensors), step=msg["step"])
             elif msg["op"] == "update":
                 rows = msg["rows"]
                 flat = {}

@@ -165,6 +165,17 @@ class RayTrainer(Trainer):
             raise ConfigError(f"--inference learner batches the DrQ-v2 family's and SAC's acting; agent "
                               f"{cfg.agent_name!r} acts one observation at a time (use --inference worker)")
         self._frame_stack = frame_stack
+        self.learners = int(cfg.learners or 1)
+        """Learner processes sharing each update (``pixelrl.distributed.ddp``): one replay batch each."""
+        self.learner_group = None
+        if self.learners > 1:
+            if not batchable(self.agent) or getattr(a, "perturb", "none") != "none":
+                raise ConfigError(f"--learners {self.learners} runs DrQ-v2 and SAC without weight perturbation (their "
+                                  "learners stay identical only through optimizer steps); drop --learners or "
+                                  "--agent.perturb")
+            from pixelrl.distributed.ddp import _backend
+
+            _backend(self.device, self.learners)
         if self.cfg.decisions is not None and self.learner_inference:
             self.cfg.decisions["distributed"] = (
                 f"Ray: {cfg.workers} env workers x {self.K} envs, inference in the learner batched over all "
@@ -175,6 +186,10 @@ class RayTrainer(Trainer):
                 f"Ray: {cfg.workers} env workers x {self.K} envs, {self.T}-step chunks, inference batched per worker "
                 f"over its envs, weights broadcast every {self.M} updates, max staleness "
                 f"{'unbounded' if self.S is None else self.S}")
+        if self.cfg.decisions is not None and self.learners > 1:
+            self.cfg.decisions["learners"] = (
+                f"{self.learners} data-parallel learners ({'nccl' if self.device.type == 'cuda' else 'gloo'}), one "
+                f"replay batch of {a.batch_size} each, gradients averaged before every optimizer step")
         self.assembler = EpisodeAssembler(self.store, reward_clip=getattr(self.agent, "reward_clip", 0.0),
                                           life_loss_terminal=getattr(self.agent, "life_loss_terminal", False))
         gl_env, worker_cfg = gl_environment(), a
@@ -193,6 +208,14 @@ class RayTrainer(Trainer):
         self._weights: tuple[int, Any] | None = None  # (version, object ref) of the last broadcast
         self._needs_reset = True
         self._open_run(resume, checkpoint)
+
+    def _close(self, *, release: bool = True) -> None:
+        group, self.learner_group = getattr(self, "learner_group", None), None
+        try:
+            if group is not None:
+                group.close()
+        finally:
+            super()._close(release=release)
 
     # ---- workers ---------------------------------------------------------------------------------------------
     def _generator(self, w: int) -> torch.Generator:
@@ -298,8 +321,17 @@ class RayTrainer(Trainer):
 
     def _update(self, metrics: dict[str, list[float]]) -> None:
         c = self.counters
-        m = self.agent.update(self.sampler.sample(int(self.cfg.agent.batch_size), **self._sample_kwargs),
-                              step=c["agent_steps"])
+        batch_size = int(self.cfg.agent.batch_size)
+        if self.learners > 1:
+            if self.learner_group is None:  # after a resume has loaded the agent the helpers copy
+                from pixelrl.distributed.ddp import OffPolicyLearnerGroup
+
+                self.learner_group = OffPolicyLearnerGroup(self.learners, self.agent, self.cfg.agent_name,
+                                                           self.obs_space, self.action_space, self.cfg.agent)
+            m = self.learner_group.update([self.sampler.sample(batch_size, **self._sample_kwargs)
+                                           for _ in range(self.learners)], step=c["agent_steps"])
+        else:
+            m = self.agent.update(self.sampler.sample(batch_size, **self._sample_kwargs), step=c["agent_steps"])
         for k, v in m.items():
             metrics[k].append(float(v))
         bad = {k: float(v) for k, v in m.items() if "loss" in k and not math.isfinite(float(v))}
@@ -442,7 +474,8 @@ class RayTrainer(Trainer):
         row.update(means)
         updates = c["updates"] - updates0
         row.update(updates=c["updates"], version=c["updates"], workers=len(self.pool), restarts=c["restarts"],
-                   inference_batch=self.K if inference_batch is None else inference_batch, updates_per_s=updates / max(update_s, 1e-9) if updates else 0.0,
+                   inference_batch=self.K if inference_batch is None else inference_batch,
+                   updates_per_s=updates / max(update_s, 1e-9) if updates else 0.0,
                    staleness_mean=float(np.mean(staleness)) if staleness else 0.0,
                    staleness_max=int(max(staleness)) if staleness else 0,
                    queue_ready=float(np.mean(ready_depth)) if ready_depth else 0.0, inflight=len(self._inflight))

@@ -117,7 +117,7 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
             from pixelrl.data.rollout import RolloutBuffer
 
             a = cfg.agent
-            with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: draw nothing from the run's RNG
+            with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: no draw from the run's RNG
                 self._behaviour = make_agent(cfg.agent_name, self.obs_space, self.action_space, a, self.device)
             self._behaviour_version = -1
             self._latest: tuple[int, dict] | None = None
@@ -127,8 +127,8 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
                                  for _ in range(self.staleness_bound)]
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixelrl-learner")
             if self.cfg.decisions is not None and not resume:
-                self.cfg.decisions["vector_env"] += (f"; bounded staleness {self.staleness_bound}: updates in a learner "
-                                                     "thread while the next rollouts are collected")
+                self.cfg.decisions["vector_env"] += (f"; bounded staleness {self.staleness_bound}: updates in a "
+                                                     "learner thread while the next rollouts are collected")
 
     def _make_train_env(self, cfg: TrainConfig, env_kwargs: dict[str, Any]) -> RayVectorEnv:
         k = envs_per_worker(cfg)

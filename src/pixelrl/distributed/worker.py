@@ -188,7 +188,13 @@ class ChunkRecorder:
 
     def __init__(self, action_repeat: int, frame_stack: int) -> None:
         self.repeat, self.fs = int(action_repeat), int(frame_stack)
-        self.actions, self.rewards, self.term, self.trunc, self.frames, self.lives, self.next_obs = ([] for _ in range(7))
+        self.actions: list = []
+        self.rewards: list = []
+        self.term: list = []
+        self.trunc: list = []
+        self.frames: list = []
+        self.lives: list = []
+        self.next_obs: list = []
         self.reset_obs: dict[tuple[int, int], Any] = {}
 
     def add(self, action: Any, obs: Any, reward: Any, terminated: Any, truncated: Any, info: dict) -> None:

@@ -288,10 +288,12 @@ class TrainConfig:
     updates old and its importance ratio is to the behaviour policy's recorded log-probs. None or 0: synchronous
     rollouts (staleness 0, the one-process run's rows)."""
     learners: Optional[int] = None
-    """PPO ``--workers`` runs: learner processes sharing each update (``pixelrl.distributed.ddp``): each holds a shard of
-    the rollout and computes its part of every minibatch, their gradients all-reduced by ``torch.distributed`` DDP
-    (``nccl``, one GPU per learner, with ``--device cuda``; ``gloo`` on CPU, which is for testing only). The update
-    equals the one-process update on the same minibatches (to float tolerance). None or 1: one learner."""
+    """``--workers`` runs: learner processes sharing each update (``pixelrl.distributed.ddp``; ``nccl``, one GPU per
+    learner, with ``--device cuda``; ``gloo`` on CPU, which is for testing only). PPO: each holds a shard of the rollout
+    and computes its part of every minibatch, gradients all-reduced by ``torch.distributed`` DDP; the update equals the
+    one-process update on the same minibatches (to float tolerance). DrQ-v2 / SAC (without weight perturbation): each
+    updates on its own replay batch of ``batch_size`` (an effective batch of ``learners x batch_size``, a deviation
+    from the papers' batch), gradients averaged before every optimizer step. None or 1: one learner."""
     inference: Optional[str] = None
     """Off-policy ``--workers`` runs of the DrQ-v2 family and SAC: where actions are computed. ``worker`` (None, the
     default): each worker acts with its copy of the policy (the last broadcast), one forward pass over its envs per
@@ -351,9 +353,6 @@ def _check_distributed_fits(cfg: TrainConfig) -> None:
     if cfg.max_staleness is not None and not _on_policy(cfg) and cfg.max_staleness < (cfg.broadcast_every or 10):
         raise ConfigError(f"--max-staleness ({cfg.max_staleness}) must be >= --broadcast-every "
                           f"({cfg.broadcast_every or 10}): workers only get new weights that often")
-    if cfg.learners is not None and cfg.learners > 1 and not _on_policy(cfg):
-        raise ConfigError(f"--learners {cfg.learners} (a data-parallel learner) runs PPO only; agent {cfg.agent_name!r} "
-                          "learns in one process (drop --learners)")
     if cfg.inference is not None:
         if cfg.inference not in ("worker", "learner"):
             raise ConfigError(f"--inference must be 'worker' or 'learner', got {cfg.inference!r}")
