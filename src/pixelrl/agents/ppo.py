@@ -130,6 +130,12 @@ class PPOConfig:
     """Width of the NatureCNN's last (linear) layer on pixels (CleanRL: 512)."""
     precision: str = "fp32"
     """Arithmetic of the networks: ``fp32`` only (PPO's networks are small; bf16 is not offered)."""
+    channels_last: bool = True
+    """Run the NatureCNN trunk in channels_last memory format (weights, and each pixel batch before its float
+    conversion), as DrQ-v2 does: the same maths (only the summation order inside the convolutions differs, at
+    float rounding level), and the layout oneDNN's CPU convolutions and cuDNN work in, so no layout conversion per
+    call. Measured on a 2-core EPYC at 1 thread: one 256-row NatureCNN update step 270 -> 210 ms, the first
+    convolution's forward and backward 159 -> 59 ms. No effect on state networks or the slot encoder."""
     encoder: str = "nature"
     """Pixel trunk: ``nature`` (the NatureCNN, trained end to end) or ``slots`` (a frozen pretrained Slot Attention
     encoder from ``slot_encoder``, then ``pooling``; the object-centric benchmark, ``builtin/shapes-*``). The policy
@@ -170,6 +176,8 @@ class PPOConfig:
         if not self.hidden_sizes or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
                                         for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be one or more integers >= 1, got {self.hidden_sizes!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.precision != "fp32":
             raise ConfigError(f"precision must be 'fp32' for PPO (its networks are small; bf16 is not offered), got "
                               f"{self.precision!r}")
@@ -318,6 +326,8 @@ class PPONetwork(nn.Module):
                  cfg: PPOConfig) -> None:
         super().__init__()
         self.pixels, self.discrete = pixels, discrete
+        self.channels_last = False
+        """The trunk runs in channels_last (``cfg.channels_last`` with the NatureCNN): inputs are converted first."""
         if pixels and cfg.encoder == "slots":
             from pixelrl.nets.slots import FrozenSlotEncoder, make_pooling
 
@@ -332,6 +342,9 @@ class PPONetwork(nn.Module):
             self.critic = orthogonal_init(nn.Linear(pool.out_dim, 1), 1.0)
         elif pixels:
             self.trunk = orthogonal_init(NatureCNN(obs_shape[0], tuple(obs_shape[1:]), out_dim=cfg.cnn_features))
+            if cfg.channels_last:
+                self.trunk = self.trunk.to(memory_format=torch.channels_last)
+                self.channels_last = True
             self.actor = orthogonal_init(nn.Linear(cfg.cnn_features, action_dim), 0.01)
             self.critic = orthogonal_init(nn.Linear(cfg.cnn_features, 1), 1.0)
         else:
@@ -344,15 +357,19 @@ class PPONetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
         """``(policy distribution, value [B])`` of a batch of (normalised) observations."""
-        h = self.trunk(obs) if self.trunk is not None else obs
+        h = self.trunk(self._layout(obs)) if self.trunk is not None else obs
         out = self.actor(h)
         value = self.critic(h).squeeze(-1)
         if self.discrete:  # no argument validation: it costs more than the tiny state networks' forward pass
             return Categorical(logits=out, validate_args=False), value
         return Normal(out, self.actor_logstd.expand_as(out).exp(), validate_args=False), value
 
+    def _layout(self, obs: torch.Tensor) -> torch.Tensor:
+        # uint8 pixels are made channels_last before the trunk's float conversion (a quarter of the bytes to move)
+        return obs.contiguous(memory_format=torch.channels_last) if self.channels_last and obs.dim() == 4 else obs
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(obs) if self.trunk is not None else obs
+        h = self.trunk(self._layout(obs)) if self.trunk is not None else obs
         return self.critic(h).squeeze(-1)
 
 
