@@ -179,6 +179,30 @@ def test_update_reports_cleanrls_metrics_anneals_lr_and_changes_the_networks():
     assert m["lr"] == pytest.approx(2.5e-4)
 
 
+def test_channels_last_trunk_computes_what_the_contiguous_one_does():
+    torch.manual_seed(0)
+    cl, plain = _pixel_agent(), _pixel_agent(channels_last=False)
+    assert cl.net.trunk.convnet[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.net.trunk.convnet[0].weight.is_contiguous()
+    plain.net.load_state_dict(cl.net.state_dict())
+    plain.opt.load_state_dict(cl.opt.state_dict())
+    ro = _filled_rollout(cl)
+    dist_a, v_a = cl.net(ro.obs[0])
+    dist_b, v_b = plain.net(ro.obs[0])
+    torch.testing.assert_close(dist_a.logits, dist_b.logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(v_a, v_b, atol=1e-6, rtol=1e-5)
+    before = [p.detach().clone() for p in cl.net.parameters()]
+    torch.manual_seed(3)
+    ma = cl.update(ro, step=0, progress=0.0)
+    torch.manual_seed(3)
+    mb = plain.update(ro, step=0, progress=0.0)
+    for k in ("policy_loss", "value_loss", "entropy", "approx_kl"):
+        assert ma[k] == pytest.approx(mb[k], rel=1e-4, abs=1e-6), k
+    for (name, p), q in zip(cl.net.named_parameters(), plain.net.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), atol=1e-5, rtol=1e-4, msg=name)
+    assert any(not torch.equal(p, q) for p, q in zip(before, cl.net.parameters()))  # the update did move them
+
+
 def test_target_kl_stops_the_epochs_early():
     torch.manual_seed(0)
     agent = _pixel_agent(target_kl=1e-12, lr=1e-2)
@@ -220,6 +244,7 @@ def test_state_dict_round_trip_restores_networks_optimizer_and_normalisers():
     ({"num_envs": 3, "rollout_steps": 5, "num_minibatches": 4}, "15 rows does not split into num_minibatches = 4"),
     ({"lr": 0.0}, "lr must be"), ({"gamma": 1.5}, "gamma must be in"), ({"target_kl": -1.0}, "target_kl"),
     ({"hidden_sizes": ()}, "hidden_sizes"), ({"precision": "bf16"}, "precision"),
+    ({"channels_last": "yes"}, "channels_last must be true or false"),
 ])
 def test_bad_config_is_one_config_error(kw, needle):
     with pytest.raises(ConfigError, match=needle):
