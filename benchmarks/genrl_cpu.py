@@ -181,22 +181,23 @@ def goals(results: dict) -> dict:
                 "rlcm_last3_gain": _last_mean(r["rows"], "reward_mean") - base,
                 "rlcm_wall_s_to_reach": reached, "ratio": None if reached is None else reached / t_ddpo,
                 "met": reached is not None and reached <= t_ddpo / 4}
-    g = results.get("grpo-verifier")
-    if g and g["rows"] and "success" in g["rows"][0]:
+    for name, g in results.items():  # grpo-verifier and variants merged under other names (grpo-verifier-...)
+        if not name.startswith("grpo-verifier") or not g["rows"] or "success" not in g["rows"][0]:
+            continue
+        key = "grpo_verifier_success" + ("" if name == "grpo-verifier" else "_" + name[len("grpo-verifier-"):])
         base = g["rows"][0]["success"]
         last = _last_mean(g["rows"], "success")
         rows = g["rows"]
         k = max(1, min(10, len(rows) // 3))
         first_k, last_k = _first_mean(rows, "success", k), _last_mean(rows, "success", k)
-        out["grpo_verifier_success"] = {"base_rate": base, "last3_rate": last,
-                                        "ratio": last / base if base > 0 else None,
-                                        "met": bool(last >= 2 * base) if base > 0 else bool(last > 0),
-                                        f"first{k}_rate": first_k, f"last{k}_rate": last_k,
-                                        "epochs": len(rows), "images_per_epoch": rows[0]["images"]}
+        out[key] = {"base_rate": base, "last3_rate": last, "ratio": last / base if base > 0 else None,
+                    "met": bool(last >= 2 * base) if base > 0 else bool(last > 0),
+                    f"first{k}_rate": first_k, f"last{k}_rate": last_k,
+                    "epochs": len(rows), "images_per_epoch": rows[0]["images"]}
         pf = g.get("prompt_filter")
         if pf:  # the base rate measured by --prompt-filter on the kept prompts (more images than one epoch)
             kept = [r for r in pf["rates"] if r["prompt"] in set(pf["kept"])]
-            out["grpo_verifier_success"]["filter_base_rate"] = float(np.mean([r["success"] for r in kept]))
+            out[key]["filter_base_rate"] = float(np.mean([r["success"] for r in kept]))
     return out
 
 
@@ -214,11 +215,14 @@ def plot(results: dict, path: Path) -> None:
         t = [r["wall_s"] / 60 for r in rows]
         jpeg_trained = "jpeg" in name.split("-", 1)[1]
         ax = axes[0] if jpeg_trained else axes[1]
-        ax.plot(t, [r["reward_mean"] if jpeg_trained else r.get("success", np.nan) for r in rows], label=name)
+        line, = ax.plot(t, [r["reward_mean"] if jpeg_trained else r.get("success", np.nan) for r in rows],
+                        label=f"{name} (success)" if not jpeg_trained else name)
+        if not jpeg_trained:  # the trained verifier reward beside its success rate
+            ax.plot(t, [r["reward_mean"] for r in rows], ls="--", color=line.get_color(), label=f"{name} (reward)")
         if "heldout_reward" in rows[0]:
             axes[2].plot(t, [r.get("heldout_success", r["heldout_reward"]) for r in rows], label=f"{name} (held-out)")
     axes[0].set(title="trained: JPEG compressibility (-KB)", xlabel="training wall time (min)", ylabel="reward")
-    axes[1].set(title="trained: shapes verifier success rate", xlabel="training wall time (min)")
+    axes[1].set(title="trained: shapes verifier success (solid), reward (dashed)", xlabel="training wall time (min)")
     axes[2].set(title="held-out reward (verifier success / JPEG)", xlabel="training wall time (min)")
     for ax in axes:
         if ax.lines:
