@@ -79,7 +79,7 @@ def _dots(ax, i: int, values, color, label: str | None = None, width: float = 0.
 
 
 def ppo() -> Path | None:
-    d = _load("ppo_vs_sb3_cpu.json")
+    d = _load("ppo_vs_sb3_cpu_v2.json")
     if d is None:
         return None
     s = d["settings"]
@@ -97,7 +97,7 @@ def ppo() -> Path | None:
         ax.grid(alpha=0.3, axis="y")
     _suptitle(fig, f"PPO vs Stable-Baselines3, per seed (dots; bar = median), seeds {s['seeds']}, "
                    f"short CPU runs on {_short(d['machine'])} ({s['threads']} "
-                   f"thread) - benchmarks/results/ppo_vs_sb3_cpu.json")
+                   f"thread) - benchmarks/results/ppo_vs_sb3_cpu_v2.json")
     return save_figure(fig, IMG / "docs_ppo.png")
 
 
