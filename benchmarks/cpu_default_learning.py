@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--load-log", default=None, help="with --curves: load averages sampled while the runs ran")
     ap.add_argument("--what", default="", help="with --curves: one sentence on what the runs compare")
     ap.add_argument("--update-cost", nargs="*", default=None, metavar="ARM",
-                    help="with --curves: also time one update of the preset against each ARM, a comma-separated "
+                    help="with --curves: also time (CPU time) one update of the preset against each ARM, a comma-separated "
                          "list of agent field=value (e.g. critic_layernorm=true), fp32, 1 thread, synthetic batch; "
                          "the arms alternate over --cost-rounds rounds of --cost-reps updates (medians)")
     ap.add_argument("--reference", default=None,
@@ -158,9 +158,10 @@ def _flag(field: str, value: object) -> str:
 
 
 def update_cost(arms: list[str], rounds: int, reps: int) -> dict:
-    """Median wall time of one agent update (fp32, 1 thread, the preset's batch on synthetic 48x48 frames) of the
-    ``cpu-fast`` preset and of each arm (agent field=value changes). All agents live in this process and the arms
-    take turns within every round, so a busy stretch of a shared machine slows them alike."""
+    """Median CPU time (this process's, ``time.process_time``) of one agent update (fp32, 1 thread, the preset's
+    batch on synthetic 48x48 frames) of the ``cpu-fast`` preset and of each arm (agent field=value changes). CPU time
+    rather than wall time because on a shared machine a 1-thread process gets a varying share of a core; the arms
+    also take turns within every round, so what sharing still does (caches, clock) hits them alike."""
     import statistics
 
     import gymnasium as gym
@@ -198,15 +199,15 @@ def update_cost(arms: list[str], rounds: int, reps: int) -> dict:
         for arm, agent in agents.items():
             t = []
             for _ in range(reps):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 agent.update(batch, step=100_000)
-                t.append(time.perf_counter() - t0)
+                t.append(time.process_time() - t0)
             times[arm].append(statistics.median(t))
     ms = {arm: 1e3 * statistics.median(v) for arm, v in times.items()}
     for arm, v in ms.items():
         print(f"update {arm}: {v:.1f} ms ({v / ms['preset']:.2f}x the preset)")
-    return {"what": "one update, fp32, 1 thread, batch of the preset, synthetic frames; median over rounds of the "
-                    "per-round medians", "rounds": rounds, "reps": reps,
+    return {"what": "CPU time of one update (process time, not wall time), fp32, 1 thread, batch of the preset, "
+                    "synthetic frames; median over rounds of the per-round medians", "rounds": rounds, "reps": reps,
             "update_ms": ms, "ratio_vs_preset": {arm: v / ms["preset"] for arm, v in ms.items()}}
 
 

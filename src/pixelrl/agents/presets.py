@@ -206,8 +206,23 @@ Why each choice (cartpole-swingup, fp32, measured on 2 cores; details in benchma
 * ``actor_pre_tanh_penalty`` 1e-3 (DrQ-v2-style agents; SAC and residual skip it): without it the deterministic
   actor could saturate at +-1 within the first thousand updates and the run stalled at ~75 on some seeds
   (benchmarks/results/cpu_fast_actor_penalty_states.json).
+* Tried for the slow seed 3 and not kept (fp32, eval by env frames, one run per seed and setting;
+  benchmarks/results/cpu_default_learning_candidates.json):
+
+  - RLPD's LayerNorm in the Q MLPs (``critic_layernorm=True``; the same CPU time per update, 54.4 vs 55.5 ms at one
+    thread), seeds 1-3 to 120k frames: seed 3 went from the slowest to 759 at 120k (this preset: 307) and seed 1
+    to 685 (573), but seed 2 stalled at 204-351 from 50k to 120k frames where this preset reached 778. The mean
+    over the three seeds at 120k is 595 vs 553 and the worst seed 342 vs 307: still one seed far below 750, now a
+    different one. With one run per seed that is the spread between seeds, not a fix, so the preset keeps
+    DrQ-v2's critic.
+  - critic target tau 0.05 instead of 0.01: seed 3 at 123 at 20k frames (this preset: 152), stopped there.
+  - random-shift pad 2 instead of 4 (pad 4 at 48x48 shifts the image 1.75 times as far, relative to its size, as
+    DrQ-v2's pad 4 at 84x84; the same CPU time per update): seed 3 at 514 at 60k frames (this preset: 168),
+    seeds 1 and 2 at 325 / 240 at 40k (216 / 256), stopped at 50k-80k frames by the session's deadline: a lead to run
+    on seeds 1-3 to 120k, not yet a result.
 
 Measured (fp32, by env frames; benchmarks/results/cpu_default_learning_48px_fp32_seeds123.json): eval at 110k / 160k
 frames, seed 1 447 / 800, seed 2 788 / 746, seed 3 276 / 337 (random ~125). The 13.5-minute budget allows ~215k
 frames on the AVX-512 EPYC (bf16) and ~115-140k on an AVX2-only CPU (fp32), so the goal of eval >= 750 on every seed
-within 15 minutes is not met yet: seed 3 learns slowly, and slower CPUs stop before the curves level."""
+within 15 minutes is not met yet: one seed of three learns slowly (seed 3 with this preset, seed 2 with the
+LayerNorm critic), and slower CPUs stop before the curves level."""
