@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--load-log", default=None, help="with --curves: load averages sampled while the runs ran")
     ap.add_argument("--what", default="", help="with --curves: one sentence on what the runs compare")
     ap.add_argument("--update-cost", nargs="*", default=None, metavar="ARM",
-                    help="with --curves: also time (CPU time) one update of the preset against each ARM, a comma-separated "
+                    help="with --curves: also time (CPU time) one update of the preset against each ARM, a comma-"
+                         "separated "
                          "list of agent field=value (e.g. critic_layernorm=true), fp32, 1 thread, synthetic batch; "
                          "the arms alternate over --cost-rounds rounds of --cost-reps updates (medians)")
     ap.add_argument("--reference", default=None,
