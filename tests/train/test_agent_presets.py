@@ -202,3 +202,14 @@ def test_cpu_fast_dmc_render_settings_stay_on_dmc():
     gym_cfg = build_config("gym/Pendulum-v1", "drqv2", "cpu-fast", "cpu")
     assert (gym_cfg.size, gym_cfg.action_repeat, gym_cfg.fast_render) == (84, None, False)
     assert gym_cfg.agent.batch_size == dmc.agent.batch_size  # the agent's CPU sizes still apply
+
+
+def test_cpu_fast_random_shift_is_scaled_to_its_48px_frames():
+    """cpu-fast pads 2 at 48x48 (DrQ-v2's pad 4 is for 84x84); paper presets keep 4, and a user's value wins."""
+    from pixelrl.train.setup import build_config
+
+    for agent in ("drqv2", "drm", "sac", "residual"):
+        assert build_config("dmc/cartpole-swingup", agent, "cpu-fast", "cpu").agent.augment_pad == 2
+        assert build_config("dmc/cartpole-swingup", agent, "paper", "cpu").agent.augment_pad == 4
+    user = build_config("dmc/cartpole-swingup", "drqv2", "cpu-fast", "cpu", agent={"augment_pad": 4})
+    assert user.agent.augment_pad == 4
