@@ -221,6 +221,22 @@ class LearnerGroup:
             tdist.destroy_process_group()
 
 
+class LearnerGroupOwner:
+    """Base of the Ray trainers that may hold helper learner processes in ``learner_group`` (a
+    :class:`LearnerGroup` or ``OffPolicyLearnerGroup``, made on first use): ``_close`` closes the group before the
+    trainer's own close, which runs even if closing the group fails."""
+
+    learner_group: Any = None
+
+    def _close(self, *, release: bool = True) -> None:
+        group, self.learner_group = self.learner_group, None
+        try:
+            if group is not None:
+                group.close()
+        finally:
+            super()._close(release=release)  # type: ignore[misc]
+
+
 def _optimizers(agent: Any) -> list[torch.optim.Optimizer]:
     """The agent's optimizers, by attribute name (the same order on every learner)."""
     return [v for _, v in sorted(vars(agent).items()) if isinstance(v, torch.optim.Optimizer)]

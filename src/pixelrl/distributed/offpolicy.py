@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelrl.distributed.ddp import LearnerGroupOwner
 from pixelrl.distributed.onpolicy import RESTART_STREAM
 from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.vector import _concat
@@ -136,7 +137,7 @@ def _to_cpu(x: Any) -> Any:
     return x
 
 
-class RayTrainer(Trainer):
+class RayTrainer(LearnerGroupOwner, Trainer):
     """The off-policy :class:`~pixelrl.train.loop.Trainer` with its env on Ray env workers (see the module's
     docstring); evaluation, checkpoints, resume, logs and summary are the single-process trainer's."""
 
@@ -208,14 +209,6 @@ class RayTrainer(Trainer):
         self._weights: tuple[int, Any] | None = None  # (version, object ref) of the last broadcast
         self._needs_reset = True
         self._open_run(resume, checkpoint)
-
-    def _close(self, *, release: bool = True) -> None:
-        group, self.learner_group = getattr(self, "learner_group", None), None
-        try:
-            if group is not None:
-                group.close()
-        finally:
-            super()._close(release=release)
 
     # ---- workers ---------------------------------------------------------------------------------------------
     def _generator(self, w: int) -> torch.Generator:

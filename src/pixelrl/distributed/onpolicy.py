@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from pixelrl.distributed.ddp import draw_perms
+from pixelrl.distributed.ddp import LearnerGroupOwner, draw_perms
 from pixelrl.distributed.pool import WorkerPool
 from pixelrl.distributed.vector import RayVectorEnv
 from pixelrl.envs._gl import gl_environment
@@ -97,7 +97,7 @@ class StagedRollout:
             yield {k: v[idx] for k, v in flat.items()}
 
 
-class RayOnPolicyTrainer(OnPolicyTrainer):
+class RayOnPolicyTrainer(LearnerGroupOwner, OnPolicyTrainer):
     """:class:`~pixelrl.train.onpolicy.OnPolicyTrainer` whose envs run on Ray env workers; with ``max_staleness >= 1``
     its updates run in a learner thread while the next rollouts are collected (see the module's docstring)."""
 
@@ -275,12 +275,7 @@ class RayOnPolicyTrainer(OnPolicyTrainer):
         executor, self._executor = getattr(self, "_executor", None), None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-        group, self.learner_group = getattr(self, "learner_group", None), None
-        try:
-            if group is not None:
-                group.close()
-        finally:
-            super()._close(release=release)
+        super()._close(release=release)  # LearnerGroupOwner closes the learner group, then the trainer
 
 
 class _NoProgress:
