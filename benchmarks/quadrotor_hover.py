@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,7 +42,7 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
               curriculum_position: float | None = None) -> list[dict]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pixelrl.agents.l2f import L2FConfig
-    from pixelrl.train.l2f import train_hover
+    from pixelrl.train.l2f import offset_diagnostics, train_hover
 
     over = {} if curriculum is None else {"curriculum_steps": curriculum}
     if curriculum_position is not None:
@@ -52,6 +53,9 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
                       pass_rate=pass_rate if stop_when_pass else None,
                       log=lambda e: print(f"seeds {seeds} {e}", flush=True))
     wall = time.perf_counter() - t0
+    # where the final policies end: their own set-point error (disturbances off) and their response to the force
+    diag = offset_diagnostics(res["agent"], eval_episodes, 12345)
+    diag_target = offset_diagnostics(res["agent"], eval_episodes, 12345, target_actor=True)
     out = []
     for i, seed in enumerate(seeds):
         curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "train_cpu_s": round(e["train_cpu_s"], 2),
@@ -70,7 +74,25 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
                     "final_success_rate_target_actor": curve[-1]["success_rate_target_actor"],
                     "train_s_total": round(res["train_s"], 2), "train_cpu_s_total": round(res["train_cpu_s"], 2),
                     "wall_s_with_evals": round(wall, 2), "simulator_backend": res["backend"],
-                    "updates": res["agent"].updates})
+                    "updates": res["agent"].updates, "offset_diagnostics": diag[i],
+                    "offset_diagnostics_target_actor": diag_target[i]})
+    return out
+
+
+def _offset_summary(per_seed: list[dict]) -> dict:
+    """Medians over seeds of the final policies' offset diagnostics (online and target actor)."""
+    import numpy as np
+
+    out = {}
+    for key in ("offset_diagnostics", "offset_diagnostics_target_actor"):
+        rows = [r[key] for r in per_seed]
+        bias = [float(np.linalg.norm(d["bias"])) for d in rows if d["bias"] is not None]
+        gain = [d["force_gain"] for d in rows if "force_gain" in d]
+        out[key] = {
+            "bias_norm_m_per_seed": [round(b, 3) for b in bias],
+            "bias_norm_m_median": round(float(np.median(bias)), 3) if bias else None,
+            "success_rate_no_disturbance_per_seed": [d["success_rate_no_disturbance"] for d in rows],
+            "force_gain_m_per_mps2_median_xyz": np.median(gain, 0).round(3).tolist() if gain else None}
     return out
 
 
@@ -82,9 +104,9 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pass-rate", type=float, default=0.9)
     ap.add_argument("--stop-when-pass", action="store_true", help="end a process once all its seeds passed")
-    ap.add_argument("--curriculum-every-100k", action="store_true",
-                    help="the authors' rule for any run length: the curriculum at every 100k steps before the last "
-                         "(default: the paper's 300k run, i.e. at 100k and 200k only)")
+    ap.add_argument("--curriculum-steps", type=int, nargs="+", default=None,
+                    help="env steps of the reward curriculum (default: the authors' rule, every 100k steps before the "
+                         "run's last: 100k and 200k for 300k steps, 100k ... 900k for 1M)")
     ap.add_argument("--curriculum-position", type=float, default=None,
                     help="the position weight's curriculum factor (default: the paper's 1.2)")
     ap.add_argument("--workers", type=int, default=2)
@@ -97,7 +119,7 @@ def main() -> None:
 
     seeds = _seeds(args.seeds)
     groups = [seeds[i:i + args.batch] for i in range(0, len(seeds), args.batch)]
-    curriculum = tuple(range(100_000, args.steps, 100_000)) if args.curriculum_every_100k else None
+    curriculum = tuple(args.curriculum_steps) if args.curriculum_steps else None
     load_before = os.getloadavg()
     loads: list[float] = []
     stop = threading.Event()
@@ -124,13 +146,15 @@ def main() -> None:
         "success_test": "survive 500 steps from a start drawn from the training distribution and end closer than 0.2 m "
                         "to the target (the authors' SettlingFractionPosition(200mm))", "pass_rate": args.pass_rate,
         "stop_when_pass": args.stop_when_pass,
-        "curriculum_steps": list(curriculum) if curriculum else [100_000, 200_000],
+        "curriculum_steps": list(curriculum) if curriculum else list(range(100_000, args.steps, 100_000)),
         "curriculum_position": args.curriculum_position or 1.2, "workers": args.workers, "batch": args.batch,
         "seeds_passing": f"{len(passed)} of {len(per_seed)}",
         "seeds_passing_target_actor": f"{sum(r['passed_target_actor'] for r in per_seed)} of {len(per_seed)}",
         "median_train_s_to_pass": (sorted(r["train_s_to_pass"] for r in passed)[len(passed) // 2] if passed else None),
         "final_success_rate_mean": sum(r["final_success_rate"] for r in per_seed) / len(per_seed),
+        "offset_at_end": _offset_summary(per_seed),
         "wall_s_all_seeds": round(total, 1), "per_seed": per_seed,
+        "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "") + " python " + " ".join(sys.argv),
         "machine": machine_description(), "platform": platform.platform(),
         "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "fma", "avx512_bf16", "amx_bf16"}),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),

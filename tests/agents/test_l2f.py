@@ -304,3 +304,75 @@ def test_batched_rewards_match_per_step_rewards_across_the_ring_wrap():
     slots = np.arange(730) % 500
     np.testing.assert_allclose(agent.buf["reward"][:, slots[-500:]], expected[-500:].T, rtol=1e-6)
     assert agent.recent_return(1, 40) == pytest.approx(float(expected[-40:, 1].sum()), rel=1e-5)
+
+
+def test_curriculum_follows_the_authors_rule_for_the_run_length():
+    """learning-to-fly src/steps/curriculum.h: every 100k steps, not at the run's last step; a list replaces it."""
+    from pixelrl.agents.l2f import curriculum_schedule
+
+    cfg = L2FConfig()
+    assert curriculum_schedule(cfg, 300_000) == (100_000, 200_000)
+    assert curriculum_schedule(cfg, 1_000_000) == tuple(range(100_000, 1_000_000, 100_000))
+    assert curriculum_schedule(cfg, 100_000) == ()
+    assert curriculum_schedule(L2FConfig(curriculum_steps=(100_000, 200_000)), 1_000_000) == (100_000, 200_000)
+    agent = L2FAgent(None, None, L2FConfig(seeds=1, hidden=8), capacity=1_000_001)
+    assert agent.curriculum == tuple(range(100_000, 1_000_000, 100_000))
+    w = curriculum_weights(cfg, 1_000_000, 1_000_000)
+    assert (w.position, w.linear_velocity, w.action) == pytest.approx((5 * 1.2 ** 9, 0.01 * 1.4 ** 9, 0.01 * 1.4 ** 9))
+
+
+def test_noise_decays_after_500k_as_in_the_authors_code():
+    """EXPLORATION_NOISE_DECAY: at step % 100k == 0 and step >= 500k, exploration σ, target σ and clip x0.9."""
+    from pixelrl.agents.l2f import noise_scale
+
+    cfg = L2FConfig()
+    assert noise_scale(cfg, 499_999) == 1.0
+    assert noise_scale(cfg, 500_000) == pytest.approx(0.9)
+    assert noise_scale(cfg, 699_999) == pytest.approx(0.9 ** 2)
+    assert noise_scale(cfg, 1_000_000) == pytest.approx(0.9 ** 6)
+    assert noise_scale(L2FConfig(exploration_decay=1.0), 1_000_000) == 1.0
+    agent = _filled_agent(k=1, n=50, critic_start=10**7, actor_start=10**7, exploration_decay_start=200,
+                          curriculum_every=100)
+    agent.train_step(199)
+    assert agent.exploration_sigma == pytest.approx(0.1)
+    assert agent.train_step(200)["noise_scale"] == pytest.approx(0.9)
+    agent.train_step(300)
+    assert agent.exploration_sigma == pytest.approx(0.1 * 0.81)
+    fresh = _filled_agent(k=1, n=50, exploration_decay_start=200, curriculum_every=100)
+    fresh.set_step(350)  # a resume restores it
+    assert fresh.noise_scale == pytest.approx(0.81)
+    # the target-policy smoothing noise shrinks with it
+    drawn = []
+
+    class Spy:
+        def __init__(self, rng):
+            self.rng = rng
+
+        def normal(self, loc, scale, size=None):
+            drawn.append(scale)
+            return self.rng.normal(loc, scale, size)
+
+        def __getattr__(self, name):
+            return getattr(self.rng, name)
+
+    fresh.rng = Spy(fresh.rng)
+    fresh.update_critics()
+    assert drawn == [pytest.approx(0.2 * 0.81)]
+    with pytest.raises(ConfigError, match="exploration_decay"):
+        L2FConfig(exploration_decay=0.0)
+
+
+def test_offset_diagnostics_separate_the_policy_bias_from_the_force_response():
+    """With disturbances off, the same starts and noise; a policy's final positions split into a bias and a slope
+    against the episode's force."""
+    from pixelrl.train.l2f import evaluate_hover, offset_diagnostics
+
+    agent = L2FAgent(None, None, L2FConfig(seeds=2, hidden=8), capacity=10, seed=5)
+    res = evaluate_hover(agent, 6, 3)
+    calm = evaluate_hover(agent, 6, 3, disturbance_scale=0.0)
+    assert res["final_position"].shape == (2, 6, 3) and not calm["disturbance"].any()
+    assert res["disturbance"].any()
+    np.testing.assert_allclose(np.linalg.norm(res["final_position"], axis=-1), res["final_distance"])
+    rows = offset_diagnostics(agent, 6, 3)
+    assert len(rows) == 2 and {"success_rate", "success_rate_no_disturbance", "bias"} <= set(rows[0])
+    assert rows[0]["success_rate"] == float(res["success"][0].mean())

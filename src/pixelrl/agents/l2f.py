@@ -11,8 +11,10 @@ Facts from the authors' code (arplaboratory/learning-to-fly with rl_tools @3a612
 - schedule per env step: if step > 15 000 and step % 10 == 0, each critic trains on its own batch with its own
   target noise (target = min of both target critics), then both target critics move; if step > 30 000 and
   step % 20 == 0, the actor (loss -Q₁) trains and its target moves;
-- reward curriculum at steps 100k and 200k: action weight ×1.4 (cap 1), position ×1.2 (cap 40), velocity ×1.4
-  (cap 1); the replay's rewards are recomputed from the stored pre-step states after each change.
+- reward curriculum every 100k env steps before the run's last (100k and 200k in the paper's 300k run): action
+  weight ×1.4 (cap 1), position ×1.2 (cap 40), velocity ×1.4 (cap 1); the replay's rewards are recomputed from the
+  stored pre-step states after each change;
+- from 500k env steps on, every 100k: exploration σ, target-noise σ and its clip ×0.9 (inactive at ≤ 500k).
 
 Speed: at this size the cost is per-call overhead, not arithmetic, so the networks are NumPy arrays with a
 hand-written backward pass and one fused Adam step over a flat parameter vector per network set (gradients checked
@@ -40,7 +42,8 @@ import numpy as np
 from pixelrl.envs.builtin import quadrotor as Q
 from pixelrl.errors import ConfigError
 
-__all__ = ["L2FConfig", "L2FAgent", "MLPStack", "Adam", "SUMMARY", "preset", "curriculum_weights"]
+__all__ = ["L2FConfig", "L2FAgent", "MLPStack", "Adam", "SUMMARY", "preset", "curriculum_schedule", "curriculum_weights",
+           "noise_scale"]
 
 SUMMARY = "Learning to Fly in Seconds: TD3, asymmetric actor-critic, reward curriculum (builtin/quadrotor-hover)"
 
@@ -84,6 +87,12 @@ class L2FConfig:
     target_noise_clip: float = 0.5
     exploration_noise: float = 0.1
     """σ of the Gaussian exploration noise added to the actor's action (then clipped to [-1, 1]), from step 0."""
+    exploration_decay: float = 0.9
+    """From ``exploration_decay_start`` on, every ``curriculum_every`` env steps, the exploration σ, the target-noise
+    σ and its clip are multiplied by this (learning-to-fly's ``EXPLORATION_NOISE_DECAY``, on in its default ablation
+    spec, ``src/steps/curriculum.h``); 1 switches it off. It never acts in runs of 500k steps or fewer."""
+    exploration_decay_start: int = 500_000
+    """First env step of the noise decay (the authors' 500k)."""
     critic_start: int = 15_000
     """Critics train when env step > critic_start ..."""
     critic_every: int = 10
@@ -92,10 +101,13 @@ class L2FConfig:
     """The actor trains when env step > actor_start ..."""
     actor_every: int = 20
     """... and step % actor_every == 0."""
-    curriculum_steps: tuple[int, ...] = (100_000, 200_000)
-    """Env steps at which the reward weights grow. The authors' rule is every 100k steps before the run's last step,
-    which for their 300k run is (100k, 200k); for a longer run list the later multiples too (e.g. 100000 200000
-    300000 400000 for 500k)."""
+    curriculum_steps: tuple[int, ...] = ()
+    """Env steps at which the reward weights grow. Empty (the default): the authors' rule (learning-to-fly
+    ``src/steps/curriculum.h``), every ``curriculum_every`` env steps before the run's last step: 100k and 200k for
+    the paper's 300k run, 100k ... 900k for a 1M run. A list replaces the rule (e.g. ``100000 200000`` keeps the 300k
+    run's weights in a longer run)."""
+    curriculum_every: int = 100_000
+    """Spacing of the authors' curriculum rule (used when ``curriculum_steps`` is empty) and of the noise decay."""
     curriculum_position: float = 1.2
     curriculum_position_cap: float = 40.0
     curriculum_velocity: float = 1.4
@@ -131,6 +143,9 @@ class L2FConfig:
             (self.critic_start >= 0 and self.actor_start >= 0, "critic_start and actor_start must be >= 0"),
             (self.critic_every >= 1 and self.actor_every >= 1, "critic_every and actor_every must be >= 1"),
             (all(s > 0 for s in self.curriculum_steps), "curriculum_steps must be positive env steps"),
+            (self.curriculum_every >= 1, f"curriculum_every must be >= 1, got {self.curriculum_every}"),
+            (0 < self.exploration_decay <= 1, f"exploration_decay must be in (0, 1], got {self.exploration_decay}"),
+            (self.exploration_decay_start >= 0, "exploration_decay_start must be >= 0"),
             (self.replay_capacity >= 0, f"replay_capacity must be >= 0 (0 = the whole run), got "
                                         f"{self.replay_capacity}"),
         ]
@@ -150,11 +165,32 @@ def preset(env_id: str, obs: str = "state") -> dict:
             "checkpoint_every_frames": 100_000}
 
 
-def curriculum_weights(cfg: L2FConfig, step: int) -> Q.RewardWeights:
-    """The reward weights in force at env ``step`` (after every curriculum step ≤ ``step``)."""
+def curriculum_schedule(cfg: L2FConfig, run_steps: int = 300_000) -> tuple[int, ...]:
+    """The env steps at which the reward weights grow in a run of ``run_steps``: ``cfg.curriculum_steps`` when
+    given, else the authors' rule (every ``curriculum_every`` steps, the run's last step excluded)."""
+    if cfg.curriculum_steps:
+        return tuple(cfg.curriculum_steps)
+    return tuple(range(cfg.curriculum_every, run_steps, cfg.curriculum_every))
+
+
+def noise_scale(cfg: L2FConfig, step: int) -> float:
+    """The factor on the exploration σ, the target-noise σ and its clip in force after env ``step``: one
+    ``exploration_decay`` per multiple of ``curriculum_every`` at or after ``exploration_decay_start`` up to ``step``
+    (the authors decay at ``step % 100000 == 0 and step >= 500000``)."""
+    if cfg.exploration_decay == 1.0 or step < cfg.exploration_decay_start:
+        return 1.0
+    every = cfg.curriculum_every
+    first = -(-cfg.exploration_decay_start // every) * every
+    n = 0 if step < first else (step - first) // every + 1
+    return float(cfg.exploration_decay ** n)
+
+
+def curriculum_weights(cfg: L2FConfig, step: int, run_steps: int = 300_000) -> Q.RewardWeights:
+    """The reward weights in force at env ``step`` of a run of ``run_steps`` (after every curriculum step ≤
+    ``step``)."""
     w = Q.TRAIN_START_WEIGHTS
     p, v, a = w.position, w.linear_velocity, w.action
-    for s in cfg.curriculum_steps:
+    for s in curriculum_schedule(cfg, run_steps):
         if step >= s:
             p = min(p * cfg.curriculum_position, cfg.curriculum_position_cap)
             v = min(v * cfg.curriculum_velocity, cfg.curriculum_velocity_cap)
@@ -270,7 +306,7 @@ class L2FAgent:
     schedule (critics, actor, curriculum). For ``pixelrl eval``, :meth:`act` also takes one 146-d observation."""
 
     def __init__(self, observation_space, action_space, cfg: L2FConfig, device="cpu", *, capacity: int = 300_001,
-                 seed: int = 0) -> None:
+                 seed: int = 0, run_steps: int | None = None) -> None:
         if not isinstance(cfg, L2FConfig):
             raise ConfigError(f"l2f needs an L2FConfig, got {type(cfg).__name__}")
         if observation_space is not None and tuple(observation_space.shape) != (cfg.obs_dim,):
@@ -303,7 +339,12 @@ class L2FAgent:
         self.size = 0  # transitions per seed (all seeds step together)
         self.ptr = 0
         self._unrewarded = 0  # transitions added since the last flush_rewards
-        self.weights = curriculum_weights(cfg, 0)
+        self.run_steps = capacity - 1 if run_steps is None else int(run_steps)
+        """The run's length in env steps (the authors' curriculum rule stops before its last step)."""
+        self.curriculum = curriculum_schedule(cfg, self.run_steps)
+        self.weights = curriculum_weights(cfg, 0, self.run_steps)
+        self.noise_scale = 1.0
+        """Factor on the exploration and target-policy noise (the authors' decay after 500k steps)."""
         self.updates = {"critic": 0, "actor": 0}
         self._seed_index = np.arange(k)[:, None]
 
@@ -319,9 +360,14 @@ class L2FAgent:
         else:
             a = self.actor.forward(x[:, None])[:, 0]
         if not eval_mode and self.cfg.exploration_noise > 0:
-            a += self.rng.normal(0.0, self.cfg.exploration_noise, a.shape) if noise is None else noise
+            a += self.rng.normal(0.0, self.exploration_sigma, a.shape) if noise is None else noise
             np.clip(a, -1.0, 1.0, out=a)
         return a.astype(np.float32, copy=False)
+
+    @property
+    def exploration_sigma(self) -> float:
+        """σ of the exploration noise in force (the config's, times the decay after 500k steps)."""
+        return self.cfg.exploration_noise * self.noise_scale
 
     # ---- replay ---------------------------------------------------------------------------------------------------
     def add(self, aobs, cobs, action, anext, cnext, term) -> None:
@@ -394,10 +440,13 @@ class L2FAgent:
         critics, the actor. Returns the metrics of the updates that ran (empty when none did)."""
         c = self.cfg
         out: dict[str, float] = {}
-        if step in c.curriculum_steps:
-            self.weights = curriculum_weights(c, step)
+        if step in self.curriculum:
+            self.weights = curriculum_weights(c, step, self.run_steps)
             self.recompute_rewards()
             out["curriculum_position_weight"] = self.weights.position
+        if c.exploration_decay != 1.0 and step >= c.exploration_decay_start and step % c.curriculum_every == 0:
+            self.noise_scale = noise_scale(c, step)
+            out["noise_scale"] = self.noise_scale
         if step > c.critic_start and step % c.critic_every == 0 and self.size > 0:
             out.update(self.update_critics())
         if step > c.actor_start and step % c.actor_every == 0 and self.size > 0:
@@ -414,7 +463,8 @@ class L2FAgent:
         an = self._actor_input(idx, sidx, True)  # [2, K, B, 146]
         an = an.transpose(1, 0, 2, 3).reshape(k, 2 * bs, -1)
         a_next = self.actor.forward(an, self.actor_target_p).reshape(k, 2, bs, 4).transpose(1, 0, 2, 3)
-        noise = np.clip(self.rng.normal(0.0, c.target_noise, a_next.shape), -c.target_noise_clip, c.target_noise_clip)
+        sd, clip = c.target_noise * self.noise_scale, c.target_noise_clip * self.noise_scale
+        noise = np.clip(self.rng.normal(0.0, sd, a_next.shape), -clip, clip)
         a_next = np.clip(a_next + noise, -1.0, 1.0).astype(np.float32)
         x_next = np.concatenate([b["cnext"][sidx, idx], a_next], -1)  # [2 batches, K, B, 32]
         # both target critics on both batches: [2 critics, K, 2 batches * B, 32]
@@ -492,8 +542,10 @@ class L2FAgent:
             self.rng = _rng_from_bytes(np.asarray(s["rng"], np.uint8).tobytes())
 
     def set_step(self, step: int) -> None:
-        """Put the reward weights of env ``step`` in force (after a resume) and recompute the replay's rewards."""
-        self.weights = curriculum_weights(self.cfg, step)
+        """Put the reward weights and the noise scale of env ``step`` in force (after a resume) and recompute the
+        replay's rewards."""
+        self.weights = curriculum_weights(self.cfg, step, self.run_steps)
+        self.noise_scale = noise_scale(self.cfg, step)
         self.recompute_rewards()
 
 

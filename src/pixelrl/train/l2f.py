@@ -45,7 +45,7 @@ from pixelrl.utils.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from pixelrl.utils.dataclass_io import to_dict
 from pixelrl.utils.seeding import derive_seed, seed_everything
 
-__all__ = ["HoverCollector", "L2FTrainer", "evaluate_hover", "train_hover"]
+__all__ = ["HoverCollector", "L2FTrainer", "evaluate_hover", "offset_diagnostics", "train_hover"]
 
 CHUNK = 1000
 """Env steps per logged row and per checkpoint boundary."""
@@ -82,7 +82,7 @@ class HoverCollector:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         sigma = np.asarray(Q.OBS_SIGMA, np.float32)
-        explore = agent.cfg.exploration_noise
+        explore = agent.exploration_sigma  # the authors' decay after 500k steps changes it between chunks
         done = 0
         while done < n:
             chunk = min(CHUNK, n - done)
@@ -117,6 +117,9 @@ class HoverCollector:
                     obs[idx, :18] = Q.actor_state(self.cobs[idx], self.rng)
                 self.step_count += 1
                 m = agent.train_step(self.step_count)
+                if act_noise is not None and agent.exploration_sigma != explore:  # decayed inside this chunk
+                    act_noise[j + 1:] *= agent.exploration_sigma / explore
+                    explore = agent.exploration_sigma
                 for key, val in m.items():
                     sums[key] = sums.get(key, 0.0) + val
                     counts[key] = counts.get(key, 0) + 1
@@ -140,17 +143,21 @@ class HoverCollector:
 
 
 def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = False,
-                   weights: Q.RewardWeights = Q.TRAIN_START_WEIGHTS, target_actor: bool = False) -> dict[str, Any]:
+                   weights: Q.RewardWeights = Q.TRAIN_START_WEIGHTS, target_actor: bool = False,
+                   disturbance_scale: float = 1.0) -> dict[str, Any]:
     """The success test for every seed of ``agent``: ``episodes`` starts per seed from the training distribution
     (the same starts for every seed), the deterministic actor, one NumPy batch of K × episodes vehicles.
-    Returns ``success`` ``[K, episodes]`` (bool), ``returns`` ``[K, episodes]``, ``lengths``, ``final_distance`` and,
+    Returns ``success`` ``[K, episodes]`` (bool), ``returns`` ``[K, episodes]``, ``lengths``, ``final_distance``,
+    ``final_position`` ``[K, episodes, 3]``, the episodes' ``disturbance`` ``[episodes, 6]`` (force, torque) and,
     with ``record``, the rendered frames of seed 0's first episode. ``target_actor`` tests the Polyak-averaged
-    target actor instead of the online one (which the authors deploy)."""
+    target actor instead of the online one (which the authors deploy). ``disturbance_scale`` multiplies the drawn
+    disturbances (1: the test; 0: a diagnostic that separates the policy's own offset from its response to the
+    unobserved force, with the same starts and noise draws)."""
     k = agent.k
     rng = np.random.default_rng(seed)
     n = k * episodes
     sim = Q.QuadrotorBatch(n, backend="numpy")
-    starts, dist = Q.sample_initial_states(rng, episodes), Q.sample_disturbances(rng, episodes)
+    starts, dist = Q.sample_initial_states(rng, episodes), Q.sample_disturbances(rng, episodes) * disturbance_scale
     sim.state[...] = np.tile(starts, (k, 1))
     sim.dist[...] = np.tile(dist, (k, 1))
     hist = np.zeros((k, episodes, agent.cfg.history, 4), np.float32)
@@ -159,6 +166,7 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
     ret = np.zeros(n)
     frames, trail = [], []
     final = np.zeros(n)
+    final_pos = np.zeros((n, 3))
     rest = np.zeros(17)
     rest[6], rest[13:17] = 1.0, Q.HOVER_RPM
     for t in range(Q.EPISODE_STEPS):
@@ -179,13 +187,50 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
         length += alive
         alive &= ~term
         final[term] = np.linalg.norm(sim.state[term, 0:3], axis=1)
+        final_pos[term] = sim.state[term, 0:3]
         sim.state[~alive] = rest  # ended vehicles wait at rest (no overflow); they count as failures
         if record and not alive[0] and len(frames) == t + 1:
             record = False
     final[alive] = np.linalg.norm(sim.state[alive, 0:3], axis=1)
+    final_pos[alive] = sim.state[alive, 0:3]
     success = alive & (final < Q.SUCCESS_RADIUS)
     return {"success": success.reshape(k, episodes), "returns": ret.reshape(k, episodes),
-            "lengths": length.reshape(k, episodes), "final_distance": final.reshape(k, episodes), "frames": frames}
+            "lengths": length.reshape(k, episodes), "final_distance": final.reshape(k, episodes),
+            "final_position": final_pos.reshape(k, episodes, 3), "disturbance": dist, "frames": frames}
+
+
+def offset_diagnostics(agent: L2FAgent, episodes: int, seed: int, *, target_actor: bool = False) -> list[dict]:
+    """Where a seed's policy ends, split in two (per seed of ``agent``): the success test as :func:`evaluate_hover`
+    runs it, and again on the same starts with the disturbances switched off. ``bias`` is the survivors' mean final
+    position without disturbances (the policy's own set-point error); ``force_gain`` the per-axis slope of the final
+    position against the episode's disturbance acceleration F/m (least squares with an intercept; m per m/s²), and
+    ``force_r2`` how much of the final positions' spread that line explains."""
+    res = evaluate_hover(agent, episodes, seed, target_actor=target_actor)
+    calm = evaluate_hover(agent, episodes, seed, target_actor=target_actor, disturbance_scale=0.0)
+    accel = res["disturbance"][:, :3] / Q.MASS
+    out = []
+    for i in range(agent.k):
+        alive = res["lengths"][i] == Q.EPISODE_STEPS
+        calm_alive = calm["lengths"][i] == Q.EPISODE_STEPS
+        row: dict[str, Any] = {
+            "success_rate": float(res["success"][i].mean()),
+            "success_rate_no_disturbance": float(calm["success"][i].mean()),
+            "survival_rate_no_disturbance": float(calm_alive.mean()),
+            "bias": (calm["final_position"][i][calm_alive].mean(0).round(4).tolist() if calm_alive.any() else None),
+            "final_position_mean": (res["final_position"][i][alive].mean(0).round(4).tolist() if alive.any()
+                                    else None),
+            "final_position_std": (res["final_position"][i][alive].std(0).round(4).tolist() if alive.any()
+                                   else None)}
+        if alive.sum() > 4:
+            a = np.concatenate([np.ones((int(alive.sum()), 1)), accel[alive]], 1)
+            f = res["final_position"][i][alive]
+            coef, *_ = np.linalg.lstsq(a, f, rcond=None)
+            resid = ((f - a @ coef) ** 2).sum(0)
+            spread = ((f - f.mean(0)) ** 2).sum(0)
+            row["force_gain"] = np.diag(coef[1:]).round(4).tolist()
+            row["force_r2"] = (1 - resid / np.maximum(spread, 1e-12)).round(3).tolist()
+        out.append(row)
+    return out
 
 
 def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, eval_episodes: int = 100,
