@@ -39,7 +39,7 @@ def _seeds(text: str) -> list[int]:
 
 def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int, pass_rate: float,
               stop_when_pass: bool, curriculum: tuple[int, ...] | None = None,
-              curriculum_position: float | None = None) -> list[dict]:
+              curriculum_position: float | None = None, diagnose: bool = False) -> list[dict]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pixelrl.agents.l2f import L2FConfig
     from pixelrl.train.l2f import offset_diagnostics, train_hover
@@ -51,7 +51,7 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
     t0 = time.perf_counter()
     res = train_hover(cfg, steps, seeds[0] * 1000 + len(seeds), eval_every=eval_every, eval_episodes=eval_episodes,
                       pass_rate=pass_rate if stop_when_pass else None,
-                      log=lambda e: print(f"seeds {seeds} {e}", flush=True))
+                      log=lambda e: print(f"seeds {seeds} {e}", flush=True), diagnose=diagnose)
     wall = time.perf_counter() - t0
     # where the final policies end: their own set-point error (disturbances off) and their response to the force
     diag = offset_diagnostics(res["agent"], eval_episodes, 12345)
@@ -62,7 +62,9 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
                   "success_rate": e["success_rate"][i],
                   "survival_rate": e["survival_rate"][i], "survivor_distance_median": e["survivor_distance_median"][i],
                   "success_rate_target_actor": e["success_rate_target_actor"][i],
-                  "survival_rate_target_actor": e["survival_rate_target_actor"][i]}
+                  "survival_rate_target_actor": e["survival_rate_target_actor"][i],
+                  **({"offset": e["offset"][i], "offset_target_actor": e["offset_target_actor"][i]} if diagnose
+                     else {})}
                  for e in res["evals"]]
         first = next((c for c in curve if c["success_rate"] >= pass_rate), None)
         first_target = next((c for c in curve if c["success_rate_target_actor"] >= pass_rate), None)
@@ -109,6 +111,9 @@ def main() -> None:
                          "run's last: 100k and 200k for 300k steps, 100k ... 900k for 1M)")
     ap.add_argument("--curriculum-position", type=float, default=None,
                     help="the position weight's curriculum factor (default: the paper's 1.2)")
+    ap.add_argument("--offset-every-eval", action="store_true",
+                    help="run the offset diagnostics (bias without disturbances, slope against the force) at every "
+                         "evaluation, not only at the end")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1, help="seeds per process, trained as one batched computation")
     ap.add_argument("--out", default="benchmarks/results/quadrotor_hover_cpu.json")
@@ -133,7 +138,8 @@ def main() -> None:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(run_seeds, g, args.steps, args.eval_every, args.eval_episodes, args.pass_rate,
-                               args.stop_when_pass, curriculum, args.curriculum_position) for g in groups]
+                               args.stop_when_pass, curriculum, args.curriculum_position, args.offset_every_eval)
+                   for g in groups]
         per_seed = [r for f in futures for r in f.result()]
     total = time.perf_counter() - t0
     stop.set()
@@ -147,7 +153,8 @@ def main() -> None:
                         "to the target (the authors' SettlingFractionPosition(200mm))", "pass_rate": args.pass_rate,
         "stop_when_pass": args.stop_when_pass,
         "curriculum_steps": list(curriculum) if curriculum else list(range(100_000, args.steps, 100_000)),
-        "curriculum_position": args.curriculum_position or 1.2, "workers": args.workers, "batch": args.batch,
+        "curriculum_position": args.curriculum_position or 1.2,
+        "noise_decay_steps": list(range(500_000, args.steps + 1, 100_000)), "workers": args.workers, "batch": args.batch,
         "seeds_passing": f"{len(passed)} of {len(per_seed)}",
         "seeds_passing_target_actor": f"{sum(r['passed_target_actor'] for r in per_seed)} of {len(per_seed)}",
         "median_train_s_to_pass": (sorted(r["train_s_to_pass"] for r in passed)[len(passed) // 2] if passed else None),

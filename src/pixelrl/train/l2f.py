@@ -234,13 +234,15 @@ def offset_diagnostics(agent: L2FAgent, episodes: int, seed: int, *, target_acto
 
 
 def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, eval_episodes: int = 100,
-                eval_seed: int = 12345, pass_rate: float | None = None, log=None) -> dict[str, Any]:
+                eval_seed: int = 12345, pass_rate: float | None = None, log=None,
+                diagnose: bool = False) -> dict[str, Any]:
     """Train K = ``cfg.seeds`` seeds for ``steps`` env steps without a run folder (benchmarks, tests). Every
     ``eval_every`` steps (0: only at the end) the success test runs, on the online actor (``success_rate``,
     ``survival_rate``) and on the Polyak-averaged target actor (``*_target_actor``); evaluation time is excluded from
     the reported training time (``train_s`` wall clock; ``train_cpu_s`` the process's CPU time, which a machine
     shared with other jobs inflates less). With ``pass_rate``, training stops once every seed's success rate reached
-    it. Returns the agent, the evaluations and the training times."""
+    it. With ``diagnose``, every evaluation also carries :func:`offset_diagnostics` per seed (``offset``,
+    ``offset_target_actor``). Returns the agent, the evaluations and the training times."""
     agent = L2FAgent(None, None, cfg, capacity=steps + 1, seed=seed)
     col = HoverCollector(agent, derive_seed(seed, 1))
     evals, train_s, cpu_s, done = [], 0.0, 0.0, 0
@@ -263,6 +265,10 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
             tgt = evaluate_hover(agent, eval_episodes, eval_seed, target_actor=True)
             evals[-1].update(success_rate_target_actor=tgt["success"].mean(1).tolist(),
                              survival_rate_target_actor=(tgt["lengths"] == Q.EPISODE_STEPS).mean(1).tolist())
+            if diagnose:  # where the policies end, split into their own bias and their response to the force
+                evals[-1].update(offset=offset_diagnostics(agent, eval_episodes, eval_seed),
+                                 offset_target_actor=offset_diagnostics(agent, eval_episodes, eval_seed,
+                                                                        target_actor=True))
             if log is not None:
                 log(evals[-1])
             if pass_rate is not None and (rate >= pass_rate).all():
