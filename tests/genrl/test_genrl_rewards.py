@@ -223,3 +223,32 @@ def test_verifier_augmentation_blurs_jitters_and_is_seeded():
     std = torch.rand(len(x), 1, 1, 1, generator=g) * d.noise
     old = (old + std * torch.randn(old.shape, generator=g)).clamp(0, 1)
     assert torch.equal(augment_images(x, d, torch.Generator().manual_seed(7)), old)
+
+
+def test_one_shape_task_sets_both_vocabularies_and_renders_one_large_shape():
+    """--task one-shape: the generator's vocabulary is one large shape on flat grey (12 prompts), the verifier's
+    also holds two shapes; a config round-trips through JSON; a conflicting --vocabulary is one error line."""
+    from pixelrl.genrl.generator import GeneratorTrainConfig
+    from pixelrl.genrl.rewards import VerifierConfig
+    from pixelrl.genrl.shapes_data import TASKS
+    from pixelrl.utils.dataclass_io import from_dict, to_dict
+
+    g = GeneratorTrainConfig(task="one-shape")
+    assert g.vocabulary == TASKS["one-shape"].generator and g.vocabulary.max_count == 1
+    assert from_dict(GeneratorTrainConfig, to_dict(g), where="test") == g
+    assert GeneratorTrainConfig().vocabulary == ShapesVocabulary() == GeneratorTrainConfig(task="scenes").vocabulary
+    v = VerifierConfig(task="one-shape")
+    assert v.vocabulary.max_groups == 2 and v.vocabulary.scale == g.vocabulary.scale
+    prompts = {prompt_of(x) for x in sample_groups(400, np.random.default_rng(0), g.vocabulary)}
+    assert len(prompts) == 12 and all(p.startswith("one ") for p in prompts)
+    rng = np.random.default_rng(1)
+    groups = sample_groups(64, rng, v.vocabulary)
+    img = render_groups(groups, rng, v.vocabulary, size=32)  # two large shapes fit without overlap
+    bg = img[:, :, 0, 0].astype(int)  # flat background: the corner pixel's colour fills most of the image
+    covered = (np.abs(img.astype(int) - bg[:, :, None, None]).sum(1) > 30).mean(axis=(1, 2))
+    ones = np.array([sum(x.values()) == 1 for x in groups])
+    assert 0.05 < covered[ones].mean() < 0.2 and covered[~ones].mean() > 1.5 * covered[ones].mean()
+    with pytest.raises(ConfigError, match="unknown"):
+        GeneratorTrainConfig(task="nope")
+    with pytest.raises(ConfigError, match="sets the vocabulary"):
+        VerifierConfig(task="one-shape", vocabulary=ShapesVocabulary(max_count=3))

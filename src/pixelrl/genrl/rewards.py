@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelrl.errors import ConfigError, CorruptFileError, NotFoundError
-from pixelrl.genrl.shapes_data import ShapesVocabulary, counts_array, parse_prompt, sample_batch
+from pixelrl.genrl.shapes_data import ShapesVocabulary, counts_array, parse_prompt, resolve_task, sample_batch
 
 __all__ = ["AestheticMLP", "AestheticReward", "CountDetector", "JpegReward", "ModelReward", "REWARD_SPECS",
            "ShapesVerifierReward", "VerifierConfig", "augment_images", "convert_laion_aesthetic", "load_detector",
@@ -164,10 +164,16 @@ class VerifierConfig:
     """Seed of the data and the initialisation."""
     vocabulary: ShapesVocabulary = field(default_factory=lambda: ShapesVocabulary(max_groups=2))
     """Colours, shapes, counts and groups of the training images (it must cover the prompts scored)."""
+    task: Optional[str] = None
+    """A named task family that sets ``vocabulary`` to its verifier vocabulary (``pixelrl.genrl.shapes_data.TASKS``:
+    ``scenes``, the default vocabulary, or ``one-shape``: one or two large shapes on flat grey); use the generator's
+    --task. None: ``vocabulary`` as given."""
     log_every: int = 100
     """Steps between progress lines and metrics rows."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "vocabulary", resolve_task(self.task, self.vocabulary, ShapesVocabulary(max_groups=2),
+                                                            role="verifier"))
         for name in ("steps", "batch_size", "pool_images", "image_size", "width", "eval_images", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")

@@ -23,8 +23,8 @@ import numpy as np
 from pixelrl.envs.builtin.shapes import _EXTENT, COLORS as ENV_COLORS, SHAPES as ENV_SHAPES, render_scenes
 from pixelrl.errors import ConfigError
 
-__all__ = ["BACKGROUNDS", "NUMBER_WORDS", "ShapesVocabulary", "counts_array", "parse_prompt", "prompt_of",
-           "render_groups", "sample_batch", "sample_groups"]
+__all__ = ["BACKGROUNDS", "NUMBER_WORDS", "TASKS", "ShapesVocabulary", "ShapesTask", "counts_array", "parse_prompt",
+           "prompt_of", "render_groups", "resolve_task", "sample_batch", "sample_groups"]
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 _PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "pentagon": "pentagons",
@@ -92,6 +92,49 @@ class ShapesVocabulary:
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class ShapesTask:
+    """A named task family: the vocabulary a generator is trained on and the one its verifier is trained on (the
+    verifier's must cover the generator's prompts and also show it a few wrong images: more groups per image)."""
+
+    generator: ShapesVocabulary
+    """What the generator's training images (and so its prompts) hold."""
+    verifier: ShapesVocabulary
+    """What the verifier's training images hold."""
+    description: str
+    """One line for the help and the docs."""
+
+
+TASKS: dict[str, ShapesTask] = {
+    "scenes": ShapesTask(
+        ShapesVocabulary(), ShapesVocabulary(max_groups=2),
+        "1-3 shapes of one colour and shape (4 colours x 3 shapes, sprite scale 0.16) on flat, gradient or noisy "
+        "grey; the verifier sees up to 2 groups (the defaults)"),
+    "one-shape": ShapesTask(
+        ShapesVocabulary(max_count=1, scale=0.3, backgrounds=("flat",)),
+        ShapesVocabulary(max_count=1, max_groups=2, scale=0.3, backgrounds=("flat",)),
+        "one large shape (4 colours x 3 shapes: 12 prompts such as 'one red circle', sprite scale 0.3, about 10 "
+        "pixels of a 32x32 image) on flat grey; the verifier also sees two shapes per image. A task a small "
+        "generator learns in tens of minutes on one CPU thread, so the verifiable reward's base rate is not near 0"),
+}
+"""Named task families (``--task``): ``scenes`` (the default vocabularies) and ``one-shape``."""
+
+
+def resolve_task(task: str | None, vocabulary: ShapesVocabulary, default: ShapesVocabulary, *,
+                 role: str) -> ShapesVocabulary:
+    """The vocabulary a config uses: its ``vocabulary`` when ``task`` is None, else the task's ``role``
+    (``generator`` / ``verifier``) vocabulary. A ``vocabulary`` changed from ``default`` together with a ``task``
+    that says otherwise is one error line (the two would disagree)."""
+    if task is None:
+        return vocabulary
+    if task not in TASKS:
+        raise ConfigError(f"--task {task!r} is unknown; use one of {', '.join(TASKS)}")
+    chosen = getattr(TASKS[task], role)
+    if vocabulary != default and vocabulary != chosen:
+        raise ConfigError(f"--task {task} sets the vocabulary; drop the --vocabulary.* options (or --task)")
+    return chosen
 
 
 Groups = dict  # {(colour, shape): count}
