@@ -19,9 +19,13 @@ Goals: DDPO raises the compressibility reward clearly (its last-3-epoch mean abo
 <= 1/4 of DDPO's wall time; the verifier's success rate (all requested counts right) under GRPO reaches >= 2x its
 base rate (the first epoch's, sampled before any update).
 
-CPU-sized settings (named deviations from the authors, who sample 50 DDIM steps on 8 GPUs): ``--ddim-steps``
-(default 20) and 16 images per epoch (``--batches`` 2 of ``--batch`` 8, one update per batch; GRPO: groups of 4);
-RLCM's 8 LCM steps, 4 batches of 4 (its config's per-GPU batch). The result names the machine and is labelled
+Sampling as the authors: the DDPO arm samples DDPO's 50 DDIM steps with eta 1 and classifier-free guidance
+(``--ddpo-steps``, ``--ddpo-guidance``; default the generator's recommended scale, else DDPO's 5), the RLCM arm RLCM's
+8 LCM steps. (Results before this change ran the DDPO arm with 10 DDIM steps and no guidance, which made a DDPO epoch
+as cheap as an RLCM one: the RLCM/DDPO wall-time ratio of 0.9 measured that, not RLCM's few-step advantage.)
+CPU-sized settings (named deviations from the authors, who sample 8 GPUs' worth per epoch): 16 images per epoch
+(``--batches`` 2 of ``--batch`` 8, one update per batch; GRPO: groups of 4); the other DDIM arms' ``--ddim-steps``
+(default 20); RLCM's 8 LCM steps, 4 batches of 4 (its config's per-GPU batch). The result names the machine and is labelled
 ``reduced`` when the budget is below the goal's 15 minutes.
 
     python benchmarks/genrl_cpu.py --threads 2                                    # the full comparison (~1 h)
@@ -63,10 +67,11 @@ def build_models(work: Path, args) -> tuple[str, str | None, str]:
     consistency model only when the rlcm arm runs)."""
     gen, lcm, ver = args.generator, args.lcm, args.verifier
     needs_lcm = not args.arms or "rlcm-jpeg" in args.arms
+    task = ["--task", args.task] if args.task else []
     if gen is None:
         gen = str(work / "generator")
         if not (Path(gen) / "model_index.json").exists():
-            run_pixelrl(["genrl", "pretrain-generator", "--out", gen], work / "pretrain-generator.log")
+            run_pixelrl(["genrl", "pretrain-generator", "--out", gen, *task], work / "pretrain-generator.log")
     if lcm is None and needs_lcm:
         lcm = str(work / "lcm")
         if not (Path(lcm) / "model_index.json").exists():
@@ -74,7 +79,7 @@ def build_models(work: Path, args) -> tuple[str, str | None, str]:
     if ver is None:
         ver = str(work / "verifier")
         if not (Path(ver) / "detector.json").exists():
-            run_pixelrl(["genrl", "pretrain-verifier", "--out", ver], work / "pretrain-verifier.log")
+            run_pixelrl(["genrl", "pretrain-verifier", "--out", ver, *task], work / "pretrain-verifier.log")
     return gen, lcm, ver
 
 
@@ -103,13 +108,17 @@ def model_info(gen: str, lcm: str | None, ver: str) -> dict:
 def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float]]:
     v = f"shapes-verifier:{ver}"
     trained_v = f"shapes-verifier-partial:{ver}" if args.verifier_reward == "partial" else v
-    ddim = ["--steps", str(args.ddim_steps), "--sample-batch-size", str(args.batch), "--sample-batches",
-            str(args.batches), "--train-batch-size", str(args.batch), "--grad-accum", "1"]
+    batches = ["--sample-batch-size", str(args.batch), "--sample-batches", str(args.batches), "--train-batch-size",
+               str(args.batch), "--grad-accum", "1"]
+    ddim = ["--steps", str(args.ddim_steps), *batches]
+    ddpo = ["--steps", str(args.ddpo_steps), *batches]  # eta 1 (the default) as DDPO's sample.eta
     if args.guidance is not None:
         ddim += ["--guidance-scale", str(args.guidance)]
+    if args.ddpo_guidance is not None:
+        ddpo += ["--guidance-scale", str(args.ddpo_guidance)]
     out = {
         "ddpo-jpeg": (["--model", gen, "--algo", "ddpo", "--reward", "jpeg-compressibility", "--heldout-reward", v,
-                       *ddim], args.minutes),
+                       *ddpo], args.minutes),
         "rlcm-jpeg": (["--model", lcm, "--algo", "rlcm", "--reward", "jpeg-compressibility", "--heldout-reward", v,
                        "--sample-batch-size", "4", "--sample-batches", "4"], args.minutes),
         "grpo-verifier": (["--model", gen, "--algo", "grpo", "--reward", trained_v, "--heldout-reward",
@@ -137,7 +146,7 @@ def run_arm(name: str, extra: list[str], minutes: float, prompts: Path, work: Pa
                         "--time-budget-min", str(minutes), "--threads", str(args.threads), "--seed", str(args.seed),
                         "--no-progress", "--no-export"], work / f"{name}.log")
     cols = ("epoch", "images", "wall_s", "reward_mean", "reward_std", "heldout_reward", "success",
-            "heldout_success", "kl_ref", "approx_kl", "pareto_frac", "grad_norm")
+            "heldout_success", "kl_ref", "approx_kl", "pareto_frac", "grad_norm", "act_s", "env_s", "update_s")
     rows = [{k: r[k] for k in cols if k in r} for r in read_rows(run, "train")]
     res = {"args": extra, "minutes": minutes, "process_wall_s": wall, "loadavg_before": load0,
            "loadavg_after": os.getloadavg(), "rows": rows}
@@ -335,14 +344,21 @@ def main() -> None:
     p.add_argument("--lcm", help="distilled consistency model folder (default: distil one into WORK/lcm)")
     p.add_argument("--verifier", help="shapes detector folder (default: train one into WORK/verifier)")
     p.add_argument("--work", default="runs/genrl_cpu", help="folder for models, runs and logs")
+    p.add_argument("--task", choices=("scenes", "one-shape"), help="task family of the models trained here "
+                   "(pixelrl genrl pretrain-generator / pretrain-verifier --task; default: their default, scenes)")
     p.add_argument("--minutes", type=float, default=GOAL_MINUTES, help="training budget of the main arms")
     p.add_argument("--minutes-other", type=float, default=5.0, help="budget of the other algorithms (--all)")
     p.add_argument("--all", action="store_true", help="also run prdp, preference and parrot")
     p.add_argument("--arms", nargs="*", help="only these arms")
-    p.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the DDPM arms (the authors: 50)")
+    p.add_argument("--ddpo-steps", type=int, default=50, help="DDIM steps (eta 1) of the ddpo-jpeg arm (DDPO's "
+                   "sample.num_steps: 50; the RLCM arm samples RLCM's 8 LCM steps)")
+    p.add_argument("--ddpo-guidance", type=float, help="guidance scale of the ddpo-jpeg arm (default: the "
+                   "generator's recommended one, else DDPO's 5.0, used in sampling and in the training pass)")
+    p.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the other DDPM arms (grpo, prdp, "
+                   "preference, parrot) and of --base-rate (a CPU-sized choice: DDPO 50, Flow-GRPO trains on 10)")
     p.add_argument("--batch", type=int, default=8, help="images per sample batch and per update (DDIM arms)")
     p.add_argument("--batches", type=int, default=2, help="sample batches per epoch (DDIM arms)")
-    p.add_argument("--guidance", type=float, help="guidance scale of the DDIM arms (default: the generator's)")
+    p.add_argument("--guidance", type=float, help="guidance scale of the other DDIM arms (default: the generator's)")
     p.add_argument("--prompts", type=int, default=32, help="number of training prompts")
     p.add_argument("--train-args", default="", help="more `pixelrl genrl train` options for every arm, e.g. "
                    "'--no-lora --lr 1e-5'")
@@ -359,6 +375,9 @@ def main() -> None:
     p.add_argument("--base-verifiers", nargs="+", help="verifier folders for --base-rate")
     p.add_argument("--guidances", nargs="+", type=float, default=[1.0, 3.0, 5.0], help="guidance scales (--base-rate)")
     p.add_argument("--per-prompt", type=int, default=8, help="images per prompt (--base-rate)")
+    p.add_argument("--heldout-prompts", type=int, default=0, help="keep this many of the drawn prompts out of "
+                   "training (written to WORK/heldout_prompts.txt; measure them before and after with --base-rate "
+                   "--prompt-file)")
     p.add_argument("--note", default="", help="a sentence added to the result's note (what the models are)")
     p.add_argument("--prompt-file", help="--base-rate: these prompts (one per line) instead of --prompts drawn ones")
     p.add_argument("--verifier-reward", choices=("strict", "partial"), default="strict",
@@ -385,6 +404,15 @@ def main() -> None:
     gen, lcm, ver = build_models(work, args)
     prompts_path = work / "prompts.txt"
     prompts = write_prompts(prompts_path, args.prompts, args.seed, gen)
+    heldout_prompts: list[str] = []
+    if args.heldout_prompts:  # kept out of training: the base-rate mode measures them before and after RL
+        if not 0 < args.heldout_prompts < len(prompts):
+            p.error(f"--heldout-prompts must be in 1..{len(prompts) - 1} ({len(prompts)} prompts)")
+        pick = set(np.random.default_rng(args.seed + 1).choice(len(prompts), args.heldout_prompts, replace=False))
+        heldout_prompts = [q for i, q in enumerate(prompts) if i in pick]
+        prompts = [q for i, q in enumerate(prompts) if i not in pick]
+        prompts_path.write_text("\n".join(prompts) + "\n")
+        (work / "heldout_prompts.txt").write_text("\n".join(heldout_prompts) + "\n")
     results: dict = json.loads(out.read_text())["arms"] if args.append and out.exists() else {}
     t0 = time.time()
     for name, (extra, minutes) in arms(gen, lcm, ver, args).items():
@@ -399,9 +427,10 @@ def main() -> None:
     summary = {
         "benchmark": "genrl_cpu", **prov, "reduced": reduced,
         "note": ("REDUCED: budgets below the goal's 15 minutes per arm; " if reduced else "")
-        + f"shared machine, load averages recorded per arm; DDIM steps {args.ddim_steps}, "
+        + f"shared machine, load averages recorded per arm; DDPO arm {args.ddpo_steps} DDIM steps, other DDIM arms "
+        f"{args.ddim_steps}, "
         f"{args.batch * args.batches} images/epoch (DDIM arms), 16 (RLCM)" + (f". {args.note}" if args.note else ""),
-        "models": model_info(gen, lcm, ver), "prompts": prompts,
+        "models": model_info(gen, lcm, ver), "prompts": prompts, "heldout_prompts": heldout_prompts,
         "settings": {k: v for k, v in vars(args).items() if k not in ("generator", "lcm", "verifier")},
         "goals": goals(results), "arms": results, "total_wall_s": time.time() - t0}
     write_json_atomic(out, summary)
