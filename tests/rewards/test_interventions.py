@@ -131,6 +131,44 @@ def test_always_intervening_gives_a_demo_buffer_equal_to_the_expert_transitions(
     assert [e[4:] for e in adds_o] == [(False, False)] * 6 + [(False, True)]
 
 
+def test_intervention_segments_keep_the_real_frame_stacks():
+    """A segment starts mid-episode: its first observations must stack the frames before the takeover (as the online
+    replay's do), not copies of the segment's first frame, or a pixel learner sees no velocity there."""
+    import gymnasium as gym
+
+    from pixelrl.data.replay import ReplayBuffer
+
+    space = gym.spaces.Box(0, 255, (3, 2, 2), np.uint8)  # frame stack 3 of one-channel 2x2 frames
+    act = gym.spaces.Box(-1, 1, (1,), np.float32)
+    online = ReplayBuffer(space, act, 100, frame_stack=3, nstep=3, discount=0.9, seed=0)
+    hook = _hook(trigger="value", flip=0.0, steps=3)
+    store, sampler = hook.setup_buffers(online, online, capacity=100, seed=0)
+    frames = [np.full((1, 2, 2), 10 * t, np.uint8) for t in range(12)]
+
+    def stacked(t):
+        return np.concatenate([frames[max(t - k, 0)] for k in (2, 1, 0)])
+
+    store.add_first(stacked(0))
+    acts = [0.5, 0.5, 0.5, -1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]  # the expert takes over at t = 3 for 3 steps
+    for t, a in enumerate(acts):
+        taken = hook(stacked(t), np.array([a], np.float32), step=t)
+        store.add(taken, float(t), stacked(t + 1), False, t == len(acts) - 1)
+    demo = hook.demo_replay
+    assert len(demo) == 3
+    b = demo.sample(64)
+    firsts = {int(o[-1, 0, 0]) // 10: o.numpy() for o in b.obs}
+    assert sorted(firsts) == [3, 4, 5]
+    for t, o in firsts.items():  # the real history, e.g. frames 1, 2, 3 at the takeover t = 3
+        assert np.array_equal(o, stacked(t)), t
+    assert b.action.numpy().ravel().tolist() == [0.5] * 64
+    # the same transitions, stacks and returns as in the online replay (segment cut at t = 6: truncated, bootstraps)
+    ob = online.sample(512)
+    on = {int(o[-1, 0, 0]) // 10: o.numpy() for o in ob.obs}
+    assert all(np.array_equal(on[t], firsts[t]) for t in firsts)
+    mixed = sampler.sample(64)  # HIL-SERL: half of every batch from the intervention buffer
+    assert sampler.last_counts == {"online": 32, "interventions": 32} and mixed.obs.shape == (64, 3, 2, 2)
+
+
 def test_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="not an expert spec"):
         InterventionConfig(expert="robot")

@@ -558,7 +558,8 @@ class Interventions:
     # ---- buffers and checkpoints (driven by the trainer) ---------------------------------------------------------
     def setup_buffers(self, replay: Any, store: Any, reward_model: Any = None, *, capacity: int,
                       seed: int) -> tuple["InterventionStore", Any]:
-        """Build the intervention buffer (like ``replay``: spaces, frame stack, n-step, discount, device; with a
+        """Build the intervention buffer (like ``replay``: spaces, n-step, discount, device, but each slot holding the
+        whole frame stack, so that a segment's first observations carry the frames before the takeover; with a
         reward model, behind its own reward wrapper so its transitions get the model's reward too) and return the
         store the episode loop adds to and what batches are drawn from (a :class:`MixedSampler` of ``online`` and
         ``interventions`` at ``1 - demo_ratio`` / ``demo_ratio``, or the online store alone when ``demo_ratio`` is
@@ -568,8 +569,11 @@ class Interventions:
 
         self.demo_replay = self.demo_store = None
         if self.cfg.demo_ratio > 0:
+            # frame_stack=1: each slot keeps the whole stacked observation. A segment starts mid-episode, and a
+            # buffer that stores each frame once would pad its first stacks with copies of the segment's first
+            # frame (no velocity in them); the online replay's stacks hold the real preceding frames.
             self.demo_replay = ReplayBuffer(replay.observation_space, replay.action_space, int(capacity),
-                                            frame_stack=replay.frame_stack, nstep=replay.nstep,
+                                            frame_stack=1, nstep=replay.nstep,
                                             discount=replay.discount, device=replay.device, seed=seed)
             self.demo_store = self.demo_replay
             if reward_model is not None:
@@ -581,7 +585,7 @@ class Interventions:
             self.sampler = None
             return online, online
         r = float(self.cfg.demo_ratio)
-        self.sampler = MixedSampler({"online": online, "interventions": self.demo_store},
+        self.sampler = MixedSampler({"online": online, "interventions": _WholeStacks(self.demo_store, replay)},
                                     {"online": 1.0 - r, "interventions": r}, on_empty="redistribute")
         return online, self.sampler
 
@@ -625,6 +629,23 @@ class Interventions:
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = json.loads(state["rng"])
         self.totals = {k: int(v) for k, v in state["totals"].items()}
+
+
+class _WholeStacks:
+    """The intervention buffer as the batch mix sees it: it stores whole frame stacks (``frame_stack=1``) and samples
+    observations shaped like the online replay's ``frame_stack``-frame stacks, so it reports that replay's
+    ``frame_stack`` to :class:`~pixelrl.data.mixing.MixedSampler`'s compatibility check. Everything else is the
+    buffer's."""
+
+    def __init__(self, buffer: Any, online: Any) -> None:
+        self._buffer = buffer
+        self.frame_stack = online.frame_stack
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._buffer, name)
+
+    def __len__(self) -> int:
+        return len(self._buffer)
 
 
 class InterventionStore:
