@@ -20,11 +20,15 @@ scripted oracle (:func:`pixelrl.rewards.preference.fit_from_dataset`), the datas
 (``pixelrl dataset relabel --reward prefs:DIR``), and IQL (``--offline-steps`` updates) on the relabelled vs the
 original dataset.
 
-The JSON names the machine. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-steps``.
+The JSON names the machine and is rewritten after every arm (``"complete": false`` and ``"done"`` listing the arms
+finished until the last one is in), so a run cut short leaves its finished arms. ``--resume WORK`` continues such a
+run in its work folder: finished arms are read back, an arm with a checkpoint continues with ``pixelrl resume``, the
+rest run. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-steps``.
 
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --seeds 1 2 3 --offline   # the comparison
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 3000 --queries 100 --offline --offline-steps 200 \\
         --offline-episodes 2 --eval-every 1000 --out /tmp/smoke.json                                    # smoke test
+    MUJOCO_GL=egl python benchmarks/preference_reward.py ... --resume runs/bench-preference/20261207-161000  # go on
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,11 +63,72 @@ def schedule(frames: int, queries: int) -> dict:
     return {"query_batch": QUERY_BATCH, "query_every": every, "max_queries": queries, "rounds": rounds}
 
 
+def finished(run: Path, frames: int | None = None) -> bool:
+    """Whether a run folder holds a finished run (its ``summary.json``, written at the end; and its last evaluation
+    at ``frames`` when given)."""
+    if not (run / "summary.json").is_file():
+        return False
+    if frames is None:
+        return True
+    from pixelrl.train.logger import read_rows
+
+    evals = read_rows(run, "eval")
+    return bool(evals) and evals[-1]["frames"] >= frames
+
+
+REPORT_ONLY = False
+"""``--report-only``: train nothing, write the JSON from the arms in the work folder as they are (unfinished ones
+marked ``partial``)."""
+
+
+def run_wall(run: Path) -> float:
+    """The wall seconds a run logged at its last evaluation (its own clock; NaN when it has none)."""
+    from pixelrl.train.logger import read_rows
+
+    evals = read_rows(run, "eval")
+    return float(evals[-1].get("wall_s", float("nan"))) if evals else float("nan")
+
+
+def train_or_resume(args: list[str], run: Path, log: Path, walls: Path, frames: int | None = None) -> float:
+    """Train an arm, or (``--resume``) read back a finished one / continue one from its last checkpoint. Returns the
+    arm's wall seconds, summed over the benchmark's processes that trained it (kept in ``walls``, a JSON file of the
+    work folder; an arm trained outside them reports its own clock at its last evaluation)."""
+    spent = json.loads(walls.read_text()) if walls.is_file() else {}
+    key = run.name
+    if finished(run, frames) or REPORT_ONLY:
+        return float(spent.get(key, run_wall(run)))
+    if (run / "checkpoints" / "latest.json").is_file():
+        s = run_pixelrl(["resume", str(run)], log.with_name(log.stem + f"-resume{time.strftime('%H%M%S')}.log"))
+    else:
+        if run.exists():  # started but no checkpoint yet: start over
+            import shutil
+
+            shutil.rmtree(run)
+        s = run_pixelrl(args, log)
+    spent[key] = float(spent.get(key, 0.0)) + s
+    walls.write_text(json.dumps(spent, indent=1))
+    return spent[key]
+
+
+def compare(arm: dict, true: dict) -> dict:
+    """``ratio_to_true`` (final returns, both arms finished; else None) and ``ratio_at_common_frames``: the ratio at
+    the last evaluation both arms reached (what a partial arm can say)."""
+    out: dict = {"ratio_to_true": None, "ratio_at_common_frames": None}
+    if not arm.get("partial") and not true.get("partial") and true["final_eval_return"]:
+        out["ratio_to_true"] = arm["final_eval_return"] / true["final_eval_return"]
+    te, ae = dict(true["eval"]), dict(arm["eval"])
+    common_frames = sorted(set(te) & set(ae))
+    if common_frames and te[common_frames[-1]]:
+        f = common_frames[-1]
+        out["ratio_at_common_frames"] = {"frames": f, "ratio": ae[f] / te[f], "true": te[f], "prefs": ae[f]}
+    return out
+
+
 def read_run(run: Path) -> dict:
     from pixelrl.train.logger import read_rows
 
     evals, train = read_rows(run, "eval"), read_rows(run, "train")
-    out = {"eval": [[r["frames"], r["eval_return"]] for r in evals],
+    out = {"partial": not finished(run), "eval": [[r["frames"], r["eval_return"]] for r in evals],
            "final_eval_return": evals[-1]["eval_return"] if evals else None,
            "frames": evals[-1]["frames"] if evals else 0}
     if train and "pref_sent" in train[-1]:
@@ -79,40 +145,94 @@ def offline(args, work: Path, seed: int, policy_run: Path) -> dict:
 
     data = work / f"offline-s{seed}" / "data"
     data.parent.mkdir(parents=True, exist_ok=True)
+    walls = work / "walls.json"
     out: dict = {}
-    out["collect_s"] = run_pixelrl(["collect", "--policy", str(policy_run), "--episodes", str(args.offline_episodes),
+    done = data.parent / "collected.json"  # written once the dataset is complete
+    if done.is_file():
+        out["collect_s"] = json.loads(done.read_text())["collect_s"]
+    else:
+        if data.exists():
+            import shutil
+
+            shutil.rmtree(data)
+        out["collect_s"] = run_pixelrl(["collect", "--policy", str(policy_run), "--episodes", str(args.offline_episodes),
                                 "--noise-std", str(args.offline_noise), "--seed", str(seed), "--out", str(data),
                                 "--no-progress", "--device", "cpu"], data.parent / "collect.log")
+        done.write_text(json.dumps({"collect_s": out["collect_s"]}))
     ds = load_dataset(data)
     returns = [float(np.sum(e["rewards"])) for e in ds.iter_episodes()]
     out["dataset"] = {"episodes": len(returns), "transitions": ds.num_transitions, "mean_return": float(np.mean(returns))}
     for n in args.queries:
-        t0 = time.perf_counter()
         model_dir = data.parent / f"rm-{n}"
+        relabelled = data.parent / f"data-prefs-{n}"
+        arm_file = data.parent / f"prefs-{n}.json"
+        if arm_file.is_file():  # fitted and relabelled by an earlier process of this work folder
+            out[f"prefs-{n}"] = json.loads(arm_file.read_text())
+            continue
+        if REPORT_ONLY:
+            continue
+        t0 = time.perf_counter()
         model = fit_from_dataset(ds, ScriptedOracle(seed=seed), queries=n, out=model_dir, seed=seed)
         arm = {"fit": model.history[-1], "fit_s": time.perf_counter() - t0}
-        relabelled = data.parent / f"data-prefs-{n}"
+        if relabelled.exists():
+            import shutil
+
+            shutil.rmtree(relabelled)
         arm["relabel_s"] = run_pixelrl(["dataset", "relabel", str(data), "--out", str(relabelled), "--reward",
                                     f"prefs:{model_dir}", "--device", "cpu", "--no-progress"],
                                    data.parent / f"relabel-{n}.log")
+        arm_file.write_text(json.dumps(arm))
         out[f"prefs-{n}"] = arm
     for name, path in [("true", data)] + [(f"prefs-{n}", data.parent / f"data-prefs-{n}") for n in args.queries]:
         run = data.parent / f"iql-{name}"
-        s = run_pixelrl(["train", "--dataset", str(path), "--agent", "iql", "--preset", "none", "--size", "48",
+        if REPORT_ONLY and not finished(run):
+            continue
+        s = train_or_resume(["train", "--dataset", str(path), "--agent", "iql", "--preset", "none", "--size", "48",
                      "--action-repeat", str(ACTION_REPEAT), "--fast-render", "--offline-steps", str(args.offline_steps),
                      "--eval-every-frames", str(10 ** 9), "--eval-episodes", str(args.eval_episodes),
                      "--seed", str(seed), "--no-video", "--no-tensorboard", "--no-progress", "--run-dir", str(run)],
-                    data.parent / f"iql-{name}.log")
+                    run, data.parent / f"iql-{name}.log", walls)
         from pixelrl.train.logger import read_rows
 
         evals = read_rows(run, "eval")
         out.setdefault(name, {})["iql_final_eval_return"] = evals[-1]["eval_return"] if evals else None
         out[name]["iql_s"] = s
-    base = out["true"]["iql_final_eval_return"]
+    base = out.get("true", {}).get("iql_final_eval_return")
     for n in args.queries:
-        r = out[f"prefs-{n}"]["iql_final_eval_return"]
+        r = out.get(f"prefs-{n}", {}).get("iql_final_eval_return")
+        if r is None:
+            continue
         out[f"prefs-{n}"]["ratio_to_true"] = (r / base) if base else None
     return out
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD flags of this CPU that decide torch's kernels (from /proc/cpuinfo; empty where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text})
+
+
+def summarise(result: dict, queries: list[int]) -> None:
+    """The query-efficiency curve (final return vs N, mean over the seeds whose arm finished -- partial arms are
+    left out; N = 0 is not run: no
+    reward at all) and the true arm's mean, from the arms done so far."""
+    curve = []
+    for n in queries:
+        arms = [result["online"][s][f"prefs-{n}"] for s in result["online"]
+                if f"prefs-{n}" in result["online"][s] and not result["online"][s][f"prefs-{n}"].get("partial")]
+        if not arms:
+            continue
+        ratios = [a["ratio_to_true"] for a in arms if a.get("ratio_to_true") is not None]
+        curve.append({"queries": n, "seeds": len(arms),
+                      "mean_final_return": float(np.mean([a["final_eval_return"] for a in arms])),
+                      "mean_ratio_to_true": float(np.mean(ratios)) if ratios else None})
+    result["query_efficiency"] = curve
+    trues = [result["online"][s]["true"]["final_eval_return"] for s in result["online"]
+             if "true" in result["online"][s] and not result["online"][s]["true"].get("partial")]
+    result["true_mean_final_return"] = float(np.mean(trues)) if trues else None
 
 
 def main() -> int:
@@ -126,52 +246,73 @@ def main() -> int:
     p.add_argument("--offline-episodes", type=int, default=20)
     p.add_argument("--offline-noise", type=float, default=0.3)
     p.add_argument("--offline-steps", type=int, default=20_000)
-    p.add_argument("--work", default="runs/bench-preference", help="folder for the runs")
+    p.add_argument("--work", default="runs/bench-preference", help="folder for the runs (a timestamped subfolder)")
+    p.add_argument("--resume", default=None, metavar="WORK",
+                   help="continue the benchmark in this work folder (the timestamped one an earlier run made): "
+                        "finished arms are read back, unfinished ones resume from their last checkpoint")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing, write the JSON from the arms as they are (unfinished ones "
+                        "marked partial, compared with the true arm at the last evaluation both reached)")
     p.add_argument("--out", default="benchmarks/results/preference_reward.json")
     p.add_argument("--label", default="", help="a note stored in the JSON (e.g. 'reduced configuration')")
     args = p.parse_args()
 
     from pixelrl.utils.machine import machine_description
 
-    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
-    work.mkdir(parents=True)
+    global REPORT_ONLY
+    REPORT_ONLY = bool(args.report_only)
+    if REPORT_ONLY and not args.resume:
+        raise SystemExit("--report-only reads a work folder: pass --resume WORK")
+    if args.resume:
+        work = Path(args.resume)
+        if not work.is_dir():
+            raise SystemExit(f"--resume {work}: no such work folder")
+    else:
+        work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
+        work.mkdir(parents=True)
+    walls = work / "walls.json"
     result: dict = {"benchmark": "preference_reward", "env": ENV, "machine": machine_description(),
-                    "label": args.label, "config": vars(args), "online": {}, "offline": {}}
+                    "cpu_flags": cpu_flags(), "load_average_start": os.getloadavg(), "label": args.label, "config": vars(args), "work": str(work), "complete": False, "done": [],
+                    "online": {}, "offline": {}}
     out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(done: str, partial: bool = False) -> None:  # after every arm: a run cut short keeps what finished
+        if not partial:
+            result["done"].append(done)
+        result.setdefault("load_average_after_arm", {})[done] = os.getloadavg()
+        summarise(result, args.queries)
+        out_path.write_text(json.dumps(result, indent=1))
+
     for seed in args.seeds:
-        arms = {}
+        arms = result["online"].setdefault(f"seed{seed}", {})
         true_run = work / f"true-s{seed}"
-        arms["true"] = {"wall_s": run_pixelrl(["train", *common(args.frames, seed, true_run, args.eval_every,
-                                                              args.eval_episodes)], work / f"true-s{seed}.log"),
-                        **read_run(true_run)}
+        wall = train_or_resume(["train", *common(args.frames, seed, true_run, args.eval_every, args.eval_episodes)],
+                               true_run, work / f"true-s{seed}.log", walls, args.frames)
+        arms["true"] = {"wall_s": wall, **read_run(true_run)}
+        save(f"seed{seed}/true", arms["true"]["partial"])
         for n in args.queries:
             sched = schedule(args.frames, n)
             run = work / f"prefs{n}-s{seed}"
             extra = ["--reward", "prefs:scripted", "--reward.query-batch", str(sched["query_batch"]),
                      "--reward.query-every", str(sched["query_every"]), "--reward.max-queries", str(n)]
-            wall = run_pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes), *extra],
-                           work / f"prefs{n}-s{seed}.log")
+            wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
+                                    *extra], run, work / f"prefs{n}-s{seed}.log", walls, args.frames)
+            if REPORT_ONLY and not run.exists():
+                continue
             arm = {"wall_s": wall, "schedule": sched, **read_run(run)}
-            t, r = arms["true"]["final_eval_return"], arm["final_eval_return"]
-            arm["ratio_to_true"] = (r / t) if t else None
+            arm.update(compare(arm, arms["true"]))
             arms[f"prefs-{n}"] = arm
-        result["online"][f"seed{seed}"] = arms
-        if args.offline:
+            save(f"seed{seed}/prefs-{n}", arm["partial"])
+        if args.offline and not (REPORT_ONLY and not (work / f"offline-s{seed}" / "collected.json").is_file()):
             result["offline"][f"seed{seed}"] = offline(args, work, seed, true_run)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=1))  # after every seed: a partial result survives
-    # query-efficiency curve: final return vs N, mean over seeds (N = 0 is not run: no reward at all)
-    curve = []
-    for n in args.queries:
-        vals = [result["online"][s][f"prefs-{n}"]["final_eval_return"] for s in result["online"]]
-        ratios = [result["online"][s][f"prefs-{n}"]["ratio_to_true"] for s in result["online"]]
-        curve.append({"queries": n, "mean_final_return": float(np.mean(vals)),
-                      "mean_ratio_to_true": float(np.mean([x for x in ratios if x is not None] or [np.nan]))})
-    result["query_efficiency"] = curve
-    result["true_mean_final_return"] = float(np.mean([result["online"][s]["true"]["final_eval_return"]
-                                                      for s in result["online"]]))
+            save(f"seed{seed}/offline")
+    result["complete"] = not any(a.get("partial") for s in result["online"].values() for a in s.values()) and \
+        not (args.offline and len(result["offline"]) < len(args.seeds))
+    summarise(result, args.queries)
     out_path.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"query_efficiency": curve, "true": result["true_mean_final_return"]}, indent=1))
+    print(json.dumps({"query_efficiency": result["query_efficiency"], "true": result["true_mean_final_return"]},
+                     indent=1))
     return 0
 
 
