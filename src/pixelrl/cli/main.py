@@ -164,7 +164,13 @@ def _unchecked(cls: type) -> type:
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints.get(f.name)):
             sub = _unchecked(hints[f.name])
-            fields.append((f.name, sub, dataclasses.field(default_factory=sub)))
+            # keep the parent's default of the nested config (e.g. a verifier's vocabulary with max_groups=2), not
+            # the nested class's own defaults
+            base = f.default_factory() if f.default_factory is not dataclasses.MISSING else \
+                (f.default if f.default is not dataclasses.MISSING else None)
+            factory = sub if base is None else \
+                (lambda sub=sub, base=base: sub(**{x.name: getattr(base, x.name) for x in dataclasses.fields(base)}))
+            fields.append((f.name, sub, dataclasses.field(default_factory=factory)))
     return dataclasses.make_dataclass(cls.__name__, fields, bases=(cls,), frozen=True,
                                       namespace={"__post_init__": _skip_checks, "__doc__": cls.__doc__,
                                                  "__module__": cls.__module__})
