@@ -252,3 +252,14 @@ def test_one_shape_task_sets_both_vocabularies_and_renders_one_large_shape():
         GeneratorTrainConfig(task="nope")
     with pytest.raises(ConfigError, match="sets the vocabulary"):
         VerifierConfig(task="one-shape", vocabulary=ShapesVocabulary(max_count=3))
+
+
+def test_cli_verifier_keeps_its_two_group_vocabulary_default_and_takes_task():
+    """The command line parses into unchecked copies of the configs; their nested vocabulary default must be the
+    verifier's (up to 2 groups), not ShapesVocabulary's own (1), or --task one-shape would see a conflict."""
+    from pixelrl.cli.genrl_models import _PretrainVerifier, _config
+    from pixelrl.cli.main import _unchecked
+
+    cls = _unchecked(_PretrainVerifier)
+    assert _config(VerifierConfig, cls(), "t").vocabulary == ShapesVocabulary(max_groups=2)
+    assert _config(VerifierConfig, cls(task="one-shape"), "t").vocabulary.scale == 0.3
