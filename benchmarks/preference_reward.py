@@ -206,6 +206,113 @@ def offline(args, work: Path, seed: int, policy_run: Path) -> dict:
     return out
 
 
+def swingup_action(physics, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A scripted cart-pole controller for the fit-ceiling frames: pump energy (push along the pole's swing) until
+    the pole is near upright, then a damping push; ``noise`` Gaussian std added. Not a good policy -- it only makes
+    frames from hanging to upright."""
+    cos, vel, x = float(physics.pole_angle_cosine()[0]), float(physics.angular_vel()[0]), float(physics.cart_position())
+    a = -3.0 * vel - 0.5 * x if cos > 0.8 else (1.0 if vel * cos <= 0 else -1.0)
+    return np.clip(np.array([a]) + rng.normal(0.0, noise, 1), -1, 1).astype(np.float32)
+
+
+def fit_ceiling(args) -> dict:
+    """How well can one frame order pairs that the scripted oracle labels? Frames at the cpu-fast settings (48x48,
+    action repeat 8, fast render) from ``--ceiling-episodes`` episodes (a third each: uniform random actions, the
+    scripted swing-up controller, the controller with noise 0.5); 1000 pairs to fit and 2000 held out, labelled by
+    the oracle (the env's reward summed over the agent step's 8 frames). Measured: the share of near-ties, the
+    held-out accuracy of orderings that use only what the last frame shows (pole upright and cart position: the
+    DMC reward's visible factors; an MLP on them) or also the angular velocity, and the CNN ensemble's train and
+    held-out accuracy after 50 passes (RL-VLM-F's ``reward_update``) and after 200."""
+    import torch
+
+    from pixelrl.envs import make
+    from pixelrl.rewards.preference import InputSpec, PreferenceRewardModel
+
+    torch.manual_seed(0)
+    env = make(ENV, seed=0, action_repeat=ACTION_REPEAT, frame_stack=3, size=48, fast_render=True)
+    physics = env.unwrapped.physics
+    rng = np.random.default_rng(0)
+    frames, rewards, states = [], [], []
+    for ep in range(args.ceiling_episodes):
+        env.reset(seed=ep)
+        done = False
+        while not done:
+            a = rng.uniform(-1, 1, 1).astype(np.float32) if ep % 3 == 0 else \
+                swingup_action(physics, rng, 0.0 if ep % 3 == 1 else 0.5)
+            obs, r, term, trunc, _ = env.step(a)
+            done = term or trunc
+            frames.append(obs[-3:])
+            rewards.append(r)
+            states.append([physics.pole_angle_cosine()[0], float(physics.cart_position()),
+                           physics.angular_vel()[0]])
+    env.close()
+    X, R, S = np.stack(frames), np.asarray(rewards), np.asarray(states, dtype=np.float32)
+    n = len(R)
+    a, b = rng.integers(0, n, 1000), rng.integers(0, n, 1000)
+    ta, tb = rng.integers(0, n, 2000), rng.integers(0, n, 2000)
+    y, ty = (R[a] < R[b]).astype(np.int64), (R[ta] < R[tb]).astype(np.int64)
+    dr = np.abs(R[ta] - R[tb])
+    out: dict = {"frames": int(n), "episodes": args.ceiling_episodes, "fit_pairs": 1000, "heldout_pairs": 2000,
+                 "reward_per_agent_step": {"min": float(R.min()), "mean": float(R.mean()), "max": float(R.max())},
+                 "heldout_share_abs_diff_below_0.1": float((dr < 0.1).mean()),
+                 "heldout_share_abs_diff_below_0.3": float((dr < 0.3).mean())}
+    visible = (S[:, 0] + 1) / 2 * (1 + np.exp(-S[:, 1] ** 2)) / 2
+    out["heldout_acc_order_by_last_frame_upright_x_centered"] = float(((visible[tb] > visible[ta]) == ty).mean())
+    for name, cols in (("last_frame_cos_and_cart_x", [0, 1]), ("plus_angular_velocity", [0, 1, 2])):
+        m = PreferenceRewardModel(InputSpec(None, False, (len(cols),)), seed=0, epochs=200)
+        m.add_labels(S[a][:, cols], S[b][:, cols], y)
+        f = m.fit()
+        out[f"state_mlp_{name}"] = {"train_acc": f["acc"], "heldout_acc": m.accuracy(S[ta][:, cols], S[tb][:, cols], ty)}
+    for epochs in (50, 200):
+        t0 = time.perf_counter()
+        m = PreferenceRewardModel(InputSpec(None, True, (3, 48, 48)), seed=0, epochs=epochs)
+        m.add_labels(X[a], X[b], y)
+        f = m.fit()
+        out[f"cnn_{epochs}_passes"] = {"train_acc": f["acc"], "heldout_acc": m.accuracy(X[ta], X[tb], ty),
+                                       "seconds": time.perf_counter() - t0}
+        print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def plot(result: dict, out: Path) -> Path:
+    """Two panels from a result JSON: evaluation return vs env frames of every online arm (dashed: unfinished), and
+    the query-efficiency curve (final return vs N, finished arms only) against the true reward's final return."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pixelrl.train.plot import save_figure
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for seed, arms in result["online"].items():
+        for name, arm in arms.items():
+            if not arm["eval"]:
+                continue
+            xs, ys = zip(*arm["eval"])
+            a1.plot(xs, ys, "--" if arm.get("partial") else "-", marker="o", ms=3,
+                    label=f"{name} {seed}" + (" (unfinished)" if arm.get("partial") else ""))
+    a1.set_xlabel("env frames")
+    a1.set_ylabel("eval return (true reward)")
+    a1.legend(fontsize=8)
+    curve = result.get("query_efficiency") or []
+    if curve:
+        a2.plot([c["queries"] for c in curve], [c["mean_final_return"] for c in curve], "o-", label="prefs:scripted")
+    if result.get("true_mean_final_return") is not None:
+        a2.axhline(result["true_mean_final_return"], color="k", ls=":", label="true reward")
+        a2.axhline(0.9 * result["true_mean_final_return"], color="grey", ls="--", lw=0.8, label="goal: 0.9 of true")
+    a2.set_xlabel("queries N")
+    a2.set_ylabel("final eval return")
+    if a2.get_legend_handles_labels()[0]:
+        a2.legend(fontsize=8)
+    else:
+        a2.text(0.5, 0.5, "no finished prefs arm yet", ha="center", transform=a2.transAxes)
+    frames = result["config"]["frames"]
+    fig.suptitle(f"{result['env']}, DrQ-v2 cpu-fast, {frames // 1000}k frames, {len(result['online'])} seed(s); "
+                 f"{result['machine']}" + ("" if result.get("complete") else " -- partial"), fontsize=9)
+    return save_figure(fig, out)
+
+
 def cpu_flags() -> list[str]:
     """The SIMD flags of this CPU that decide torch's kernels (from /proc/cpuinfo; empty where unreadable)."""
     try:
@@ -253,12 +360,25 @@ def main() -> int:
     p.add_argument("--report-only", action="store_true",
                    help="with --resume: train nothing, write the JSON from the arms as they are (unfinished ones "
                         "marked partial, compared with the true arm at the last evaluation both reached)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also draw the result JSON (--out) into this PNG")
+    p.add_argument("--fit-ceiling", action="store_true",
+                   help="instead of the RL arms, measure how well single frames can order scripted-oracle pairs "
+                        "(see fit_ceiling) and write that JSON")
+    p.add_argument("--ceiling-episodes", type=int, default=24)
     p.add_argument("--out", default="benchmarks/results/preference_reward.json")
     p.add_argument("--label", default="", help="a note stored in the JSON (e.g. 'reduced configuration')")
     args = p.parse_args()
 
     from pixelrl.utils.machine import machine_description
 
+    if args.fit_ceiling:
+        result = {"benchmark": "preference_reward --fit-ceiling", "env": ENV, "machine": machine_description(),
+                  "cpu_flags": cpu_flags(), "load_average_start": os.getloadavg(), "label": args.label,
+                  "config": vars(args)}
+        result["ceiling"] = fit_ceiling(args)
+        result["load_average_end"] = os.getloadavg()
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return 0
     global REPORT_ONLY
     REPORT_ONLY = bool(args.report_only)
     if REPORT_ONLY and not args.resume:
@@ -311,6 +431,8 @@ def main() -> int:
         not (args.offline and len(result["offline"]) < len(args.seeds))
     summarise(result, args.queries)
     out_path.write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, Path(args.plot))
     print(json.dumps({"query_efficiency": result["query_efficiency"], "true": result["true_mean_final_return"]},
                      indent=1))
     return 0
