@@ -19,14 +19,16 @@ Sources (``--intervention.expert SPEC``):
 Expert quality: ``expert_noise`` adds Gaussian noise to its actions and ``expert_random`` replaces an action by a
 uniform one with that probability (RLIF varies quality by using experts of different training levels).
 
-Triggers (``--intervention.trigger``), evaluated at each agent step while no intervention is running:
+Triggers (``--intervention.trigger``), evaluated at each agent step while no intervention is running. ``a_agent`` is
+the action the agent would execute, exploration noise included (RLIF tests ``agent.sample_actions``, the sampled
+action; HIL-SERL's person watches what the robot does):
 
 * ``value`` (RLIF's simulated expert, ``examples/train_rlif_main.py``): intervene when ``Q(s, a_agent) < threshold *
   Q(s, a_ref)``, with ``Q`` and ``a_ref`` from a reference agent (``--intervention.judge``; default: the expert
   run), ``Q`` the min over its critic's heads as RLIF's SAC reference; the decision is flipped with probability
   ``flip`` (RLIF: 0.05);
-* ``action-distance`` (RLIF's ``BinarySampler``): intervene when ``||a_agent - a_expert||_1 > bound`` (flipped with
-  probability ``flip``);
+* ``action-distance`` (RLIF's ``BinarySampler``, used by its HG-DAgger baseline): intervene when
+  ``||a_agent - a_expert||_1 > bound`` (flipped with probability ``flip``);
 * ``random``: with probability ``probability`` per step (RLIF's ``UniformSampler``); ``always``; ``never``;
 * ``device``: the person's button (keyboard / gamepad).
 
@@ -81,8 +83,11 @@ class InterventionConfig:
     """``value`` trigger: intervene when Q(s, a_agent) < threshold * Q(s, a_ref) (RLIF's walker script: 0.99). With
     negative Q values the inequality is applied as written, as the authors do."""
     bound: float = 0.5
-    """``action-distance`` trigger: intervene when ||a_agent - a_expert||_1 exceeds this (actions in [-1, 1]; RLIF's
-    ``BinarySampler`` uses the same test, with a per-task value (verify))."""
+    """``action-distance`` trigger: intervene when ||a_agent - a_expert||_1 exceeds this (actions in [-1, 1]). RLIF's
+    ``BinarySampler`` (its HG-DAgger baseline) uses the same test on sampled actions; its pen script sets 12 for the
+    24-d action, 0.5 per dimension. Only meaningful where good policies agree action by action: on
+    dmc/cartpole-swingup a DrQ-v2 agent scoring ~720 differs from ``scripted:cartpole`` by more than 0.5 on ~60% of
+    its steps (docs/interventions.md), so prefer the ``value`` trigger there."""
     probability: float = 0.05
     """``random`` trigger: chance of an intervention per agent step."""
     flip: float = 0.05
