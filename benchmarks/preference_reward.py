@@ -426,9 +426,13 @@ def main() -> int:
             save(f"seed{seed}/prefs-{n}", arm["partial"])
         if args.offline and not (REPORT_ONLY and not (work / f"offline-s{seed}" / "collected.json").is_file()):
             result["offline"][f"seed{seed}"] = offline(args, work, seed, true_run)
-            save(f"seed{seed}/offline")
+            off = result["offline"][f"seed{seed}"]
+            save(f"seed{seed}/offline", any(off.get(a, {}).get("iql_final_eval_return") is None
+                                            for a in ["true", *(f"prefs-{n}" for n in args.queries)]))
     result["complete"] = not any(a.get("partial") for s in result["online"].values() for a in s.values()) and \
-        not (args.offline and len(result["offline"]) < len(args.seeds))
+        not (args.offline and (len(result["offline"]) < len(args.seeds) or any(
+            result["offline"][s].get(a, {}).get("iql_final_eval_return") is None
+            for s in result["offline"] for a in ["true", *(f"prefs-{n}" for n in args.queries)])))
     summarise(result, args.queries)
     out_path.write_text(json.dumps(result, indent=1))
     if args.plot:
