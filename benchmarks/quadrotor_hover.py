@@ -54,8 +54,11 @@ def run_seeds(seeds: list[int], steps: int, eval_every: int, eval_episodes: int,
                       log=lambda e: print(f"seeds {seeds} {e}", flush=True), diagnose=diagnose)
     wall = time.perf_counter() - t0
     # where the final policies end: their own set-point error (disturbances off) and their response to the force
-    diag = offset_diagnostics(res["agent"], eval_episodes, 12345)
-    diag_target = offset_diagnostics(res["agent"], eval_episodes, 12345, target_actor=True)
+    # (with diagnose, train_hover's last evaluation, of these final policies, already holds them)
+    last = res["evals"][-1] if res["evals"] else {}
+    diag = last.get("offset") or offset_diagnostics(res["agent"], eval_episodes, 12345)
+    diag_target = last.get("offset_target_actor") or offset_diagnostics(res["agent"], eval_episodes, 12345,
+                                                                        target_actor=True)
     out = []
     for i, seed in enumerate(seeds):
         curve = [{"steps": e["steps"], "train_s": round(e["train_s"], 2), "train_cpu_s": round(e["train_cpu_s"], 2),

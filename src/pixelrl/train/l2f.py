@@ -199,13 +199,15 @@ def evaluate_hover(agent: L2FAgent, episodes: int, seed: int, *, record: bool = 
             "final_position": final_pos.reshape(k, episodes, 3), "disturbance": dist, "frames": frames}
 
 
-def offset_diagnostics(agent: L2FAgent, episodes: int, seed: int, *, target_actor: bool = False) -> list[dict]:
+def offset_diagnostics(agent: L2FAgent, episodes: int, seed: int, *, target_actor: bool = False,
+                       tested: dict[str, Any] | None = None) -> list[dict]:
     """Where a seed's policy ends, split in two (per seed of ``agent``): the success test as :func:`evaluate_hover`
     runs it, and again on the same starts with the disturbances switched off. ``bias`` is the survivors' mean final
     position without disturbances (the policy's own set-point error); ``force_gain`` the per-axis slope of the final
     position against the episode's disturbance acceleration F/m (least squares with an intercept; m per m/s²), and
-    ``force_r2`` how much of the final positions' spread that line explains."""
-    res = evaluate_hover(agent, episodes, seed, target_actor=target_actor)
+    ``force_r2`` how much of the final positions' spread that line explains. ``tested``: what
+    :func:`evaluate_hover` already returned for these arguments (it is not run again)."""
+    res = tested if tested is not None else evaluate_hover(agent, episodes, seed, target_actor=target_actor)
     calm = evaluate_hover(agent, episodes, seed, target_actor=target_actor, disturbance_scale=0.0)
     accel = res["disturbance"][:, :3] / Q.MASS
     out = []
@@ -266,9 +268,9 @@ def train_hover(cfg: L2FConfig, steps: int, seed: int, *, eval_every: int = 0, e
             evals[-1].update(success_rate_target_actor=tgt["success"].mean(1).tolist(),
                              survival_rate_target_actor=(tgt["lengths"] == Q.EPISODE_STEPS).mean(1).tolist())
             if diagnose:  # where the policies end, split into their own bias and their response to the force
-                evals[-1].update(offset=offset_diagnostics(agent, eval_episodes, eval_seed),
+                evals[-1].update(offset=offset_diagnostics(agent, eval_episodes, eval_seed, tested=res),
                                  offset_target_actor=offset_diagnostics(agent, eval_episodes, eval_seed,
-                                                                        target_actor=True))
+                                                                        target_actor=True, tested=tgt))
             if log is not None:
                 log(evals[-1])
             if pass_rate is not None and (rate >= pass_rate).all():
