@@ -314,12 +314,10 @@ def plot(result: dict, out: Path) -> Path:
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD flags of this CPU that decide torch's kernels (from /proc/cpuinfo; empty where unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    return sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text})
+    """The SIMD flags of this CPU that decide torch's kernels (empty where /proc/cpuinfo is unreadable)."""
+    from pixelrl.utils.precision import cpu_flags as all_flags
+
+    return sorted(all_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
 def summarise(result: dict, queries: list[int]) -> None:
