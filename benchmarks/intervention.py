@@ -9,7 +9,12 @@ Arms (each a fresh ``pixelrl train`` process, run one after the other; the machi
 * ``rlif``          -- the same interventions with RLIF's reward (0, and -1 on the agent's step before each
   intervention) and no intervention buffer (RLIF's runs sample the online replay only);
 * ``bc``            -- BC (``--agent bc``, the cpu-fast encoder) on ``--bc-episodes`` episodes of the expert,
-  ``--bc-steps`` updates.
+  ``--bc-steps`` updates;
+* ``hil-serl``      -- HIL-SERL's protocol: ``--demo-episodes`` prior episodes of the expert (HIL-SERL: ~20) seed the
+  buffer the intervened steps go to (``--demos`` with ``--intervention.*``), mixed 50/50 into every batch, the env's
+  reward;
+* ``rl+demos``      -- its control: the same demos mixed 50/50 into every batch, no interventions (RLPD's mixing,
+  ``--demos`` alone).
 
 The expert and the trigger follow RLIF's simulated expert: a reference agent (RLIF's "ground-truth agent", here a
 DrQ-v2 run on the simulator state; ``--judge RUN``, or without it the benchmark first trains one with the cpu-fast
@@ -114,6 +119,9 @@ def read_run(run: Path) -> dict:
         fracs = [r["frac_interventions"] for r in train if r.get("frac_interventions") not in (None, "")]
         if fracs:
             out["frac_interventions_mean"] = float(np.mean(fracs))
+    demo_fracs = [r["frac_demos"] for r in train if r.get("frac_demos") not in (None, "")]
+    if demo_fracs:  # rl+demos (the offline trainer's online phase): the realised share of demo rows per batch
+        out["frac_demos_mean"] = float(np.mean(demo_fracs))
         if "rlif_penalties" in train[0]:
             out["rlif_penalties"] = int(sum(r["rlif_penalties"] for r in train))
     return out
@@ -138,7 +146,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
-    colors = {"rl": "C0", "interventions": "C1", "rlif": "C2", "bc": "gray"}
+    colors = {"rl": "C0", "interventions": "C1", "rlif": "C2", "bc": "gray", "hil-serl": "C3", "rl+demos": "C4"}
     for arm, runs in result["arms"].items():
         for seed, r in runs.items():
             ev = np.array(r["eval"], dtype=float)
@@ -223,7 +231,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=110_000, help="env frames per online run (cpu-fast: 110k)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--arms", nargs="+", default=["rl", "interventions", "rlif", "bc"],
-                   choices=["rl", "interventions", "rlif", "bc"])
+                   choices=["rl", "interventions", "rlif", "bc", "hil-serl", "rl+demos"])
     p.add_argument("--expert", default="judge", choices=["judge", "scripted"],
                    help="who takes over (and whose episodes BC learns from): the judge run (RLIF's default: the "
                    "expert is the ground-truth agent) or the scripted cartpole controller")
@@ -245,6 +253,8 @@ def main() -> int:
     p.add_argument("--diagnose-episodes", type=int, default=3)
     p.add_argument("--bc-episodes", type=int, default=10, help="expert episodes for the BC arm")
     p.add_argument("--bc-steps", type=int, default=20_000, help="BC gradient updates")
+    p.add_argument("--demo-episodes", type=int, default=20,
+                   help="expert episodes recorded as the prior demos of the hil-serl and rl+demos arms (HIL-SERL: 20)")
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--work", default="runs/bench-intervention", help="folder for the runs")
@@ -272,7 +282,7 @@ def main() -> int:
                     "load_average_start": list(os.getloadavg()), "command": " ".join(sys.argv),
                     "label": args.label, "config": vars(args), "arms": {}}
     judge = None
-    if args.expert == "judge" or (args.trigger == "value" and set(args.arms) & {"interventions", "rlif"}):
+    if args.expert == "judge" or (args.trigger == "value" and set(args.arms) & {"interventions", "rlif", "hil-serl"}):
         judge = Path(args.judge) if args.judge else work / "judge"
         if not args.judge:  # RLIF's ground-truth agent: an RL agent trained on the simulator state beforehand
             t0 = time.perf_counter()
@@ -305,9 +315,18 @@ def main() -> int:
                              str(args.threads), "--no-video", "--no-tensorboard", "--no-progress", "--run-dir",
                              str(run)], work / f"{arm}-s{seed}.log")
             else:
+                demos = []
+                if arm in ("hil-serl", "rl+demos"):  # the expert's prior episodes, recorded once per seed
+                    data = work / f"demos-s{seed}"
+                    if not data.exists():
+                        info = expert_dataset(data, args.demo_episodes, seed, judge if args.expert == "judge" else None)
+                        result.setdefault("demos", {})[str(seed)] = info
+                    demos = ["--demos", str(data), "--demo-ratio", "0.5"]
                 extra = {"rl": [],
                          "interventions": intervene + ["--intervention.demo-ratio", "0.5"],
-                         "rlif": intervene + ["--intervention.reward", "rlif", "--intervention.demo-ratio", "0"]}[arm]
+                         "rlif": intervene + ["--intervention.reward", "rlif", "--intervention.demo-ratio", "0"],
+                         "hil-serl": intervene + ["--intervention.demo-ratio", "0.5", *demos],
+                         "rl+demos": demos}[arm]
                 run_pixelrl(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
                              "--threads", str(args.threads), *extra], work / f"{arm}-s{seed}.log")
             res = read_run(run)

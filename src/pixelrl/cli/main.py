@@ -317,7 +317,7 @@ def cmd_resume(argv: list[str]) -> int:
         return 0
     cfg = load_run_config(run)
     cfg = dataclasses.replace(cfg, run_dir=str(run))
-    offline = cfg.offline is not None and cfg.offline.active
+    offline = cfg.offline is not None and cfg.offline.active and cfg.intervention is None  # interventions: online
     if offline and args.frames is not None:
         raise PixelRLError("--frames extends online runs; an offline run's budget is its offline steps and online "
                            "frames (recorded in config.json under 'offline')")

@@ -3,7 +3,9 @@
 While an intervention lasts the expert's action replaces the agent's, in the env and in the stored transition.
 Every transition goes to the online replay as usual; the intervened ones also go to an *intervention buffer* mixed
 into every batch RLPD-style (HIL-SERL: half of each batch, ``--intervention.demo-ratio 0.5``, through
-:class:`pixelrl.data.mixing.MixedSampler`). RLIF's reward is an option (``--intervention.reward rlif``): the env's
+:class:`pixelrl.data.mixing.MixedSampler`). ``--demos PATH`` seeds that buffer with prior demonstrations before the
+first step (HIL-SERL's demo buffer starts with ~20 demos and the interventions join them; under RLIF's reward the
+demos are stored with reward 0, as RLIF's reward-zeroed copy of its prior data). RLIF's reward is an option (``--intervention.reward rlif``): the env's
 reward is replaced by 0, and by -1 on the agent's transition that led into the state where an intervention starts
 (its last ``(s, a)`` before the expert takes over; not terminal).
 
@@ -108,7 +110,9 @@ class InterventionConfig:
     just before an intervention starts (RLIF)."""
     demo_ratio: float = 0.5
     """Share of every batch drawn from the intervention buffer (HIL-SERL: 0.5, half of each 256 batch); 0 keeps no
-    intervention buffer (RLIF's reference runs: offline_ratio 0, its RLPD learner samples the online buffer only)."""
+    intervention buffer (RLIF's reference runs: offline_ratio 0, its RLPD learner samples the online buffer only).
+    With ``--demos PATH`` the demos seed this buffer (HIL-SERL's demo buffer: demos + interventions) and
+    ``--demo-ratio`` must be the same number."""
     in_warmup: bool = True
     """Whether the expert may intervene during the agent's random warm-up steps (then ``a_agent`` is the random
     action)."""
@@ -593,6 +597,39 @@ class Interventions:
         self.sampler = MixedSampler({"online": online, "interventions": _WholeStacks(self.demo_store, replay)},
                                     {"online": 1.0 - r, "interventions": r}, on_empty="redistribute")
         return online, self.sampler
+
+    def add_demos(self, dataset: Any) -> int:
+        """Seed the intervention buffer with a demo dataset's episodes (``--demos PATH``; HIL-SERL's demo buffer
+        starts with the offline demos and the intervened transitions join them), each slot the whole frame stack as
+        the environment returned it. Under RLIF's reward the demos' rewards are stored as 0 (RLIF puts a reward-zeroed
+        copy of its prior data in the replay). Called once, before the first step (a resumed run loads the buffer
+        from its checkpoint instead). Returns the transitions added."""
+        if self.demo_replay is None:
+            raise ConfigError("--demos seeds the intervention buffer, but --intervention.demo-ratio 0 keeps none; give "
+                              "--intervention.demo-ratio and --demo-ratio a share > 0, or drop --demos")
+        buf = self.demo_replay
+        if len(buf) != 0:
+            raise ConfigError("the intervention buffer already holds transitions; demos seed it before the first step")
+        need = int(dataset.num_transitions) + int(dataset.num_episodes)
+        if need > int(buf.capacity):
+            raise ConfigError(f"the demos ({dataset.num_episodes} episodes, {dataset.num_transitions} transitions) "
+                              f"do not fit the intervention buffer ({buf.capacity} slots, the agent's replay capacity); "
+                              "raise --agent.replay-capacity or use fewer demos")
+        rlif = self.cfg.reward == "rlif"
+        dict_obs = getattr(dataset, "observation_keys", [None]) != [None]
+        added = 0
+        for ep in dataset.iter_episodes(stacked=True):
+            obs = ep["observations"]
+
+            def at(t: int) -> Any:
+                return {k: v[t] for k, v in obs.items()} if dict_obs else obs[t]
+
+            buf.add_first(at(0))
+            for t in range(len(ep["rewards"])):
+                r = 0.0 if rlif else float(ep["rewards"][t])
+                buf.add(ep["actions"][t], r, at(t + 1), bool(ep["terminations"][t]), bool(ep["truncations"][t]))
+            added += len(ep["rewards"])
+        return added
 
     def batch_extras(self) -> dict[str, float]:
         """The realised share of intervention rows in the last batch (``frac_interventions``)."""

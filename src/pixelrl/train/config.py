@@ -72,9 +72,12 @@ class OfflineConfig:
     episodes are added to the buffer holding the offline data and batches are uniform over both. A number in
     [0, 1] (RLPD: 0.5): a separate online buffer, mixed exactly in every batch."""
     demos: Optional[str] = None
-    """Demo dataset mixed into every batch (RLPD / SERL). Without ``dataset``: an online run with demos."""
+    """Demo dataset mixed into every batch (RLPD / SERL). Without ``dataset``: an online run with demos. With
+    ``--intervention.*`` (HIL-SERL): the demos seed the intervention buffer, which the intervened transitions join,
+    in the online trainer (docs/interventions.md)."""
     demo_ratio: float = 0.5
-    """Fraction of every batch drawn from ``demos``, in both phases (RLPD / SERL: 0.5)."""
+    """Fraction of every batch drawn from ``demos``, in both phases (RLPD / SERL: 0.5). With ``--intervention.*``: the
+    share of the demo + intervention buffer, which must equal ``--intervention.demo-ratio``."""
     eval_every_steps: int = 5_000
     """Offline phase: evaluate every this many gradient updates (IQL: 5000, 10 episodes). The online phase uses
     ``TrainConfig.eval_every_frames``."""
@@ -379,8 +382,7 @@ def _check_intervention_fits(cfg: TrainConfig) -> None:
     if cfg.seeds is not None:
         raise ConfigError("--intervention.* is applied by the single-seed trainer; run one seed at a time (--seed N)")
     if cfg.offline is not None and cfg.offline.active:
-        raise ConfigError("--intervention.* runs in the online trainer, which keeps its own intervention buffer; it "
-                          "does not combine with --dataset / --demos yet")
+        _check_intervention_demos(cfg.offline, cfg.intervention)
     if cfg.reward is not None and cfg.intervention.reward == "rlif":
         raise ConfigError("--intervention.reward rlif replaces the reward with RLIF's; it does not combine with "
                           "--reward SPEC (use --intervention.reward env to keep the reward model's)")
@@ -390,6 +392,33 @@ def _check_intervention_fits(cfg: TrainConfig) -> None:
     if spec is not None and getattr(spec, "trainer", "off-policy") != "off-policy":
         raise ConfigError(f"--intervention.* is applied by the off-policy replay trainer; agent {cfg.agent_name!r} "
                           f"uses the {spec.trainer} trainer")
+
+
+INTERVENTION_DEMO_FIELDS = ("demos", "demo_ratio", "allow_env_mismatch")
+"""The :class:`OfflineConfig` fields a run with interventions uses: ``--demos`` seeds the intervention buffer."""
+
+
+def _check_intervention_demos(o: OfflineConfig, iv: InterventionConfig) -> None:
+    """``--demos`` with ``--intervention.*`` (HIL-SERL): the demos seed the intervention buffer, one buffer whose share
+    of every batch is one number. Refuse the offline options the online trainer does not apply."""
+    if o.dataset is not None:
+        raise ConfigError("--intervention.* runs in the online trainer; it does not combine with --dataset (offline "
+                          "or offline->online training). Prior demonstrations go in with --demos PATH (HIL-SERL)")
+    import dataclasses
+
+    default = OfflineConfig()
+    ignored = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(OfflineConfig)
+               if f.name not in INTERVENTION_DEMO_FIELDS and getattr(o, f.name) != getattr(default, f.name)]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)} configure the offline trainer; a run with --intervention.* and --demos "
+                          "is an online run (--frames, the agent's replay capacity and warm-up): drop them")
+    if iv.demo_ratio == 0:
+        raise ConfigError("--demos seeds the intervention buffer, but --intervention.demo-ratio 0 keeps none; drop "
+                          "--demos or give both --demo-ratio and --intervention.demo-ratio the same share > 0")
+    if abs(o.demo_ratio - iv.demo_ratio) > 1e-12:
+        raise ConfigError(f"with --intervention.*, the demos and the intervened steps share one buffer (HIL-SERL's demo "
+                          f"buffer), whose share of every batch is one number: --demo-ratio {o.demo_ratio:g} and "
+                          f"--intervention.demo-ratio {iv.demo_ratio:g} differ; give both the same value")
 
 
 def _check_reward_fits(cfg: TrainConfig) -> None:

@@ -221,6 +221,12 @@ class Trainer:
             self.store, self.sampler = self.interventions.setup_buffers(
                 self.replay, self.store, self.reward_model, capacity=a.replay_capacity,
                 seed=derive_seed(cfg.seed, INTERVENTION_REPLAY_STREAM))
+            demos = cfg.offline.demos if cfg.offline is not None else None
+            if demos is not None and not resume:  # HIL-SERL: the demos seed the buffer interventions go to
+                from pixelrl.train.offline import open_for_env
+
+                self.interventions.add_demos(open_for_env(demos, "demo dataset", env=self.eval_env, run_env=cfg.env,
+                                                          allow_env_mismatch=cfg.offline.allow_env_mismatch))
         self.warmup_rng = np.random.default_rng(derive_seed(cfg.seed, WARMUP_STREAM))
         self.counters = {"frames": 0, "agent_steps": 0, "episodes": 0, "evals": 0, "next_eval": 0,
                          "next_checkpoint": 0, "last_eval_frames": -1,

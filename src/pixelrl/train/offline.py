@@ -85,6 +85,32 @@ def _load(path: str, what: str):
     return load_dataset(path)
 
 
+def open_for_env(path: str, what: str, *, env: Any, run_env: str, allow_env_mismatch: bool = False):
+    """Open a dataset file and check that it fits ``env`` (the run's env, id ``run_env``): the same observation and
+    action spaces and frame stack, recorded on the same env (unless ``allow_env_mismatch``), at least one transition.
+    Each mismatch is one ConfigError line saying what to pass. Used for ``--dataset`` / ``--demos`` here and for the
+    demos that seed the intervention buffer (:mod:`pixelrl.train.loop`)."""
+    ds = _load(path, what)
+    obs_space, action_space = env.observation_space, env.action_space
+    frame_stack, env_id = int(env.get_wrapper_attr("frame_stack")), str(env.get_wrapper_attr("env_id"))
+    if ds.observation_space != obs_space or ds.action_space != action_space:
+        raise ConfigError(
+            f"{what} {path} does not fit env {run_env}: it holds observations "
+            f"{_space_text(ds.observation_space)} and actions {_space_text(ds.action_space)}, the env gives "
+            f"{_space_text(obs_space)} and {_space_text(action_space)}. Build the env as the data was "
+            "collected (--obs, --size, --frame-stack, --action-repeat)")
+    if getattr(ds, "pixel_keys", None) and int(ds.frame_stack) != frame_stack:
+        raise ConfigError(f"{what} {path} was stored with frame_stack={ds.frame_stack}, the env stacks "
+                          f"{frame_stack}; pass --frame-stack {ds.frame_stack}")
+    ds_env = getattr(ds, "env_id", None)
+    if ds_env and ds_env not in (env_id, run_env) and not allow_env_mismatch:
+        raise ConfigError(f"{what} {path} was collected on {ds_env}, but the run's env is {run_env}; pass "
+                          f"--env {ds_env} (or allow_env_mismatch if the data really comes from this env)")
+    if int(ds.num_transitions) < 1:
+        raise ConfigError(f"{what} {path} holds no transition")
+    return ds
+
+
 def _fingerprint(ds) -> dict[str, Any]:
     return {"episodes": int(ds.num_episodes), "transitions": int(ds.num_transitions),
             "return_sum": round(float(np.sum(ds.episode_returns())), 3)}
@@ -112,6 +138,9 @@ class OfflineTrainer:
             raise ConfigError("TrainConfig.run_dir must be set (the CLI fills it in)")
         if cfg.agent is None:
             raise ConfigError("TrainConfig.agent must be an agent config (the CLI fills it in)")
+        if getattr(cfg, "intervention", None) is not None:
+            raise ConfigError("--intervention.* runs in the online trainer (pixelrl.train.loop.Trainer), whose "
+                              "intervention buffer --demos seeds; this trainer does not apply interventions")
         self.cfg, self.offline = cfg, offline
         self.run_dir = Path(cfg.run_dir)
         self.changed_settings: list[str] = []
@@ -221,23 +250,8 @@ class OfflineTrainer:
 
     # ---- data -----------------------------------------------------------------------------------------------
     def _open(self, path: str, what: str):
-        ds = _load(path, what)
-        if ds.observation_space != self.obs_space or ds.action_space != self.action_space:
-            raise ConfigError(
-                f"{what} {path} does not fit env {self.cfg.env}: it holds observations "
-                f"{_space_text(ds.observation_space)} and actions {_space_text(ds.action_space)}, the env gives "
-                f"{_space_text(self.obs_space)} and {_space_text(self.action_space)}. Build the env as the data was "
-                "collected (--obs, --size, --frame-stack, --action-repeat)")
-        if getattr(ds, "pixel_keys", None) and int(ds.frame_stack) != self.frame_stack:
-            raise ConfigError(f"{what} {path} was stored with frame_stack={ds.frame_stack}, the env stacks "
-                              f"{self.frame_stack}; pass --frame-stack {ds.frame_stack}")
-        ds_env = getattr(ds, "env_id", None)
-        if ds_env and ds_env not in (self.env_id, self.cfg.env) and not self.offline.allow_env_mismatch:
-            raise ConfigError(f"{what} {path} was collected on {ds_env}, but the run's env is {self.cfg.env}; pass "
-                              f"--env {ds_env} (or allow_env_mismatch if the data really comes from this env)")
-        if int(ds.num_transitions) < 1:
-            raise ConfigError(f"{what} {path} holds no transition")
-        return ds
+        return open_for_env(path, what, env=self.eval_env, run_env=self.cfg.env,
+                            allow_env_mismatch=self.offline.allow_env_mismatch)
 
     def _give_dataset_statistics(self) -> None:
         """Before the first update, offline agents get what they take from the offline dataset (from the demos

@@ -22,8 +22,9 @@ renderer); other env families keep their own (Atari: 84x84, frame skip 4)."""
 
 def trainer_class(cfg: TrainConfig) -> type:
     """The trainer that runs ``cfg``: the offline trainer for ``--dataset`` / ``--demos`` runs, else the one the
-    agent's :class:`~pixelrl.agents.AgentSpec` names (off-policy replay loop, on-policy rollouts, SQIRL)."""
-    if cfg.offline is not None and cfg.offline.active:
+    agent's :class:`~pixelrl.agents.AgentSpec` names (off-policy replay loop, on-policy rollouts, SQIRL). A run with
+    interventions stays in the off-policy loop, its ``--demos`` seeding the intervention buffer."""
+    if cfg.offline is not None and cfg.offline.active and cfg.intervention is None:
         from pixelrl.train.offline import OfflineTrainer
 
         return OfflineTrainer
