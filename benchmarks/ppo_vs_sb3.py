@@ -35,7 +35,9 @@ but not with published 10M-step / 1M-step results::
     .venv/bin/python benchmarks/ppo_vs_sb3.py --tasks halfcheetah --seeds 1 --mujoco-frames 1000000   # full budget
 
 Results: ``ppo_vs_sb3_cpu.json`` (before the channels_last trunk and fused Adam: 1.30x / 1.13x) and
-``ppo_vs_sb3_cpu_v2.json`` (after: 1.45x on Breakout, 1.18x on HalfCheetah), both on the shared 2-core EPYC. Ours
+``ppo_vs_sb3_cpu_v2.json`` (after: 1.45x on Breakout, 1.18x on HalfCheetah), both on the shared 2-core EPYC;
+``ppo_vs_sb3_cpu_auto_precision.json`` (Breakout only, ours with ``precision`` auto, which picked bf16 on that
+AVX512-BF16 CPU: 1.97x). ``--precision fp32`` pins our side to CleanRL's fp32 arithmetic. Ours
 counts emulator frames including the reset no-ops and runs whole rollouts past the budget (11,264 agent steps for
 40,960 frames, SB3 10,240); agent steps/s give the same ratio (``runs`` hold ``agent_steps`` and ``train_s``).
 
@@ -70,6 +72,7 @@ def _ours(task: str, seed: int, frames: int, threads: int, last: int, run_dir: s
                        progress=False, video=False, tensorboard=False)
     summary = trainer_class(cfg)(cfg).run()
     train, evals = read_rows(run_dir, "train"), read_rows(run_dir, "eval")
+    config = json.loads((Path(run_dir) / "config.json").read_text())
     last_row = train[-1]
     train_s = last_row["wall_s"] - sum(r["eval_s"] for r in evals if r["frames"] < last_row["frames"])
     returns = []  # rows hold means per rollout: expand to the episodes they cover
@@ -78,8 +81,8 @@ def _ours(task: str, seed: int, frames: int, threads: int, last: int, run_dir: s
     return {"frames": last_row["frames"], "agent_steps": last_row["agent_steps"], "train_s": train_s,
             "fps": last_row["frames"] / train_s, "last_return": _tail_mean(returns, last),
             "episodes": len(returns), "final_eval_return": summary["final_eval_return"],
-            "hyper_parameters": {k: v for k, v in json.loads(
-                (Path(run_dir) / "config.json").read_text())["agent"].items()}}
+            "hyper_parameters": dict(config["agent"]),
+            "precision_reason": (config.get("decisions") or {}).get("precision_reason")}
 
 
 def _tail_mean(xs: list[float], n: int) -> float | None:
@@ -160,6 +163,10 @@ def _run_child(lib: str, task: str, seed: int, args: argparse.Namespace) -> dict
            "--threads", str(args.threads), "--atari-frames", str(args.atari_frames),
            "--mujoco-frames", str(args.mujoco_frames), "--last-episodes", str(args.last_episodes)]
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS=str(args.threads))
+    if args.precision != "auto":  # what our PPO's precision 'auto' resolves to (SB3 has fp32 only)
+        env["PIXELRL_PRECISION"] = args.precision
+    else:
+        env.pop("PIXELRL_PRECISION", None)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -184,6 +191,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads on both sides (1: on a shared 2-core machine a second thread contends)")
     ap.add_argument("--last-episodes", type=int, default=20, help="training episodes averaged for the score")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="our PPO's precision (default auto: bf16 only where the CPU runs it natively and a timed "
+                         "pass is faster, i.e. the NatureCNN on AVX512-BF16 CPUs; fp32 elsewhere); SB3 runs fp32")
     ap.add_argument("--out", default="benchmarks/results/ppo_vs_sb3_cpu.json")
     ap.add_argument("--note", default="", help="recorded in the JSON (e.g. that the machine was shared)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -230,7 +240,7 @@ def main() -> None:
     result = {
         "benchmark": "ppo_vs_sb3", "summary": summary, "runs": runs,
         "settings": {"tasks": args.tasks, "seeds": args.seeds, "atari_frames": args.atari_frames,
-                     "mujoco_frames": args.mujoco_frames, "threads": args.threads,
+                     "mujoco_frames": args.mujoco_frames, "threads": args.threads, "precision": args.precision,
                      "last_episodes": args.last_episodes},
         "machine": machine_description(), "cpu_count": os.cpu_count(),
         "cpu_flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma"}),

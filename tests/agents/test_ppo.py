@@ -203,6 +203,38 @@ def test_channels_last_trunk_computes_what_the_contiguous_one_does():
     assert any(not torch.equal(p, q) for p, q in zip(before, cl.net.parameters()))  # the update did move them
 
 
+def test_bf16_runs_the_networks_in_bf16_and_keeps_the_losses_and_weights_fp32():
+    torch.manual_seed(0)
+    b16, f32 = _pixel_agent(precision="bf16"), _pixel_agent(precision="fp32")
+    assert (b16.precision, b16.net.bf16, f32.net.bf16) == ("bf16", True, False)
+    assert b16.precision_reason == "bf16: set in the config"
+    f32.net.load_state_dict(b16.net.state_dict())
+    ro = _filled_rollout(b16)
+    dist_a, v_a = b16.net(ro.obs[0])
+    dist_b, v_b = f32.net(ro.obs[0])
+    assert dist_a.logits.dtype == v_a.dtype == torch.float32  # cast back before the distribution and the losses
+    assert not torch.equal(v_a, v_b)  # the arithmetic did change ...
+    torch.testing.assert_close(v_a, v_b, atol=0.05, rtol=0.05)  # ... to bf16 rounding, not to something else
+    assert b16.value(ro.obs[0]).dtype == torch.float32
+    m = b16.update(ro, step=0, progress=0.0)
+    assert all(np.isfinite(m[k]) for k in ("policy_loss", "value_loss", "entropy"))
+    assert all(p.dtype == torch.float32 for p in b16.net.parameters())
+
+
+def test_auto_precision_is_fp32_without_native_bf16_and_for_state_networks(monkeypatch):
+    import pixelrl.utils.precision as prec
+
+    monkeypatch.delenv("PIXELRL_PRECISION", raising=False)
+    monkeypatch.setattr(prec, "_CACHE", {})
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2"})
+    agent = _pixel_agent(precision="auto")
+    assert agent.precision == "fp32" and not agent.net.bf16 and "no avx512_bf16" in agent.precision_reason
+    # with native bf16 claimed, the tiny state MLPs still resolve to fp32: the timed probe is below the floor
+    monkeypatch.setattr(prec, "native_bf16", lambda device: (True, "claimed"))
+    state = _state_agent(precision="auto")
+    assert state.precision == "fp32" and "gain nothing" in state.precision_reason
+
+
 def test_target_kl_stops_the_epochs_early():
     torch.manual_seed(0)
     agent = _pixel_agent(target_kl=1e-12, lr=1e-2)
@@ -243,7 +275,8 @@ def test_state_dict_round_trip_restores_networks_optimizer_and_normalisers():
 @pytest.mark.parametrize("kw, needle", [
     ({"num_envs": 3, "rollout_steps": 5, "num_minibatches": 4}, "15 rows does not split into num_minibatches = 4"),
     ({"lr": 0.0}, "lr must be"), ({"gamma": 1.5}, "gamma must be in"), ({"target_kl": -1.0}, "target_kl"),
-    ({"hidden_sizes": ()}, "hidden_sizes"), ({"precision": "bf16"}, "precision"),
+    ({"hidden_sizes": ()}, "hidden_sizes"), ({"precision": "fp16"}, "precision must be 'auto', 'fp32' or 'bf16'"),
+    ({"encoder": "slots", "slot_encoder": "x", "precision": "bf16"}, "bf16 does not apply to encoder=slots"),
     ({"channels_last": "yes"}, "channels_last must be true or false"),
 ])
 def test_bad_config_is_one_config_error(kw, needle):
