@@ -10,6 +10,14 @@ Online arms (each a fresh ``pixelrl train`` process, one after the other; the ma
   then rounds spread so that the budget is spent by half of the run (``query_every`` = (half the agent steps -
   warm-up) / rounds; RL-VLM-F's 5000-step spacing would fit only a round or two in a CPU-sized run).
 
+* ``prefs-N-segK`` (``--segment K``, instead of ``prefs-N``) -- the same, but the oracle compares segments of K
+  consecutive agent steps of one episode by their true returns and the model scores a segment by the sum of its
+  per-step rewards (PEBBLE's scripted teacher, ``--reward.pref-segment K``). PEBBLE (BPref ``train_PEBBLE.yaml``),
+  SURF and RL-VLM-F's PEBBLE baselines use 50-step segments at action repeat 1: 50 env frames. Deviation: at
+  cpu-fast's action repeat 8 the same span is about 6 agent steps, so the runs here use K = 6 (48 env frames, a
+  twentieth of a 125-step episode) -- 50 agent steps would be 400 frames, 40% of an episode, and would make every
+  fit 8x dearer (a fit's cost grows with K; see the docs' measurements). The net still sees one frame per step.
+
 Reported per arm and seed: evaluation return vs env frames (the env's own return in every arm), the final return,
 ``ratio`` = final return of ``prefs-N`` / ``true`` (goal: >= 0.9), the query-efficiency curve (final return vs N),
 and for the ``prefs`` arms the fit accuracy and how often the oracle's label agreed with the model's ordering.
@@ -29,6 +37,9 @@ rest run. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-st
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 3000 --queries 100 --offline --offline-steps 200 \\
         --offline-episodes 2 --eval-every 1000 --out /tmp/smoke.json                                    # smoke test
     MUJOCO_GL=egl python benchmarks/preference_reward.py ... --resume runs/bench-preference/20261207-161000  # go on
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --seeds 1 --segment 6   # segment queries
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --fit-ceiling --ceiling-skip-frames \
+        --ceiling-segments 1 3 12 25 50 6 --segment 6 --out ceiling_segments.json     # what segments can tell
 """
 
 from __future__ import annotations
@@ -61,6 +72,11 @@ def schedule(frames: int, queries: int) -> dict:
     rounds = max(1, math.ceil(queries / QUERY_BATCH))
     every = max(1, (steps // 2 - WARMUP) // rounds)
     return {"query_batch": QUERY_BATCH, "query_every": every, "max_queries": queries, "rounds": rounds}
+
+
+def arm_name(n: int, segment: int = 1) -> str:
+    """The key of a prefs arm: ``prefs-N`` for single frames (RL-VLM-F), ``prefs-N-segK`` for segments of K."""
+    return f"prefs-{n}" if segment == 1 else f"prefs-{n}-seg{segment}"
 
 
 def finished(run: Path, frames: int | None = None) -> bool:
@@ -232,11 +248,12 @@ def fit_ceiling(args) -> dict:
     env = make(ENV, seed=0, action_repeat=ACTION_REPEAT, frame_stack=3, size=48, fast_render=True)
     physics = env.unwrapped.physics
     rng = np.random.default_rng(0)
-    frames, rewards, states = [], [], []
+    frames, rewards, states, episode = [], [], [], []
     for ep in range(args.ceiling_episodes):
         env.reset(seed=ep)
         done = False
         while not done:
+            episode.append(ep)
             a = rng.uniform(-1, 1, 1).astype(np.float32) if ep % 3 == 0 else \
                 swingup_action(physics, rng, 0.0 if ep % 3 == 1 else 0.5)
             obs, r, term, trunc, _ = env.step(a)
@@ -258,12 +275,13 @@ def fit_ceiling(args) -> dict:
                  "heldout_share_abs_diff_below_0.3": float((dr < 0.3).mean())}
     visible = (S[:, 0] + 1) / 2 * (1 + np.exp(-S[:, 1] ** 2)) / 2
     out["heldout_acc_order_by_last_frame_upright_x_centered"] = float(((visible[tb] > visible[ta]) == ty).mean())
-    for name, cols in (("last_frame_cos_and_cart_x", [0, 1]), ("plus_angular_velocity", [0, 1, 2])):
+    for name, cols in (() if args.ceiling_skip_frames else
+                       (("last_frame_cos_and_cart_x", [0, 1]), ("plus_angular_velocity", [0, 1, 2]))):
         m = PreferenceRewardModel(InputSpec(None, False, (len(cols),)), seed=0, epochs=200)
         m.add_labels(S[a][:, cols], S[b][:, cols], y)
         f = m.fit()
         out[f"state_mlp_{name}"] = {"train_acc": f["acc"], "heldout_acc": m.accuracy(S[ta][:, cols], S[tb][:, cols], ty)}
-    for epochs in (50, 200):
+    for epochs in (() if args.ceiling_skip_frames else (50, 200)):
         t0 = time.perf_counter()
         m = PreferenceRewardModel(InputSpec(None, True, (3, 48, 48)), seed=0, epochs=epochs)
         m.add_labels(X[a], X[b], y)
@@ -271,6 +289,71 @@ def fit_ceiling(args) -> dict:
         out[f"cnn_{epochs}_passes"] = {"train_acc": f["acc"], "heldout_acc": m.accuracy(X[ta], X[tb], ty),
                                        "seconds": time.perf_counter() - t0}
         print(json.dumps(out, indent=1), flush=True)
+    if args.ceiling_segments:
+        out["segments"] = segment_ceiling(args, X, R, S, np.asarray(episode), rng)
+        print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def segment_ceiling(args, X: np.ndarray, R: np.ndarray, S: np.ndarray, episode: np.ndarray,
+                    rng: np.random.Generator) -> dict:
+    """The same question for segments of K consecutive agent steps of one episode (PEBBLE's scripted teacher: the
+    oracle labels a pair by the segments' true returns, the model scores a segment by the sum of its per-step
+    rewards). For each K of ``--ceiling-segments``: 1000 fit and 2000 held-out pairs of segments drawn with
+    :func:`pixelrl.rewards.preference.sample_segment_starts` (never across episodes) and the held-out accuracy of
+    the visible-factor ordering summed over the segment; for K = ``--segment`` also the state MLP on (cos, cart x)
+    and on (cos, cart x, angular velocity) and (K > 1) the CNN ensemble, each fitted for ``--ceiling-cnn-passes``
+    passes (RL-VLM-F's ``reward_update`` is 50; a fit stops when its training accuracy exceeds 0.97: the passes it
+    ran are reported) -- a fit's cost grows with K, so only the K the online arms use is fitted."""
+    from pixelrl.rewards.preference import InputSpec, PreferenceRewardModel, sample_segment_starts, segment_rows
+
+    # lay the steps out like replay slots: one "first" row (the reset observation, never a step) per episode
+    rows, first, ep_start, pos = [], [], [], 0
+    for ep in np.unique(episode):
+        idx = np.flatnonzero(episode == ep)
+        rows += [-1, *idx.tolist()]
+        first += [True] + [False] * len(idx)
+        ep_start += [pos] * (len(idx) + 1)
+        pos += len(idx) + 1
+    rows, first, ep_start = np.asarray(rows), np.asarray(first), np.asarray(ep_start)
+    visible = (S[:, 0] + 1) / 2 * (1 + np.exp(-S[:, 1] ** 2)) / 2
+    out: dict = {}
+    for k in args.ceiling_segments:
+        def pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            a = rows[segment_rows(sample_segment_starts(first, ep_start, n, k, rng), k)]
+            b = rows[segment_rows(sample_segment_starts(first, ep_start, n, k, rng), k)]
+            assert (a >= 0).all() and (b >= 0).all() and (episode[a] == episode[a][:, :1]).all()
+            return a, b, (R[a].sum(1) < R[b].sum(1)).astype(np.int64)
+
+        a, b, y = pairs(1000)
+        ta, tb, ty = pairs(2000)
+        dr = np.abs(R[ta].sum(1) - R[tb].sum(1))
+        res: dict = {"heldout_share_abs_diff_below_0.1": float((dr < 0.1).mean()),
+                     "heldout_acc_order_by_visible_factors_summed": float(
+                         ((visible[tb].sum(1) > visible[ta].sum(1)) == ty).mean())}
+        if k != args.segment:
+            out[f"K{k}"] = res
+            print(f"segment {k}: {json.dumps(res)}", flush=True)
+            continue
+        for name, cols in (("cos_and_cart_x", [0, 1]), ("plus_angular_velocity", [0, 1, 2])):
+            m = PreferenceRewardModel(InputSpec(None, False, (len(cols),)), seed=0, epochs=args.ceiling_cnn_passes,
+                                      segment=k)
+            m.add_labels(S[a][..., cols], S[b][..., cols], y)
+            f = m.fit()
+            res[f"state_mlp_{name}"] = {"train_acc": f["acc"], "passes": f["epochs"],
+                                        "heldout_acc": m.accuracy(S[ta][..., cols], S[tb][..., cols], ty)}
+        print(f"segment {k}: {json.dumps(res)}", flush=True)
+        if k > 1:
+            t0 = time.perf_counter()
+            m = PreferenceRewardModel(InputSpec(None, True, (3, 48, 48)), seed=0, epochs=args.ceiling_cnn_passes,
+                                      segment=k)
+            m.add_labels(X[a], X[b], y)
+            f = m.fit()
+            res[f"cnn_{args.ceiling_cnn_passes}_passes"] = {
+                "train_acc": f["acc"], "passes": f["epochs"], "heldout_acc": m.accuracy(X[ta], X[tb], ty),
+                "seconds": time.perf_counter() - t0}
+        out[f"K{k}"] = res
+        print(f"segment {k}: {json.dumps(res)}", flush=True)
     return out
 
 
@@ -297,7 +380,9 @@ def plot(result: dict, out: Path) -> Path:
     a1.legend(fontsize=8)
     curve = result.get("query_efficiency") or []
     if curve:
-        a2.plot([c["queries"] for c in curve], [c["mean_final_return"] for c in curve], "o-", label="prefs:scripted")
+        seg = curve[0].get("segment", 1)
+        a2.plot([c["queries"] for c in curve], [c["mean_final_return"] for c in curve], "o-",
+                label="prefs:scripted" + (f", segments of {seg} steps" if seg > 1 else ", single frames"))
     if result.get("true_mean_final_return") is not None:
         a2.axhline(result["true_mean_final_return"], color="k", ls=":", label="true reward")
         a2.axhline(0.9 * result["true_mean_final_return"], color="grey", ls="--", lw=0.8, label="goal: 0.9 of true")
@@ -320,18 +405,19 @@ def cpu_flags() -> list[str]:
     return sorted(all_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
-def summarise(result: dict, queries: list[int]) -> None:
+def summarise(result: dict, queries: list[int], segment: int = 1) -> None:
     """The query-efficiency curve (final return vs N, mean over the seeds whose arm finished -- partial arms are
     left out; N = 0 is not run: no
     reward at all) and the true arm's mean, from the arms done so far."""
     curve = []
     for n in queries:
-        arms = [result["online"][s][f"prefs-{n}"] for s in result["online"]
-                if f"prefs-{n}" in result["online"][s] and not result["online"][s][f"prefs-{n}"].get("partial")]
+        key = arm_name(n, segment)
+        arms = [result["online"][s][key] for s in result["online"]
+                if key in result["online"][s] and not result["online"][s][key].get("partial")]
         if not arms:
             continue
         ratios = [a["ratio_to_true"] for a in arms if a.get("ratio_to_true") is not None]
-        curve.append({"queries": n, "seeds": len(arms),
+        curve.append({"queries": n, "segment": segment, "seeds": len(arms),
                       "mean_final_return": float(np.mean([a["final_eval_return"] for a in arms])),
                       "mean_ratio_to_true": float(np.mean(ratios)) if ratios else None})
     result["query_efficiency"] = curve
@@ -363,6 +449,15 @@ def main() -> int:
                    help="instead of the RL arms, measure how well single frames can order scripted-oracle pairs "
                         "(see fit_ceiling) and write that JSON")
     p.add_argument("--ceiling-episodes", type=int, default=24)
+    p.add_argument("--ceiling-segments", type=int, nargs="*", default=[],
+                   help="with --fit-ceiling: also measure pairs of segments of these lengths K (agent steps)")
+    p.add_argument("--ceiling-cnn-passes", type=int, default=50,
+                   help="with --fit-ceiling --segment K: most passes of the MLP and CNN fits on segments of K")
+    p.add_argument("--ceiling-skip-frames", action="store_true",
+                   help="with --fit-ceiling: skip the single-frame MLP and CNN fits (measured before)")
+    p.add_argument("--segment", type=int, default=1,
+                   help="steps per compared segment of the prefs arms (--reward.pref-segment; PEBBLE's scripted "
+                        "teacher); > 1 names the arms prefs-N-segK")
     p.add_argument("--out", default="benchmarks/results/preference_reward.json")
     p.add_argument("--label", default="", help="a note stored in the JSON (e.g. 'reduced configuration')")
     args = p.parse_args()
@@ -377,6 +472,10 @@ def main() -> int:
         result["load_average_end"] = os.getloadavg()
         Path(args.out).write_text(json.dumps(result, indent=1))
         return 0
+    if args.segment < 1:
+        raise SystemExit(f"--segment must be >= 1, got {args.segment}")
+    if args.offline and args.segment > 1:
+        raise SystemExit("--offline compares single-frame models (fit_from_dataset's default); run it without --segment")
     global REPORT_ONLY
     REPORT_ONLY = bool(args.report_only)
     if REPORT_ONLY and not args.resume:
@@ -399,7 +498,7 @@ def main() -> int:
         if not partial:
             result["done"].append(done)
         result.setdefault("load_average_after_arm", {})[done] = os.getloadavg()
-        summarise(result, args.queries)
+        summarise(result, args.queries, args.segment)
         out_path.write_text(json.dumps(result, indent=1))
 
     for seed in args.seeds:
@@ -411,17 +510,20 @@ def main() -> int:
         save(f"seed{seed}/true", arms["true"]["partial"])
         for n in args.queries:
             sched = schedule(args.frames, n)
-            run = work / f"prefs{n}-s{seed}"
+            name = arm_name(n, args.segment)
+            run = work / f"{name.replace('-', '', 1)}-s{seed}"
             extra = ["--reward", "prefs:scripted", "--reward.query-batch", str(sched["query_batch"]),
                      "--reward.query-every", str(sched["query_every"]), "--reward.max-queries", str(n)]
+            if args.segment > 1:
+                extra += ["--reward.pref-segment", str(args.segment)]
             wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
-                                    *extra], run, work / f"prefs{n}-s{seed}.log", walls, args.frames)
+                                    *extra], run, work / f"{run.name}.log", walls, args.frames)
             if REPORT_ONLY and not run.exists():
                 continue
             arm = {"wall_s": wall, "schedule": sched, **read_run(run)}
             arm.update(compare(arm, arms["true"]))
-            arms[f"prefs-{n}"] = arm
-            save(f"seed{seed}/prefs-{n}", arm["partial"])
+            arms[name] = arm
+            save(f"seed{seed}/{name}", arm["partial"])
         if args.offline and not (REPORT_ONLY and not (work / f"offline-s{seed}" / "collected.json").is_file()):
             result["offline"][f"seed{seed}"] = offline(args, work, seed, true_run)
             off = result["offline"][f"seed{seed}"]
@@ -431,7 +533,7 @@ def main() -> int:
         not (args.offline and (len(result["offline"]) < len(args.seeds) or any(
             result["offline"][s].get(a, {}).get("iql_final_eval_return") is None
             for s in result["offline"] for a in ["true", *(f"prefs-{n}" for n in args.queries)])))
-    summarise(result, args.queries)
+    summarise(result, args.queries, args.segment)
     out_path.write_text(json.dumps(result, indent=1))
     if args.plot:
         plot(result, Path(args.plot))

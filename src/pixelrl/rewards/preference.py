@@ -616,6 +616,8 @@ class OnlinePreferenceLoop:
         self.last: dict = {}
         self._ring: Optional[np.ndarray] = None  # env reward of absolute slot g at g % len
         self._hi = 0
+        self._run = 0  # steps recorded since the last episode start
+        self._longest = 0  # the most consecutive steps of one episode recorded so far
         self.replay: Any = None
         self.seconds = 0.0
 
@@ -640,6 +642,8 @@ class OnlinePreferenceLoop:
         """One replay slot was written: an episode's first observation (None) or a step with the env's reward."""
         self._ring[self._hi % len(self._ring)] = 0.0 if env_reward is None else env_reward
         self._hi += 1
+        self._run = 0 if env_reward is None else self._run + 1
+        self._longest = max(self._longest, self._run)
 
     def due(self) -> bool:
         if self.sent >= self.schedule.max_queries:
@@ -659,6 +663,10 @@ class OnlinePreferenceLoop:
 
     # ---- one round
     def round(self) -> dict:
+        if self._longest < self.model.segment:
+            # no episode has had `segment` steps yet: no segment fits, and a round would only copy the whole
+            # replay to find that out -- at every step while it stays so (e.g. segments longer than the episodes)
+            return {}
         t0 = time.perf_counter()
         model, replay = self.model, self.replay
         state = replay.state_dict()
@@ -721,6 +729,7 @@ class OnlinePreferenceLoop:
         return {"steps": self.steps, "next_query": -1 if self.next_query is None else self.next_query,
                 "first_query": -1 if self.first_query is None else self.first_query,
                 "sent": self.sent, "kept": self.kept, "rounds": self.rounds, "hi": self._hi,
+                "run": self._run, "longest": self._longest,
                 "ring": self._ring if self._ring is not None else np.zeros(0, np.float32),
                 "rng": self.rng.bit_generator.state, "last": json.dumps(self.last),
                 "oracle": oracle_state() if oracle_state is not None else {}}
@@ -728,6 +737,9 @@ class OnlinePreferenceLoop:
     def load_state_dict(self, state: dict) -> None:
         self.steps, self.sent, self.kept = int(state["steps"]), int(state["sent"]), int(state["kept"])
         self.rounds, self._hi = int(state["rounds"]), int(state["hi"])
+        # checkpoints written before these counters: assume a segment fits (the round checks the replay itself)
+        self._run = int(state.get("run", 0))
+        self._longest = int(state.get("longest", self.model.segment))
         nq, fq = int(state["next_query"]), int(state["first_query"])
         self.next_query = None if nq < 0 else nq
         self.first_query = None if fq < 0 else fq
