@@ -154,12 +154,12 @@ def plot(result: dict, path: Path) -> None:
             if arm == "bc":
                 ax1.axhline(ev[-1, 2], ls=":", color="gray", label=f"bc (final, seed {seed})")
                 continue
-            ax1.plot(x, ev[:, 2], marker="o", color=colors.get(arm), label=f"{arm} s{seed}")
+            ax1.plot(x, ev[:, 2], marker="o", color=colors.get(arm.split(" ")[0]), label=f"{arm} s{seed}")
             if "intervention_rate" in r:
                 ir = np.array(r["intervention_rate"], dtype=float)
                 w = 5
                 sm = np.convolve(ir[:, 1], np.ones(w) / w, mode="valid") if len(ir) >= w else ir[:, 1]
-                ax2.plot(ir[len(ir) - len(sm):, 0], sm, color=colors.get(arm), label=f"{arm} s{seed}")
+                ax2.plot(ir[len(ir) - len(sm):, 0], sm, color=colors.get(arm.split(" ")[0]), label=f"{arm} s{seed}")
     for seed, e in (result.get("expert") or {}).items():
         ax1.axhline(e["mean_return"], ls="--", color="k", label=f"expert's BC episodes (s{seed})")
     ax1.set_xlabel("env frames"), ax1.set_ylabel("evaluation return"), ax1.legend(fontsize=7)
