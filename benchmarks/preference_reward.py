@@ -10,7 +10,7 @@ Online arms (each a fresh ``pixelrl train`` process, one after the other; the ma
   then rounds spread so that the budget is spent by half of the run (``query_every`` = (half the agent steps -
   warm-up) / rounds; RL-VLM-F's 5000-step spacing would fit only a round or two in a CPU-sized run).
 
-* ``prefs-N-segK`` (``--segment K``, instead of ``prefs-N``) -- the same, but the oracle compares segments of K
+* ``prefs-N-segK`` (``--segment K``; ``--segment 1 K`` runs both kinds of arm) -- the same, but the oracle compares segments of K
   consecutive agent steps of one episode by their true returns and the model scores a segment by the sum of its
   per-step rewards (PEBBLE's scripted teacher, ``--reward.pref-segment K``). PEBBLE (BPref ``train_PEBBLE.yaml``),
   SURF and RL-VLM-F's PEBBLE baselines use 50-step segments at action repeat 1: 50 env frames. Deviation: at
@@ -37,7 +37,7 @@ rest run. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-st
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 3000 --queries 100 --offline --offline-steps 200 \\
         --offline-episodes 2 --eval-every 1000 --out /tmp/smoke.json                                    # smoke test
     MUJOCO_GL=egl python benchmarks/preference_reward.py ... --resume runs/bench-preference/20261207-161000  # go on
-    MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --seeds 1 --segment 6   # segment queries
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --seeds 1 --segment 1 6   # + segments
     MUJOCO_GL=egl python benchmarks/preference_reward.py --fit-ceiling --ceiling-skip-frames \
         --ceiling-segments 1 3 12 25 50 6 --segment 6 --out ceiling_segments.json     # what segments can tell
 """
@@ -51,6 +51,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -331,7 +332,7 @@ def segment_ceiling(args, X: np.ndarray, R: np.ndarray, S: np.ndarray, episode: 
         res: dict = {"heldout_share_abs_diff_below_0.1": float((dr < 0.1).mean()),
                      "heldout_acc_order_by_visible_factors_summed": float(
                          ((visible[tb].sum(1) > visible[ta].sum(1)) == ty).mean())}
-        if k != args.segment:
+        if k not in args.segment:
             out[f"K{k}"] = res
             print(f"segment {k}: {json.dumps(res)}", flush=True)
             continue
@@ -379,9 +380,9 @@ def plot(result: dict, out: Path) -> Path:
     a1.set_ylabel("eval return (true reward)")
     a1.legend(fontsize=8)
     curve = result.get("query_efficiency") or []
-    if curve:
-        seg = curve[0].get("segment", 1)
-        a2.plot([c["queries"] for c in curve], [c["mean_final_return"] for c in curve], "o-",
+    for seg in sorted({c.get("segment", 1) for c in curve}):
+        pts = [c for c in curve if c.get("segment", 1) == seg]
+        a2.plot([c["queries"] for c in pts], [c["mean_final_return"] for c in pts], "o-",
                 label="prefs:scripted" + (f", segments of {seg} steps" if seg > 1 else ", single frames"))
     if result.get("true_mean_final_return") is not None:
         a2.axhline(result["true_mean_final_return"], color="k", ls=":", label="true reward")
@@ -405,12 +406,12 @@ def cpu_flags() -> list[str]:
     return sorted(all_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
-def summarise(result: dict, queries: list[int], segment: int = 1) -> None:
-    """The query-efficiency curve (final return vs N, mean over the seeds whose arm finished -- partial arms are
-    left out; N = 0 is not run: no
-    reward at all) and the true arm's mean, from the arms done so far."""
+def summarise(result: dict, queries: list[int], segments: Sequence[int] = (1,)) -> None:
+    """The query-efficiency curve (final return vs N, one per segment length, mean over the seeds whose arm
+    finished -- partial arms are left out; N = 0 is not run: no reward at all) and the true arm's mean, from the
+    arms done so far."""
     curve = []
-    for n in queries:
+    for segment, n in ((k, n) for k in segments for n in queries):
         key = arm_name(n, segment)
         arms = [result["online"][s][key] for s in result["online"]
                 if key in result["online"][s] and not result["online"][s][key].get("partial")]
@@ -455,9 +456,9 @@ def main() -> int:
                    help="with --fit-ceiling --segment K: most passes of the MLP and CNN fits on segments of K")
     p.add_argument("--ceiling-skip-frames", action="store_true",
                    help="with --fit-ceiling: skip the single-frame MLP and CNN fits (measured before)")
-    p.add_argument("--segment", type=int, default=1,
+    p.add_argument("--segment", type=int, nargs="+", default=[1],
                    help="steps per compared segment of the prefs arms (--reward.pref-segment; PEBBLE's scripted "
-                        "teacher); > 1 names the arms prefs-N-segK")
+                        "teacher); one set of arms per value, K > 1 named prefs-N-segK")
     p.add_argument("--out", default="benchmarks/results/preference_reward.json")
     p.add_argument("--label", default="", help="a note stored in the JSON (e.g. 'reduced configuration')")
     args = p.parse_args()
@@ -472,9 +473,9 @@ def main() -> int:
         result["load_average_end"] = os.getloadavg()
         Path(args.out).write_text(json.dumps(result, indent=1))
         return 0
-    if args.segment < 1:
-        raise SystemExit(f"--segment must be >= 1, got {args.segment}")
-    if args.offline and args.segment > 1:
+    if min(args.segment) < 1:
+        raise SystemExit(f"--segment must be >= 1, got {min(args.segment)}")
+    if args.offline and max(args.segment) > 1:
         raise SystemExit("--offline compares single-frame models (fit_from_dataset's default); run it without --segment")
     global REPORT_ONLY
     REPORT_ONLY = bool(args.report_only)
@@ -508,14 +509,14 @@ def main() -> int:
                                true_run, work / f"true-s{seed}.log", walls, args.frames)
         arms["true"] = {"wall_s": wall, **read_run(true_run)}
         save(f"seed{seed}/true", arms["true"]["partial"])
-        for n in args.queries:
+        for seg, n in ((k, n) for k in args.segment for n in args.queries):
             sched = schedule(args.frames, n)
-            name = arm_name(n, args.segment)
+            name = arm_name(n, seg)
             run = work / f"{name.replace('-', '', 1)}-s{seed}"
             extra = ["--reward", "prefs:scripted", "--reward.query-batch", str(sched["query_batch"]),
                      "--reward.query-every", str(sched["query_every"]), "--reward.max-queries", str(n)]
-            if args.segment > 1:
-                extra += ["--reward.pref-segment", str(args.segment)]
+            if seg > 1:
+                extra += ["--reward.pref-segment", str(seg)]
             wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
                                     *extra], run, work / f"{run.name}.log", walls, args.frames)
             if REPORT_ONLY and not run.exists():
