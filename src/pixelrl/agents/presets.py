@@ -221,6 +221,10 @@ Why each choice (cartpole-swingup, fp32, measured on 2 cores; details in benchma
     and seed 1 to 685 (573), but seed 2 stalled at 204-351 from 50k to 120k frames where pad 4 alone reached 778
     (mean 595, worst seed 342: one seed far below 750, now a different one).
   - critic target tau 0.05 instead of 0.01: seed 3 at 123 at 20k frames (152), stopped there.
+  - DrQ's SAC instead of DrQ-v2 (``--agent sac`` with this preset: a stochastic tanh-Gaussian actor with a learned
+    temperature, which cannot stall on a saturated deterministic actor), seed 3 to 120k frames
+    (benchmarks/results/cpu_default_learning_sac_seed3.json): 590 / 560 / 672 at 100k / 110k / 120k against
+    553 / 737 / 677 for DrQ-v2 with pad 2: no faster, so the default stays DrQ-v2.
 
 Measured with pad 4 (fp32, by env frames; benchmarks/results/cpu_default_learning_48px_fp32_seeds123.json): eval at
 110k / 160k frames, seed 1 447 / 800, seed 2 788 / 746, seed 3 276 / 337 (random ~125); with pad 2 see above (to
