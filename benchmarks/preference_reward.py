@@ -154,6 +154,60 @@ def read_run(run: Path) -> dict:
     return out
 
 
+def reward_on_true_arm(prefs_run: Path, true_run: Path, segment: int, seed: int = 0) -> dict:
+    """How the learned reward of a finished prefs arm (its model after the last round) ranks what the true arm's
+    agent did: on every step of the true arm's saved replay (its whole run, env rewards), the Spearman correlation
+    of the model's and the env's per-episode return, and the share of 2000 random pairs of steps and of segments of
+    ``segment`` steps (one episode each) that the model orders as the oracle would -- over the whole replay and over
+    the episodes of the run's last quarter, where the true arm's agent is best; and the model's mean return of those
+    last-quarter episodes beside the one the prefs arm's own agent collected in its last quarter (``train.csv``'s
+    ``reward_model_return``): higher on the true arm's episodes means the learned reward did prefer the better
+    behaviour and the prefs agent did not find it. Only the true arm's own data."""
+    from scipy.stats import spearmanr
+
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.envs import make
+    from pixelrl.rewards.preference import load_preference_model, sample_segment_starts, segment_rows
+    from pixelrl.train.setup import load_run_config
+
+    cfg = load_run_config(true_run)
+    env = make(cfg.env, seed=0, **cfg.env_kwargs())
+    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity,
+                          frame_stack=cfg.frame_stack or 3, nstep=cfg.agent.nstep,
+                          discount=cfg.agent.discount)
+    env.close()
+    replay.load(true_run / "replay")
+    arrays = replay.state_dict()["arrays"]
+    model = load_preference_model(prefs_run)
+    x, first, ep_start = arrays["obs_0"], arrays["first"], arrays["ep_start"]
+    r_env = np.where(first, 0.0, arrays["reward"].astype(np.float64))
+    r_model = np.zeros(len(x))
+    r_model[~first] = model.rewards(x[~first])
+    episodes = np.unique(ep_start)
+    ret_env = np.array([r_env[ep_start == e].sum() for e in episodes])
+    ret_model = np.array([r_model[ep_start == e].sum() for e in episodes])
+    rng = np.random.default_rng(seed)
+    late = np.isin(ep_start, episodes[int(len(episodes) * 0.75):])
+    out: dict = {"episodes": int(len(episodes)), "steps": int((~first).sum()),
+                 "episode_return_spearman": float(spearmanr(ret_model, ret_env).statistic),
+                 "last_quarter_mean_env_return": float(ret_env[int(len(episodes) * 0.75):].mean()),
+                 "last_quarter_mean_model_return": float(ret_model[int(len(episodes) * 0.75):].mean())}
+    from pixelrl.train.logger import read_rows
+
+    own = [r["reward_model_return"] for r in read_rows(prefs_run, "train")][-int(len(episodes) * 0.25):]
+    out["prefs_agent_last_quarter_mean_model_return"] = float(np.mean(own)) if own else None
+    for k in sorted({1, segment}):
+        for where, mask in (("all", np.ones(len(x), bool)), ("last_quarter", late)):
+            # rows outside `mask` act as episode starts, so no segment reaches into them
+            a0 = sample_segment_starts(first | ~mask, ep_start, 2000, k, rng)
+            b0 = sample_segment_starts(first | ~mask, ep_start, 2000, k, rng)
+            ra, rb = segment_rows(a0, k), segment_rows(b0, k)
+            y = (r_env[ra].sum(1) < r_env[rb].sum(1)).astype(np.int64)
+            acc = float(((r_model[rb].sum(1) > r_model[ra].sum(1)).astype(np.int64) == y).mean())
+            out[f"pair_acc_K{k}_{where}"] = acc
+    return out
+
+
 def offline(args, work: Path, seed: int, policy_run: Path) -> dict:
     """Collect -> fit a preference model on N labelled pairs -> relabel -> IQL, vs IQL on the true reward."""
     from pixelrl.data.dataset import load_dataset
@@ -523,6 +577,8 @@ def main() -> int:
                 continue
             arm = {"wall_s": wall, "schedule": sched, **read_run(run)}
             arm.update(compare(arm, arms["true"]))
+            if not arm["partial"] and not arms["true"]["partial"] and (true_run / "replay").is_dir():
+                arm["reward_on_true_arm_replay"] = reward_on_true_arm(run, true_run, seg, seed)
             arms[name] = arm
             save(f"seed{seed}/{name}", arm["partial"])
         if args.offline and not (REPORT_ONLY and not (work / f"offline-s{seed}" / "collected.json").is_file()):
