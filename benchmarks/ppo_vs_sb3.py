@@ -38,8 +38,9 @@ Results: ``ppo_vs_sb3_cpu.json`` (before the channels_last trunk and fused Adam:
 ``ppo_vs_sb3_cpu_v2.json`` (after: 1.45x on Breakout, 1.18x on HalfCheetah), both on the shared 2-core EPYC;
 ``ppo_vs_sb3_cpu_auto_precision.json`` (Breakout only, ours with ``precision`` auto, which picked bf16 on that
 AVX512-BF16 CPU: 1.92x idle; ``_shared``: 1.97x with the machine shared). ``--precision fp32`` pins our side to
-CleanRL's fp32 arithmetic. Ours counts emulator frames including the reset no-ops and runs whole rollouts past the budget (11,264 agent steps for
-40,960 frames, SB3 10,240); agent steps/s give the same ratio (``runs`` hold ``agent_steps`` and ``train_s``).
+CleanRL's fp32 arithmetic. Ours counts emulator frames including the reset no-ops and runs whole rollouts past the
+budget (11,264 agent steps for 40,960 frames, SB3 10,240); agent steps/s give the same ratio (``runs`` hold
+``agent_steps`` and ``train_s``).
 
 Needs ``stable-baselines3`` (``.venv/bin/pip install stable-baselines3``), ale-py and MuJoCo.
 """
