@@ -221,3 +221,12 @@ def load_run_buffer(run, folder: str = "replay", frame_stack: int = 3):
     env.close()
     buf.load(run / folder)
     return buf
+
+
+INTERVENTION_RUN = [  # the tiny state-based cartpole run of the intervention tests (scripted expert)
+    "--env", "dmc/cartpole-swingup", "--obs", "state", "--preset", "none", "--action-repeat", "8",
+    "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random", "--threads", "1", "--device", "cpu",
+    "--no-progress", "--no-video", "--no-tensorboard", "--agent.batch-size", "16", "--agent.hidden-dim", "16",
+    "--agent.feature-dim", "8", "--agent.num-seed-steps", "60", "--agent.update-every-steps", "2",
+    "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
+]

@@ -11,17 +11,10 @@ from pixelrl.cli.main import main
 from pixelrl.errors import ConfigError
 from pixelrl.rewards.interventions import (InterventionConfig, Interventions, intervention_config_from_args)
 from pixelrl.train.logger import TIMING_COLUMNS, read_rows
-from helpers import load_run_buffer
+from helpers import INTERVENTION_RUN, load_run_buffer
 
 pytest.importorskip("dm_control")
 
-TINY = [
-    "--env", "dmc/cartpole-swingup", "--obs", "state", "--preset", "none", "--action-repeat", "8",
-    "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random", "--threads", "1", "--device", "cpu",
-    "--no-progress", "--no-video", "--no-tensorboard", "--agent.batch-size", "16", "--agent.hidden-dim", "16",
-    "--agent.feature-dim", "8", "--agent.num-seed-steps", "60", "--agent.update-every-steps", "2",
-    "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
-]
 
 
 # ---------------------------------------------------------------------------------------------- the hook alone
@@ -220,7 +213,7 @@ def _comparable(rows):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     run = tmp_path_factory.mktemp("interv") / "run"
-    assert main(["train", *TINY, "--frames", "3000", "--run-dir", str(run), "--intervention.expert",
+    assert main(["train", *INTERVENTION_RUN, "--frames", "3000", "--run-dir", str(run), "--intervention.expert",
                  "scripted:cartpole", "--intervention.bound", "0.8", "--intervention.reward", "rlif"]) == 0
     return run
 
@@ -244,7 +237,7 @@ def test_resume_with_interventions_is_exact(straight, tmp_path):
     run = tmp_path / "run"
     args = ["--intervention.expert", "scripted:cartpole", "--intervention.bound", "0.8", "--intervention.reward",
             "rlif"]
-    assert main(["train", *TINY, "--frames", "2000", "--run-dir", str(run), *args]) == 0
+    assert main(["train", *INTERVENTION_RUN, "--frames", "2000", "--run-dir", str(run), *args]) == 0
     assert main(["resume", str(run), "--frames", "3000"]) == 0
     for kind in ("train", "eval"):
         assert _comparable(read_rows(run, kind)) == _comparable(read_rows(straight, kind)), kind
@@ -254,12 +247,12 @@ def test_resume_with_interventions_is_exact(straight, tmp_path):
 
 def test_bad_intervention_options_are_one_line_before_anything_starts(tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["train", *TINY, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
+    rc = main(["train", *INTERVENTION_RUN, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
                "policy:" + str(tmp_path / "nope")])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and "not a pixelrl run folder" in err[0], err
     assert not run.exists()
-    rc = main(["train", *TINY, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
+    rc = main(["train", *INTERVENTION_RUN, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
                "scripted:cartpole", "--seeds", "1-2"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and "single-seed trainer" in err[0], err
@@ -271,13 +264,13 @@ def test_policy_expert_with_rlifs_value_trigger(tmp_path):
     from pixelrl.rewards.interventions import PolicyExpert
 
     expert = tmp_path / "expert"
-    assert main(["train", *TINY, "--frames", "1000", "--run-dir", str(expert)]) == 0
+    assert main(["train", *INTERVENTION_RUN, "--frames", "1000", "--run-dir", str(expert)]) == 0
     pe = PolicyExpert(str(expert))
     obs = np.zeros(5, np.float32)
     q = pe.q_values(obs, [np.array([0.3], np.float32), pe.action(obs)])
     assert q.shape == (2,) and np.isfinite(q).all()
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
+    assert main(["train", *INTERVENTION_RUN, "--frames", "1000", "--run-dir", str(run), "--intervention.expert",
                  f"policy:{expert}", "--intervention.threshold", "0.99"]) == 0
     rows = read_rows(run, "train")
     assert rows and all(0 <= r["intervention_rate"] <= 1 for r in rows)

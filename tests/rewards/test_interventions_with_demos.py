@@ -13,17 +13,10 @@ import pytest
 from pixelrl.cli.main import main
 from pixelrl.errors import ConfigError
 from pixelrl.train.logger import TIMING_COLUMNS, read_rows
-from helpers import load_run_buffer
+from helpers import INTERVENTION_RUN, load_run_buffer
 
 pytest.importorskip("dm_control")
 
-TINY = [
-    "--env", "dmc/cartpole-swingup", "--obs", "state", "--preset", "none", "--action-repeat", "8",
-    "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random", "--threads", "1", "--device", "cpu",
-    "--no-progress", "--no-video", "--no-tensorboard", "--agent.batch-size", "16", "--agent.hidden-dim", "16",
-    "--agent.feature-dim", "8", "--agent.num-seed-steps", "60", "--agent.update-every-steps", "2",
-    "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
-]
 DEMO_EPISODES = 2
 
 
@@ -72,7 +65,8 @@ ALWAYS = ["--intervention.expert", "scripted:cartpole", "--intervention.trigger"
 @pytest.fixture(scope="module")
 def always_run(tmp_path_factory, demos):
     run = tmp_path_factory.mktemp("hil") / "run"
-    assert main(["train", *TINY, "--frames", "2000", "--run-dir", str(run), "--demos", str(demos), *ALWAYS]) == 0
+    assert main(["train", *INTERVENTION_RUN, "--frames", "2000", "--run-dir", str(run), "--demos", str(demos),
+                 *ALWAYS]) == 0
     return run
 
 
@@ -117,8 +111,8 @@ def test_demos_seed_the_intervention_buffer_and_intervened_steps_join_them(alway
 def test_resume_with_demos_and_interventions_is_exact(tmp_path, demos):
     args = ["--demos", str(demos), "--intervention.expert", "scripted:cartpole", "--intervention.bound", "0.8"]
     straight, run = tmp_path / "straight", tmp_path / "run"
-    assert main(["train", *TINY, "--frames", "3000", "--run-dir", str(straight), *args]) == 0
-    assert main(["train", *TINY, "--frames", "2000", "--run-dir", str(run), *args]) == 0
+    assert main(["train", *INTERVENTION_RUN, "--frames", "3000", "--run-dir", str(straight), *args]) == 0
+    assert main(["train", *INTERVENTION_RUN, "--frames", "2000", "--run-dir", str(run), *args]) == 0
     assert main(["resume", str(run), "--frames", "3000"]) == 0
     for kind in ("train", "eval"):
         assert _comparable(read_rows(run, kind)) == _comparable(read_rows(straight, kind)), kind
@@ -162,7 +156,7 @@ def test_rlif_reward_stores_the_demos_with_reward_zero(demos):
 def test_bad_combinations_are_one_line_before_anything_starts(tmp_path, capsys, demos, extra, message):
     run = tmp_path / "run"
     extra = [str(demos) if a == "DEMOS" else a for a in extra]
-    rc = main(["train", *TINY, "--frames", "1000", "--run-dir", str(run), *extra, *ALWAYS])
+    rc = main(["train", *INTERVENTION_RUN, "--frames", "1000", "--run-dir", str(run), *extra, *ALWAYS])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and message in err[0], err
     assert not run.exists()
@@ -170,8 +164,8 @@ def test_bad_combinations_are_one_line_before_anything_starts(tmp_path, capsys, 
 
 def test_demos_that_do_not_fit_the_env_are_one_line(tmp_path, capsys, demos):
     run = tmp_path / "run"
-    rc = main(["train", *[a if a != "state" else "pixels" for a in TINY], "--size", "32", "--frames", "1000",
-               "--run-dir", str(run), "--demos", str(demos), *ALWAYS])
+    rc = main(["train", *[a if a != "state" else "pixels" for a in INTERVENTION_RUN], "--size", "32",
+               "--frames", "1000", "--run-dir", str(run), "--demos", str(demos), *ALWAYS])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 1 and len(err) == 1 and "does not fit env" in err[0], err
 
