@@ -377,13 +377,17 @@ class PPONetwork(nn.Module):
             return torch.autocast(device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
-        """``(policy distribution, value [B])`` of a batch of (normalised) observations."""
+    def outputs(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(policy head output [B, A], value [B])`` in fp32: logits or means, before the distribution."""
         with self._autocast(obs.device.type):
             h = self.trunk(self._layout(obs)) if self.trunk is not None else obs
             out = self.actor(h)
             value = self.critic(h).squeeze(-1)
-        out, value = out.float(), value.float()
+        return out.float(), value.float()
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.distributions.Distribution, torch.Tensor]:
+        """``(policy distribution, value [B])`` of a batch of (normalised) observations."""
+        out, value = self.outputs(obs)
         if self.discrete:  # no argument validation: it costs more than the tiny state networks' forward pass
             return Categorical(logits=out, validate_args=False), value
         return Normal(out, self.actor_logstd.expand_as(out).exp(), validate_args=False), value
@@ -506,9 +510,8 @@ class PPOAgent:
                     x = (torch.randint(0, 256, (rows, *self.obs_shape), generator=gen, dtype=torch.uint8)
                          if self.pixels else torch.randn((rows, *self.obs_shape), generator=gen))
                     inputs.append(x.to(self.device))
-                trunk = self.net.trunk
-                h = trunk(self.net._layout(inputs[0])) if trunk is not None else inputs[0]
-                return self.net.actor(h).float().sum() + self.net.critic(h).float().sum()
+                out, value = self.net.outputs(inputs[0])  # bf16 = False here: the probe sets the autocast
+                return out.sum() + value.sum()
 
             key = ("ppo", self.pixels, self.obs_shape, cfg.encoder, cfg.cnn_features, tuple(cfg.hidden_sizes), rows,
                    self.net.channels_last)
