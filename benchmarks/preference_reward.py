@@ -18,6 +18,11 @@ Online arms (each a fresh ``pixelrl train`` process, one after the other; the ma
   twentieth of a 125-step episode) -- 50 agent steps would be 400 frames, 40% of an episode, and would make every
   fit 8x dearer (a fit's cost grows with K; see the docs' measurements). The net still sees one frame per step.
 
+* ``--pref-frames K`` / ``--pref-actions`` -- the prefs arms' reward nets read the K newest frames of the
+  observation stack and/or the action (``--reward.pref-frames``, ``--reward.pref-actions``; our deviations from
+  RL-VLM-F's single newest frame, named in the docs); the arms are named with ``-fK`` / ``-a`` / ``-fKa`` appended
+  (e.g. ``prefs-1000-f3``).
+
 Reported per arm and seed: evaluation return vs env frames (the env's own return in every arm), the final return,
 ``ratio`` = final return of ``prefs-N`` / ``true`` (goal: >= 0.9), the query-efficiency curve (final return vs N),
 and for the ``prefs`` arms the fit accuracy and how often the oracle's label agreed with the model's ordering.
@@ -40,6 +45,9 @@ rest run. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-st
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --seeds 1 --segment 1 6   # + segments
     MUJOCO_GL=egl python benchmarks/preference_reward.py --fit-ceiling --ceiling-skip-frames \
         --ceiling-segments 1 3 12 25 50 6 --segment 6 --out ceiling_segments.json     # what segments can tell
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --fit-ceiling --ceiling-skip-frames \
+        --ceiling-inputs 1 3 3a --out ceiling_inputs.json              # stacked frames / the action as inputs
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --queries 1000 --pref-frames 3   # online
 """
 
 from __future__ import annotations
@@ -75,9 +83,21 @@ def schedule(frames: int, queries: int) -> dict:
     return {"query_batch": QUERY_BATCH, "query_every": every, "max_queries": queries, "rounds": rounds}
 
 
+INPUTS = {"frames": 1, "actions": False}
+"""What the prefs arms' reward nets read (``--pref-frames``, ``--pref-actions``; RL-VLM-F: one frame, no action)."""
+
+
+def input_suffix(frames: int = 1, actions: bool = False) -> str:
+    """``''`` for RL-VLM-F's input, else ``-f3`` (3 stacked frames), ``-a`` (with the action), ``-f3a``..."""
+    tag = (f"f{frames}" if frames > 1 else "") + ("a" if actions else "")
+    return f"-{tag}" if tag else ""
+
+
 def arm_name(n: int, segment: int = 1) -> str:
-    """The key of a prefs arm: ``prefs-N`` for single frames (RL-VLM-F), ``prefs-N-segK`` for segments of K."""
-    return f"prefs-{n}" if segment == 1 else f"prefs-{n}-seg{segment}"
+    """The key of a prefs arm: ``prefs-N`` for single frames (RL-VLM-F), ``prefs-N-segK`` for segments of K, with
+    ``-fJ`` / ``-a`` / ``-fJa`` appended when the nets read J stacked frames and/or the action."""
+    base = f"prefs-{n}" if segment == 1 else f"prefs-{n}-seg{segment}"
+    return base + input_suffix(INPUTS["frames"], INPUTS["actions"])
 
 
 def finished(run: Path, frames: int | None = None) -> bool:
@@ -179,10 +199,19 @@ def reward_on_true_arm(prefs_run: Path, true_run: Path, segment: int, seed: int 
     replay.load(true_run / "replay")
     arrays = replay.state_dict()["arrays"]
     model = load_preference_model(prefs_run)
+    from pixelrl.rewards.preference import stack_slots
+
     x, first, ep_start = arrays["obs_0"], arrays["first"], arrays["ep_start"]
+    lo = int(replay.state_dict()["meta"]["lo"])
     r_env = np.where(first, 0.0, arrays["reward"].astype(np.float64))
     r_model = np.zeros(len(x))
-    r_model[~first] = model.rewards(x[~first])
+    steps = np.flatnonzero(~first)
+    floor = np.maximum(ep_start.astype(np.int64) - lo, 0)
+    for s in range(0, steps.size, 1024):  # the model's inputs (K stacked frames, actions) for every stored step
+        rows = steps[s:s + 1024]
+        xs = stack_slots(x, rows, floor, model.spec.frames) if model.spec.frames > 1 else x[rows]
+        acts = arrays["action"][rows].astype(np.float32) if model.spec.action_dim else None
+        r_model[rows] = model.rewards(xs, acts)
     episodes = np.unique(ep_start)
     ret_env = np.array([r_env[ep_start == e].sum() for e in episodes])
     ret_model = np.array([r_model[ep_start == e].sum() for e in episodes])
@@ -303,7 +332,7 @@ def fit_ceiling(args) -> dict:
     env = make(ENV, seed=0, action_repeat=ACTION_REPEAT, frame_stack=3, size=48, fast_render=True)
     physics = env.unwrapped.physics
     rng = np.random.default_rng(0)
-    frames, rewards, states, episode = [], [], [], []
+    frames, rewards, states, episode, stacks, actions = [], [], [], [], [], []
     for ep in range(args.ceiling_episodes):
         env.reset(seed=ep)
         done = False
@@ -314,6 +343,8 @@ def fit_ceiling(args) -> dict:
             obs, r, term, trunc, _ = env.step(a)
             done = term or trunc
             frames.append(obs[-3:])
+            stacks.append(obs)  # the whole 3-frame stack (for --ceiling-inputs)
+            actions.append(a)
             rewards.append(r)
             states.append([physics.pole_angle_cosine()[0], float(physics.cart_position()),
                            physics.angular_vel()[0]])
@@ -347,6 +378,81 @@ def fit_ceiling(args) -> dict:
     if args.ceiling_segments:
         out["segments"] = segment_ceiling(args, X, R, S, np.asarray(episode), rng)
         print(json.dumps(out, indent=1), flush=True)
+    if args.ceiling_inputs:
+        out["inputs"] = input_ceiling(args, np.stack(stacks), np.stack(actions).astype(np.float32), R, S,
+                                      np.asarray(episode), a, b, ta, tb)
+        print(json.dumps(out, indent=1), flush=True)
+    return out
+
+
+def parse_input(tag: str) -> tuple[int, bool]:
+    """``'1'`` -> (1 frame, no action), ``'3'`` -> (3 frames, no action), ``'3a'`` -> (3 frames, with the action)."""
+    actions = tag.endswith("a")
+    try:
+        k = int(tag[:-1] if actions else tag)
+    except ValueError:
+        raise SystemExit(f"--ceiling-inputs takes K or Ka (K stacked frames, a: with the action), got {tag!r}")
+    if not 1 <= k <= 3:
+        raise SystemExit(f"--ceiling-inputs: K must be 1..3 (the env stacks 3 frames), got {tag!r}")
+    return k, actions
+
+
+def input_ceiling(args, stacks: np.ndarray, A: np.ndarray, R: np.ndarray, S: np.ndarray, episode: np.ndarray,
+                  a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> dict:
+    """What the reward net's opt-in inputs can tell (``--ceiling-inputs``, e.g. ``1 3 3a``: the newest frame, the
+    3 stacked frames, and those plus the action -- ``--reward.pref-frames`` / ``--reward.pref-actions``): for each
+    segment length of ``--ceiling-input-segments`` the CNN ensemble fitted for ``--ceiling-cnn-passes`` passes on
+    1000 oracle-labelled pairs and its held-out accuracy on 2000. Segment 1 reuses the single-frame measurement's
+    pairs (``a``, ``b``, ``ta``, ``tb``), so its ``1`` entry repeats ``cnn_50_passes``; longer segments draw their
+    own pairs once (``sample_segment_starts``, the same for every input). Also the state MLP on (cos, cart x,
+    angular velocity) plus the action, the best a net reading velocity and action could do."""
+    from pixelrl.rewards.preference import InputSpec, PreferenceRewardModel, sample_segment_starts, segment_rows
+
+    rng = np.random.default_rng(1)
+    rows, first, ep_start, pos = [], [], [], 0
+    for ep in np.unique(episode):
+        idx = np.flatnonzero(episode == ep)
+        rows += [-1, *idx.tolist()]
+        first += [True] + [False] * len(idx)
+        ep_start += [pos] * (len(idx) + 1)
+        pos += len(idx) + 1
+    rows, first, ep_start = np.asarray(rows), np.asarray(first), np.asarray(ep_start)
+    out: dict = {"passes": args.ceiling_cnn_passes}
+    for k in args.ceiling_input_segments:
+        if k == 1:
+            pa, pb, qa, qb = a[:, None], b[:, None], ta[:, None], tb[:, None]
+        else:
+            pa, pb, qa, qb = (rows[segment_rows(sample_segment_starts(first, ep_start, n, k, rng), k)]
+                              for n in (1000, 1000, 2000, 2000))
+        y = (R[pa].sum(1) < R[pb].sum(1)).astype(np.int64)
+        ty = (R[qa].sum(1) < R[qb].sum(1)).astype(np.int64)
+        res: dict = {}
+        cols = [0, 1, 2]
+        m = PreferenceRewardModel(InputSpec(None, False, (3,), 1, A.shape[1]), seed=0, epochs=args.ceiling_cnn_passes,
+                                  segment=k, actions=True)
+        m.add_labels(S[pa][..., cols], S[pb][..., cols], y, actions_first=A[pa], actions_second=A[pb])
+        f = m.fit()
+        res["state_mlp_cos_x_angular_velocity_and_action"] = {
+            "train_acc": f["acc"], "passes": f["epochs"],
+            "heldout_acc": m.accuracy(S[qa][..., cols], S[qb][..., cols], ty, actions_first=A[qa],
+                                      actions_second=A[qb])}
+        for tag in args.ceiling_inputs:
+            frames, actions = parse_input(tag)
+            t0 = time.perf_counter()
+            spec = InputSpec(None, True, (3, 48, 48), frames, A.shape[1] if actions else 0)
+            m = PreferenceRewardModel(spec, seed=0, epochs=args.ceiling_cnn_passes, segment=k, frames=frames,
+                                      actions=actions)
+            X = stacks[:, -3 * frames:]
+            kw = {"actions_first": A[pa], "actions_second": A[pb]} if actions else {}
+            m.add_labels(X[pa], X[pb], y, **kw)
+            f = m.fit()
+            kw = {"actions_first": A[qa], "actions_second": A[qb]} if actions else {}
+            res[f"cnn_{tag}"] = {"frames": frames, "actions": actions, "train_acc": f["acc"], "passes": f["epochs"],
+                                 "heldout_acc": m.accuracy(X[qa], X[qb], ty, **kw),
+                                 "seconds": time.perf_counter() - t0}
+            out[f"K{k}"] = res
+            print(f"inputs, segment {k}: {json.dumps(res)}", flush=True)
+        out[f"K{k}"] = res
     return out
 
 
@@ -508,6 +614,15 @@ def main() -> int:
                    help="with --fit-ceiling: also measure pairs of segments of these lengths K (agent steps)")
     p.add_argument("--ceiling-cnn-passes", type=int, default=50,
                    help="with --fit-ceiling --segment K: most passes of the MLP and CNN fits on segments of K")
+    p.add_argument("--ceiling-inputs", nargs="*", default=[], metavar="K[a]",
+                   help="with --fit-ceiling: also fit the CNN on these inputs -- K stacked frames, 'a': plus the "
+                        "action (e.g. 1 3 3a; --reward.pref-frames / --reward.pref-actions)")
+    p.add_argument("--ceiling-input-segments", type=int, nargs="+", default=[1],
+                   help="with --ceiling-inputs: the segment lengths to fit them on")
+    p.add_argument("--pref-frames", type=int, default=1,
+                   help="stacked frames the prefs arms' reward nets read (--reward.pref-frames; RL-VLM-F: 1)")
+    p.add_argument("--pref-actions", action="store_true",
+                   help="the prefs arms' reward nets also read the action (--reward.pref-actions)")
     p.add_argument("--ceiling-skip-frames", action="store_true",
                    help="with --fit-ceiling: skip the single-frame MLP and CNN fits (measured before)")
     p.add_argument("--segment", type=int, nargs="+", default=[1],
@@ -529,6 +644,11 @@ def main() -> int:
         return 0
     if min(args.segment) < 1:
         raise SystemExit(f"--segment must be >= 1, got {min(args.segment)}")
+    if not 1 <= args.pref_frames <= 3:
+        raise SystemExit(f"--pref-frames must be 1..3 (the env stacks 3 frames), got {args.pref_frames}")
+    INPUTS.update(frames=args.pref_frames, actions=bool(args.pref_actions))
+    if args.offline and (args.pref_frames > 1 or args.pref_actions):
+        raise SystemExit("--offline compares single-frame models; run it without --pref-frames / --pref-actions")
     if args.offline and max(args.segment) > 1:
         raise SystemExit("--offline compares single-frame models (fit_from_dataset's default); run it without --segment")
     global REPORT_ONLY
@@ -571,6 +691,10 @@ def main() -> int:
                      "--reward.query-every", str(sched["query_every"]), "--reward.max-queries", str(n)]
             if seg > 1:
                 extra += ["--reward.pref-segment", str(seg)]
+            if args.pref_frames > 1:
+                extra += ["--reward.pref-frames", str(args.pref_frames)]
+            if args.pref_actions:
+                extra += ["--reward.pref-actions"]
             wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
                                     *extra], run, work / f"{run.name}.log", walls, args.frames)
             if REPORT_ONLY and not run.exists():

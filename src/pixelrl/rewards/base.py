@@ -28,7 +28,8 @@ import numpy as np
 from pixelrl.errors import ConfigError
 
 __all__ = ["RewardModel", "RewardConfig", "RewardKind", "REWARD_KINDS", "MODES", "parse_spec", "split_prompts",
-           "build_reward_model", "check_observations", "combine", "split_reward_args", "reward_config_from_args", "accepted_specs"]
+           "build_reward_model", "bind_model", "check_observations", "combine", "split_reward_args",
+           "reward_config_from_args", "accepted_specs"]
 
 MODES = ("replace", "add")
 INPUTS = ("obs", "actions", "next_obs")
@@ -50,7 +51,8 @@ class RewardModel(Protocol):
 
     def bind(self, observation_space: Any, frame_stack: int) -> None:
         """Check that the model can score observations of this space (frame-stacked ``frame_stack`` times) and
-        record how to read them; raise :class:`ConfigError` (one line) otherwise. Called before training starts."""
+        record how to read them; raise :class:`ConfigError` (one line) otherwise. Called before training starts.
+        A model whose nets read actions also takes ``action_space`` (see :func:`bind_model`)."""
 
     def __call__(self, obs: Any, *, actions: Any = None, next_obs: Any = None) -> np.ndarray:
         """float32 rewards ``[B]`` of a batch of transitions."""
@@ -60,6 +62,19 @@ class RewardModel(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore (or, for a frozen model, check) what :meth:`state_dict` returned."""
+
+
+def bind_model(model: RewardModel, observation_space: Any, frame_stack: int, action_space: Any = None, *,
+               where: str = "") -> None:
+    """``model.bind`` as every caller does it: a model whose ``bind`` takes ``action_space`` (one whose nets read
+    actions, e.g. ``prefs:`` with ``--reward.pref-actions``) also gets it and ``where`` (the caller, named in its
+    error when it has no actions to give)."""
+    import inspect
+
+    if "action_space" in inspect.signature(model.bind).parameters:
+        model.bind(observation_space, frame_stack, action_space, where=where)
+    else:
+        model.bind(observation_space, frame_stack)
 
 
 def combine(model: RewardModel, env_reward: Any, model_reward: Any) -> np.ndarray:
@@ -336,6 +351,14 @@ class RewardConfig:
     """``prefs:`` what "equal" answers do: ``drop`` (RL-VLM-F drops -1 labels) or ``half`` (PEBBLE's soft target)."""
     pref_segment: int = 1
     """``prefs:`` steps per compared segment (RL-VLM-F: 1, single frames); a segment's score sums its rewards."""
+    pref_frames: int = 1
+    """``prefs:`` how many of the observation stack's newest frames the reward net reads (1 .. the frame stack;
+    RL-VLM-F: 1, the newest frame). Deviation when > 1: the frames are stacked as input channels so the net can see
+    velocities, which an oracle's label at an action repeat depends on and one frame cannot show."""
+    pref_actions: bool = False
+    """``prefs:`` the reward net also reads the action that led to the scored frame, ``r(s', a)`` as PEBBLE's and
+    SURF's reward nets on states (RL-VLM-F's image net reads none). Deviation when on: DMC's rewards carry a control
+    cost that no frame shows. Box actions only."""
     query_batch: int = 50
     """``prefs:`` pairs sent to the oracle per round (``reward_batch``; RL-VLM-F's cartpole run.sh: 50)."""
     query_every: int = 5000

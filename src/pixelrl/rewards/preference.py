@@ -58,6 +58,9 @@ CONV_KERNELS, CONV_CHANNELS, CONV_STRIDES = (5, 3, 3, 3), (16, 32, 64, 128), (3,
 """RL-VLM-F's image reward net (``gen_image_net``: the run.sh default for cartpole, drawer, sweep, soccer)."""
 MLP_HIDDEN, MLP_LAYERS = 256, 3
 """RL-VLM-F's state reward net (``gen_net`` with ``reward_model_H=256``, ``reward_model_layers=3``)."""
+ACTION_HIDDEN = 256
+"""Hidden units between the CNN's features (plus the action) and the output when the image net reads actions
+(``--reward.pref-actions``; ours, PEBBLE's hidden width)."""
 
 
 # ------------------------------------------------------------------------------------------- networks
@@ -74,9 +77,15 @@ def _fanin_init(t: torch.Tensor) -> None:
 class ImageRewardNet(nn.Module):
     """RL-VLM-F's CNN: four valid convolutions (kernels 5, 3, 3, 3; channels 16, 32, 64, 128; strides 3, 2, 2, 2;
     ReLU; weights fan-in uniform, biases 0), a linear layer to one output (weights and bias uniform in +-1e-3) and
-    tanh. Input: uint8 ``[B, C, H, W]`` scaled to [0, 1]."""
+    tanh. Input: uint8 ``[B, C, H, W]`` scaled to [0, 1] (``C``: one frame's channels, or K stacked frames' with
+    ``--reward.pref-frames K``).
 
-    def __init__(self, channels: int, height: int, width: int) -> None:
+    ``action_dim`` > 0 (``--reward.pref-actions``, our deviation: RL-VLM-F's image net reads no action): the
+    flattened conv features and the action go through one hidden layer of ``ACTION_HIDDEN`` ReLU units before the
+    output layer, ``r(s, a)`` as PEBBLE's / SURF's reward nets on states. A linear head on ``[features, a]`` could
+    only make the reward monotone in each action component, while DMC's control costs are quadratic in it."""
+
+    def __init__(self, channels: int, height: int, width: int, action_dim: int = 0) -> None:
         super().__init__()
         layers, c, h, w = [], channels, height, width
         for out, k, s in zip(CONV_CHANNELS, CONV_KERNELS, CONV_STRIDES):
@@ -90,31 +99,41 @@ class ImageRewardNet(nn.Module):
                                   "(RL-VLM-F's 4 valid convolutions need at least 47x47); render larger frames "
                                   "(e.g. --size 64 or the default 84)")
         self.conv = nn.Sequential(*layers)
-        self.head = nn.Linear(c * h * w, 1)
+        self.action_dim = int(action_dim)
+        out = nn.Linear(ACTION_HIDDEN if self.action_dim else c * h * w, 1)
         with torch.no_grad():
-            self.head.weight.uniform_(-1e-3, 1e-3)
-            self.head.bias.uniform_(-1e-3, 1e-3)
+            out.weight.uniform_(-1e-3, 1e-3)
+            out.bias.uniform_(-1e-3, 1e-3)
+        self.head = nn.Sequential(nn.Linear(c * h * w + self.action_dim, ACTION_HIDDEN), nn.ReLU(), out) \
+            if self.action_dim else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv(x.float() / 255.0)
-        return torch.tanh(self.head(h.flatten(1))).squeeze(-1)
+    def forward(self, x: torch.Tensor, a: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.conv(x.float() / 255.0).flatten(1)
+        if self.action_dim:
+            h = torch.cat([h, a.float().reshape(len(h), -1)], 1)
+        return torch.tanh(self.head(h)).squeeze(-1)
 
 
 class StateRewardNet(nn.Module):
     """RL-VLM-F's / PEBBLE's MLP: 3 hidden layers of 256 with LeakyReLU, one output, tanh (PyTorch's default
-    initialisation)."""
+    initialisation). ``action_dim`` > 0: the input is ``[state, action]``, as PEBBLE's (``reward_in = obs_dim +
+    action_dim``)."""
 
-    def __init__(self, dim: int, hidden: int = MLP_HIDDEN, layers: int = MLP_LAYERS) -> None:
+    def __init__(self, dim: int, hidden: int = MLP_HIDDEN, layers: int = MLP_LAYERS, action_dim: int = 0) -> None:
         super().__init__()
-        mods, d = [], dim
+        self.action_dim = int(action_dim)
+        mods, d = [], dim + self.action_dim
         for _ in range(layers):
             mods += [nn.Linear(d, hidden), nn.LeakyReLU()]
             d = hidden
         mods.append(nn.Linear(d, 1))
         self.net = nn.Sequential(*mods)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(x.float())).squeeze(-1)
+    def forward(self, x: torch.Tensor, a: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x.float()
+        if self.action_dim:
+            x = torch.cat([x, a.float().reshape(len(x), -1)], 1)
+        return torch.tanh(self.net(x)).squeeze(-1)
 
 
 def bradley_terry_loss(r1: torch.Tensor, r2: torch.Tensor, labels: torch.Tensor, *,
@@ -142,25 +161,61 @@ def bradley_terry_loss(r1: torch.Tensor, r2: torch.Tensor, labels: torch.Tensor,
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the reward nets read of an observation: the newest frame (``pixel``: ``shape = (C, H, W)``) or the state
-    vector (``shape = (d,)``), under dict key ``key`` (None: the observation itself)."""
+    """What the reward nets read of an observation: the newest frame (``pixel``: ``shape = (C, H, W)``, one frame's
+    channels) or the state vector (``shape = (d,)``), under dict key ``key`` (None: the observation itself);
+    ``frames``: how many of the stack's newest frames the image net reads (``--reward.pref-frames``; RL-VLM-F: 1);
+    ``action_dim``: the length of the action the net also reads (``--reward.pref-actions``; 0: none, RL-VLM-F)."""
 
     key: Optional[str]
     pixel: bool
     shape: tuple
+    frames: int = 1
+    action_dim: int = 0
+
+    @property
+    def net_shape(self) -> tuple:
+        """The observation part of a net input: ``(frames * C, H, W)`` or ``(d,)``."""
+        if self.pixel:
+            return (self.frames * self.shape[0], *self.shape[1:])
+        return tuple(self.shape)
 
     def to_json(self) -> dict:
-        return {"key": self.key, "pixel": self.pixel, "shape": list(self.shape)}
+        return {"key": self.key, "pixel": self.pixel, "shape": list(self.shape), "frames": self.frames,
+                "action_dim": self.action_dim}
 
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
-        return cls(d.get("key"), bool(d["pixel"]), tuple(int(x) for x in d["shape"]))
+        return cls(d.get("key"), bool(d["pixel"]), tuple(int(x) for x in d["shape"]), int(d.get("frames", 1)),
+                   int(d.get("action_dim", 0)))
 
 
-def input_spec(observation_space: Any, frame_stack: int) -> InputSpec:
-    """The :class:`InputSpec` for observations of this (frame-stacked) space: the ``pixels`` entry of a dict (else
-    its only entry), RGB or grey frames, or states; one ConfigError line otherwise."""
+def _action_dim(action_space: Any) -> int:
+    """The length of the flat float action a reward net reads: Box actions only (one ConfigError line otherwise)."""
     from gymnasium import spaces
+
+    if not isinstance(action_space, spaces.Box):
+        raise ConfigError(f"--reward.pref-actions reads continuous (Box) actions, got {type(action_space).__name__}; "
+                          "leave it off for this env")
+    return int(np.prod(action_space.shape))
+
+
+def input_spec(observation_space: Any, frame_stack: int, frames: int = 1, action_space: Any = None,
+               actions: bool = False, where: str = "") -> InputSpec:
+    """The :class:`InputSpec` for observations of this (frame-stacked) space: the ``pixels`` entry of a dict (else
+    its only entry), RGB or grey frames, or states; with ``frames`` K the newest K frames of the stack (1 <= K <=
+    ``frame_stack``, pixels only), with ``actions`` also the action (``action_space`` needed: a path that has none,
+    named by ``where``, is one line); one ConfigError line otherwise."""
+    from gymnasium import spaces
+
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ConfigError(f"--reward.pref-frames must be an integer >= 1, got {frames!r}")
+    action_dim = 0
+    if actions:
+        if action_space is None:
+            raise ConfigError("this preference reward model reads actions (--reward.pref-actions), but "
+                              f"{where or 'this caller'} gives none; use a model fitted without --reward.pref-actions "
+                              "here")
+        action_dim = _action_dim(action_space)
 
     space, key = observation_space, None
     if isinstance(space, spaces.Dict):
@@ -179,26 +234,45 @@ def input_spec(observation_space: Any, frame_stack: int) -> InputSpec:
         if shape[0] % s:
             raise ConfigError(f"pixel observations of {shape[0]} channels are not {s} stacked frames")
         c = shape[0] // s
-        return InputSpec(key, True, (c, shape[1], shape[2]))
+        if frames > s:
+            raise ConfigError(f"--reward.pref-frames {frames} asks for more frames than the observation stacks "
+                              f"({s}); use at most {s} or stack more frames (--frame-stack)")
+        return InputSpec(key, True, (c, shape[1], shape[2]), frames, action_dim)
     if len(shape) == 1:
-        return InputSpec(key, False, shape)
+        if frames != 1:
+            raise ConfigError(f"--reward.pref-frames {frames} stacks frames, but these observations are states "
+                              f"{list(shape)}; leave it at 1")
+        return InputSpec(key, False, shape, 1, action_dim)
     raise ConfigError(f"the preference reward reads uint8 [C, H, W] frame stacks or float [d] states, got "
                       f"{space.dtype} {list(shape)}")
 
 
 def extract_inputs(obs: Any, spec: InputSpec) -> np.ndarray:
     """A batch of observations as the environment gives them (stacks, states, dicts) -> the nets' inputs
-    ``[B, *spec.shape]`` (the newest frame of each stack)."""
+    ``[B, *spec.net_shape]`` (the newest ``spec.frames`` frames of each stack, oldest first)."""
     arr = observation_array(obs, spec.key, "the preference reward")
     if spec.pixel:
         c = spec.shape[0]
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[2:] != spec.shape[1:] or arr.shape[1] % c:
+        k = spec.frames
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[2:] != spec.shape[1:] or arr.shape[1] % c or \
+                arr.shape[1] < k * c:
             raise ConfigError(f"the preference reward scores uint8 [B, k*{c}, {spec.shape[1]}, {spec.shape[2]}] "
-                              f"frame stacks, got {arr.dtype} {list(arr.shape)}")
-        return arr[:, -c:]
+                              f"frame stacks of k >= {k} frames, got {arr.dtype} {list(arr.shape)}")
+        return arr[:, -k * c:]
     if arr.ndim != 2 or arr.shape[1:] != spec.shape:
         raise ConfigError(f"the preference reward scores [B, {spec.shape[0]}] states, got {list(arr.shape)}")
     return arr.astype(np.float32, copy=False)
+
+
+def stack_slots(frames: np.ndarray, rows: np.ndarray, floor: np.ndarray, k: int) -> np.ndarray:
+    """Net inputs of K stacked frames from per-slot frames (a replay's ``obs_i``, ``[N, C, H, W]``): for each row of
+    ``rows`` (any shape) the frames of rows ``r-k+1 .. r`` (oldest first), each clamped to ``floor[r]`` (the row of
+    that slot's episode start: a stack reaching before it repeats the reset frame, as the env's frame stack does).
+    Returns ``[*rows.shape, k*C, H, W]``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    idx = np.maximum(rows[..., None] + np.arange(-k + 1, 1, dtype=np.int64), floor[rows][..., None])
+    x = frames[idx]  # [*rows, k, C, H, W]
+    return x.reshape(*rows.shape, k * frames.shape[1], *frames.shape[2:])
 
 
 def to_rgb(frames: np.ndarray) -> np.ndarray:
@@ -251,22 +325,39 @@ class PreferenceRewardModel:
     RL-VLM-F scores the image rendered after each step and the offline paper the next observation).
 
     ``spec`` None: the nets are built by :meth:`bind` from the observation space. ``seed`` fixes the nets'
-    initialisation and the fit's shuffles (a model draws nothing from the global RNGs after construction)."""
+    initialisation and the fit's shuffles (a model draws nothing from the global RNGs after construction).
 
-    needs = frozenset({"next_obs"})
+    Two opt-in inputs beyond RL-VLM-F's single newest frame, both our deviations (the defaults keep theirs):
+
+    * ``frames`` K (``--reward.pref-frames``): the image net reads the newest K frames of the observation's stack
+      (``K * C`` input channels, oldest first), so it can see the pole's velocity. Why: at an action repeat the
+      oracle's label sums several frames' rewards, which depend on the angular velocity, and one frame cannot show
+      it (the fit ceiling in docs/rewards.md).
+    * ``actions`` (``--reward.pref-actions``): the nets also read the action that led to the scored observation --
+      ``r(s', a)``, PEBBLE's / SURF's reward nets -- because DMC's rewards carry a control cost. ``needs`` then
+      includes ``actions`` and :meth:`bind` needs the ``action_space``; a caller that has no actions gets one
+      ConfigError line."""
 
     def __init__(self, spec: Optional[InputSpec] = None, *, ensemble: int = 3, lr: float = 3e-4,
                  fit_batch_size: Optional[int] = None, epochs: int = 50, target_acc: float = 0.97,
                  equal: str = "drop", segment: int = 1, mode: str = "replace", scale: float = 1.0,
-                 batch_size: int = 64, device: str | torch.device = "cpu", seed: int = 0) -> None:
+                 batch_size: int = 64, device: str | torch.device = "cpu", seed: int = 0, frames: int = 1,
+                 actions: bool = False) -> None:
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if equal not in ("drop", "half"):
             raise ConfigError(f"equal must be 'drop' or 'half', got {equal!r}")
         for name, v, lo in (("ensemble", ensemble, 1), ("epochs", epochs, 1), ("segment", segment, 1),
-                            ("batch_size", batch_size, 1)):
+                            ("batch_size", batch_size, 1), ("frames", frames, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(actions, bool):
+            raise ConfigError(f"actions must be true or false, got {actions!r}")
+        self.frames, self.actions = int(frames), bool(actions)
+        self.needs = frozenset({"next_obs", "actions"} if self.actions else {"next_obs"})
+        if spec is not None and (spec.frames != self.frames or (spec.action_dim > 0) != self.actions):
+            raise ConfigError(f"the input spec reads {spec.frames} frame(s) and {spec.action_dim} action values, "
+                              f"the model was asked for frames={self.frames}, actions={self.actions}")
         self.mode, self.scale, self.batch_size = mode, float(scale), int(batch_size)
         self.ensemble_size, self.lr, self.epochs = int(ensemble), float(lr), int(epochs)
         self.fit_batch_size, self.target_acc, self.equal = fit_batch_size, float(target_acc), equal
@@ -278,6 +369,8 @@ class PreferenceRewardModel:
         self.labels_a: list[np.ndarray] = []  # [n, segment, *shape] chunks
         self.labels_b: list[np.ndarray] = []
         self.labels_y: list[np.ndarray] = []  # int64 [n] in {0, 1, EQUAL}
+        self.labels_act_a: list[np.ndarray] = []  # float32 [n, segment, action_dim] chunks (actions only)
+        self.labels_act_b: list[np.ndarray] = []
         self.history: list[dict] = []  # one entry per fit
         self.online: Optional[OnlinePreferenceLoop] = None
         if spec is not None:
@@ -289,15 +382,18 @@ class PreferenceRewardModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             if spec.pixel:
-                nets = [ImageRewardNet(*spec.shape) for _ in range(self.ensemble_size)]
+                nets = [ImageRewardNet(*spec.net_shape, action_dim=spec.action_dim)
+                        for _ in range(self.ensemble_size)]
             else:
-                nets = [StateRewardNet(spec.shape[0]) for _ in range(self.ensemble_size)]
+                nets = [StateRewardNet(spec.shape[0], action_dim=spec.action_dim) for _ in range(self.ensemble_size)]
         self.members = nn.ModuleList(nets).to(self.device)
         self.opt = torch.optim.Adam(self.members.parameters(), lr=self.lr)
 
-    def bind(self, observation_space: Any, frame_stack: int) -> None:
-        """Build the nets for these observations, or check that a loaded model reads this kind of observation."""
-        spec = input_spec(observation_space, frame_stack)
+    def bind(self, observation_space: Any, frame_stack: int, action_space: Any = None, *, where: str = "") -> None:
+        """Build the nets for these observations (and actions, with ``actions``), or check that a loaded model reads
+        this kind of observation. ``where`` names the caller in the error a model with ``actions`` gives when no
+        ``action_space`` is passed."""
+        spec = input_spec(observation_space, frame_stack, self.frames, action_space, self.actions, where)
         if self.spec is None:
             self._build(spec)
         elif spec != self.spec:
@@ -317,25 +413,47 @@ class PreferenceRewardModel:
     def _net_in(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(x), device=self.device)
 
+    def _actions(self, actions: Any, n: int, what: str = "the actions") -> Optional[np.ndarray]:
+        """float32 ``[n, action_dim]`` of a batch of actions (None when the nets read none); one line when a model
+        that reads actions gets none or the wrong length."""
+        if not self.spec.action_dim:
+            return None
+        if actions is None:
+            raise ConfigError("this preference reward model reads actions (--reward.pref-actions), but none were "
+                              "passed with the observations")
+        if hasattr(actions, "detach"):
+            actions = actions.detach().cpu().numpy()
+        a = np.asarray(actions, dtype=np.float32).reshape(n, -1) if np.size(actions) == n * self.spec.action_dim \
+            else None
+        if a is None:
+            raise ConfigError(f"{what} have shape {list(np.shape(actions))}; the preference reward model reads "
+                              f"{self.spec.action_dim} action values for each of {n} steps")
+        return a
+
     @torch.no_grad()
-    def member_rewards(self, inputs: np.ndarray) -> np.ndarray:
-        """float32 ``[ensemble, B]`` rewards of net inputs ``[B, *spec.shape]``."""
+    def member_rewards(self, inputs: np.ndarray, actions: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 ``[ensemble, B]`` rewards of net inputs ``[B, *spec.net_shape]`` (and actions ``[B, A]`` when
+        the nets read them)."""
         self._need_nets()
+        acts = self._actions(actions, len(inputs))
         out = np.empty((self.ensemble_size, len(inputs)), dtype=np.float32)
         for i in range(0, len(inputs), self.batch_size):
             x = self._net_in(inputs[i:i + self.batch_size])
+            a = self._net_in(acts[i:i + self.batch_size]) if acts is not None else None
             for k, net in enumerate(self.members):
-                out[k, i:i + len(x)] = net(x).float().cpu().numpy()
+                out[k, i:i + len(x)] = net(x, a).float().cpu().numpy()
         return out
 
-    def rewards(self, inputs: np.ndarray) -> np.ndarray:
-        """The ensemble-mean reward ``[B]`` of net inputs."""
-        return self.member_rewards(inputs).mean(0).astype(np.float32)
+    def rewards(self, inputs: np.ndarray, actions: Optional[np.ndarray] = None) -> np.ndarray:
+        """The ensemble-mean reward ``[B]`` of net inputs (and actions)."""
+        return self.member_rewards(inputs, actions).mean(0).astype(np.float32)
 
     def __call__(self, obs: Any = None, *, actions: Any = None, next_obs: Any = None) -> np.ndarray:
-        """float32 rewards ``[B]`` of each ``next_obs`` (of ``obs`` when ``next_obs`` is None)."""
+        """float32 rewards ``[B]`` of each ``next_obs`` (of ``obs`` when ``next_obs`` is None), with the action that
+        led to it when the nets read actions."""
         self._need_nets()
-        return self.rewards(extract_inputs(next_obs if next_obs is not None else obs, self.spec))
+        x = extract_inputs(next_obs if next_obs is not None else obs, self.spec)
+        return self.rewards(x, actions if self.spec.action_dim else None)
 
     def _need_nets(self) -> None:
         if self.members is None:
@@ -347,18 +465,33 @@ class PreferenceRewardModel:
     def num_labels(self) -> int:
         return int(sum(len(y) for y in self.labels_y))
 
-    def add_labels(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int]) -> int:
-        """Keep the answered pairs: ``first`` / ``second`` are net inputs ``[n, segment, *shape]`` (or
-        ``[n, *shape]`` for segment 1), ``labels`` ``[n]`` in {0, 1, EQUAL, SKIP}. ``SKIP`` is dropped, and so is
-        ``EQUAL`` unless ``equal='half'``. Returns the number kept."""
+    def _pair_actions(self, actions: Any, n: int, s: int, side: str) -> Optional[np.ndarray]:
+        """float32 ``[n, s, action_dim]`` actions of one side of ``n`` pairs of ``s``-step segments (None when the
+        nets read none)."""
+        if not self.spec.action_dim:
+            return None
+        if actions is None:
+            raise ConfigError(f"this preference reward model reads actions (--reward.pref-actions): pass "
+                              f"actions_{side} with the pairs")
+        return self._actions(actions, n * s, f"actions_{side}").reshape(n, s, -1)
+
+    def add_labels(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int], *,
+                   actions_first: Any = None, actions_second: Any = None) -> int:
+        """Keep the answered pairs: ``first`` / ``second`` are net inputs ``[n, segment, *spec.net_shape]`` (or
+        ``[n, *net_shape]`` for segment 1), ``labels`` ``[n]`` in {0, 1, EQUAL, SKIP}; with ``actions`` also each
+        step's action (``[n, segment, A]`` or ``[n, A]``). ``SKIP`` is dropped, and so is ``EQUAL`` unless
+        ``equal='half'``. Returns the number kept."""
         self._need_nets()
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         a, b = np.asarray(first), np.asarray(second)
-        if a.ndim == len(self.spec.shape) + 1:
+        shape = self.spec.net_shape
+        if a.ndim == len(shape) + 1:
             a, b = a[:, None], b[:, None]
-        if a.shape != b.shape or a.shape[0] != y.size or a.shape[2:] != self.spec.shape:
+        if a.shape != b.shape or a.shape[0] != y.size or a.shape[2:] != shape:
             raise ConfigError(f"pairs of shape {list(a.shape)} / {list(b.shape)} with {y.size} labels do not fit "
-                              f"segments of {list(self.spec.shape)}")
+                              f"segments of {list(shape)}")
+        aa = self._pair_actions(actions_first, *a.shape[:2], "first")
+        ab = self._pair_actions(actions_second, *a.shape[:2], "second")
         bad = ~np.isin(y, (0, 1, EQUAL, SKIP))
         if bad.any():
             raise ConfigError(f"labels must be 0, 1, {EQUAL} (equal) or {SKIP} (skip), got {y[bad][:5].tolist()}")
@@ -367,11 +500,15 @@ class PreferenceRewardModel:
             self.labels_a.append(np.ascontiguousarray(a[keep]))
             self.labels_b.append(np.ascontiguousarray(b[keep]))
             self.labels_y.append(y[keep])
+            if aa is not None:
+                self.labels_act_a.append(np.ascontiguousarray(aa[keep]))
+                self.labels_act_b.append(np.ascontiguousarray(ab[keep]))
         return int(keep.sum())
 
-    def _segment_scores(self, net: nn.Module, x: np.ndarray) -> torch.Tensor:
+    def _segment_scores(self, net: nn.Module, x: np.ndarray, act: Optional[np.ndarray] = None) -> torch.Tensor:
         n, s = x.shape[:2]
-        r = net(self._net_in(x.reshape(n * s, *x.shape[2:])))
+        a = self._net_in(act.reshape(n * s, -1)) if act is not None else None
+        r = net(self._net_in(x.reshape(n * s, *x.shape[2:])), a)
         return r.reshape(n, s).sum(1)
 
     def fit(self) -> dict[str, float]:
@@ -386,6 +523,8 @@ class PreferenceRewardModel:
             return out
         A = np.concatenate(self.labels_a)
         B = np.concatenate(self.labels_b)
+        AA = np.concatenate(self.labels_act_a) if self.spec.action_dim else None
+        AB = np.concatenate(self.labels_act_b) if self.spec.action_dim else None
         Y = torch.as_tensor(np.concatenate(self.labels_y), device=self.device)
         bs = self.fit_batch
         acc = loss_mean = float("nan")
@@ -400,8 +539,8 @@ class PreferenceRewardModel:
                 total = 0.0
                 for k, net in enumerate(self.members):
                     idx = perms[k][s:s + bs]
-                    r1 = self._segment_scores(net, A[idx])
-                    r2 = self._segment_scores(net, B[idx])
+                    r1 = self._segment_scores(net, A[idx], AA[idx] if AA is not None else None)
+                    r2 = self._segment_scores(net, B[idx], AB[idx] if AB is not None else None)
                     loss, c = bradley_terry_loss(r1, r2, Y[torch.as_tensor(idx, device=self.device)],
                                                  equal=self.equal)
                     total = total + loss
@@ -420,31 +559,36 @@ class PreferenceRewardModel:
         return out
 
     @torch.no_grad()
-    def accuracy(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int]) -> float:
+    def accuracy(self, first: np.ndarray, second: np.ndarray, labels: Sequence[int], *,
+                 actions_first: Any = None, actions_second: Any = None) -> float:
         """Share of pairs (labels 0/1 only) whose ensemble-mean segment scores order them as labelled."""
         y = np.asarray(labels).reshape(-1)
         a, b = np.asarray(first), np.asarray(second)
-        if a.ndim == len(self.spec.shape) + 1:
+        if a.ndim == len(self.spec.net_shape) + 1:
             a, b = a[:, None], b[:, None]
         m = (y == 0) | (y == 1)
         if not m.any():
             return float("nan")
         n, s = a.shape[:2]
-        ra = self.rewards(a[m].reshape(-1, *a.shape[2:])).reshape(-1, s).sum(1)
-        rb = self.rewards(b[m].reshape(-1, *b.shape[2:])).reshape(-1, s).sum(1)
+        aa = self._pair_actions(actions_first, n, s, "first")
+        ab = self._pair_actions(actions_second, n, s, "second")
+        ra = self.rewards(a[m].reshape(-1, *a.shape[2:]),
+                          aa[m].reshape(-1, aa.shape[-1]) if aa is not None else None).reshape(-1, s).sum(1)
+        rb = self.rewards(b[m].reshape(-1, *b.shape[2:]),
+                          ab[m].reshape(-1, ab.shape[-1]) if ab is not None else None).reshape(-1, s).sum(1)
         return float(((rb > ra).astype(int) == y[m]).mean())
 
     # ---- state (checkpoints) and model folders
     def settings(self) -> dict:
         return {"ensemble": self.ensemble_size, "lr": self.lr, "fit_batch_size": self.fit_batch_size,
                 "epochs": self.epochs, "target_acc": self.target_acc, "equal": self.equal, "segment": self.segment,
-                "seed": self.seed}
+                "seed": self.seed, "frames": self.frames, "actions": self.actions}
 
     def state_dict(self) -> dict:
         """Weights, the optimizer, the kept labels, the fit RNG and history, and the online loop's state: what an
         exact resume needs."""
         self._need_nets()
-        shape = (0, self.segment, *self.spec.shape)
+        shape = (0, self.segment, *self.spec.net_shape)
         dtype = np.uint8 if self.spec.pixel else np.float32
         state = {
             "spec": self.spec.to_json(),
@@ -457,6 +601,10 @@ class PreferenceRewardModel:
             "rng": self.rng.bit_generator.state,
             "history": json.dumps(self.history),
         }
+        if self.spec.action_dim:
+            empty = np.zeros((0, self.segment, self.spec.action_dim), np.float32)
+            state["labels_act_a"] = np.concatenate(self.labels_act_a) if self.labels_act_a else empty
+            state["labels_act_b"] = np.concatenate(self.labels_act_b) if self.labels_act_b else empty
         if self.online is not None:
             state["online"] = self.online.state_dict()
         return state
@@ -474,6 +622,9 @@ class PreferenceRewardModel:
         self.labels_a = [np.asarray(state["labels_a"])] if y.size else []
         self.labels_b = [np.asarray(state["labels_b"])] if y.size else []
         self.labels_y = [y] if y.size else []
+        if self.spec.action_dim:
+            self.labels_act_a = [np.asarray(state["labels_act_a"], np.float32)] if y.size else []
+            self.labels_act_b = [np.asarray(state["labels_act_b"], np.float32)] if y.size else []
         self.rng.bit_generator.state = state["rng"]
         self.history = json.loads(state["history"])
         if self.online is not None:
@@ -524,8 +675,7 @@ def load_preference_model(folder: str | os.PathLike, *, mode: str = "replace", s
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptFileError(f"{folder / MODEL_FILE} is not a readable preference model description ({e})")
         model = PreferenceRewardModel(spec, mode=mode, scale=scale, batch_size=batch_size, device=device,
-                                      **{k: settings[k] for k in ("ensemble", "lr", "fit_batch_size", "epochs",
-                                                                  "target_acc", "equal", "segment", "seed")})
+                                      **_settings_kwargs(settings))
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -548,8 +698,7 @@ def load_preference_model(folder: str | os.PathLike, *, mode: str = "replace", s
                               "not trained with --reward prefs:...)")
         spec, settings = InputSpec.from_json(rm["spec"]), rm["settings"]
         model = PreferenceRewardModel(spec, mode=mode, scale=scale, batch_size=batch_size, device=device,
-                                      **{k: settings[k] for k in ("ensemble", "lr", "fit_batch_size", "epochs",
-                                                                  "target_acc", "equal", "segment", "seed")})
+                                      **_settings_kwargs(settings))
         model.members.load_state_dict({k: torch.as_tensor(v) for k, v in rm["members"].items()})
         model.history = json.loads(rm["history"])
         model.members.eval()
@@ -562,11 +711,22 @@ def load_preference_model(folder: str | os.PathLike, *, mode: str = "replace", s
                       "trained with --reward prefs:...; pass one of those")
 
 
+def _settings_kwargs(settings: dict) -> dict:
+    """Constructor arguments from a saved ``settings`` block (models saved before ``frames`` / ``actions`` existed
+    read one frame and no action)."""
+    out = {k: settings[k] for k in ("ensemble", "lr", "fit_batch_size", "epochs", "target_acc", "equal", "segment",
+                                    "seed")}
+    out["frames"], out["actions"] = int(settings.get("frames", 1)), bool(settings.get("actions", False))
+    return out
+
+
 def _describe(spec: InputSpec) -> str:
     where = f" under key {spec.key!r}" if spec.key else ""
+    extra = "" if spec.frames == 1 else f" ({spec.frames} stacked)"
+    extra += f" with {spec.action_dim}-d actions" if spec.action_dim else ""
     if spec.pixel:
-        return f"{spec.shape[0]}-channel {spec.shape[1]}x{spec.shape[2]} frames{where}"
-    return f"{spec.shape[0]}-d states{where}"
+        return f"{spec.shape[0]}-channel {spec.shape[1]}x{spec.shape[2]} frames{where}{extra}"
+    return f"{spec.shape[0]}-d states{where}{extra}"
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> dict:
@@ -684,12 +844,13 @@ class OnlinePreferenceLoop:
         if a0.size == 0:  # nothing stored that fits a segment yet: try again at the next step
             return {}
         ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
-        x = self._inputs(arrays)
-        query = PairQuery(first=x[ra], second=x[rb], returns_first=env_r[ra].astype(np.float64).sum(1),
+        (xa, aa), (xb, ab) = self._gather(arrays, lo, ra), self._gather(arrays, lo, rb)
+        query = PairQuery(first=xa, second=xb, returns_first=env_r[ra].astype(np.float64).sum(1),
                           returns_second=env_r[rb].astype(np.float64).sum(1), round=self.rounds,
-                          pixel=model.spec.pixel)
+                          pixel=model.spec.pixel, channels=model.spec.shape[0] if model.spec.pixel else None,
+                          actions_first=aa, actions_second=ab)
         labels = np.asarray(self.oracle.label(query), dtype=np.int64)
-        kept = model.add_labels(query.first, query.second, labels)
+        kept = model.add_labels(query.first, query.second, labels, actions_first=aa, actions_second=ab)
         self.sent += k
         self.kept += kept
         fit = model.fit()
@@ -708,7 +869,7 @@ class OnlinePreferenceLoop:
         return self.last
 
     def _inputs(self, arrays: dict) -> np.ndarray:
-        """The nets' input of every live slot (the newest frame or the state stored there)."""
+        """What the replay stores per live slot for the nets' input (the slot's frame or state)."""
         from pixelrl.data.replay import parse_obs_space
 
         keys = parse_obs_space(self.replay.observation_space, self.replay.frame_stack, store="the replay stores")
@@ -717,6 +878,21 @@ class OnlinePreferenceLoop:
             if key.name == spec.key:
                 return arrays[f"obs_{i}"]
         raise ConfigError(f"the replay stores no observation entry {spec.key!r}")
+
+    def _gather(self, arrays: dict, lo: int, rows: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Net inputs ``[*rows.shape, *net_shape]`` of these live-slot rows -- the slot's frame, or with
+        ``frames`` K the K frames ending there (clamped to the episode's reset frame, as the env stacks them) --
+        and, when the nets read actions, the action stored with each slot (the one that led to it)."""
+        spec = self.model.spec
+        x = self._inputs(arrays)
+        if spec.pixel and spec.frames > 1:
+            x = stack_slots(x, rows, np.maximum(np.asarray(arrays["ep_start"], np.int64) - lo, 0), spec.frames)
+        else:
+            x = x[rows]
+        acts = None
+        if spec.action_dim:
+            acts = np.asarray(arrays["action"][rows], dtype=np.float32).reshape(*rows.shape, spec.action_dim)
+        return x, acts
 
     def stats(self) -> dict[str, float]:
         """What the train rows log: pairs sent, labels kept, rounds, and the last fit's accuracy."""
@@ -757,9 +933,10 @@ class OnlinePreferenceLoop:
 
 @dataclass
 class PairQuery:
-    """A batch of pairs to compare: net inputs ``[n, segment, *shape]`` of each side, their true returns where
+    """A batch of pairs to compare: net inputs ``[n, segment, *net_shape]`` of each side, their true returns where
     known (the env's rewards summed over the segment; None offline without rewards), the round number (a person's
-    queue keeps one batch per round) and whether the inputs are frames."""
+    queue keeps one batch per round), whether the inputs are frames, one frame's channels (None: the inputs are
+    single frames) and, for nets that read actions, each step's action ``[n, segment, A]``."""
 
     first: np.ndarray
     second: np.ndarray
@@ -767,15 +944,22 @@ class PairQuery:
     returns_second: Optional[np.ndarray] = None
     round: int = 0
     pixel: bool = True
+    channels: Optional[int] = None
+    actions_first: Optional[np.ndarray] = None
+    actions_second: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.first)
 
     def frames(self) -> tuple[np.ndarray, np.ndarray]:
-        """``uint8 [n, segment, H, W, 3]`` of each side, for a VLM or a person."""
+        """``uint8 [n, segment, H, W, 3]`` of each side (the newest frame of stacked inputs), for a VLM or a
+        person."""
         if not self.pixel:
             raise ConfigError("this oracle compares images, but the preference model reads states")
-        return to_rgb(self.first), to_rgb(self.second)
+        c = self.channels
+        if c is None:
+            return to_rgb(self.first), to_rgb(self.second)
+        return to_rgb(self.first[..., -c:, :, :]), to_rgb(self.second[..., -c:, :, :])
 
 
 # ------------------------------------------------------------------------------------------- offline
@@ -793,8 +977,9 @@ def fit_from_dataset(dataset: Any, oracle: Any, *, queries: int, out: Optional[s
     ds = dataset if isinstance(dataset, OfflineDataset) else load_dataset(dataset)
     if model is None:
         model = PreferenceRewardModel(seed=seed, **model_kwargs)
-    model.bind(ds.observation_space, ds.frame_stack)
+    model.bind(ds.observation_space, ds.frame_stack, ds.action_space)
     inputs, rewards, first, ep_start = dataset_steps(ds, model.spec)
+    acts = dataset_actions(ds) if model.spec.action_dim else None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
     seg = model.segment
     sent = 0
@@ -805,9 +990,11 @@ def fit_from_dataset(dataset: Any, oracle: Any, *, queries: int, out: Optional[s
         if a0.size == 0:
             raise ConfigError(f"the dataset has no {seg} consecutive steps of one episode to compare")
         ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
+        aa, ab = (acts[ra], acts[rb]) if acts is not None else (None, None)
         q = PairQuery(inputs[ra], inputs[rb], rewards[ra].sum(1), rewards[rb].sum(1), round=sent // query_batch,
-                      pixel=model.spec.pixel)
-        model.add_labels(q.first, q.second, oracle.label(q))
+                      pixel=model.spec.pixel, channels=model.spec.shape[0] if model.spec.pixel else None,
+                      actions_first=aa, actions_second=ab)
+        model.add_labels(q.first, q.second, oracle.label(q), actions_first=aa, actions_second=ab)
         sent += k
     model.fit()
     if out is not None:
@@ -836,6 +1023,16 @@ def dataset_steps(ds: Any, spec: InputSpec) -> tuple[np.ndarray, np.ndarray, np.
     return np.concatenate(xs), np.concatenate(rs), np.concatenate(fs), np.concatenate(es)
 
 
+def dataset_actions(ds: Any) -> np.ndarray:
+    """float32 ``[rows, A]``: the action of each row of :func:`dataset_steps` (the one that led to the row's
+    observation; zeros on each episode's first row, which is never a step)."""
+    out = []
+    for ep in ds.iter_episodes(stacked=False):
+        a = np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["actions"]), -1)
+        out.append(np.concatenate([np.zeros((1, a.shape[1]), np.float32), a]))
+    return np.concatenate(out)
+
+
 # ------------------------------------------------------------------------------------------- --reward prefs:...
 
 
@@ -849,7 +1046,7 @@ def _oracle_name(cfg: Any) -> Optional[str]:
 def check_config(cfg: Any) -> dict:
     """Check the ``prefs:`` fields of a :class:`~pixelrl.rewards.base.RewardConfig` (one ConfigError line each)."""
     ints = {"pref_ensemble": 1, "pref_epochs": 1, "pref_segment": 1, "query_batch": 1, "query_every": 1,
-            "max_queries": 1}
+            "max_queries": 1, "pref_frames": 1}
     for name, lo in ints.items():
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -867,7 +1064,15 @@ def check_config(cfg: Any) -> dict:
             raise ConfigError(f"--reward.{name.replace('_', '-')} must be a number {rng}, got {v!r}")
     if cfg.pref_equal not in ("drop", "half"):
         raise ConfigError(f"--reward.pref-equal must be drop or half, got {cfg.pref_equal!r}")
+    if not isinstance(cfg.pref_actions, bool):
+        raise ConfigError(f"--reward.pref-actions must be true or false, got {cfg.pref_actions!r}")
     oracle = _oracle_name(cfg)
+    if oracle == "person" and (cfg.pref_frames != 1 or cfg.pref_actions):
+        raise ConfigError("--reward prefs:person labels single frames in the label queue; --reward.pref-frames and "
+                          "--reward.pref-actions work with prefs:scripted and prefs:vlm")
+    if oracle is None and (cfg.pref_frames != 1 or cfg.pref_actions):
+        raise ConfigError("--reward.pref-frames and --reward.pref-actions describe a model learned online; a fitted "
+                          "model folder keeps its own inputs (leave them out)")
     if oracle == "person" and not (isinstance(cfg.queue, str) and cfg.queue.strip()):
         raise ConfigError("--reward prefs:person needs --reward.queue DIR, the label queue a person answers with "
                           "`pixelrl label DIR`")
@@ -910,7 +1115,8 @@ def build(cfg: Any, device: Any) -> PreferenceRewardModel:
     model = PreferenceRewardModel(ensemble=cfg.pref_ensemble, lr=cfg.pref_lr, fit_batch_size=cfg.pref_fit_batch,
                                   epochs=cfg.pref_epochs, target_acc=cfg.pref_target_acc, equal=cfg.pref_equal,
                                   segment=cfg.pref_segment, mode=cfg.mode, scale=cfg.scale,
-                                  batch_size=cfg.batch_size, device=device, seed=seed)
+                                  batch_size=cfg.batch_size, device=device, seed=seed, frames=cfg.pref_frames,
+                                  actions=cfg.pref_actions)
     from pixelrl.rewards import oracles
 
     if oracle_name == "scripted":

@@ -17,7 +17,7 @@ import numpy as np
 from pixelrl.data.dataset import DATA_DIR, METADATA_FILE, DatasetWriter, OfflineDataset, load_dataset
 from pixelrl.data.replay import parse_obs_space
 from pixelrl.errors import ConfigError
-from pixelrl.rewards.base import RewardModel, combine
+from pixelrl.rewards.base import RewardModel, bind_model, combine
 
 __all__ = ["relabel_replay", "relabel_dataset"]
 
@@ -45,7 +45,7 @@ def relabel_replay(replay: Any, model: RewardModel, *, chunk: Optional[int] = No
     Returns ``{"steps": relabelled steps, "mean_reward": mean of the new rewards, "seconds": time taken}``.
     """
     t0 = time.perf_counter()
-    model.bind(replay.observation_space, replay.frame_stack)
+    bind_model(model, replay.observation_space, replay.frame_stack, replay.action_space, where="the replay")
     state = replay.state_dict()
     meta, arrays = state["meta"], state["arrays"]
     lo, hi = int(meta["lo"]), int(meta["hi"])
@@ -113,7 +113,7 @@ def relabel_dataset(src: Any, out: str | Path, model: RewardModel, *, spec: Opti
         raise ConfigError(f"{out} already exists; choose a new --out folder (relabelling never overwrites a dataset)")
     if out.resolve() == ds.path.resolve():
         raise ConfigError("--out must be a new folder, not the source dataset")
-    model.bind(ds.observation_space, ds.frame_stack)
+    bind_model(model, ds.observation_space, ds.frame_stack, ds.action_space, where="the dataset")
     src_meta = json.loads((ds.path / DATA_DIR / METADATA_FILE).read_text())
     block = src_meta.get("pixelrl", {})
     user = dict(ds.metadata)

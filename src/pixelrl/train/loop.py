@@ -171,7 +171,9 @@ class Trainer:
         env_kwargs = self._make_eval_env(cfg)
         frame_stack = int(self.eval_env.get_wrapper_attr("frame_stack"))
         if self.reward_model is not None:
-            self.reward_model.bind(self.obs_space, frame_stack)
+            from pixelrl.rewards.base import bind_model
+
+            bind_model(self.reward_model, self.obs_space, frame_stack, self.action_space, where="the trainer")
         self.snapshot_wrapper = None
         wrap = None
         if cfg.snapshot_bank is not None:
