@@ -12,9 +12,11 @@ setup:
 train: setup
 	$(VENV)/bin/pixelrl train $(ARGS)
 
-## Run the test suite.
+## Run the test suite: test files spread over WORKERS processes (pytest-xdist; default: the CPU count, at most 4;
+## WORKERS=0 runs them all in this process).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(WORKERS) --dist loadfile $(ARGS)
 
 ## Run the CPU benchmarks (each prints its measurement and writes benchmarks/results/).
 bench: setup
