@@ -26,7 +26,12 @@ as cheap as an RLCM one: the RLCM/DDPO wall-time ratio of 0.9 measured that, not
 CPU-sized settings (named deviations from the authors, who sample 8 GPUs' worth per epoch): 16 images per epoch
 (``--batches`` 2 of ``--batch`` 8, one update per batch; GRPO: groups of 4); the other DDIM arms' ``--ddim-steps``
 (default 20); RLCM's 8 LCM steps, 4 batches of 4 (its config's per-GPU batch). The result names the machine and is labelled
-``reduced`` when the budget is below the goal's 15 minutes.
+``reduced`` when the budget is below the goal's 15 minutes. ``--group-size``, ``--train-batch`` and ``--grad-accum``
+give the GRPO arm Visual-RFT's groups of 8 and more images per optimizer step (e.g. ``--batch 16 --batches 4
+--grad-accum 4``: one step per 64 images, in the memory of 16).
+
+``--verifier-check`` trains nothing: it measures the verifier's precision and recall on a generator's images, judged
+by a second, rule-based labeller (``pixelrl.genrl.verifier_check``), and on degraded rendered scenes.
 
     python benchmarks/genrl_cpu.py --threads 2                                    # the full comparison (~1 h)
     python benchmarks/genrl_cpu.py --generator G --lcm L --verifier V --minutes 5 --out benchmarks/results/genrl_cpu_reduced.json
@@ -109,7 +114,7 @@ def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float
     v = f"shapes-verifier:{ver}"
     trained_v = f"shapes-verifier-partial:{ver}" if args.verifier_reward == "partial" else v
     batches = ["--sample-batch-size", str(args.batch), "--sample-batches", str(args.batches), "--train-batch-size",
-               str(args.batch), "--grad-accum", "1"]
+               str(args.train_batch or args.batch), "--grad-accum", str(args.grad_accum)]
     ddim = ["--steps", str(args.ddim_steps), *batches]
     ddpo = ["--steps", str(args.ddpo_steps), *batches]  # eta 1 (the default) as DDPO's sample.eta
     if args.guidance is not None:
@@ -122,7 +127,7 @@ def arms(gen: str, lcm: str, ver: str, args) -> dict[str, tuple[list[str], float
         "rlcm-jpeg": (["--model", lcm, "--algo", "rlcm", "--reward", "jpeg-compressibility", "--heldout-reward", v,
                        "--sample-batch-size", "4", "--sample-batches", "4"], args.minutes),
         "grpo-verifier": (["--model", gen, "--algo", "grpo", "--reward", trained_v, "--heldout-reward",
-                           "jpeg-compressibility", *ddim, "--group-size", "4"], args.minutes),
+                           "jpeg-compressibility", *ddim, "--group-size", str(args.group_size)], args.minutes),
     }
     if args.all:
         out.update({
@@ -322,7 +327,24 @@ def base_rates(args) -> dict:
                              f"{v['signal_groups_g4']:.3f} prompts-in-[0.1,0.9] {v['prompts_in_10_90']}"
                              for n, v in per_ver.items())
             print(f"generator {steps_trained} steps, guidance {w:g} ({wall:.0f}s): {line}", flush=True)
+    split = {}
+    if args.heldout_prompt_file:  # success on the prompts a run trained on vs the ones it kept out
+        from pixelrl.genrl.trainer import read_prompts
+
+        held = set(read_prompts(args.heldout_prompt_file))
+        for row in rows:
+            key = f"{row['generator']} (guidance {row['guidance']:g})"
+            split[key] = {}
+            for name in vers:
+                part = {}
+                for label, want in (("trained_prompts", False), ("heldout_prompts", True)):
+                    st = [x for x in row["per_prompt"] if (x["prompt"] in held) == want]
+                    n = round(sum(x[name + "_success"] * x["images"] for x in st))
+                    images = sum(x["images"] for x in st)
+                    part[label] = {"successes": n, "images": images, "success": n / images if images else None}
+                split[key][name] = part
     return {"benchmark": "genrl_base_rate", **prov, "loadavg_end": os.getloadavg(),
+            "split_summary": split, "heldout_prompts": sorted(held) if args.heldout_prompt_file else [],
             "note": f"per-prompt success of generators before RL; {args.per_prompt} images per prompt, "
                     f"{len(prompts)} prompts, DDIM {args.ddim_steps} steps eta 1 (the GRPO arm's sampler); "
                     "success = every predicted count equals the request (the strict reward of grpo-verifier); "
@@ -334,6 +356,134 @@ def base_rates(args) -> dict:
                                                for k in ("noise", "blur", "jitter", "steps", "pool_images")}}
                           for n, v in vers.items()},
             "prompts": prompts, "rows": rows}
+
+
+def verifier_check(args) -> dict:
+    """``--verifier-check``: precision and recall of each ``--base-verifiers`` detector's success (every count
+    exact) on (a) ``--per-prompt`` images of every prompt from each ``--base-generators`` generator (the GRPO arm's
+    sampler: ``--ddim-steps``, eta 1, ``--guidances[0]``, noise from ``--seed``), against the labels of a second,
+    learning-free method (:func:`pixelrl.genrl.verifier_check.rule_labels`: saturated regions on the grey
+    background, the nearest palette hue, the best-overlapping rendered shape template); (b) rendered scenes of the
+    generator's vocabulary, degraded by blur, colour jitter and noise at several strengths (exact ground truth),
+    each scored against its own prompt (right) and against another prompt (wrong). Writes ``--out`` and, per
+    generator, a grid ``--out`` stem + ``_<generator>.png`` (rows: prompts; frame: green when the rules say right,
+    red when wrong, grey when unclear; one corner mark per verifier, white when it accepts)."""
+    import torch
+    from PIL import Image, ImageDraw
+
+    from pixelrl.genrl.generator import read_generator_info
+    from pixelrl.genrl.rewards import ShapesVerifierReward
+    from pixelrl.genrl.sampler import make_schedule, sample
+    from pixelrl.genrl.shapes_data import ShapesVocabulary, parse_prompt, prompt_of, sample_batch
+    from pixelrl.genrl.verifier_check import degrade_images, precision_recall, rule_labels
+
+    torch.set_num_threads(args.threads)
+    prov = _provenance()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    vers = {Path(v).name: ShapesVerifierReward(v) for v in args.base_verifiers}
+    marked = list(vers)  # the grid marks each folder's own decision rule
+    for v in args.base_verifiers:  # and the table also other count thresholds of the same detectors
+        for t in args.check_thresholds or []:
+            vers[f"{Path(v).name}@{t:g}"] = ShapesVerifierReward(v, threshold=t)
+    vocab_d = read_generator_info(args.base_generators[0]).get("prompt_vocabulary")
+    vocab = ShapesVocabulary.from_dict(vocab_d) if isinstance(vocab_d, dict) else ShapesVocabulary()
+    if args.prompt_file:
+        from pixelrl.genrl.trainer import read_prompts
+
+        prompts = read_prompts(args.prompt_file)
+    else:
+        prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+    out_json = Path(args.out)
+    gens = []
+    for g in args.base_generators:
+        gen, steps_trained = _load_for_base_rate(g)
+        sched = make_schedule(gen, args.ddim_steps, 1.0)
+        todo = [p for p in prompts for _ in range(args.per_prompt)]
+        noise = torch.Generator().manual_seed(int(args.seed))
+        t0 = time.perf_counter()
+        imgs = torch.cat([sample(gen, sched, todo[i:i + 32], guidance=args.guidances[0], generator=noise).images
+                          for i in range(0, len(todo), 32)]).clamp(0, 1)
+        labels = rule_labels(imgs.numpy(), vocab)
+        right = [lab["clear"] and lab["groups"] == parse_prompt(p, vocab) for lab, p in zip(labels, todo)]
+        row = {"generator": g, "generator_steps": steps_trained, "guidance": args.guidances[0],
+               "images": len(todo), "rules_right": int(sum(right)),
+               "rules_unclear": int(sum(not lab["clear"] for lab in labels)), "verifiers": {},
+               "sample_s": time.perf_counter() - t0}
+        acc = {}
+        for name, v in vers.items():
+            v(imgs, todo)
+            acc[name] = v.last_info["success"].numpy()
+            pr = precision_recall(acc[name], right)
+            per_prompt = {p: {"right": int(np.sum(right[k * args.per_prompt:(k + 1) * args.per_prompt])),
+                              "accepted": int(acc[name][k * args.per_prompt:(k + 1) * args.per_prompt].sum()),
+                              "accepted_right": int(np.sum(acc[name][k * args.per_prompt:(k + 1) * args.per_prompt]
+                                                           & np.asarray(right[k * args.per_prompt:
+                                                                              (k + 1) * args.per_prompt])))}
+                          for k, p in enumerate(prompts)}
+            row["verifiers"][name] = {**pr, "success_rate": float(acc[name].mean()), "per_prompt": per_prompt}
+            print(f"{Path(g).name}: {name} precision {pr['precision']} recall {pr['recall']} "
+                  f"(accepted {pr['accepted']}, right by the rules {pr['right']} of {pr['images']})", flush=True)
+        # the grid to check the rules by eye
+        k_img = min(args.per_prompt, 16)
+        cell, pad = 96, 6
+        canvas = Image.new("RGB", (k_img * (cell + 2 * pad), len(prompts) * (cell + 2 * pad)), (255, 255, 255))
+        draw = ImageDraw.Draw(canvas)
+        for pi in range(len(prompts)):
+            for j in range(k_img):
+                i = pi * args.per_prompt + j
+                x0, y0 = j * (cell + 2 * pad), pi * (cell + 2 * pad)
+                frame = (0, 170, 0) if right[i] else ((150, 150, 150) if not labels[i]["clear"] else (220, 0, 0))
+                draw.rectangle([x0, y0, x0 + cell + 2 * pad - 1, y0 + cell + 2 * pad - 1], fill=frame)
+                tile = (imgs[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                canvas.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST), (x0 + pad, y0 + pad))
+                for vi, name in enumerate(marked):
+                    colour = (255, 255, 255) if acc[name][i] else (0, 0, 0)
+                    draw.rectangle([x0 + pad + vi * 12, y0 + pad, x0 + pad + vi * 12 + 9, y0 + pad + 9], fill=colour)
+        grid = out_json.with_name(f"{out_json.stem}_{Path(g).name}.png")
+        canvas.save(grid)
+        row["grid"] = str(grid)
+        row["rule_labels"] = [{"prompt": p, "right": bool(r), "clear": lab["clear"],
+                               "objects": [[c, s, round(iou, 3), a] for c, s, iou, a in lab["objects"]],
+                               **{f"accepted_{n}": bool(acc[n][i]) for n in marked}}
+                              for i, (p, r, lab) in enumerate(zip(todo, right, labels))]
+        gens.append(row)
+    # rendered scenes with exact ground truth, degraded as a generator's images look
+    rng = np.random.default_rng(args.seed + 11)
+    rendered = []
+    for blur, jitter, pix in ((0.0, 0.0, 0.0), (1.0, 0.1, 0.05), (1.5, 0.2, 0.08), (2.0, 0.3, 0.1)):
+        img, own, groups = sample_batch(512, rng, vocab)
+        x = degrade_images(img / 255.0, rng, blur=blur, jitter=jitter, noise=pix) if blur or jitter or pix \
+            else torch.from_numpy(img / 255.0).float()
+        all_p = sorted({prompt_of({k: 1}) for k in vocab.pairs})
+        other = [all_p[(all_p.index(p) + 1 + int(rng.integers(len(all_p) - 1))) % len(all_p)] for p in own]
+        res = {"blur": blur, "jitter": jitter, "noise": pix, "images": len(own), "verifiers": {}}
+        for name, v in vers.items():
+            v(x, own)
+            a_own = v.last_info["success"].numpy()
+            v(x, other)
+            a_other = v.last_info["success"].numpy()
+            res["verifiers"][name] = precision_recall(np.concatenate([a_own, a_other]),
+                                                      np.concatenate([np.ones(len(own), bool),
+                                                                      np.zeros(len(own), bool)]))
+        rendered.append(res)
+        print(f"rendered blur {blur} jitter {jitter} noise {pix}: " + "; ".join(
+            f"{n} P {r['precision']:.3f} R {r['recall']:.3f}" for n, r in res["verifiers"].items()), flush=True)
+    det = {n: json.loads((Path(v) / "detector.json").read_text()) for n, v in zip(marked, args.base_verifiers)}
+    return {"benchmark": "genrl_verifier_check", **prov, "loadavg_end": os.getloadavg(),
+            "note": "precision = right among the images the verifier accepts (success: every count exact); recall = "
+                    "accepted among the right ones. Generator images: right by the rules of "
+                    "pixelrl.genrl.verifier_check.rule_labels (no learning); rendered: exact ground truth, each "
+                    "scene against its own prompt (right) and another one-group prompt (wrong)." +
+                    (f" {args.note}" if args.note else ""),
+            "verifiers": {n: {"path": v, "exact_match": det[n].get("exact_match"),
+                              "count_threshold": vers[n].threshold,
+                              "training": {k: det[n]["config"].get(k) for k in ("steps", "pool_images", "noise",
+                                                                                "blur", "jitter", "seed")}}
+                          for n, v in zip(marked, args.base_verifiers)},
+            "thresholds_checked": args.check_thresholds or [],
+            "prompts": prompts, "per_prompt": args.per_prompt, "seed": args.seed, "generators": gens,
+            "rendered": rendered}
 
 
 def main() -> None:
@@ -358,6 +508,12 @@ def main() -> None:
                    "preference, parrot) and of --base-rate (a CPU-sized choice: DDPO 50, Flow-GRPO trains on 10)")
     p.add_argument("--batch", type=int, default=8, help="images per sample batch and per update (DDIM arms)")
     p.add_argument("--batches", type=int, default=2, help="sample batches per epoch (DDIM arms)")
+    p.add_argument("--train-batch", type=int, help="samples per training minibatch (default: --batch)")
+    p.add_argument("--grad-accum", type=int, default=1, help="minibatches accumulated per optimizer step: with "
+                   "--batches B and --train-batch equal to --batch, --grad-accum B makes one update of the epoch's "
+                   "B x --batch images (more images per update in the memory of one batch)")
+    p.add_argument("--group-size", type=int, default=4, help="images per prompt in a group of the grpo-verifier arm "
+                   "(Visual-RFT's G = 8; 4 by default here, a CPU-sized choice); --batch must be a multiple of it")
     p.add_argument("--guidance", type=float, help="guidance scale of the other DDIM arms (default: the generator's)")
     p.add_argument("--prompts", type=int, default=32, help="number of training prompts")
     p.add_argument("--train-args", default="", help="more `pixelrl genrl train` options for every arm, e.g. "
@@ -382,8 +538,22 @@ def main() -> None:
     p.add_argument("--prompt-file", help="--base-rate: these prompts (one per line) instead of --prompts drawn ones")
     p.add_argument("--verifier-reward", choices=("strict", "partial"), default="strict",
                    help="the grpo-verifier arm's trained reward: shapes-verifier (strict) or shapes-verifier-partial")
+    p.add_argument("--verifier-check", action="store_true", help="train nothing: the precision and recall of "
+                   "--base-verifiers on images of --base-generators (labelled by a rule-based second method) and on "
+                   "degraded rendered scenes; writes --out and a grid png per generator")
+    p.add_argument("--heldout-prompt-file", help="--base-rate: the prompts a run kept out of training (its "
+                   "WORK/heldout_prompts.txt); adds split_summary: successes on the trained vs the held-out prompts")
+    p.add_argument("--check-thresholds", nargs="*", type=float, help="--verifier-check: also measure each verifier "
+                   "at these count thresholds (pixelrl.genrl.rewards.VerifierConfig.count_threshold)")
     args = p.parse_args()
     out = Path(args.out)
+    if args.verifier_check:
+        if not args.base_generators or not args.base_verifiers:
+            p.error("--verifier-check needs --base-generators and --base-verifiers")
+        result = verifier_check(args)
+        write_json_atomic(out, result)
+        print(f"wrote {out}")
+        return
     if args.base_rate:
         if not args.base_generators or not args.base_verifiers:
             p.error("--base-rate needs --base-generators and --base-verifiers")

@@ -96,6 +96,35 @@ def test_verifier_partial_credit_is_the_fraction_of_groups(tiny_verifier):
     assert reward.last_info["success"].tolist() == [True, False, False]  # an extra blue square is not exact
 
 
+def test_count_threshold_rounds_faint_estimates_up_and_is_read_from_the_folder(tiny_verifier, tmp_path):
+    import json
+    import shutil
+
+    from pixelrl.genrl.rewards import CountDetector
+
+    det = CountDetector(2, 3, image_size=8, width=4)
+    est = torch.tensor([[0.25, 1.35], [0.45, 2.6]])
+    det.forward = lambda images: est[:len(images)]  # the estimates alone decide the rounding
+    x = torch.zeros(2, 3, 8, 8)
+    assert det.counts(x).tolist() == [[0, 1], [0, 3]]  # 0.5: the nearest integer
+    assert det.counts(x, threshold=0.3).tolist() == [[0, 2], [1, 3]]  # 0.35 of the way to the next count is enough
+    folder, vocab, _ = tiny_verifier
+    assert ShapesVerifierReward(folder).threshold == 0.5  # detector.json written by train_verifier: 0.5
+    low = tmp_path / "low"
+    shutil.copytree(folder, low)
+    meta = json.loads((low / "detector.json").read_text())
+    meta["config"]["count_threshold"] = 0.3
+    (low / "detector.json").write_text(json.dumps(meta))
+    assert make_reward(f"shapes-verifier:{low}").threshold == 0.3
+    assert ShapesVerifierReward(low, threshold=0.45).threshold == 0.45
+    meta["config"]["count_threshold"] = 1.5
+    (low / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="count_threshold"):
+        ShapesVerifierReward(low)
+    with pytest.raises(ConfigError, match="count_threshold"):
+        VerifierConfig(count_threshold=0.0)
+
+
 def test_partial_count_score_is_flow_grpo_geneval_score():
     from pixelrl.genrl.rewards import partial_count_score
 
