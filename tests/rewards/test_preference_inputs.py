@@ -245,6 +245,9 @@ def test_checkpoints_and_model_folders_keep_frames_and_actions(tmp_path):
     a.save(tmp_path / "rm")
     loaded = load_preference_model(tmp_path / "rm")
     assert loaded.spec == InputSpec(None, True, (1, H, H), 3, 1) and loaded.needs == {"next_obs", "actions"}
+    # a default spec's JSON is what it was before the knobs (label queues written then still match)
+    assert InputSpec(None, True, (3, H, H)).to_json() == {"key": None, "pixel": True, "shape": [3, H, H]}
+    assert InputSpec.from_json(a.spec.to_json()) == a.spec
     bind_model(loaded, GREY3, 3, ACT)
     np.testing.assert_array_equal(loaded(next_obs=x, actions=act), a(next_obs=x, actions=act))
     spec_model = build_reward_model(RewardConfig(f"prefs:{tmp_path / 'rm'}"))

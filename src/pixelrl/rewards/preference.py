@@ -180,8 +180,14 @@ class InputSpec:
         return tuple(self.shape)
 
     def to_json(self) -> dict:
-        return {"key": self.key, "pixel": self.pixel, "shape": list(self.shape), "frames": self.frames,
-                "action_dim": self.action_dim}
+        """The spec as JSON; ``frames`` / ``action_dim`` only when not RL-VLM-F's defaults (1, 0), so a default spec
+        reads as it did before they existed (label queues and model folders written then compare equal)."""
+        out = {"key": self.key, "pixel": self.pixel, "shape": list(self.shape)}
+        if self.frames != 1:
+            out["frames"] = self.frames
+        if self.action_dim:
+            out["action_dim"] = self.action_dim
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> "InputSpec":
