@@ -386,7 +386,10 @@ def verifier_check(args) -> dict:
     for v in args.base_verifiers:  # and the table also other count thresholds of the same detectors
         for t in args.check_thresholds or []:
             vers[f"{Path(v).name}@{t:g}"] = ShapesVerifierReward(v, threshold=t)
-    vocab_d = read_generator_info(args.base_generators[0]).get("prompt_vocabulary")
+    first = Path(args.base_generators[0])  # a generator folder, or a run folder: the model it fine-tuned
+    if (first / "config.json").is_file() and not (first / "model_index.json").is_file():
+        first = Path(json.loads((first / "config.json").read_text())["model"])
+    vocab_d = read_generator_info(first).get("prompt_vocabulary")
     vocab = ShapesVocabulary.from_dict(vocab_d) if isinstance(vocab_d, dict) else ShapesVocabulary()
     if args.prompt_file:
         from pixelrl.genrl.trainer import read_prompts
