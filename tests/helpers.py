@@ -230,3 +230,16 @@ INTERVENTION_RUN = [  # the tiny state-based cartpole run of the intervention te
     "--agent.feature-dim", "8", "--agent.num-seed-steps", "60", "--agent.update-every-steps", "2",
     "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
 ]
+
+
+PREFERENCE_RUN = [  # the tiny 48-px cartpole run of the online preference tests (scripted oracle; RL-VLM-F's CNN
+    # needs at least 47 px)
+    "--env", "dmc/cartpole-swingup", "--preset", "none", "--size", "48", "--action-repeat", "8",
+    "--fast-render", "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random",
+    "--threads", "1", "--device", "cpu", "--no-progress", "--no-video", "--no-tensorboard", "--no-async-env",
+    "--agent.batch-size", "16", "--agent.hidden-dim", "16", "--agent.feature-dim", "8",
+    "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "60",
+    "--agent.update-every-steps", "2", "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
+    "--reward", "prefs:scripted", "--reward.query-batch", "20", "--reward.query-every", "100",
+    "--reward.max-queries", "50", "--reward.pref-epochs", "5",
+]

@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from pixelrl.errors import ConfigError
 from pixelrl.rewards import RewardConfig, build_reward_model
 from pixelrl.rewards.oracles import ScriptedOracle, VLMOracle, parse_vlm_label
-from helpers import load_run_buffer
+from helpers import PREFERENCE_RUN, load_run_buffer
 from pixelrl.rewards.preference import (EQUAL, SKIP, PairQuery, PreferenceRewardModel, bradley_terry_loss,
                                         sample_segment_starts, segment_rows)
 
@@ -252,17 +252,7 @@ def test_state_dict_continues_a_fit_exactly():
 
 
 # ------------------------------------------------------------------------------------------- online, through the trainer
-
-ONLINE = [
-    "--env", "dmc/cartpole-swingup", "--preset", "none", "--size", str(H), "--action-repeat", "8",
-    "--fast-render", "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random",
-    "--threads", "1", "--device", "cpu", "--no-progress", "--no-video", "--no-tensorboard", "--no-async-env",
-    "--agent.batch-size", "16", "--agent.hidden-dim", "16", "--agent.feature-dim", "8",
-    "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "60",
-    "--agent.update-every-steps", "2", "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
-    "--reward", "prefs:scripted", "--reward.query-batch", "20", "--reward.query-every", "100",
-    "--reward.max-queries", "50", "--reward.pref-epochs", "5",
-]
+# (the run's arguments: tests/helpers.py PREFERENCE_RUN)
 
 
 def _replay(run):
@@ -275,7 +265,7 @@ def online_run(tmp_path_factory):
     from pixelrl.cli.main import main
 
     run = tmp_path_factory.mktemp("prefs") / "run"
-    assert main(["train", *ONLINE, "--frames", "3000", "--run-dir", str(run)]) == 0
+    assert main(["train", *PREFERENCE_RUN, "--frames", "3000", "--run-dir", str(run)]) == 0
     return run
 
 
@@ -305,7 +295,7 @@ def test_resume_with_the_preference_loop_continues_exactly(online_run, tmp_path)
     from pixelrl.train.logger import TIMING_COLUMNS, read_rows
 
     run = tmp_path / "run"
-    assert main(["train", *ONLINE, "--frames", "2000", "--run-dir", str(run)]) == 0  # stops between rounds 2 and 3
+    assert main(["train", *PREFERENCE_RUN, "--frames", "2000", "--run-dir", str(run)]) == 0  # stops between rounds 2 and 3
     assert main(["resume", str(run), "--frames", "3000"]) == 0
     for kind in ("train", "eval"):
         strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]  # noqa: E731

@@ -263,17 +263,9 @@ def test_through_the_trainer_frames_and_actions_resume_exactly(tmp_path):
     pytest.importorskip("dm_control")
     from pixelrl.cli.main import main
     from pixelrl.train.logger import TIMING_COLUMNS, read_rows
-    from helpers import load_run_buffer
+    from helpers import PREFERENCE_RUN, load_run_buffer
 
-    args = ["--env", "dmc/cartpole-swingup", "--preset", "none", "--size", str(H), "--action-repeat", "8",
-            "--fast-render", "--eval-every-frames", "1000", "--eval-episodes", "1", "--no-eval-random",
-            "--threads", "1", "--device", "cpu", "--no-progress", "--no-video", "--no-tensorboard", "--no-async-env",
-            "--agent.batch-size", "16", "--agent.hidden-dim", "16", "--agent.feature-dim", "8",
-            "--agent.encoder-channels", "4", "4", "4", "4", "--agent.num-seed-steps", "60",
-            "--agent.update-every-steps", "2", "--agent.replay-capacity", "5000", "--agent.precision", "fp32",
-            "--reward", "prefs:scripted", "--reward.query-batch", "20", "--reward.query-every", "100",
-            "--reward.max-queries", "50", "--reward.pref-epochs", "5",
-            "--reward.pref-frames", "2", "--reward.pref-actions"]  # test_preference.py's ONLINE run, new inputs
+    args = [*PREFERENCE_RUN, "--reward.pref-frames", "2", "--reward.pref-actions"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["train", *args, "--frames", "3000", "--run-dir", str(full)]) == 0
     assert main(["train", *args, "--frames", "2000", "--run-dir", str(cut)]) == 0
