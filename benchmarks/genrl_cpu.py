@@ -550,20 +550,13 @@ def main() -> None:
                    "at these count thresholds (pixelrl.genrl.rewards.VerifierConfig.count_threshold)")
     args = p.parse_args()
     out = Path(args.out)
-    if args.verifier_check:
-        if not args.base_generators or not args.base_verifiers:
-            p.error("--verifier-check needs --base-generators and --base-verifiers")
-        result = verifier_check(args)
-        write_json_atomic(out, result)
-        print(f"wrote {out}")
-        return
-    if args.base_rate:
-        if not args.base_generators or not args.base_verifiers:
-            p.error("--base-rate needs --base-generators and --base-verifiers")
-        result = base_rates(args)
-        write_json_atomic(out, result)
-        print(f"wrote {out}")
-        return
+    for flag, measure in (("--verifier-check", verifier_check), ("--base-rate", base_rates)):
+        if getattr(args, flag[2:].replace("-", "_")):
+            if not args.base_generators or not args.base_verifiers:
+                p.error(f"{flag} needs --base-generators and --base-verifiers")
+            write_json_atomic(out, measure(args))
+            print(f"wrote {out}")
+            return
     if args.summarize:  # recompute the goals and the plot of an existing result
         summary = json.loads(out.read_text())
         summary["goals"] = goals(summary["arms"])

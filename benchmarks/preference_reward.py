@@ -397,6 +397,20 @@ def parse_input(tag: str) -> tuple[int, bool]:
     return k, actions
 
 
+def slot_layout(episode: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The steps laid out like replay slots, one "first" row (the reset observation, never a step) per episode:
+    ``rows`` (the step index of each slot, -1 for a first row), ``first`` and ``ep_start`` (the slot of each slot's
+    episode start), as :func:`pixelrl.rewards.preference.sample_segment_starts` reads them."""
+    rows, first, ep_start, pos = [], [], [], 0
+    for ep in np.unique(episode):
+        idx = np.flatnonzero(episode == ep)
+        rows += [-1, *idx.tolist()]
+        first += [True] + [False] * len(idx)
+        ep_start += [pos] * (len(idx) + 1)
+        pos += len(idx) + 1
+    return np.asarray(rows), np.asarray(first), np.asarray(ep_start)
+
+
 def input_ceiling(args, stacks: np.ndarray, A: np.ndarray, R: np.ndarray, S: np.ndarray, episode: np.ndarray,
                   a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> dict:
     """What the reward net's opt-in inputs can tell (``--ceiling-inputs``, e.g. ``1 3 3a``: the newest frame, the
@@ -409,14 +423,7 @@ def input_ceiling(args, stacks: np.ndarray, A: np.ndarray, R: np.ndarray, S: np.
     from pixelrl.rewards.preference import InputSpec, PreferenceRewardModel, sample_segment_starts, segment_rows
 
     rng = np.random.default_rng(1)
-    rows, first, ep_start, pos = [], [], [], 0
-    for ep in np.unique(episode):
-        idx = np.flatnonzero(episode == ep)
-        rows += [-1, *idx.tolist()]
-        first += [True] + [False] * len(idx)
-        ep_start += [pos] * (len(idx) + 1)
-        pos += len(idx) + 1
-    rows, first, ep_start = np.asarray(rows), np.asarray(first), np.asarray(ep_start)
+    rows, first, ep_start = slot_layout(episode)
     out: dict = {"passes": args.ceiling_cnn_passes}
     for k in args.ceiling_input_segments:
         if k == 1:
@@ -450,7 +457,6 @@ def input_ceiling(args, stacks: np.ndarray, A: np.ndarray, R: np.ndarray, S: np.
             res[f"cnn_{tag}"] = {"frames": frames, "actions": actions, "train_acc": f["acc"], "passes": f["epochs"],
                                  "heldout_acc": m.accuracy(X[qa], X[qb], ty, **kw),
                                  "seconds": time.perf_counter() - t0}
-            out[f"K{k}"] = res
             print(f"inputs, segment {k}: {json.dumps(res)}", flush=True)
         out[f"K{k}"] = res
     return out
@@ -468,15 +474,7 @@ def segment_ceiling(args, X: np.ndarray, R: np.ndarray, S: np.ndarray, episode: 
     ran are reported) -- a fit's cost grows with K, so only the K the online arms use is fitted."""
     from pixelrl.rewards.preference import InputSpec, PreferenceRewardModel, sample_segment_starts, segment_rows
 
-    # lay the steps out like replay slots: one "first" row (the reset observation, never a step) per episode
-    rows, first, ep_start, pos = [], [], [], 0
-    for ep in np.unique(episode):
-        idx = np.flatnonzero(episode == ep)
-        rows += [-1, *idx.tolist()]
-        first += [True] + [False] * len(idx)
-        ep_start += [pos] * (len(idx) + 1)
-        pos += len(idx) + 1
-    rows, first, ep_start = np.asarray(rows), np.asarray(first), np.asarray(ep_start)
+    rows, first, ep_start = slot_layout(episode)
     visible = (S[:, 0] + 1) / 2 * (1 + np.exp(-S[:, 1] ** 2)) / 2
     out: dict = {}
     for k in args.ceiling_segments:
