@@ -277,6 +277,16 @@ def _load_for_base_rate(path: str):
     return gen, read_generator_info(cfg["model"]).get("steps")
 
 
+def _measure_prompts(args, work: Path) -> list[str]:
+    """The prompts of --base-rate and --verifier-check: --prompt-file's, else --prompts drawn for the first of
+    --base-generators (written to WORK/prompts.txt)."""
+    if args.prompt_file:
+        from pixelrl.genrl.trainer import read_prompts
+
+        return read_prompts(args.prompt_file)
+    return write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+
+
 def base_rates(args) -> dict:
     """``--base-rate``: how often each generator already satisfies the verifiable reward, per prompt, before any RL:
     ``--per-prompt`` images of each of the benchmark's prompts (the GRPO arm's DDIM sampler: ``--ddim-steps``,
@@ -292,12 +302,7 @@ def base_rates(args) -> dict:
     prov = _provenance()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    if args.prompt_file:
-        from pixelrl.genrl.trainer import read_prompts
-
-        prompts = read_prompts(args.prompt_file)
-    else:
-        prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+    prompts = _measure_prompts(args, work)
     vers = {Path(v).name: v for v in args.base_verifiers}
     others = {}
     for name, folder in vers.items():
@@ -391,12 +396,7 @@ def verifier_check(args) -> dict:
         first = Path(json.loads((first / "config.json").read_text())["model"])
     vocab_d = read_generator_info(first).get("prompt_vocabulary")
     vocab = ShapesVocabulary.from_dict(vocab_d) if isinstance(vocab_d, dict) else ShapesVocabulary()
-    if args.prompt_file:
-        from pixelrl.genrl.trainer import read_prompts
-
-        prompts = read_prompts(args.prompt_file)
-    else:
-        prompts = write_prompts(work / "prompts.txt", args.prompts, args.seed, args.base_generators[0])
+    prompts = _measure_prompts(args, work)
     out_json = Path(args.out)
     gens = []
     for g in args.base_generators:
@@ -418,12 +418,11 @@ def verifier_check(args) -> dict:
             v(imgs, todo)
             acc[name] = v.last_info["success"].numpy()
             pr = precision_recall(acc[name], right)
-            per_prompt = {p: {"right": int(np.sum(right[k * args.per_prompt:(k + 1) * args.per_prompt])),
-                              "accepted": int(acc[name][k * args.per_prompt:(k + 1) * args.per_prompt].sum()),
-                              "accepted_right": int(np.sum(acc[name][k * args.per_prompt:(k + 1) * args.per_prompt]
-                                                           & np.asarray(right[k * args.per_prompt:
-                                                                              (k + 1) * args.per_prompt])))}
-                          for k, p in enumerate(prompts)}
+            # todo holds each prompt per_prompt times in a row
+            r_k = np.asarray(right).reshape(len(prompts), args.per_prompt)
+            a_k = acc[name].reshape(len(prompts), args.per_prompt)
+            per_prompt = {p: {"right": int(r_k[k].sum()), "accepted": int(a_k[k].sum()),
+                              "accepted_right": int((a_k[k] & r_k[k]).sum())} for k, p in enumerate(prompts)}
             row["verifiers"][name] = {**pr, "success_rate": float(acc[name].mean()), "per_prompt": per_prompt}
             print(f"{Path(g).name}: {name} precision {pr['precision']} recall {pr['recall']} "
                   f"(accepted {pr['accepted']}, right by the rules {pr['right']} of {pr['images']})", flush=True)
