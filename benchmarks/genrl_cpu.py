@@ -149,7 +149,7 @@ def run_arm(name: str, extra: list[str], minutes: float, prompts: Path, work: Pa
     load0 = os.getloadavg()
     wall = run_pixelrl(["genrl", "train", *extra, "--prompts", str(prompts), "--out", str(run), "--epochs", "100000",
                         "--time-budget-min", str(minutes), "--threads", str(args.threads), "--seed", str(args.seed),
-                        "--no-progress", "--no-export"], work / f"{name}.log")
+                        "--device", args.device, "--no-progress", "--no-export"], work / f"{name}.log")
     cols = ("epoch", "images", "wall_s", "reward_mean", "reward_std", "heldout_reward", "success",
             "heldout_success", "kl_ref", "approx_kl", "pareto_frac", "grad_norm", "act_s", "env_s", "update_s")
     rows = [{k: r[k] for k in cols if k in r} for r in read_rows(run, "train")]
@@ -521,6 +521,8 @@ def main() -> None:
     p.add_argument("--train-args", default="", help="more `pixelrl genrl train` options for every arm, e.g. "
                    "'--no-lora --lr 1e-5'")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto", help="device of every arm (`pixelrl genrl train --device`: auto, cpu "
+                   "or cuda; benchmarks/gpu_genrl.sh passes cuda so that a broken GPU fails instead of falling back)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/genrl_cpu.json")
     p.add_argument("--append", action="store_true", help="keep the arms already in --out and add these")

@@ -67,6 +67,8 @@ WHEELS=(
   typeguard==4.6.1        # tyro
   docstring_parser==0.18.0     # tyro
   typing_extensions==4.16.0    # tyro / typeguard want a recent one; pure Python, shadows the image's older one
+  diffusers==0.42.1       # pixelrl[genrl] (benchmarks/gpu_genrl.sh); peft, transformers, accelerate, huggingface-hub,
+                          # tokenizers and regex, the rest of what genrl imports, are the image's
 )
 # profile scale-out: the packages of benchmarks/device_scale_out.sh (see the header); site = /tmp/site there,
 # rllib = /tmp/rllib_site (the RLlib peer's --rllib-path only)
@@ -207,7 +209,7 @@ image = set("""absl-py attrs certifi charset-normalizer cloudpickle contourpy cy
 h5py idna imageio jinja2 kiwisolver lxml markdown markupsafe matplotlib ml-dtypes mpmath networkx numpy
 opencv-python-headless packaging pillow pip protobuf psutil pygments pyparsing python-dateutil pyyaml requests rich
 safetensors scipy setuptools six sympy tensorboard tensorboard-data-server torch tqdm triton typing-extensions
-urllib3 werkzeug wheel wrapt zipp markdown-it-py mdurl""".split())
+urllib3 werkzeug wheel wrapt zipp markdown-it-py mdurl huggingface-hub regex""".split())
 if profile == "scale-out":  # ray's and ray[rllib]'s requirements that the image holds (KINDS.md)
     image |= set("click msgpack pandas pyarrow aiohttp aiosignal frozenlist grpcio".split())
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
@@ -221,7 +223,7 @@ def read(folder):
         have[name] = [l[len("Requires-Dist: "):] for l in text.splitlines() if l.startswith("Requires-Dist: ")]
     return have
 # optional or unused at run time (checked: never imported by `pixelrl train` on DMC with MUJOCO_GL=egl)
-unused = {"websockets"}
+unused = {"websockets", "importlib-metadata"}  # (diffusers imports the latter only on Python < 3.8)
 def check(have, visible, extras=()):
     missing = set()
     for name, reqs in have.items():
