@@ -290,11 +290,12 @@ def ddim_sample(unet, scheduler, cond, uncond=None, *, steps: int = 20, guidance
                 generator=None):
     """Images in [0, 1] ``[B, 3, S, S]`` by DDIM (``scheduler`` a DDIMScheduler; classifier-free guidance
     ``eps_u + guidance * (eps_c - eps_u)`` when ``uncond`` is given and ``guidance != 1``). For evaluation and sample
-    grids; the fine-tuning sampler with log-probabilities is :mod:`pixelrl.genrl`'s."""
+    grids; the fine-tuning sampler with log-probabilities is :mod:`pixelrl.genrl`'s. ``generator``: a CPU
+    ``torch.Generator`` (the noise is moved to ``cond``'s device)."""
     import torch
 
     size = unet.config.sample_size
-    x = torch.randn((len(cond), unet.config.in_channels, size, size), generator=generator, device=cond.device)
+    x = torch.randn((len(cond), unet.config.in_channels, size, size), generator=generator).to(cond.device)
     scheduler.set_timesteps(steps)
     use_cfg = uncond is not None and guidance != 1.0
     for t in scheduler.timesteps:
@@ -309,17 +310,18 @@ def ddim_sample(unet, scheduler, cond, uncond=None, *, steps: int = 20, guidance
 
 def lcm_sample(unet, scheduler, cond, *, steps: int = 4, guidance: float = 1.0, generator=None):
     """Images in [0, 1] from a latent consistency model (``scheduler`` an LCMScheduler; the guidance scale goes in
-    through the unet's guidance embedding when it has one, ``w = guidance - 1`` as diffusers' LCM pipeline)."""
+    through the unet's guidance embedding when it has one, ``w = guidance - 1`` as diffusers' LCM pipeline).
+    ``generator``: a CPU ``torch.Generator`` (the noise is moved to ``cond``'s device)."""
     import torch
 
     from pixelrl.genrl.sampler import guidance_embedding
 
     size = unet.config.sample_size
-    x = torch.randn((len(cond), unet.config.in_channels, size, size), generator=generator, device=cond.device)
+    x = torch.randn((len(cond), unet.config.in_channels, size, size), generator=generator).to(cond.device)
     scheduler.set_timesteps(steps)
     w_emb = None
     if unet.config.time_cond_proj_dim is not None:
-        w = torch.full((len(cond),), float(guidance) - 1.0, device=cond.device)
+        w = torch.full((len(cond),), float(guidance) - 1.0)  # the embedding's tables are made on the CPU
         w_emb = guidance_embedding(w, unet.config.time_cond_proj_dim).to(cond)
     denoised = x
     for t in scheduler.timesteps:
@@ -412,6 +414,12 @@ class _RunKnobs:
     """Seed of the data, the initialisation and the noise."""
     threads: int = 0
     """torch CPU threads (0: torch's default)."""
+    device: str = "auto"
+    """auto (CUDA if available, else CPU), cpu, cuda or cuda:N: where the models train (as ``pixelrl genrl train
+    --device``). The training images are rendered and the noise drawn on the CPU from the seeded streams and moved
+    to the device per batch, so a seed gives the same data on any device; the folder written loads on the CPU
+    wherever it was trained. The device used is recorded in pixelrl_generator.json (``train_device``,
+    ``distill_device``) and the printed summary (``device``)."""
     log_every: int = 50
     """Steps between metrics rows (and plain progress lines without a terminal)."""
     checkpoint_every: int = 500
@@ -423,6 +431,14 @@ class _RunKnobs:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("--lr must be > 0 and --warmup-steps, --weight-decay, --grad-clip >= 0")
+        check_device(self.device)
+
+
+def check_device(device: str) -> None:
+    """One error line unless ``device`` is auto, cpu, cuda or cuda:N (whether CUDA is there is checked when the
+    command starts, by :func:`pixelrl.train.loop.resolve_device`)."""
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
 
 
 @dataclass(frozen=True)
@@ -514,13 +530,15 @@ def _training_noise_scheduler(scheduler):
 
 def denoising_loss(unet, text_encoder, tokenizer, noise_sched, images, prompts, *, generator=None,
                    timesteps=None):
-    """The DDPM epsilon-prediction MSE on images in [0, 1] (timesteps uniform unless given)."""
+    """The DDPM epsilon-prediction MSE on images in [0, 1] (timesteps uniform unless given). The noise and
+    timesteps are drawn from ``generator`` (a CPU one) and moved to the images' device."""
     import torch
 
     x0 = images * 2 - 1
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # a CPU generator: the same noise anywhere
     if timesteps is None:
         timesteps = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=generator)
+    timesteps = timesteps.to(x0.device)
     xt = noise_sched.add_noise(x0, noise, timesteps)
     cond = encode_prompts(tokenizer, text_encoder, prompts)
     return torch.nn.functional.mse_loss(unet(xt, timesteps, cond).sample, noise)
@@ -595,10 +613,12 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
     import torch
 
     from pixelrl.genrl.shapes_data import sample_batch
+    from pixelrl.train.loop import resolve_device
     from pixelrl.utils.checkpoint import save_checkpoint
 
     cfg = dataclasses.replace(cfg or GeneratorTrainConfig(), **overrides)
     out = Path(out)
+    device = resolve_device(cfg.device)  # before anything is written: no CUDA is one line
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     state, ckpt_name = _resume_or_start(out, cfg, "pretrain-generator",
@@ -610,6 +630,8 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
     with tempfile.TemporaryDirectory() as d:
         write_tok(Path(d))
         tokenizer = tf.CLIPTokenizer.from_pretrained(d)
+    unet.to(device)  # initialised on the CPU (seeded), so a seed gives the same start on any device
+    text.to(device)
     noise_sched = _training_noise_scheduler(scheduler)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -624,7 +646,7 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
         log(f"pretrain-generator: continuing from {ckpt_name} (step {step})")
     held_rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 12]))
     held_img, held_prompts, _ = sample_batch(64, held_rng, cfg.vocabulary, size=cfg.image_size)
-    held_x = torch.from_numpy(held_img).float() / 255
+    held_x = (torch.from_numpy(held_img).float() / 255).to(device)
     held_t = torch.linspace(0, noise_sched.config.num_train_timesteps - 1, len(held_x)).long()
 
     def held_loss() -> float:
@@ -636,7 +658,7 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
     info = {"kind": "ddpm", "image_size": cfg.image_size, "size": asdict(sz), "seed": cfg.seed,
             "prompt_vocabulary": cfg.vocabulary.to_dict(), "uncond_prompt": "",
             "trained_on": "pixelrl.genrl.shapes_data (generated coloured shapes on grey backgrounds)",
-            "train": to_jsonable(cfg)}
+            "train": to_jsonable(cfg), "train_device": str(device)}
 
     def export(loss: float) -> None:
         with ema.swapped():
@@ -657,8 +679,8 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
             lr = _lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = denoising_loss(unet, text, tokenizer, noise_sched, torch.from_numpy(img).float() / 255, prompts,
-                                  generator=gen)
+            x = (torch.from_numpy(img).float() / 255).to(device)  # rendered on the CPU, moved per batch
+            loss = denoising_loss(unet, text, tokenizer, noise_sched, x, prompts, generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -673,7 +695,7 @@ def train_generator(out: str | os.PathLike, cfg: GeneratorTrainConfig | None = N
                     "ema": list(ema.shadow), "data_rng": data_rng.bit_generator.state, "gen": gen.get_state(),
                     "step": step}, keep=1)
                 export(losses.last)
-    return {"out": str(out), "steps": step, "wall_s": time.time() - t0, "loss": losses.last,
+    return {"out": str(out), "steps": step, "device": str(device), "wall_s": time.time() - t0, "loss": losses.last,
             "held_loss_before": loss_before, "held_loss_after": held_loss()}
 
 
@@ -760,6 +782,11 @@ class DDIMSolver:
         ac = alphas_cumprod.float()
         self.alpha_prev = torch.cat([ac[:1], ac[self.timesteps[:-1]]])
 
+    def to(self, device) -> "DDIMSolver":
+        """The solver's tables on ``device`` (returns itself)."""
+        self.timesteps, self.alpha_prev = self.timesteps.to(device), self.alpha_prev.to(device)
+        return self
+
     def step(self, pred_x0, pred_noise, index):
         a = self.alpha_prev[index].view(-1, 1, 1, 1)
         return a.sqrt() * pred_x0 + (1 - a).sqrt() * pred_noise
@@ -779,10 +806,12 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
 
     from pixelrl.genrl.sampler import guidance_embedding
     from pixelrl.genrl.shapes_data import sample_batch
+    from pixelrl.train.loop import resolve_device
     from pixelrl.utils.checkpoint import save_checkpoint
 
     cfg = dataclasses.replace(cfg or DistillConfig(), **overrides)
     teacher, out = Path(teacher), Path(out)
+    device = resolve_device(cfg.device)  # before anything is written: no CUDA is one line
     if teacher.resolve() == out.resolve():
         raise ConfigError(f"--out {out} is the teacher's folder; write the student to another folder")
     t_info = read_generator_info(teacher)
@@ -804,14 +833,16 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
         m.requires_grad_(False).eval()
     noise_sched = diffusers.DDPMScheduler.from_config(t_sched.config)
     ac = noise_sched.alphas_cumprod.float()
-    alpha_s, sigma_s = ac.sqrt(), (1 - ac).sqrt()
-    solver = DDIMSolver(ac, noise_sched.config.num_train_timesteps, cfg.num_ddim_timesteps)
+    alpha_s, sigma_s = ac.sqrt().to(device), (1 - ac).sqrt().to(device)
+    solver = DDIMSolver(ac, noise_sched.config.num_train_timesteps, cfg.num_ddim_timesteps).to(device)
     k = noise_sched.config.num_train_timesteps // cfg.num_ddim_timesteps
     proj = t_unet.config.time_cond_proj_dim or (cfg.time_cond_proj_dim or None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         unet = diffusers.UNet2DConditionModel.from_config(t_unet.config, time_cond_proj_dim=proj)
     unet.load_state_dict(t_unet.state_dict(), strict=False)  # the guidance embedding starts random
+    for m in (t_unet, text, unet):  # built on the CPU (seeded), then moved: the same start on any device
+        m.to(device)
     unet.train()
     target = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -832,6 +863,7 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
 
     def export(loss: float) -> None:
         info = {**t_info, "kind": "lcm", "teacher": str(teacher), "steps": step, "distill_loss": loss,
+                "distill_device": str(device),
                 "guidance_embedding": proj is not None, "guidance_range": [cfg.w_min + 1, cfg.w_max + 1],
                 "guidance_scale": 1 + (cfg.w_min + cfg.w_max) / 2,
                 "distill": to_jsonable(cfg)}
@@ -848,22 +880,23 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
         losses = _LossLog(metrics, "distill", cfg, bar, progress, log)
         while step < cfg.steps:
             img, prompts, _ = sample_batch(cfg.batch_size, data_rng, vocab, size=t_unet.config.sample_size)
-            x0 = torch.from_numpy(img).float() / 255 * 2 - 1
+            x0 = (torch.from_numpy(img).float() / 255 * 2 - 1).to(device)  # rendered on the CPU, moved per batch
             B = len(x0)
             with torch.no_grad():
                 cond = encode_prompts(tokenizer, text, prompts)
-            index = torch.randint(0, cfg.num_ddim_timesteps, (B,), generator=gen)
+            # every draw from the CPU generator ``gen`` (the same stream on any device), then moved
+            index = torch.randint(0, cfg.num_ddim_timesteps, (B,), generator=gen).to(device)
             t_start = solver.timesteps[index]
             t_end = (t_start - k).clamp(min=0)
             cs_s, co_s = (v.view(-1, 1, 1, 1) for v in boundary_scalings(t_start.float(),
                                                                          timestep_scaling=cfg.timestep_scaling))
             cs_e, co_e = (v.view(-1, 1, 1, 1) for v in boundary_scalings(t_end.float(),
                                                                          timestep_scaling=cfg.timestep_scaling))
-            noise = torch.randn(x0.shape, generator=gen)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
             x_t = noise_sched.add_noise(x0, noise, t_start)
             w = cfg.w_min + (cfg.w_max - cfg.w_min) * torch.rand(B, generator=gen)
-            w_emb = guidance_embedding(w, proj) if proj is not None else None
-            w4 = w.view(-1, 1, 1, 1)
+            w_emb = guidance_embedding(w, proj).to(device) if proj is not None else None
+            w4 = w.to(device).view(-1, 1, 1, 1)
             pred = cs_s * x_t + co_s * x0_of(unet(x_t, t_start, cond, timestep_cond=w_emb).sample, t_start, x_t)
             with torch.no_grad():
                 eps_c, eps_u = t_unet(torch.cat([x_t, x_t]), torch.cat([t_start, t_start]),
@@ -893,5 +926,5 @@ def distill_consistency(teacher: str | os.PathLike, out: str | os.PathLike, cfg:
                     "unet": unet.state_dict(), "target": target.state_dict(), "opt": opt.state_dict(),
                     "data_rng": data_rng.bit_generator.state, "gen": gen.get_state(), "step": step}, keep=1)
                 export(losses.last)
-    return {"out": str(out), "teacher": str(teacher), "steps": step, "wall_s": time.time() - t0,
-            "loss": losses.last}
+    return {"out": str(out), "teacher": str(teacher), "steps": step, "device": str(device),
+            "wall_s": time.time() - t0, "loss": losses.last}

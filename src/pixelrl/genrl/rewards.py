@@ -178,8 +178,16 @@ class VerifierConfig:
     --task. None: ``vocabulary`` as given."""
     log_every: int = 100
     """Steps between progress lines and metrics rows."""
+    device: str = "auto"
+    """auto (CUDA if available, else CPU), cpu, cuda or cuda:N: where the detector trains (as ``pixelrl genrl train
+    --device``). The pool is rendered and every batch drawn and augmented on the CPU from the seeded streams, then
+    moved to the device, so a seed gives the same batches on any device; the weights are saved from the CPU and
+    the held-out accuracy is measured on the device. detector.json records the device used (``device``)."""
 
     def __post_init__(self) -> None:
+        from pixelrl.genrl.generator import check_device
+
+        check_device(self.device)
         object.__setattr__(self, "vocabulary", resolve_task(self.task, self.vocabulary, ShapesVocabulary(max_groups=2),
                                                             role="verifier"))
         for name in ("steps", "batch_size", "pool_images", "image_size", "width", "eval_images", "log_every"):
@@ -233,16 +241,19 @@ def train_verifier(out: str | os.PathLike, cfg: VerifierConfig = VerifierConfig(
     """Train the shapes detector on freshly generated images and write ``out/detector.safetensors`` +
     ``out/detector.json`` (config, vocabulary, held-out accuracy, wall time), atomically. Returns the summary."""
     from pixelrl.genrl.generator import training_progress
+    from pixelrl.train.loop import resolve_device
     from pixelrl.utils.atomic import write_bytes_atomic, write_json_atomic
     from safetensors.torch import save
 
     out = Path(out)
+    device = resolve_device(cfg.device)  # no CUDA is one line, before anything is written
     vocab = cfg.vocabulary
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 101]))
     eval_rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 102]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = CountDetector(len(vocab.pairs), vocab.max_count, image_size=cfg.image_size, width=cfg.width)
+    model.to(device)  # initialised on the CPU (seeded): the same start on any device
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     t0 = time.perf_counter()
     ev_img, _, ev_groups = sample_batch(cfg.eval_images, eval_rng, vocab, size=cfg.image_size)
@@ -255,8 +266,8 @@ def train_verifier(out: str | os.PathLike, cfg: VerifierConfig = VerifierConfig(
     with training_progress(cfg.steps, "verifier", enabled=progress) as bar:
         for step in range(1, cfg.steps + 1):
             idx = torch.randint(len(pool_x), (cfg.batch_size,), generator=gen)
-            x, y = augment_images(pool_x[idx].float() / 255, cfg, gen), pool_y[idx]
-            loss = F.mse_loss(model(x), y.float())
+            x, y = augment_images(pool_x[idx].float() / 255, cfg, gen), pool_y[idx]  # on the CPU (seeded)
+            loss = F.mse_loss(model(x.to(device)), y.float().to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -265,14 +276,15 @@ def train_verifier(out: str | os.PathLike, cfg: VerifierConfig = VerifierConfig(
             if step % cfg.log_every == 0 and progress and not bar.live:
                 log(f"verifier: step {step}/{cfg.steps} loss {loss_v:.4f}")
     model.eval()
-    acc = _detector_eval(model, ev_x, ev_y, cfg.count_threshold)
+    acc = _detector_eval(model, ev_x.to(device), ev_y.to(device), cfg.count_threshold)
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / DETECTOR_FILE, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    write_bytes_atomic(out / DETECTOR_FILE, save({k: v.detach().cpu().contiguous()
+                                                  for k, v in model.state_dict().items()}))
     cfg_d = asdict(cfg)
     cfg_d["vocabulary"] = vocab.to_dict()
-    summary = {"kind": "shapes-count-detector", "config": cfg_d, "loss": loss_v, **acc, "wall_s": wall,
-               "held_out_images": cfg.eval_images}
+    summary = {"kind": "shapes-count-detector", "config": cfg_d, "device": str(device), "loss": loss_v, **acc,
+               "wall_s": wall, "held_out_images": cfg.eval_images}
     write_json_atomic(out / DETECTOR_JSON, summary)
     return {"out": str(out), **summary}
 
