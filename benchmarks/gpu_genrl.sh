@@ -18,16 +18,26 @@
 # What it does: (1) installs the wheels of .whl into /tmp/site, as benchmarks/gpu_dmc100k.sh does (skipped when the
 # same wheels are there), and puts it and src/ on PYTHONPATH (pixelrl runs from the checkout); (2) prints versions
 # and runs a preflight: one `pixelrl genrl train` epoch of a tiny random generator on the device (diffusers, peft,
-# CUDA), so a broken machine fails within a minute; (3) the models, on the machine's CPU cores (the `pixelrl genrl`
-# model commands have no device option): pretrain-generator --task one-shape (GENRL_GEN_STEPS 1000: the one-shape
-# generator learns its task between 500 and 1000 steps, docs/genrl_models.md) with GENRL_GEN_THREADS threads,
-# checkpointed every 100 steps and stopped by `timeout` if it overruns (the last export is then used, its steps are
-# recorded), then distill (GENRL_DISTILL_STEPS 300, as the committed CPU results); the verifier (pretrain-verifier
-# --task one-shape, 2000 steps, the blur / jitter / noise augmentation and count threshold 0.3 of the `ver2t`
-# verifier measured in docs/genrl.md) trains beside the generator on GENRL_VER_THREADS threads; the whole phase ends
-# after GENRL_MODELS_S (225 s). Sized by the CPU timings here (1 thread on a shared core: ~0.65 s per generator step,
-# ~0.7 s per distillation step, ~0.1 s per verifier step), assuming ~4x from 8-12 threads of an idle core set; not
-# measured on the device machine. GENRL_MODELS=DIR (generator/, lcm/, verifier/ in it, e.g. carried) skips the phase.
+# CUDA), so a broken machine fails within a minute, then the three model commands at tiny sizes on the device (if
+# they fail there, a warning says why and step 3 builds the models on the CPU, recorded as model_device in the
+# settings); (3) the models, each command with `--device GENRL_DEVICE` (the GPU; the training images are rendered
+# and the noise drawn on the CPU and moved per batch, so the same seeds give the same data as on a CPU):
+# pretrain-generator --task one-shape (GENRL_GEN_STEPS 1000: the one-shape generator learns its task between 500
+# and 1000 steps, docs/genrl_models.md), checkpointed every 100 steps and stopped by `timeout` if it overruns (the
+# last export is then used, its steps are recorded), then distill (GENRL_DISTILL_STEPS 300, as the committed CPU
+# results); the verifier (pretrain-verifier --task one-shape, 2000 steps, the blur / jitter
+# / noise augmentation and count threshold 0.3 of the `ver2t` verifier measured in docs/genrl.md) trains beside the
+# generator on the same GPU. GENRL_MODELS_S (225 s) is a cap, not a reservation: the arms start when the models are
+# done and get the rest of the budget. The cap was sized for the machine's CPU cores (1 thread on a shared core here:
+# ~0.65 s per generator step, ~0.7 s per distillation step, ~0.1 s per verifier step, assumed ~4x faster on 8-12
+# idle threads), so on the GPU it is a generous guard. What stays on the CPU per step, measured here on one busy
+# core: rendering 32 one-shape images ~13 ms (16 for a distillation step ~6 ms), the verifier's augmentation of 64
+# images ~2 ms, its 8000-image pool ~4 s once; the GPU side of a step of these small models (about a million
+# parameters, 32x32 images) is bound by kernel launches, tens of ms at a guess. Not measured on the device machine:
+# the phase's wall times are recorded (phases, in the result) for the next sizing. Torch's CPU threads per command:
+# GENRL_GEN_THREADS, GENRL_DISTILL_THREADS, GENRL_VER_THREADS (2 each with cuda, where the CPU only converts and
+# augments batches; 11, 12 and 4 with cpu). GENRL_MODELS=DIR (generator/, lcm/, verifier/ in it, e.g. carried) skips
+# the phase.
 # (4) the arms, each a `benchmarks/genrl_cpu.py --arms NAME --device cuda` process with one CPU thread, all started
 # at once (the small model leaves the GPU mostly idle; no MPS), each with `--minutes` = what is left of the budget
 # less GENRL_ARM_MARGIN_S (start-up, the epoch that crosses the budget, the checkpoint) and GENRL_SUMMARY_S:
@@ -55,16 +65,17 @@
 # Settings (environment variables; defaults are the full configuration):
 #   GENRL_BUDGET_S     wall seconds for the whole script (540; --quick 240)
 #   GENRL_MODELS_S     wall seconds of the model phase (225; --quick 110);  GENRL_MODELS  prebuilt models (above)
-#   GENRL_GEN_STEPS (1000) GENRL_GEN_THREADS (11)   GENRL_DISTILL_STEPS (300) GENRL_DISTILL_THREADS (12)
+#   GENRL_GEN_STEPS (1000) GENRL_GEN_THREADS (2; cpu 11)  GENRL_DISTILL_STEPS (300) GENRL_DISTILL_THREADS (2; cpu 12)
 #   GENRL_DISTILL_S    (75; --quick 45): the seconds of the model phase kept for the distillation
-#   GENRL_VER_STEPS (2000) GENRL_VER_POOL (8000) GENRL_VER_THREADS (4)
+#   GENRL_VER_STEPS (2000) GENRL_VER_POOL (8000) GENRL_VER_THREADS (2; cpu 4)
 #   GENRL_VER_ARGS     (--blur 2.0 --jitter 0.3 --noise 0.1 --count-threshold 0.3)
 #   GENRL_ARMS         (ddpo-jpeg rlcm-jpeg grpo-verifier);  GENRL_BATCH (64) GENRL_BATCHES (4) GENRL_GROUP (8)
 #   GENRL_DDPO_STEPS (50) GENRL_DDIM_STEPS (20);  GENRL_JPEG_ARGS (--no-lora --lr 2e-5) GENRL_GRPO_ARGS
 #   (--no-lora --lr 4e-5): more `pixelrl genrl train` options per arm
 #   GENRL_ARM_MARGIN_S (60; --quick 45), GENRL_SUMMARY_S (30), GENRL_MIN_ARM_MIN (1.0; --quick 0.2): no arm starts
 #                      with a smaller budget (minutes)
-#   GENRL_DEVICE       cuda (default) or cpu (a dry run);  GENRL_SETUP 0 skips the wheels (default 1 with cuda)
+#   GENRL_DEVICE       cuda (default) or cpu (a dry run): the models and the arms;  GENRL_SETUP 0 skips the wheels
+#                      (default 1 with cuda)
 #   GENRL_WHEELS (.whl) GENRL_SITE (/tmp/site) GENRL_WORK (/tmp/genrl_gpu);  PYTHON (python3);  OUT (the tool's)
 # A dry run on a CPU (tiny models and batches; on 2 shared cores the arms got 1.5 min each), from the repository root:
 #   OUT=/tmp/out PYTHON=.venv/bin/python GENRL_DEVICE=cpu nice -n 10 bash benchmarks/gpu_genrl.sh --quick
@@ -95,7 +106,6 @@ else
   DDIM_STEPS=${GENRL_DDIM_STEPS:-20}; ARM_MARGIN_S=${GENRL_ARM_MARGIN_S:-60}; MIN_ARM_MIN=${GENRL_MIN_ARM_MIN:-1.0}
   DISTILL_S=${GENRL_DISTILL_S:-75}; CK=100; TAG=
 fi
-GEN_THREADS=${GENRL_GEN_THREADS:-11}; VER_THREADS=${GENRL_VER_THREADS:-4}; DISTILL_THREADS=${GENRL_DISTILL_THREADS:-12}
 VER_ARGS=${GENRL_VER_ARGS:---blur 2.0 --jitter 0.3 --noise 0.1 --count-threshold 0.3}
 ARMS=${GENRL_ARMS:-ddpo-jpeg rlcm-jpeg grpo-verifier}
 JPEG_ARGS=${GENRL_JPEG_ARGS:---no-lora --lr 2e-5}; GRPO_ARGS=${GENRL_GRPO_ARGS:---no-lora --lr 4e-5}
@@ -158,10 +168,31 @@ r = subprocess.run(cmd, capture_output=True, text=True)
 if r.returncode:
     sys.exit(f"genrl train on {dev} failed:\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
 print(f"genrl train ok: one epoch of a tiny generator on {dev}, preflight {time.time() - t0:.1f}s")
+try:  # the model commands on the device (tiny sizes); on failure the model phase falls back to the CPU
+    from pixelrl.genrl.generator import distill_consistency, load_components, train_generator
+    from pixelrl.genrl.rewards import VerifierConfig, load_detector, train_verifier
+    t1, q = time.time(), dict(progress=False, log=lambda s: None)
+    g = train_generator(f"{work}/gen", size="tiny", image_size=16, batch_size=4, steps=2, warmup_steps=1,
+                        device=dev, **q)
+    d = distill_consistency(f"{work}/gen", f"{work}/lcm", steps=1, batch_size=2, time_cond_proj_dim=16, device=dev,
+                            **q)
+    v = train_verifier(f"{work}/ver", VerifierConfig(steps=2, batch_size=8, pool_images=32, eval_images=16, width=4,
+                                                     blur=1.0, jitter=0.2, device=dev), progress=False)
+    load_components(f"{work}/lcm"), load_detector(f"{work}/ver")  # the folders written load on the CPU
+    print(f"model commands ok on {g['device']} / {d['device']} / {v['device']} ({time.time() - t1:.1f}s)")
+    open(f"{work}/models_device_ok", "w").write(dev)
+except Exception as e:
+    print(f"WARNING: the model commands failed on {dev} ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
+          "the models are built on the CPU")
 EOF
   say "ERROR: preflight failed (see above); nothing was trained"
   exit 1
 fi
+MODEL_DEVICE=$DEVICE
+[[ -f $W/preflight/models_device_ok ]] || MODEL_DEVICE=cpu  # (the preflight's warning says why)
+if [[ $MODEL_DEVICE == cuda* ]]; then T_GEN=2 T_VER=2 T_DISTILL=2; else T_GEN=11 T_VER=4 T_DISTILL=12; fi
+GEN_THREADS=${GENRL_GEN_THREADS:-$T_GEN}; VER_THREADS=${GENRL_VER_THREADS:-$T_VER}
+DISTILL_THREADS=${GENRL_DISTILL_THREADS:-$T_DISTILL}
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used,power.draw --format=csv -l 10 >"$OUT/gpu.csv" &
   GPU_LOG_PID=$!
@@ -191,20 +222,20 @@ elif [[ -n ${GENRL_MODELS:-} ]]; then
 else
   GEN=$W/models/generator; LCM=$W/models/lcm; VER=$W/models/verifier
   T_MODELS=$(date +%s)
-  say "models on the CPU: generator ($GEN_STEPS steps, $GEN_THREADS threads) then distillation ($DISTILL_STEPS" \
+  say "models on $MODEL_DEVICE: generator ($GEN_STEPS steps, $GEN_THREADS threads) then distillation ($DISTILL_STEPS" \
       "steps); the verifier ($VER_STEPS steps, $VER_THREADS threads) beside them; at most ${MODELS_S}s"
   phase pretrain-verifier "$MODELS_S" env OMP_NUM_THREADS="$VER_THREADS" "$PY" -m pixelrl.cli.main genrl \
     pretrain-verifier --out "$VER" --task one-shape --steps "$VER_STEPS" --pool-images "$VER_POOL" $VER_ARGS \
-    --no-progress &  # (the verifier command has no --threads: torch reads OMP_NUM_THREADS)
+    --device "$MODEL_DEVICE" --no-progress &  # (the verifier command has no --threads: torch reads OMP_NUM_THREADS)
   VER_PID=$!
   phase pretrain-generator $((MODELS_S - DISTILL_S)) "$PY" -m pixelrl.cli.main genrl pretrain-generator \
-    --out "$GEN" --task one-shape --steps "$GEN_STEPS" --threads "$GEN_THREADS" --checkpoint-every "$CK" \
-    --log-every "$CK" --no-progress
+    --out "$GEN" --task one-shape --steps "$GEN_STEPS" --threads "$GEN_THREADS" --device "$MODEL_DEVICE" \
+    --checkpoint-every "$CK" --log-every "$CK" --no-progress
   left=$((MODELS_S - ($(date +%s) - T_MODELS)))
   if [[ -f $GEN/model_index.json ]] && ((left > 10)); then
     phase distill "$left" "$PY" -m pixelrl.cli.main genrl distill --teacher "$GEN" --out "$LCM" \
-      --steps "$DISTILL_STEPS" --threads "$DISTILL_THREADS" --checkpoint-every $((CK / 2 > 0 ? CK / 2 : 1)) \
-      --log-every $((CK / 2 > 0 ? CK / 2 : 1)) --no-progress
+      --steps "$DISTILL_STEPS" --threads "$DISTILL_THREADS" --device "$MODEL_DEVICE" \
+      --checkpoint-every $((CK / 2 > 0 ? CK / 2 : 1)) --log-every $((CK / 2 > 0 ? CK / 2 : 1)) --no-progress
   fi
   wait "$VER_PID"
   say "model phase done"
@@ -263,9 +294,9 @@ if [[ $MIN != 0 ]]; then
 fi
 
 # ---- (5) one result: goals, plot, throughput --------------------------------------------------------------------
-SETTINGS=$(for v in QUICK MODELS_S GEN_STEPS GEN_THREADS DISTILL_STEPS DISTILL_THREADS VER_STEPS VER_POOL \
-               VER_THREADS VER_ARGS BATCH BATCHES GROUP DDPO_STEPS DDIM_STEPS GRPO_GUIDANCE JPEG_ARGS GRPO_ARGS \
-               ARM_MARGIN_S SD SD_LCM; do
+SETTINGS=$(for v in QUICK MODEL_DEVICE MODELS_S GEN_STEPS GEN_THREADS DISTILL_STEPS DISTILL_THREADS VER_STEPS \
+               VER_POOL VER_THREADS VER_ARGS BATCH BATCHES GROUP DDPO_STEPS DDIM_STEPS GRPO_GUIDANCE JPEG_ARGS \
+               GRPO_ARGS ARM_MARGIN_S SD SD_LCM; do
              echo "${v,,}=${!v}"; done; echo "prebuilt_models=${GENRL_MODELS:-}")  # one name=value a line
 timeout 60 "$PY" - "$RESULT" "$W" "$GEN" "${LCM:-}" "${VER:-}" "$DEVICE" "$GPU_NAME" "$MIN" "$BUDGET_S" "$SETTINGS" \
   $ARMS <<'EOF'
@@ -315,6 +346,12 @@ if (work / "phases.tsv").is_file():
         phases[n] = {"wall_s": int(s), "exit": int(rc), "stopped_by_guard": rc in ("124", "137")}
 sd = bool(settings["sd"])
 models = {"generator": {"path": gen}, "lcm": {"path": lcm}} if sd else model_info(gen, lcm or None, ver)
+for name, folder, meta, key in (("generator", gen, "pixelrl_generator.json", "train_device"),
+                                ("lcm", lcm, "pixelrl_generator.json", "distill_device"),
+                                ("verifier", ver, "detector.json", "device")):  # where each model was trained
+    p = Path(folder or "") / meta
+    if not sd and folder and p.is_file() and name in models:
+        models[name]["trained_on_device"] = json.loads(p.read_text()).get(key)
 complete = bool(arm_names) and all(a["rows"] for a in arms.values())
 summary = {
     "benchmark": "genrl_gpu", **_provenance(), "gpu": gpu or None, "device": device, "reduced": True,
@@ -323,9 +360,10 @@ summary = {
     "complete": complete, "budget_s": int(budget), "arm_minutes": float(minutes),
     "note": f"REDUCED: {float(minutes):.2f} min per arm (the goals are stated for 15); the arms ran at the same time "
             f"on {gpu or device}, one CPU thread each; " + ("a Stable Diffusion-sized pipeline" if sd else
-            "models trained in the same call on the machine's CPU cores (phases, settings)") + "; images per epoch / "
-            "samples per update: " + ", ".join(f"{n} {t['images_per_epoch']} / {t['samples_per_update']:.0f}"
-                                              for n, t in thr.items() if t["epochs"]),
+            f"models trained in the same call on {settings.get('model_device') or device} (phases, settings)")
+            + "; images per epoch / samples per update: "
+            + ", ".join(f"{n} {t['images_per_epoch']} / {t['samples_per_update']:.0f}"
+                        for n, t in thr.items() if t["epochs"]),
     "models": models, "phases": phases, "throughput": thr, "goals": goals(arms), "arms": arms,
     "total_wall_s": sum(p["wall_s"] for p in phases.values())}
 write_json_atomic(Path(result), summary)
