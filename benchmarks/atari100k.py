@@ -4,7 +4,8 @@ DrQ(eps) scores, with rliable's IQM and its stratified-bootstrap 95% confidence 
 Each run is a normal ``pixelrl train`` run folder under ``--out-dir/<game>/s<seed>`` (``--preset paper``, so the
 agent's own preset sets the protocol: 400k frames, no sticky actions, 108k-frame episodes, life loss terminal for
 the learner, 100 evaluation episodes); runs go in parallel (``--parallel``), a finished run is skipped and an
-unfinished one resumed, so the script can be stopped and started again. The score of a run is the mean return of
+unfinished one resumed from its last checkpoint (every ``--checkpoint-every`` frames, 50k by default), so the script
+can be stopped and started again. The score of a run is the mean return of
 the final evaluation: ``pixelrl eval <run> --episodes 100`` on the last checkpoint (raw game scores), saved as
 ``final_eval.json`` in the run folder. The trainer's own evaluations (at the start and the end) run
 ``--train-eval-episodes`` (1) episodes only: an untrained greedy agent can play Breakout for the whole 27k-step cap
@@ -130,6 +131,7 @@ def command(args, game: str, seed: int) -> str:
                                str(seed), "--run-dir", str(run), "--device", args.device, "--no-progress",
                                "--no-video", "--no-tensorboard", "--eval-episodes", str(args.train_eval_episodes),
                                "--frames", str(frames), "--eval-every-frames", str(frames),
+                               "--checkpoint-every-frames", str(args.checkpoint_every),
                                "--threads", str(args.threads)] + shlex.split(args.agent_flags))
     final = run / "final_eval.json"
     evaluate = py + ["eval", str(run), "--episodes", str(args.eval_episodes), "--device", args.device]
@@ -219,6 +221,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--agent-flags", default="", help="extra flags for pixelrl train, e.g. '--agent.precision bf16'")
     ap.add_argument("--frames", type=int, default=None, help="env frames per run (default: the protocol's 400k)")
     ap.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation (protocol: 100)")
+    ap.add_argument("--checkpoint-every", type=int, default=50_000,
+                    help="env frames between checkpoints (weights, optimizer, replay), so that a run stopped midway "
+                         "resumes from its last one (the trainer's own evaluations, which also checkpoint, run only "
+                         "at the start and the end)")
     ap.add_argument("--train-eval-episodes", type=int, default=1, help="episodes of the trainer's own evaluations "
                     "(at the start and the end of each run)")
     ap.add_argument("--parallel", type=int, default=None, help="runs at a time (default: 2 on cpu, 8 on cuda)")

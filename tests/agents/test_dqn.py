@@ -521,3 +521,22 @@ def test_atari100k_tables_iqm_and_stratified_bootstrap():
     agg = b.aggregate([{"game": "Pong", "hns": 0.1}, {"game": "Pong", "hns": 0.3}, {"game": "Breakout", "hns": 0.5},
                        {"game": "Breakout", "hns": 0.7}], ["Pong", "Breakout"], reps=100)
     assert agg["runs_per_game"] == 2 and agg["mean_hns"] == pytest.approx(0.4) and len(agg["iqm_hns_ci95"]) == 2
+
+
+def test_atari100k_runs_checkpoint_midway_and_resume(tmp_path):
+    """A run of the benchmark writes checkpoints every --checkpoint-every frames (its own evaluations run only at
+    the start and the end), and a run folder with a checkpoint is resumed instead of started again."""
+    import argparse
+    import shlex
+
+    b = _bench()
+    args = argparse.Namespace(out_dir=str(tmp_path), frames=None, agent="drq-eps", device="cpu", train_eval_episodes=1,
+                              threads=1, agent_flags="", checkpoint_every=50_000, eval_episodes=100)
+    first = shlex.split(b.command(args, "Pong", 1).split(" && ")[0])
+    assert first[first.index("--checkpoint-every-frames") + 1] == "50000"
+    assert first[first.index("--eval-every-frames") + 1] == "400000"
+    ckpt = b.run_dir(tmp_path, "Pong", 1) / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "latest.json").write_text("{}")
+    again = shlex.split(b.command(args, "Pong", 1).split(" && ")[0])
+    assert again[1:] == ["-m", "pixelrl.cli.main", "resume", str(b.run_dir(tmp_path, "Pong", 1))]
