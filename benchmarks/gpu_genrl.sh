@@ -77,7 +77,8 @@
 #   GENRL_DEVICE       cuda (default) or cpu (a dry run): the models and the arms;  GENRL_SETUP 0 skips the wheels
 #                      (default 1 with cuda)
 #   GENRL_WHEELS (.whl) GENRL_SITE (/tmp/site) GENRL_WORK (/tmp/genrl_gpu);  PYTHON (python3);  OUT (the tool's)
-# A dry run on a CPU (tiny models and batches; on 2 shared cores the arms got 1.5 min each), from the repository root:
+# A dry run on a CPU (tiny models and batches; on 2 busy shared cores the arms got 0.6 to 1.5 min each and the
+# generator may stop at its guard, its last export then used), from the repository root:
 #   OUT=/tmp/out PYTHON=.venv/bin/python GENRL_DEVICE=cpu nice -n 10 bash benchmarks/gpu_genrl.sh --quick
 set -uo pipefail
 T_START=$(date +%s)
