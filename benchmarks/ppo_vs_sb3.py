@@ -42,6 +42,12 @@ CleanRL's fp32 arithmetic. Ours counts emulator frames including the reset no-op
 budget (11,264 agent steps for 40,960 frames, SB3 10,240); agent steps/s give the same ratio (``runs`` hold
 ``agent_steps`` and ``train_s``).
 
+Where our time goes: each of our runs records its seconds of env stepping, acting and updating (``phase_s``, summed
+over the trainer's per-rollout rows), and the summary adds each phase's share and two ceilings of the ratio with our
+update as it is: the ratio if env stepping and acting took no time (``ratio_ceiling_update_only``), and if only env
+stepping took none (``ratio_ceiling_env_hidden``, what stepping the envs while the policy acts could at best give;
+on-policy PPO cannot overlap either with the update, which needs the whole rollout).
+
 Needs ``stable-baselines3`` (``.venv/bin/pip install stable-baselines3``), ale-py and MuJoCo.
 """
 
@@ -58,6 +64,9 @@ import time
 from pathlib import Path
 
 TASKS = ("breakout", "halfcheetah")
+PHASES = ("env_s", "act_s", "update_s")
+"""Our trainer's per-rollout timings (train rows): stepping the envs, acting (policy forward, GAE and storage), and
+the PPO update (every epoch and minibatch)."""
 
 
 # --------------------------------------------------------------------------------------------- one run each side
@@ -79,9 +88,10 @@ def _ours(task: str, seed: int, frames: int, threads: int, last: int, run_dir: s
     returns = []  # rows hold means per rollout: expand to the episodes they cover
     for r in train:
         returns += [r["episode_return"]] * int(r.get("episodes_finished", 0)) if "episode_return" in r else []
+    phases = {k: sum(r[k] for r in train if k in r) for k in PHASES}  # seconds over every rollout
     return {"frames": last_row["frames"], "agent_steps": last_row["agent_steps"], "train_s": train_s,
             "fps": last_row["frames"] / train_s, "last_return": _tail_mean(returns, last),
-            "episodes": len(returns), "final_eval_return": summary["final_eval_return"],
+            "episodes": len(returns), "final_eval_return": summary["final_eval_return"], "phase_s": phases,
             "hyper_parameters": dict(config["agent"]),
             "precision_reason": (config.get("decisions") or {}).get("precision_reason")}
 
@@ -178,6 +188,22 @@ def _run_child(lib: str, task: str, seed: int, args: argparse.Namespace) -> dict
     return out
 
 
+def _phase_bounds(ours: list[dict], sb3_fps: float) -> dict:
+    """Where our time goes, and what that allows: the median share of each phase in our training time, and the
+    frames/s ratio to SB3 that ours would reach with the update unchanged if env stepping and acting took no time
+    (``ratio_ceiling_update_only``) or if only env stepping took none (``ratio_ceiling_env_hidden``; on-policy PPO
+    cannot overlap either with the update, which needs the whole rollout). Medians over seeds of per-frame costs."""
+    runs = [r for r in ours if r.get("phase_s") and r["phase_s"].get("update_s")]
+    if not runs:
+        return {}
+    per_frame = {k: _median([r["phase_s"][k] / r["frames"] for r in runs]) for k in PHASES}
+    total = sum(per_frame.values())
+    sb3_s = 1.0 / sb3_fps
+    return {"phase_s_per_frame": per_frame, "phase_share": {k: v / total for k, v in per_frame.items()},
+            "ratio_ceiling_update_only": sb3_s / per_frame["update_s"],
+            "ratio_ceiling_env_hidden": sb3_s / (per_frame["update_s"] + per_frame["act_s"])}
+
+
 def _median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -234,10 +260,16 @@ def main() -> None:
                         "last_returns": [r["last_return"] for r in rs], "fps": [r["fps"] for r in rs]}
         row["fps_ratio_ours_over_sb3"] = row["ours"]["median_fps"] / row["sb3"]["median_fps"]
         row["ours"]["final_eval_returns"] = [r["final_eval_return"] for r in sides["ours"]]
+        row["ours"].update(_phase_bounds(sides["ours"], row["sb3"]["median_fps"]))
         summary[task] = row
         print(f"{task}: median frames/s ours {row['ours']['median_fps']:.0f} vs SB3 {row['sb3']['median_fps']:.0f} "
               f"= {row['fps_ratio_ours_over_sb3']:.2f}x; median last-episode return ours "
               f"{row['ours']['median_last_return']} vs SB3 {row['sb3']['median_last_return']}", flush=True)
+        if "phase_share" in row["ours"]:
+            share = ", ".join(f"{k[:-2]} {v:.0%}" for k, v in row["ours"]["phase_share"].items())
+            print(f"{task}: our training time by phase: {share}; ceiling of the ratio with our update as it is: "
+                  f"{row['ours']['ratio_ceiling_update_only']:.2f}x if env stepping and acting cost nothing, "
+                  f"{row['ours']['ratio_ceiling_env_hidden']:.2f}x if only env stepping did", flush=True)
     result = {
         "benchmark": "ppo_vs_sb3", "summary": summary, "runs": runs,
         "settings": {"tasks": args.tasks, "seeds": args.seeds, "atari_frames": args.atari_frames,
