@@ -98,8 +98,9 @@ def model_info(gen: str, lcm: str | None, ver: str) -> dict:
             continue
         try:
             g = read_generator_info(folder)
-            info[name] = {"path": folder, "kind": g.get("kind"), "steps_trained": g.get("steps"),
-                          "train_loss": g.get("train_loss")}
+            # an LCM folder also keeps its teacher's train_loss; its own loss is distill_loss
+            loss = "distill_loss" if g.get("kind") == "lcm" else "train_loss"
+            info[name] = {"path": folder, "kind": g.get("kind"), "steps_trained": g.get("steps"), loss: g.get(loss)}
         except Exception as e:  # a folder not (yet) written: say so instead of failing the benchmark
             info[name] = {"path": folder, "error": str(e)}
     det = Path(ver) / "detector.json"
