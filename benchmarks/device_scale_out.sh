@@ -89,19 +89,10 @@ say "envs $ENVS workers $WORKERS envs/worker $K chunk $CHUNK seconds/arm $SECS r
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- (1) wheels ------------------------------------------------------------------------------------------------
-install() {  # install FOLDER TARGET
-  local stamp
-  compgen -G "$1/*.whl" >/dev/null || { say "ERROR: no $1/*.whl (run scripts/device_wheels.sh --profile scale-out" \
-                                            "here and carry .whl-ray)"; exit 1; }
-  stamp=$(ls "$1"/*.whl | md5sum | cut -c1-12)
-  if [[ -f $2/.stamp-$stamp ]]; then
-    say "wheels of $1 already installed in $2"
-  else
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" "$1"/*.whl \
-      || { say "ERROR: pip install of $1 failed"; exit 1; }
-    touch "$2/.stamp-$stamp"
-    say "installed $(ls "$1"/*.whl | wc -l) wheels of $1 into $2"
-  fi
+source benchmarks/_wheels.sh
+install() {  # install FOLDER TARGET: here the wheels are required
+  install_wheels "$1" "$2" || { say "ERROR: no $1/*.whl (run scripts/device_wheels.sh --profile scale-out here" \
+                                    "and carry .whl-ray)"; exit 1; }
 }
 if [[ $SETUP == 1 ]]; then
   install "$WHL" "$SITE"

@@ -106,17 +106,9 @@ if [[ $SETUP == 1 ]]; then
     export __EGL_VENDOR_LIBRARY_FILENAMES=$nv_egl
   fi
 fi
+source benchmarks/_wheels.sh
 if [[ $SETUP == 1 || $SETUP == whl ]]; then
-  if compgen -G ".whl/*.whl" >/dev/null; then
-    stamp=$(ls .whl | md5sum | cut -c1-12)
-    if [[ -f $SITE/.stamp-$stamp ]]; then
-      say "wheels already installed in $SITE"
-    else
-      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        .whl/*.whl || { say "ERROR: pip install of .whl failed"; exit 1; }
-      touch "$SITE/.stamp-$stamp"
-      say "installed $(ls .whl | wc -l) wheels into $SITE"
-    fi
+  if install_wheels .whl "$SITE"; then
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
   else
     say "no .whl/*.whl (run scripts/device_wheels.sh here and carry .whl)"

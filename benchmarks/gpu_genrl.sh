@@ -119,18 +119,12 @@ say "mode $([[ $QUICK == 1 ]] && echo quick || echo full): device $DEVICE budget
     "arms [$ARMS] out $OUT work $W${SD:+ sd $SD}"
 rm -rf "$W"; mkdir -p "$W"
 
-# ---- (1) wheels (the pattern of gpu_dmc100k.sh: --no-deps into a site folder, stamped) ---------------------
+# ---- (1) wheels (benchmarks/_wheels.sh: --no-deps into a site folder, stamped) -----------------------------
 WHL=${GENRL_WHEELS:-.whl}; SITE=${GENRL_SITE:-/tmp/site}
+source benchmarks/_wheels.sh
 if [[ $SETUP == 1 ]]; then
-  if compgen -G "$WHL/*.whl" >/dev/null; then
-    stamp=$(ls "$WHL" | md5sum | cut -c1-12)
-    if [[ ! -f $SITE/.stamp-$stamp ]]; then
-      "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        "$WHL"/*.whl || { say "ERROR: pip install of $WHL failed"; exit 1; }
-      touch "$SITE/.stamp-$stamp"
-    fi
+  if install_wheels "$WHL" "$SITE"; then
     export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-    say "wheels of $WHL in $SITE"
   else
     say "no $WHL/*.whl (run scripts/device_wheels.sh here and carry .whl); relying on the image's packages"
   fi
