@@ -23,6 +23,16 @@ Online arms (each a fresh ``pixelrl train`` process, one after the other; the ma
   RL-VLM-F's single newest frame, named in the docs); the arms are named with ``-fK`` / ``-a`` / ``-fKa`` appended
   (e.g. ``prefs-1000-f3``).
 
+* ``--query-span F`` -- the prefs arms' rounds are spread over the first F of the run's agent steps instead of half
+  (1.0: a constant rate to the end, as RL-VLM-F's cartpole, whose budget outlasts its run); arms named ``-spanF``.
+* ``--pref-logit-scale T`` -- the prefs (and frozen) arms' fits scale the Bradley-Terry logits by T
+  (``--reward.pref-logit-scale``, our deviation: with tanh steps and single-step pairs, T = 1 fits a threshold
+  reward); arms named ``-TT``.
+* ``frozen-N`` (``--frozen N ...``) -- a model fitted once on N scripted pairs drawn uniformly from the true arm's
+  whole replay (its good behaviour included), then DrQ-v2 trained on it with ``--reward prefs:DIR``: what the learned
+  reward gives when neither the schedule nor the coverage of the labels stands in the way. Its ``fit`` records the
+  held-out pair accuracy and the model's reward per decile of the env's (``by_true_decile``).
+
 Reported per arm and seed: evaluation return vs env frames (the env's own return in every arm), the final return,
 ``ratio`` = final return of ``prefs-N`` / ``true`` (goal: >= 0.9), the query-efficiency curve (final return vs N),
 and for the ``prefs`` arms the fit accuracy and how often the oracle's label agreed with the model's ordering.
@@ -48,6 +58,8 @@ rest run. Budget knobs: ``--frames``, ``--seeds``, ``--queries``, ``--offline-st
     MUJOCO_GL=egl python benchmarks/preference_reward.py --fit-ceiling --ceiling-skip-frames \
         --ceiling-inputs 1 3 3a --out ceiling_inputs.json              # stacked frames / the action as inputs
     MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --queries 1000 --pref-frames 3   # online
+    MUJOCO_GL=egl python benchmarks/preference_reward.py --frames 100000 --queries --frozen 1000 10000 \
+        --pref-frames 3                                                       # rewards fitted on the true arm's data
 """
 
 from __future__ import annotations
@@ -75,29 +87,41 @@ def common(frames: int, seed: int, run: Path, eval_every: int, eval_episodes: in
     return cpu_fast_arm(ENV, frames, seed, run, eval_every, eval_episodes)
 
 
-def schedule(frames: int, queries: int) -> dict:
-    """Rounds of 50 pairs from the end of the warm-up until half of the run's agent steps."""
+def schedule(frames: int, queries: int, span: float = 0.5) -> dict:
+    """Rounds of 50 pairs from the end of the warm-up until ``span`` of the run's agent steps (0.5: half the run,
+    every file measured before ``--query-span`` existed; 1.0: a constant rate to the end, as RL-VLM-F's cartpole,
+    whose 50 pairs every 5000 steps over 500k steps never reach its 10000-query budget)."""
     steps = frames // ACTION_REPEAT
     rounds = max(1, math.ceil(queries / QUERY_BATCH))
-    every = max(1, (steps // 2 - WARMUP) // rounds)
-    return {"query_batch": QUERY_BATCH, "query_every": every, "max_queries": queries, "rounds": rounds}
+    every = max(1, (int(steps * span) - WARMUP) // rounds)
+    return {"query_batch": QUERY_BATCH, "query_every": every, "max_queries": queries, "rounds": rounds,
+            "span": span}
 
 
-INPUTS = {"frames": 1, "actions": False}
-"""What the prefs arms' reward nets read (``--pref-frames``, ``--pref-actions``; RL-VLM-F: one frame, no action)."""
+INPUTS = {"frames": 1, "actions": False, "span": 0.5, "logit_scale": 1.0}
+"""What the prefs arms' reward nets read (``--pref-frames``, ``--pref-actions``; RL-VLM-F: one frame, no action), how
+far into the run their queries go (``--query-span``) and their fit's logit scale (``--pref-logit-scale``)."""
 
 
-def input_suffix(frames: int = 1, actions: bool = False) -> str:
-    """``''`` for RL-VLM-F's input, else ``-f3`` (3 stacked frames), ``-a`` (with the action), ``-f3a``..."""
+def input_suffix(frames: int = 1, actions: bool = False, span: float = 0.5, logit_scale: float = 1.0) -> str:
+    """``''`` for RL-VLM-F's input, else ``-f3`` (3 stacked frames), ``-a`` (with the action), ``-f3a``...; then
+    ``-T5`` etc. for a logit scale and ``-span1`` etc. when the queries go on past half the run."""
     tag = (f"f{frames}" if frames > 1 else "") + ("a" if actions else "")
-    return f"-{tag}" if tag else ""
+    return (f"-{tag}" if tag else "") + (f"-T{logit_scale:g}" if logit_scale != 1.0 else "") + \
+        (f"-span{span:g}" if span != 0.5 else "")
 
 
 def arm_name(n: int, segment: int = 1) -> str:
     """The key of a prefs arm: ``prefs-N`` for single frames (RL-VLM-F), ``prefs-N-segK`` for segments of K, with
     ``-fJ`` / ``-a`` / ``-fJa`` appended when the nets read J stacked frames and/or the action."""
     base = f"prefs-{n}" if segment == 1 else f"prefs-{n}-seg{segment}"
-    return base + input_suffix(INPUTS["frames"], INPUTS["actions"])
+    return base + input_suffix(INPUTS["frames"], INPUTS["actions"], INPUTS["span"], INPUTS["logit_scale"])
+
+
+def frozen_name(n: int, segment: int = 1) -> str:
+    """The key of a ``--frozen`` arm: ``frozen-N`` (``-segK``, ``-fJ``... as :func:`arm_name`)."""
+    return (f"frozen-{n}" if segment == 1 else f"frozen-{n}-seg{segment}") + input_suffix(
+        INPUTS["frames"], INPUTS["actions"], logit_scale=INPUTS["logit_scale"])
 
 
 def finished(run: Path, frames: int | None = None) -> bool:
@@ -174,6 +198,110 @@ def read_run(run: Path) -> dict:
     return out
 
 
+def true_arm_replay(true_run: Path) -> dict:
+    """A finished arm's saved replay (its whole run): the per-slot frames ``x``, ``first``, ``ep_start``, the env's
+    per-step reward ``r_env`` (0 on each episode's first slot), the stacking ``floor`` of every slot, the raw
+    ``arrays`` and the env's spaces."""
+    from pixelrl.data.replay import ReplayBuffer
+    from pixelrl.envs import make
+    from pixelrl.train.setup import load_run_config
+
+    cfg = load_run_config(true_run)
+    env = make(cfg.env, seed=0, **cfg.env_kwargs())
+    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity,
+                          frame_stack=cfg.frame_stack or 3, nstep=cfg.agent.nstep,
+                          discount=cfg.agent.discount)
+    env.close()
+    replay.load(true_run / "replay")
+    state = replay.state_dict()
+    arrays = state["arrays"]
+    first, ep_start = arrays["first"], arrays["ep_start"]
+    lo = int(state["meta"]["lo"])
+    return {"x": arrays["obs_0"], "first": first, "ep_start": ep_start, "arrays": arrays,
+            "r_env": np.where(first, 0.0, arrays["reward"].astype(np.float64)),
+            "floor": np.maximum(ep_start.astype(np.int64) - lo, 0), "observation_space": env.observation_space,
+            "action_space": env.action_space, "frame_stack": cfg.frame_stack or 3}
+
+
+def model_inputs(d: dict, rows: np.ndarray, spec) -> tuple[np.ndarray, np.ndarray | None]:
+    """The net inputs (the slot's frame or its K stacked frames) and, for nets that read them, the actions of these
+    replay rows (any shape) of :func:`true_arm_replay`'s data."""
+    from pixelrl.rewards.preference import stack_slots
+
+    xs = stack_slots(d["x"], rows, d["floor"], spec.frames) if spec.frames > 1 else d["x"][rows]
+    acts = None
+    if spec.action_dim:
+        acts = d["arrays"]["action"][rows].astype(np.float32).reshape(*np.shape(rows), spec.action_dim)
+    return xs, acts
+
+
+def fit_on_true_arm(true_run: Path, queries: int, segment: int, seed: int, out: Path, **model_kwargs) -> dict:
+    """The ``--frozen`` arms' reward: a preference model (RL-VLM-F's ensemble and fit; the inputs of
+    ``--pref-frames`` / ``--pref-actions``) fitted once on ``queries`` pairs of ``segment``-step segments drawn
+    uniformly from a finished true arm's whole replay and labelled by the scripted oracle (noiseless), saved to
+    ``out``. The pairs cover everything that arm's agent did, its best behaviour included -- what the online arms'
+    queries cannot see before their agent gets there. Returns the fit's record, the held-out pair accuracy (2000
+    further pairs of the same replay) and :func:`reward_by_decile`. ``model_kwargs`` go to the model (e.g. fewer
+    ``epochs`` in the tests)."""
+    from pixelrl.rewards.oracles import ScriptedOracle
+    from pixelrl.rewards.preference import (PairQuery, PreferenceRewardModel, load_preference_model,
+                                            sample_segment_starts, segment_rows)
+
+    d = true_arm_replay(true_run)
+    if (out / "preference_model.json").is_file():  # fitted by an earlier (resumed) process
+        model = load_preference_model(out)
+        return {"queries": queries, "segment": segment, "model": str(out), "logit_scale": model.logit_scale,
+                **model.history[-1].get("bench", {}), "by_true_decile": reward_by_decile(d, model)}
+    model = PreferenceRewardModel(seed=seed, segment=segment, frames=INPUTS["frames"], actions=INPUTS["actions"],
+                                  logit_scale=INPUTS["logit_scale"], **model_kwargs)
+    model.bind(d["observation_space"], d["frame_stack"], d["action_space"])
+    oracle = ScriptedOracle(seed=seed)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+
+    def pairs(n: int) -> tuple:
+        a0 = sample_segment_starts(d["first"], d["ep_start"], n, segment, rng)
+        b0 = sample_segment_starts(d["first"], d["ep_start"], n, segment, rng)
+        ra, rb = segment_rows(a0, segment), segment_rows(b0, segment)
+        (xa, aa), (xb, ab) = model_inputs(d, ra, model.spec), model_inputs(d, rb, model.spec)
+        q = PairQuery(xa, xb, d["r_env"][ra].sum(1), d["r_env"][rb].sum(1), pixel=model.spec.pixel,
+                      channels=d["x"].shape[1], actions_first=aa, actions_second=ab)
+        return q, oracle.label(q)
+
+    t0 = time.perf_counter()
+    for sent in range(0, queries, QUERY_BATCH):
+        q, y = pairs(min(QUERY_BATCH, queries - sent))
+        model.add_labels(q.first, q.second, y, actions_first=q.actions_first, actions_second=q.actions_second)
+    fit = model.fit()
+    q, y = pairs(2000)
+    held = model.accuracy(q.first, q.second, y, actions_first=q.actions_first, actions_second=q.actions_second)
+    bench = {"fit_acc": float(fit["acc"]), "fit_epochs": int(fit["epochs"]), "held_out_acc": float(held),
+             "fit_s": time.perf_counter() - t0, "true_run": str(true_run)}
+    model.history[-1]["bench"] = bench
+    model.save(out, extra={"true_run": str(true_run), "queries": queries})
+    return {"queries": queries, "segment": segment, "model": str(out), "logit_scale": model.logit_scale, **bench,
+            "by_true_decile": reward_by_decile(d, model)}
+
+
+def reward_by_decile(d: dict, model) -> dict:
+    """How a model's per-step reward follows the env's over a replay (:func:`true_arm_replay`): the env's per-step
+    reward cut at its deciles, and per decile the model reward's mean and std -- a threshold reward shows as -1 below
+    the median and +1 above it -- plus the Spearman correlation over all steps."""
+    from scipy.stats import spearmanr
+
+    steps = np.flatnonzero(~d["first"])
+    r = np.concatenate([model.rewards(*model_inputs(d, steps[s:s + 1024], model.spec))
+                        for s in range(0, steps.size, 1024)]).astype(np.float64)
+    t = d["r_env"][steps]
+    edges = np.quantile(t, np.linspace(0, 1, 11))
+    rows = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        k = (t >= lo) & ((t < hi) if i < 9 else (t <= hi))
+        rows.append({"env_reward": [float(lo), float(hi)], "steps": int(k.sum()),
+                     "model_mean": float(r[k].mean()) if k.any() else None,
+                     "model_std": float(r[k].std()) if k.any() else None})
+    return {"deciles": rows, "spearman": float(spearmanr(r, t).statistic)}
+
+
 def reward_on_true_arm(prefs_run: Path, true_run: Path, segment: int, seed: int = 0) -> dict:
     """How the learned reward of a finished prefs arm (its model after the last round) ranks what the true arm's
     agent did: on every step of the true arm's saved replay (its whole run, env rewards), the Spearman correlation
@@ -185,32 +313,16 @@ def reward_on_true_arm(prefs_run: Path, true_run: Path, segment: int, seed: int 
     behaviour and the prefs agent did not find it. Only the true arm's own data."""
     from scipy.stats import spearmanr
 
-    from pixelrl.data.replay import ReplayBuffer
-    from pixelrl.envs import make
     from pixelrl.rewards.preference import load_preference_model, sample_segment_starts, segment_rows
-    from pixelrl.train.setup import load_run_config
 
-    cfg = load_run_config(true_run)
-    env = make(cfg.env, seed=0, **cfg.env_kwargs())
-    replay = ReplayBuffer(env.observation_space, env.action_space, cfg.agent.replay_capacity,
-                          frame_stack=cfg.frame_stack or 3, nstep=cfg.agent.nstep,
-                          discount=cfg.agent.discount)
-    env.close()
-    replay.load(true_run / "replay")
-    arrays = replay.state_dict()["arrays"]
+    d = true_arm_replay(true_run)
+    x, first, ep_start, r_env, arrays = d["x"], d["first"], d["ep_start"], d["r_env"], d["arrays"]
     model = load_preference_model(prefs_run)
-    from pixelrl.rewards.preference import stack_slots
-
-    x, first, ep_start = arrays["obs_0"], arrays["first"], arrays["ep_start"]
-    lo = int(replay.state_dict()["meta"]["lo"])
-    r_env = np.where(first, 0.0, arrays["reward"].astype(np.float64))
     r_model = np.zeros(len(x))
     steps = np.flatnonzero(~first)
-    floor = np.maximum(ep_start.astype(np.int64) - lo, 0)
     for s in range(0, steps.size, 1024):  # the model's inputs (K stacked frames, actions) for every stored step
         rows = steps[s:s + 1024]
-        xs = stack_slots(x, rows, floor, model.spec.frames) if model.spec.frames > 1 else x[rows]
-        acts = arrays["action"][rows].astype(np.float32) if model.spec.action_dim else None
+        xs, acts = model_inputs(d, rows, model.spec)
         r_model[rows] = model.rewards(xs, acts)
     episodes = np.unique(ep_start)
     ret_env = np.array([r_env[ep_start == e].sum() for e in episodes])
@@ -589,7 +701,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=100_000, help="env frames per online run")
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--queries", type=int, nargs="+", default=[200, 1000], help="query budgets N of the prefs arms")
+    p.add_argument("--queries", type=int, nargs="*", default=[200, 1000],
+                   help="query budgets N of the prefs arms (none: no prefs arms, e.g. with --frozen)")
+    p.add_argument("--query-span", type=float, default=0.5,
+                   help="share of the run's agent steps over which the prefs arms' rounds are spread (0.5: by half "
+                        "the run; 1.0: a constant rate to the end, as RL-VLM-F's cartpole); arms named -spanF")
+    p.add_argument("--frozen", type=int, nargs="*", default=[], metavar="N",
+                   help="also run frozen-N arms: a model fitted once on N scripted pairs drawn from the true arm's "
+                        "whole replay (fit_on_true_arm), then DrQ-v2 trained on it with --reward prefs:DIR -- what "
+                        "the learned reward can give when its labels cover the good behaviour")
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--offline", action="store_true", help="also run the offline protocol (IQL)")
@@ -619,6 +739,9 @@ def main() -> int:
                    help="with --ceiling-inputs: the segment lengths to fit them on")
     p.add_argument("--pref-frames", type=int, default=1,
                    help="stacked frames the prefs arms' reward nets read (--reward.pref-frames; RL-VLM-F: 1)")
+    p.add_argument("--pref-logit-scale", type=float, default=1.0,
+                   help="the prefs and frozen arms' fits scale the Bradley-Terry logits by this "
+                        "(--reward.pref-logit-scale; RL-VLM-F: 1); arms named -T<scale>")
     p.add_argument("--pref-actions", action="store_true",
                    help="the prefs arms' reward nets also read the action (--reward.pref-actions)")
     p.add_argument("--ceiling-skip-frames", action="store_true",
@@ -644,7 +767,12 @@ def main() -> int:
         raise SystemExit(f"--segment must be >= 1, got {min(args.segment)}")
     if not 1 <= args.pref_frames <= 3:
         raise SystemExit(f"--pref-frames must be 1..3 (the env stacks 3 frames), got {args.pref_frames}")
-    INPUTS.update(frames=args.pref_frames, actions=bool(args.pref_actions))
+    if not 0 < args.query_span <= 1:
+        raise SystemExit(f"--query-span must be in (0, 1], got {args.query_span}")
+    if not args.pref_logit_scale > 0:
+        raise SystemExit(f"--pref-logit-scale must be > 0, got {args.pref_logit_scale}")
+    INPUTS.update(frames=args.pref_frames, actions=bool(args.pref_actions), span=float(args.query_span),
+                  logit_scale=float(args.pref_logit_scale))
     if args.offline and (args.pref_frames > 1 or args.pref_actions):
         raise SystemExit("--offline compares single-frame models; run it without --pref-frames / --pref-actions")
     if args.offline and max(args.segment) > 1:
@@ -682,7 +810,7 @@ def main() -> int:
         arms["true"] = {"wall_s": wall, **read_run(true_run)}
         save(f"seed{seed}/true", arms["true"]["partial"])
         for seg, n in ((k, n) for k in args.segment for n in args.queries):
-            sched = schedule(args.frames, n)
+            sched = schedule(args.frames, n, args.query_span)
             name = arm_name(n, seg)
             run = work / f"{name.replace('-', '', 1)}-s{seed}"
             extra = ["--reward", "prefs:scripted", "--reward.query-batch", str(sched["query_batch"]),
@@ -693,6 +821,8 @@ def main() -> int:
                 extra += ["--reward.pref-frames", str(args.pref_frames)]
             if args.pref_actions:
                 extra += ["--reward.pref-actions"]
+            if args.pref_logit_scale != 1.0:
+                extra += ["--reward.pref-logit-scale", f"{args.pref_logit_scale:g}"]
             wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
                                     *extra], run, work / f"{run.name}.log", walls, args.frames)
             if REPORT_ONLY and not run.exists():
@@ -701,6 +831,22 @@ def main() -> int:
             arm.update(compare(arm, arms["true"]))
             if not arm["partial"] and not arms["true"]["partial"] and (true_run / "replay").is_dir():
                 arm["reward_on_true_arm_replay"] = reward_on_true_arm(run, true_run, seg, seed)
+            arms[name] = arm
+            save(f"seed{seed}/{name}", arm["partial"])
+        for seg, n in ((k, n) for k in args.segment for n in args.frozen):
+            name = frozen_name(n, seg)
+            run, model_dir = work / f"{name}-s{seed}", work / f"{name}-s{seed}-model"
+            if arms["true"]["partial"] or (REPORT_ONLY and not run.exists()):
+                continue
+            fit = fit_on_true_arm(true_run, n, seg, seed, model_dir)
+            print(f"{name} seed {seed}: fitted on {n} pairs of the true arm's replay, training accuracy "
+                  f"{fit.get('fit_acc', float('nan')):.3f}, held out {fit.get('held_out_acc', float('nan')):.3f}",
+                  flush=True)
+            wall = train_or_resume(["train", *common(args.frames, seed, run, args.eval_every, args.eval_episodes),
+                                    "--reward", f"prefs:{model_dir}"], run, work / f"{run.name}.log", walls,
+                                   args.frames)
+            arm = {"wall_s": wall, "fit": fit, **read_run(run)}
+            arm.update(compare(arm, arms["true"]))
             arms[name] = arm
             save(f"seed{seed}/{name}", arm["partial"])
         if args.offline and not (REPORT_ONLY and not (work / f"offline-s{seed}" / "collected.json").is_file()):

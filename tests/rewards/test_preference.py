@@ -385,3 +385,68 @@ def test_the_person_oracle_waits_for_the_queue_and_a_resumed_round_reuses_its_ba
     assert LabelQueue(tmp_path / "q").num_pairs() == 3
     with pytest.raises(TimeoutError):
         again.label(PairQuery(a, b, round=1))
+
+
+def test_a_logit_scale_keeps_a_noiseless_single_step_fit_graded_where_scale_one_saturates():
+    """With tanh steps and logits R1 - R2 (RL-VLM-F), noiseless labels drive the best states' rewards onto the +1
+    bound, so the top fifth of the true reward gets one flat learned reward; scaling the logits by 5 leaves those
+    rewards spread (several times wider) at the same overall ordering. The scale is checked and reaches the model
+    through the prefs: spec."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, (4000, 4)).astype(np.float32)
+    t = true_state_reward(x)
+    top = t >= np.quantile(t, 0.8)
+    spread = {}
+    for scale in (1.0, 5.0):
+        m, fit, _ = _fit_states(2000, seed=3, epochs=30, logit_scale=scale)
+        r = m.rewards(x)
+        assert spearmanr(r, t).statistic > 0.85
+        spread[scale] = float(r[top].std())
+    assert spread[1.0] < 0.01 and spread[5.0] > 3 * spread[1.0], spread
+    with pytest.raises(ConfigError, match="logit_scale"):
+        state_model(logit_scale=0.0)
+    with pytest.raises(ConfigError, match="pref-logit-scale"):
+        build_reward_model(RewardConfig("prefs:scripted", pref_logit_scale=-1.0))
+    m = build_reward_model(RewardConfig("prefs:scripted", pref_logit_scale=5.0))
+    assert m.logit_scale == 5.0
+
+
+def _preference_bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(root))  # the benchmark imports its sibling _cli
+    try:
+        spec = importlib.util.spec_from_file_location("preference_reward_bench", root / "preference_reward.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(root))
+    return mod
+
+
+@pytest.mark.slow
+def test_the_benchmark_spreads_rounds_and_fits_a_frozen_reward_on_a_runs_replay(online_run, tmp_path):
+    """benchmarks/preference_reward.py: ``--query-span 0.5`` keeps the spacing the earlier result files used (287 agent
+    steps for N = 1000 at 100k frames), 1.0 spreads the rounds to the end of the run; a ``--frozen`` model is fitted on
+    pairs of a run's stored steps labelled by their stored rewards, orders further pairs of them, is saved as a model
+    folder the prefs: spec loads, and is read back rather than refitted when the benchmark resumes."""
+    b = _preference_bench()
+    assert b.schedule(100_000, 1000)["query_every"] == 287
+    s = b.schedule(100_000, 1000, 1.0)
+    last = b.WARMUP + (s["rounds"] - 1) * s["query_every"]
+    assert s["query_every"] == 600 and 12_500 - s["query_every"] <= last < 12_500
+    with pytest.raises(SystemExit):
+        b.INPUTS.update(frames=1, actions=False, span=0.5, logit_scale=1.0)
+        b.sys.argv = ["preference_reward.py", "--query-span", "0"]
+        b.main()
+    fit = b.fit_on_true_arm(online_run, 200, 1, 0, tmp_path / "m", epochs=10)
+    assert fit["held_out_acc"] > 0.7, fit  # chance: 0.5
+    means = [r["model_mean"] for r in fit["by_true_decile"]["deciles"] if r["model_mean"] is not None]
+    assert means[-1] > means[0] and fit["by_true_decile"]["spearman"] > 0.6
+    model = build_reward_model(RewardConfig(f"prefs:{tmp_path / 'm'}"))
+    assert model.num_labels == 0 and model.history[-1]["labels"] == 200
+    again = b.fit_on_true_arm(online_run, 200, 1, 0, tmp_path / "m", epochs=10)
+    assert again["held_out_acc"] == fit["held_out_acc"] and again["by_true_decile"] == fit["by_true_decile"]

@@ -345,6 +345,11 @@ class RewardConfig:
     """``prefs:`` pairs per minibatch of a fit; None: RL-VLM-F's 64 for the image CNN, 128 for state MLPs."""
     pref_epochs: int = 50
     """``prefs:`` most passes over the labels per fit (``reward_update``: 50 in RL-VLM-F's cartpole run)."""
+    pref_logit_scale: float = 1.0
+    """``prefs:`` factor T on the segment scores in the Bradley-Terry fit, ``P(x1 > x2) = sigmoid(T (R1 - R2))``
+    (RL-VLM-F: 1). Deviation when > 1: with tanh-bounded per-step rewards a single-step pair's logit gap is at most
+    2, so noiseless labels push every step to -1 or +1 around the median and the learned reward becomes a
+    threshold; T = 5 keeps it graded. The RL reward is still the ensemble mean in [-1, 1]."""
     pref_target_acc: float = 0.97
     """``prefs:`` a fit stops after the first pass whose training accuracy exceeds this (RL-VLM-F: 0.97)."""
     pref_equal: str = "drop"
