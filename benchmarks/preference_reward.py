@@ -235,6 +235,16 @@ def model_inputs(d: dict, rows: np.ndarray, spec) -> tuple[np.ndarray, np.ndarra
     return xs, acts
 
 
+def replay_rewards(d: dict, model) -> np.ndarray:
+    """A model's reward of every slot of :func:`true_arm_replay`'s data (0 on each episode's first slot)."""
+    r = np.zeros(len(d["x"]))
+    steps = np.flatnonzero(~d["first"])
+    for s in range(0, steps.size, 1024):  # the model's inputs (K stacked frames, actions) for every stored step
+        rows = steps[s:s + 1024]
+        r[rows] = model.rewards(*model_inputs(d, rows, model.spec))
+    return r
+
+
 def fit_on_true_arm(true_run: Path, queries: int, segment: int, seed: int, out: Path, **model_kwargs) -> dict:
     """The ``--frozen`` arms' reward: a preference model (RL-VLM-F's ensemble and fit; the inputs of
     ``--pref-frames`` / ``--pref-actions``) fitted once on ``queries`` pairs of ``segment``-step segments drawn
@@ -244,8 +254,7 @@ def fit_on_true_arm(true_run: Path, queries: int, segment: int, seed: int, out: 
     further pairs of the same replay) and :func:`reward_by_decile`. ``model_kwargs`` go to the model (e.g. fewer
     ``epochs`` in the tests)."""
     from pixelrl.rewards.oracles import ScriptedOracle
-    from pixelrl.rewards.preference import (PairQuery, PreferenceRewardModel, load_preference_model,
-                                            sample_segment_starts, segment_rows)
+    from pixelrl.rewards.preference import PreferenceRewardModel, draw_pairs, load_preference_model
 
     d = true_arm_replay(true_run)
     if (out / "preference_model.json").is_file():  # fitted by an earlier (resumed) process
@@ -259,12 +268,10 @@ def fit_on_true_arm(true_run: Path, queries: int, segment: int, seed: int, out: 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
 
     def pairs(n: int) -> tuple:
-        a0 = sample_segment_starts(d["first"], d["ep_start"], n, segment, rng)
-        b0 = sample_segment_starts(d["first"], d["ep_start"], n, segment, rng)
-        ra, rb = segment_rows(a0, segment), segment_rows(b0, segment)
-        (xa, aa), (xb, ab) = model_inputs(d, ra, model.spec), model_inputs(d, rb, model.spec)
-        q = PairQuery(xa, xb, d["r_env"][ra].sum(1), d["r_env"][rb].sum(1), pixel=model.spec.pixel,
-                      channels=d["x"].shape[1], actions_first=aa, actions_second=ab)
+        q = draw_pairs(model, d["first"], d["ep_start"], d["r_env"], lambda rows: model_inputs(d, rows, model.spec),
+                       n, rng)
+        if q is None:
+            raise SystemExit(f"the replay of {true_run} has no {segment} consecutive steps of one episode")
         return q, oracle.label(q)
 
     t0 = time.perf_counter()
@@ -289,9 +296,7 @@ def reward_by_decile(d: dict, model) -> dict:
     from scipy.stats import spearmanr
 
     steps = np.flatnonzero(~d["first"])
-    r = np.concatenate([model.rewards(*model_inputs(d, steps[s:s + 1024], model.spec))
-                        for s in range(0, steps.size, 1024)]).astype(np.float64)
-    t = d["r_env"][steps]
+    r, t = replay_rewards(d, model)[steps], d["r_env"][steps]
     edges = np.quantile(t, np.linspace(0, 1, 11))
     rows = []
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
@@ -316,14 +321,8 @@ def reward_on_true_arm(prefs_run: Path, true_run: Path, segment: int, seed: int 
     from pixelrl.rewards.preference import load_preference_model, sample_segment_starts, segment_rows
 
     d = true_arm_replay(true_run)
-    x, first, ep_start, r_env, arrays = d["x"], d["first"], d["ep_start"], d["r_env"], d["arrays"]
-    model = load_preference_model(prefs_run)
-    r_model = np.zeros(len(x))
-    steps = np.flatnonzero(~first)
-    for s in range(0, steps.size, 1024):  # the model's inputs (K stacked frames, actions) for every stored step
-        rows = steps[s:s + 1024]
-        xs, acts = model_inputs(d, rows, model.spec)
-        r_model[rows] = model.rewards(xs, acts)
+    x, first, ep_start, r_env = d["x"], d["first"], d["ep_start"], d["r_env"]
+    r_model = replay_rewards(d, load_preference_model(prefs_run))
     episodes = np.unique(ep_start)
     ret_env = np.array([r_env[ep_start == e].sum() for e in episodes])
     ret_model = np.array([r_model[ep_start == e].sum() for e in episodes])

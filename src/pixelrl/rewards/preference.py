@@ -46,7 +46,7 @@ from pixelrl.rewards.base import MODES, observation_array
 
 __all__ = ["InputSpec", "ImageRewardNet", "StateRewardNet", "PreferenceRewardModel", "OnlinePreferenceLoop",
            "Schedule", "bradley_terry_loss", "sample_segment_starts", "segment_rows", "fit_from_dataset",
-           "MODEL_FILE", "WEIGHTS_FILE", "EQUAL", "SKIP", "input_spec", "load_preference_model"]
+           "MODEL_FILE", "WEIGHTS_FILE", "EQUAL", "SKIP", "input_spec", "load_preference_model", "draw_pairs"]
 
 MODEL_FILE, WEIGHTS_FILE = "preference_model.json", "ensemble.safetensors"
 FORMAT = "pixelrl-preference-model"
@@ -855,19 +855,13 @@ class OnlinePreferenceLoop:
         n_ring = len(self._ring)
         env_r = self._ring[np.arange(lo, hi) % n_ring]
         k = min(self.schedule.query_batch, self.schedule.max_queries - self.sent)
-        seg = model.segment
-        a0 = sample_segment_starts(arrays["first"], arrays["ep_start"], k, seg, self.rng)
-        b0 = sample_segment_starts(arrays["first"], arrays["ep_start"], k, seg, self.rng)
-        if a0.size == 0:  # nothing stored that fits a segment yet: try again at the next step
+        query = draw_pairs(model, arrays["first"], arrays["ep_start"], env_r.astype(np.float64),
+                           lambda rows: self._gather(arrays, lo, rows), k, self.rng, round=self.rounds)
+        if query is None:  # nothing stored that fits a segment yet: try again at the next step
             return {}
-        ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
-        (xa, aa), (xb, ab) = self._gather(arrays, lo, ra), self._gather(arrays, lo, rb)
-        query = PairQuery(first=xa, second=xb, returns_first=env_r[ra].astype(np.float64).sum(1),
-                          returns_second=env_r[rb].astype(np.float64).sum(1), round=self.rounds,
-                          pixel=model.spec.pixel, channels=model.spec.shape[0] if model.spec.pixel else None,
-                          actions_first=aa, actions_second=ab)
         labels = np.asarray(self.oracle.label(query), dtype=np.int64)
-        kept = model.add_labels(query.first, query.second, labels, actions_first=aa, actions_second=ab)
+        kept = model.add_labels(query.first, query.second, labels, actions_first=query.actions_first,
+                                actions_second=query.actions_second)
         self.sent += k
         self.kept += kept
         fit = model.fit()
@@ -998,25 +992,39 @@ def fit_from_dataset(dataset: Any, oracle: Any, *, queries: int, out: Optional[s
     inputs, rewards, first, ep_start = dataset_steps(ds, model.spec)
     acts = dataset_actions(ds) if model.spec.action_dim else None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
-    seg = model.segment
     sent = 0
     while sent < queries:
         k = min(query_batch, queries - sent)
-        a0 = sample_segment_starts(first, ep_start, k, seg, rng)
-        b0 = sample_segment_starts(first, ep_start, k, seg, rng)
-        if a0.size == 0:
-            raise ConfigError(f"the dataset has no {seg} consecutive steps of one episode to compare")
-        ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
-        aa, ab = (acts[ra], acts[rb]) if acts is not None else (None, None)
-        q = PairQuery(inputs[ra], inputs[rb], rewards[ra].sum(1), rewards[rb].sum(1), round=sent // query_batch,
-                      pixel=model.spec.pixel, channels=model.spec.shape[0] if model.spec.pixel else None,
-                      actions_first=aa, actions_second=ab)
-        model.add_labels(q.first, q.second, oracle.label(q), actions_first=aa, actions_second=ab)
+        q = draw_pairs(model, first, ep_start, rewards,
+                       lambda rows: (inputs[rows], acts[rows] if acts is not None else None), k, rng,
+                       round=sent // query_batch)
+        if q is None:
+            raise ConfigError(f"the dataset has no {model.segment} consecutive steps of one episode to compare")
+        model.add_labels(q.first, q.second, oracle.label(q), actions_first=q.actions_first,
+                         actions_second=q.actions_second)
         sent += k
     model.fit()
     if out is not None:
         model.save(out, extra={"dataset": str(ds.path), "queries": queries})
     return model
+
+
+def draw_pairs(model: PreferenceRewardModel, first: np.ndarray, ep_start: np.ndarray, rewards: np.ndarray,
+               gather: Any, n: int, rng: np.random.Generator, *, round: int = 0) -> Optional[PairQuery]:
+    """``n`` pairs of the model's segments, each side drawn uniformly among the rows laid out like replay slots
+    (``first`` / ``ep_start``; :func:`sample_segment_starts`), as the query an oracle answers: ``gather(rows)`` gives
+    the net inputs and the actions (or None) of row indices ``[n, segment]``, ``rewards`` the per-row reward summed
+    into each side's true return. None when no segment fits yet. Shared by the online rounds, :func:`fit_from_dataset`
+    and the benchmark's fits on a saved replay."""
+    seg = model.segment
+    a0 = sample_segment_starts(first, ep_start, n, seg, rng)
+    b0 = sample_segment_starts(first, ep_start, n, seg, rng)
+    if a0.size == 0:
+        return None
+    ra, rb = segment_rows(a0, seg), segment_rows(b0, seg)
+    (xa, aa), (xb, ab) = gather(ra), gather(rb)
+    return PairQuery(xa, xb, rewards[ra].sum(1), rewards[rb].sum(1), round=round, pixel=model.spec.pixel,
+                     channels=model.spec.shape[0] if model.spec.pixel else None, actions_first=aa, actions_second=ab)
 
 
 def dataset_steps(ds: Any, spec: InputSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
