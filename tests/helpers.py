@@ -1,11 +1,14 @@
 """Helpers several test files share: small spaces, random batches, tiny agents, a 1-step bandit dataset, the config
-docstring check and the checkpoint round trip. Import as ``from helpers import ...`` (pytest puts ``tests/`` on
+docstring check, the checkpoint round trip and loading a repository script by its path. Import as ``from helpers import ...`` (pytest puts ``tests/`` on
 ``sys.path``: it holds the root ``conftest.py`` and is the root of the ``agents`` / ``mechanisms`` test packages)."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -14,6 +17,24 @@ import torch
 from pixelrl.agents.drqv2 import DrQv2Agent, DrQv2Config
 from pixelrl.data.batch import Batch
 from pixelrl.utils.checkpoint import flatten_state, unflatten_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str):
+    """A repository script that is not part of the package (``benchmarks/atari100k.py``, ``scripts/docs_curves.py``)
+    imported from its file; its own folder is on ``sys.path`` while it loads, for the siblings it imports (the
+    benchmarks' ``_cli``)."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
 
 # ------------------------------------------------------------------------------------------ spaces and batches
 

@@ -1,18 +1,12 @@
 """scripts/docs_curves.py draws every docs figure from the committed result files, and each page shows its figure."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("docs_curves", ROOT / "scripts" / "docs_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/docs_curves.py")
 
 
 def test_every_figure_draws_from_committed_results_and_is_shown_on_a_page(tmp_path, monkeypatch):

@@ -202,11 +202,9 @@ def test_reproduce_pages_cite_committed_results():
 
 
 def test_docs_hook_shows_sphinx_roles_as_code():
-    import importlib.util
+    from helpers import load_script
 
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
-    hooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hooks)
+    hooks = load_script("scripts/docs_hooks.py")
     html = ("see :func:<code>agent_preset</code>, :class:<code>~pixelrl.agents.AgentSpec</code> and "
             ":meth:<code>Trainer.run</code>; a:b <code>x</code> stays")
     assert hooks.strip_roles(html) == ("see <code>agent_preset</code>, <code>AgentSpec</code> and "

@@ -21,6 +21,8 @@ from pixelrl.errors import ConfigError
 from pixelrl.mechanisms.hl_gauss import HLGaussConfig, hl_gauss_target
 from pixelrl.utils.checkpoint import load_checkpoint, save_checkpoint
 
+from helpers import load_script
+
 STATE = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
 TWO = gym.spaces.Discrete(2)
 
@@ -494,14 +496,7 @@ def test_breakout_life_losses_become_learner_terminals_in_the_replay(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- benchmark maths
 def _bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "atari100k.py"
-    spec = importlib.util.spec_from_file_location("atari100k_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/atari100k.py")
 
 
 def test_atari100k_tables_iqm_and_stratified_bootstrap():

@@ -2,9 +2,6 @@
 tied weights, no augmentation (pad 0, so no shift RNG), the same torch seed per update -> the same noise draws.
 Losses and parameters must agree after several updates."""
 
-import importlib.util
-from pathlib import Path
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -14,14 +11,11 @@ from pixelrl.agents import make_agent
 from pixelrl.agents.drqv2 import DrQv2Config
 from pixelrl.data.batch import Batch
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import load_script
 
 
 def _reference_module():
-    spec = importlib.util.spec_from_file_location("update_throughput", ROOT / "benchmarks" / "update_throughput.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/update_throughput.py")
 
 
 def _tie(ours, ref, out_hw):

@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from pixelrl.errors import ConfigError
 from pixelrl.rewards import RewardConfig, build_reward_model
 from pixelrl.rewards.oracles import ScriptedOracle, VLMOracle, parse_vlm_label
-from helpers import PREFERENCE_RUN, load_run_buffer
+from helpers import PREFERENCE_RUN, load_run_buffer, load_script
 from pixelrl.rewards.preference import (EQUAL, SKIP, PairQuery, PreferenceRewardModel, bradley_terry_loss,
                                         sample_segment_starts, segment_rows)
 
@@ -411,29 +411,13 @@ def test_a_logit_scale_keeps_a_noiseless_single_step_fit_graded_where_scale_one_
     assert m.logit_scale == 5.0
 
 
-def _preference_bench():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2] / "benchmarks"
-    sys.path.insert(0, str(root))  # the benchmark imports its sibling _cli
-    try:
-        spec = importlib.util.spec_from_file_location("preference_reward_bench", root / "preference_reward.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(root))
-    return mod
-
-
 @pytest.mark.slow
 def test_the_benchmark_spreads_rounds_and_fits_a_frozen_reward_on_a_runs_replay(online_run, tmp_path):
     """benchmarks/preference_reward.py: ``--query-span 0.5`` keeps the spacing the earlier result files used (287 agent
     steps for N = 1000 at 100k frames), 1.0 spreads the rounds to the end of the run; a ``--frozen`` model is fitted on
     pairs of a run's stored steps labelled by their stored rewards, orders further pairs of them, is saved as a model
     folder the prefs: spec loads, and is read back rather than refitted when the benchmark resumes."""
-    b = _preference_bench()
+    b = load_script("benchmarks/preference_reward.py")
     assert b.schedule(100_000, 1000)["query_every"] == 287
     s = b.schedule(100_000, 1000, 1.0)
     last = b.WARMUP + (s["rounds"] - 1) * s["query_every"]
